@@ -1,0 +1,35 @@
+"""The ``tte-hf`` command line: one sub-command per stage of Think-Then-Embed."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> module under tte_hf.commands defining `add_arguments(parser)` and `run(args) -> int`.
+# Command modules import heavy libraries inside `run`, so `tte-hf --help` stays fast and optional
+# extras (vLLM, ...) are only needed by the commands that use them.
+COMMANDS = {
+    "make-tiny": "make_tiny",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tte-hf", description="Think-Then-Embed multimodal embeddings.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, module_name in COMMANDS.items():
+        module = importlib.import_module(f"tte_hf.commands.{module_name}")
+        summary = (module.__doc__ or "").strip().splitlines()[0]
+        command = sub.add_parser(name, help=summary, description=summary)
+        module.add_arguments(command)
+        command.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args._run(args) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per ``tte-hf`` sub-command: ``add_arguments(parser)`` and ``run(args)``."""

@@ -1,0 +1,154 @@
+"""Configurations of the Think-Then-Embed models.
+
+Self-contained: this file is shipped next to the weights for ``trust_remote_code`` and imports
+only ``transformers``.
+"""
+
+from __future__ import annotations
+
+from transformers import AutoConfig, PretrainedConfig
+
+SUPPORTED_BACKBONES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+HEAD_TYPES = ("attention_pooler", "latent_attention", "qformer", "mhsa")
+POOLING_MODES = ("last",)
+
+
+def _backbone_config(backbone_config, owner: str) -> PretrainedConfig | None:
+    if backbone_config is None:
+        return None
+    if isinstance(backbone_config, dict):
+        if "model_type" not in backbone_config:
+            raise ValueError(f"{owner}.backbone_config needs a 'model_type' (one of {SUPPORTED_BACKBONES}).")
+        backbone_config = AutoConfig.for_model(**backbone_config)
+    if backbone_config.model_type not in SUPPORTED_BACKBONES:
+        raise ValueError(
+            f"{owner}.backbone_config.model_type={backbone_config.model_type!r} is not supported; "
+            f"use a checkpoint of one of {SUPPORTED_BACKBONES}."
+        )
+    return backbone_config
+
+
+def _check_truncate_dim(truncate_dim: int | None, owner: str) -> None:
+    if truncate_dim is not None and (not isinstance(truncate_dim, int) or truncate_dim <= 0):
+        raise ValueError(f"{owner}.truncate_dim must be a positive int or None, got {truncate_dim!r}.")
+
+
+class TTEEmbedderConfig(PretrainedConfig):
+    """Config of `TTEEmbedderModel`: a VLM backbone, last-token pooling, optional normalisation.
+
+    Args:
+        backbone_config: config of the Qwen2-VL / Qwen2.5-VL / Qwen3-VL backbone.
+        pooling: ``"last"`` — hidden state of the last non-pad token after the final norm.
+        normalize: L2-normalise the embedding.
+        truncate_dim: keep only the first ``truncate_dim`` dimensions (Matryoshka), before normalising.
+    """
+
+    model_type = "tte_embedder"
+    sub_configs = {"backbone_config": AutoConfig}
+
+    def __init__(
+        self,
+        backbone_config: PretrainedConfig | dict | None = None,
+        pooling: str = "last",
+        normalize: bool = True,
+        truncate_dim: int | None = None,
+        **kwargs,
+    ):
+        if pooling not in POOLING_MODES:
+            raise ValueError(f"TTEEmbedderConfig.pooling={pooling!r} is not supported; use one of {POOLING_MODES}.")
+        _check_truncate_dim(truncate_dim, "TTEEmbedderConfig")
+        self.pooling = pooling
+        self.normalize = normalize
+        self.truncate_dim = truncate_dim
+        super().__init__(**kwargs)
+        # Set after the base init: it would push its attention default onto a live backbone's config.
+        self.backbone_config = _backbone_config(backbone_config, "TTEEmbedderConfig")
+
+    @property
+    def hidden_size(self) -> int:
+        return self.backbone_config.get_text_config().hidden_size
+
+
+class TTEUnifiedConfig(PretrainedConfig):
+    """Config of `TTEUnifiedModel`: a frozen reasoner backbone plus a trainable embedding head.
+
+    Args:
+        backbone_config: config of the reasoner (a ``...ForConditionalGeneration`` checkpoint).
+        backbone_name_or_path: where the backbone weights live when the head is saved on its own.
+        head_type: ``"attention_pooler"`` (k learned queries), ``"latent_attention"`` (NV-Embed),
+            ``"qformer"`` (cross-attention blocks) or ``"mhsa"`` (the backbone's last n layers, copied).
+        head_num_layers: blocks of the QFormer head, or n, the copied layers of the MHSA head.
+        head_num_queries: learned queries of the attention pooler / QFormer, latents of NV-Embed.
+        head_num_heads: attention heads of the pooler, latent-attention and QFormer heads.
+        embedding_dim: output size; ``None`` keeps the backbone's hidden size.
+        normalize, truncate_dim: as in `TTEEmbedderConfig`.
+        max_new_tokens: default cap on the reasoning trace length in `generate_and_embed`.
+    """
+
+    model_type = "tte_unified"
+    sub_configs = {"backbone_config": AutoConfig}
+
+    def __init__(
+        self,
+        backbone_config: PretrainedConfig | dict | None = None,
+        backbone_name_or_path: str | None = None,
+        head_type: str = "mhsa",
+        head_num_layers: int = 8,
+        head_num_queries: int = 16,
+        head_num_heads: int = 8,
+        embedding_dim: int | None = None,
+        normalize: bool = True,
+        truncate_dim: int | None = None,
+        max_new_tokens: int = 256,
+        **kwargs,
+    ):
+        if head_type not in HEAD_TYPES:
+            raise ValueError(f"TTEUnifiedConfig.head_type={head_type!r} is not supported; use one of {HEAD_TYPES}.")
+        for name, value in [
+            ("head_num_layers", head_num_layers),
+            ("head_num_queries", head_num_queries),
+            ("head_num_heads", head_num_heads),
+            ("max_new_tokens", max_new_tokens),
+        ]:
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"TTEUnifiedConfig.{name} must be a positive int, got {value!r}.")
+        if embedding_dim is not None and (not isinstance(embedding_dim, int) or embedding_dim <= 0):
+            raise ValueError(f"TTEUnifiedConfig.embedding_dim must be a positive int or None, got {embedding_dim!r}.")
+        _check_truncate_dim(truncate_dim, "TTEUnifiedConfig")
+        self.backbone_name_or_path = backbone_name_or_path
+        self.head_type = head_type
+        self.head_num_layers = head_num_layers
+        self.head_num_queries = head_num_queries
+        self.head_num_heads = head_num_heads
+        self.embedding_dim = embedding_dim
+        self.normalize = normalize
+        self.truncate_dim = truncate_dim
+        self.max_new_tokens = max_new_tokens
+        super().__init__(**kwargs)
+        self.backbone_config = _backbone_config(backbone_config, "TTEUnifiedConfig")
+        if self.backbone_config is not None:
+            self._check_against_backbone()
+
+    def _check_against_backbone(self) -> None:
+        text = self.backbone_config.get_text_config()
+        if self.head_type == "mhsa" and self.head_num_layers >= text.num_hidden_layers:
+            raise ValueError(
+                f"TTEUnifiedConfig.head_num_layers={self.head_num_layers} must be smaller than the backbone's "
+                f"num_hidden_layers={text.num_hidden_layers} for the MHSA head (it reads layer L - n)."
+            )
+        if (
+            self.head_type in ("attention_pooler", "latent_attention", "qformer")
+            and text.hidden_size % self.head_num_heads
+        ):
+            raise ValueError(
+                f"TTEUnifiedConfig.head_num_heads={self.head_num_heads} must divide the backbone's "
+                f"hidden_size={text.hidden_size}."
+            )
+
+    @property
+    def hidden_size(self) -> int:
+        return self.backbone_config.get_text_config().hidden_size
+
+    @property
+    def output_dim(self) -> int:
+        return self.embedding_dim or self.hidden_size

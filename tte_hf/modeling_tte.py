@@ -1,0 +1,357 @@
+"""Think-Then-Embed models: the TTE embedder and the unified reasoner + embedding head.
+
+Self-contained (torch + transformers, plus the sibling configuration/heads files): shipped next to
+the weights for ``trust_remote_code``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoModel, AutoModelForImageTextToText, LogitsProcessor, PreTrainedModel, StoppingCriteria
+from transformers.utils import ModelOutput
+
+from .configuration_tte import TTEEmbedderConfig, TTEUnifiedConfig
+from .heads import build_head, last_token_pool
+
+HEAD_WEIGHTS_NAME = "head.safetensors"
+_HEAD_CONFIG_KEYS = (
+    "head_num_layers",
+    "head_num_queries",
+    "head_num_heads",
+    "embedding_dim",
+    "normalize",
+    "truncate_dim",
+    "max_new_tokens",
+)
+
+
+def finalize_embeddings(embeddings: torch.Tensor, truncate_dim: int | None, normalize: bool) -> torch.Tensor:
+    """Matryoshka truncation, then optional L2 normalisation."""
+    if truncate_dim is not None:
+        embeddings = embeddings[..., :truncate_dim]
+    return F.normalize(embeddings, p=2, dim=-1) if normalize else embeddings
+
+
+@dataclass
+class TTEEmbedderOutput(ModelOutput):
+    embeddings: torch.FloatTensor | None = None
+    last_hidden_state: torch.FloatTensor | None = None
+
+
+@dataclass
+class TTEGenerateOutput(ModelOutput):
+    """``sequences``: prompt + generated ids; ``trace_ids``: each row's trace (no end token);
+    ``embeddings``: computed from the hidden states captured while generating."""
+
+    sequences: torch.LongTensor | None = None
+    trace_ids: list[torch.LongTensor] | None = None
+    embeddings: torch.FloatTensor | None = None
+
+
+class TTEPreTrainedModel(PreTrainedModel):
+    base_model_prefix = "tte"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _no_split_modules = []
+
+    def _init_weights(self, module):
+        # The backbone arrives initialised (random or pretrained); only fresh head layers need this.
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+
+def _load_kwargs(kwargs: dict) -> dict:
+    attn = kwargs.get("attn_implementation")
+    if attn == "flash_attention_2":
+        try:
+            import flash_attn  # noqa: F401
+        except ImportError as err:
+            raise ImportError(
+                "attn_implementation='flash_attention_2' needs flash-attn: `pip install 'tte-hf[flash]'` "
+                "(CUDA only), or use attn_implementation='sdpa'."
+            ) from err
+    return {"attn_implementation": "sdpa", **kwargs}
+
+
+class TTEEmbedderModel(TTEPreTrainedModel):
+    """A VLM backbone whose last-token final hidden state is the embedding (VLM2Vec ``pooling='last'``).
+
+    ``forward(**processor_outputs)`` returns `TTEEmbedderOutput` with ``.embeddings``.
+    """
+
+    config_class = TTEEmbedderConfig
+
+    def __init__(self, config: TTEEmbedderConfig, backbone: nn.Module | None = None):
+        super().__init__(config)
+        if config.backbone_config is None:
+            raise ValueError("TTEEmbedderConfig.backbone_config is required to build a TTEEmbedderModel.")
+        self.backbone = backbone if backbone is not None else AutoModel.from_config(config.backbone_config)
+        self.post_init()
+
+    @classmethod
+    def from_backbone(
+        cls,
+        name_or_path: str | os.PathLike,
+        *,
+        pooling: str = "last",
+        normalize: bool = True,
+        truncate_dim: int | None = None,
+        **from_pretrained_kwargs,
+    ) -> TTEEmbedderModel:
+        """Start from a plain Qwen2-VL / Qwen2.5-VL / Qwen3-VL checkpoint (local path or repo id)."""
+        backbone = AutoModel.from_pretrained(name_or_path, **_load_kwargs(from_pretrained_kwargs))
+        config = TTEEmbedderConfig(
+            backbone_config=backbone.config, pooling=pooling, normalize=normalize, truncate_dim=truncate_dim
+        )
+        return cls(config, backbone=backbone)
+
+    def get_input_embeddings(self):
+        return self.backbone.get_input_embeddings()
+
+    def forward(
+        self, input_ids: torch.LongTensor | None = None, attention_mask: torch.Tensor | None = None, **backbone_inputs
+    ) -> TTEEmbedderOutput:
+        if attention_mask is None:
+            raise ValueError("TTEEmbedderModel.forward needs the attention_mask the processor returns (for pooling).")
+        backbone_inputs.pop("labels", None)
+        outputs = self.backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **backbone_inputs)
+        hidden = outputs.last_hidden_state
+        pooled = last_token_pool(hidden, attention_mask)
+        embeddings = finalize_embeddings(pooled, self.config.truncate_dim, self.config.normalize)
+        return TTEEmbedderOutput(embeddings=embeddings, last_hidden_state=hidden)
+
+
+class _ForceTraceEnd(LogitsProcessor):
+    """Forces the end token at position ``max_trace_tokens`` of rows that have not ended yet."""
+
+    def __init__(self, prompt_len: int, max_trace_tokens: int, end_token_id: int):
+        self.prompt_len, self.max_trace_tokens, self.end_token_id = prompt_len, max_trace_tokens, end_token_id
+
+    def __call__(self, input_ids, scores):
+        generated = input_ids[:, self.prompt_len :]
+        if generated.shape[1] == self.max_trace_tokens:
+            open_rows = ~(generated == self.end_token_id).any(-1)
+            forced = torch.full_like(scores[open_rows], float("-inf"))
+            forced[:, self.end_token_id] = 0
+            scores[open_rows] = forced
+        return scores
+
+
+class _TraceEndFed(StoppingCriteria):
+    """Stops once every row's end token has been *fed* to the model, so its hidden state exists."""
+
+    def __init__(self, prompt_len: int, end_token_id: int):
+        self.prompt_len, self.end_token_id = prompt_len, end_token_id
+
+    def __call__(self, input_ids, scores, **kwargs):
+        fed = input_ids[:, self.prompt_len : -1]
+        done = (fed == self.end_token_id).any(-1)
+        return done.all().expand(input_ids.shape[0])
+
+
+class TTEUnifiedModel(TTEPreTrainedModel):
+    """One backbone that reasons and embeds: a frozen reasoner VLM plus a trainable embedding head.
+
+    `generate_and_embed` writes the reasoning trace and embeds from the hidden states captured during
+    generation — no second backbone pass. `forward` embeds a given prompt + trace sequence.
+    """
+
+    config_class = TTEUnifiedConfig
+
+    def __init__(self, config: TTEUnifiedConfig, backbone: nn.Module | None = None):
+        super().__init__(config)
+        if config.backbone_config is None:
+            raise ValueError("TTEUnifiedConfig.backbone_config is required to build a TTEUnifiedModel.")
+        self.backbone = (
+            backbone if backbone is not None else AutoModelForImageTextToText.from_config(config.backbone_config)
+        )
+        head_hidden = self.backbone.config.get_text_config().hidden_size
+        if head_hidden != config.hidden_size:
+            raise ValueError(
+                f"TTEUnifiedConfig.backbone_config has hidden_size={config.hidden_size} but the backbone has "
+                f"{head_hidden}; build the config from the backbone's own config."
+            )
+        self.head = build_head(config)
+        self.post_init()
+        self.backbone.requires_grad_(False)
+
+    @classmethod
+    def from_backbone(
+        cls, name_or_path: str | os.PathLike, *, head_type: str = "mhsa", head_kwargs: dict | None = None, **kwargs
+    ) -> TTEUnifiedModel:
+        """Attach a fresh head of ``head_type`` to a reasoner checkpoint (local path or repo id).
+
+        ``head_kwargs`` go to `TTEUnifiedConfig` (``head_num_layers``, ``embedding_dim``, ...); the
+        MHSA head starts as a copy of the backbone's last ``head_num_layers`` layers.
+        """
+        backbone = AutoModelForImageTextToText.from_pretrained(name_or_path, **_load_kwargs(kwargs))
+        config = TTEUnifiedConfig(
+            backbone_config=backbone.config,
+            backbone_name_or_path=str(name_or_path),
+            head_type=head_type,
+            **(head_kwargs or {}),
+        )
+        config._attn_implementation = backbone.config._attn_implementation
+        model = cls(config, backbone=backbone)
+        if head_type == "mhsa":
+            model.head.init_from_backbone(model.language_model)
+        return model
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """Loads a full checkpoint, or a head-only one (``head.safetensors``) plus its referenced backbone."""
+        head_file = _resolve_file(pretrained_model_name_or_path, HEAD_WEIGHTS_NAME, kwargs)
+        if head_file is None:
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        from safetensors.torch import load_file
+
+        config = kwargs.pop("config", None) or cls.config_class.from_pretrained(pretrained_model_name_or_path)
+        if not config.backbone_name_or_path:
+            raise ValueError(f"{pretrained_model_name_or_path} holds only a head but its config names no backbone.")
+        for key in ("trust_remote_code", "cache_dir", "local_files_only", "token"):
+            kwargs.pop(key, None)
+        model = cls.from_backbone(
+            config.backbone_name_or_path,
+            head_type=config.head_type,
+            head_kwargs={k: getattr(config, k) for k in _HEAD_CONFIG_KEYS},
+            **kwargs,
+        )
+        model.head.load_state_dict(load_file(head_file))
+        return model.eval()
+
+    def save_head(self, save_directory: str | os.PathLike) -> None:
+        """Save only the head (small) with a reference to the backbone in the config."""
+        from safetensors.torch import save_file
+
+        if not self.config.backbone_name_or_path:
+            raise ValueError("config.backbone_name_or_path must name the backbone before saving the head alone.")
+        os.makedirs(save_directory, exist_ok=True)
+        self.config.save_pretrained(save_directory)
+        state = {k: v.detach().contiguous() for k, v in self.head.state_dict().items()}
+        save_file(state, os.path.join(save_directory, HEAD_WEIGHTS_NAME))
+
+    @property
+    def language_model(self) -> nn.Module:
+        return self.backbone.model.language_model
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.backbone.eval()  # frozen: no dropout, whatever the head does
+        return self
+
+    def _head_input_module(self) -> nn.Module:
+        layer = self.head.reads_layer
+        return (
+            self.language_model.norm
+            if layer == len(self.language_model.layers)
+            else self.language_model.layers[layer - 1]
+        )
+
+    def _capture_head_inputs(self):
+        captured: list[torch.Tensor] = []
+
+        def hook(module, args, output):
+            captured.append(output[0] if isinstance(output, tuple) else output)
+
+        return captured, self._head_input_module().register_forward_hook(hook)
+
+    def embed_hidden_states(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Head + Matryoshka truncation + normalisation over the captured layer's hidden states."""
+        head_dtype = next(self.head.parameters()).dtype
+        pooled = self.head(hidden_states.to(head_dtype), attention_mask)
+        return finalize_embeddings(pooled, self.config.truncate_dim, self.config.normalize)
+
+    def forward(
+        self, input_ids: torch.LongTensor | None = None, attention_mask: torch.Tensor | None = None, **backbone_inputs
+    ) -> TTEEmbedderOutput:
+        """Embed complete sequences (prompt + trace + end token) with one backbone pass."""
+        if attention_mask is None:
+            raise ValueError("TTEUnifiedModel.forward needs the attention_mask the processor returns.")
+        backbone_inputs.pop("labels", None)
+        captured, handle = self._capture_head_inputs()
+        try:
+            with torch.no_grad():
+                self.backbone.model(
+                    input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **backbone_inputs
+                )
+        finally:
+            handle.remove()
+        hidden = captured[0]
+        return TTEEmbedderOutput(embeddings=self.embed_hidden_states(hidden, attention_mask), last_hidden_state=hidden)
+
+    @torch.no_grad()
+    def generate_and_embed(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor,
+        max_new_tokens: int | None = None,
+        **generate_kwargs,
+    ) -> TTEGenerateOutput:
+        """Generate each row's reasoning trace (left-padded prompts), then embed prompt + trace + end
+        token from the hidden states the backbone computed while generating.
+
+        A trace is capped at ``max_new_tokens`` tokens, then the end token is forced. Rows that end
+        early keep decoding until the slowest row's end token is fed; their extra tokens are masked.
+        """
+        if attention_mask[:, -1].min() == 0:
+            raise ValueError("generate_and_embed needs left-padded prompts (processor padding_side='left').")
+        cap = max_new_tokens or self.config.max_new_tokens
+        end_id = self.backbone.generation_config.eos_token_id
+        end_id = end_id[0] if isinstance(end_id, (list, tuple)) else end_id
+        prompt_len = input_ids.shape[1]
+        captured, handle = self._capture_head_inputs()
+        try:
+            sequences = self.backbone.generate(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                max_new_tokens=cap + 2,
+                eos_token_id=None,
+                logits_processor=[_ForceTraceEnd(prompt_len, cap, end_id)],
+                stopping_criteria=[_TraceEndFed(prompt_len, end_id)],
+                **generate_kwargs,
+            )
+        finally:
+            handle.remove()
+        hidden = torch.cat(captured, dim=1)  # prompt + every generated token that was fed back
+        generated = sequences[:, prompt_len:]
+        end_pos = (generated == end_id).to(torch.long).argmax(-1)
+        positions = torch.arange(generated.shape[1], device=generated.device)
+        trace_mask = (positions[None, :] <= end_pos[:, None]).to(attention_mask.dtype)
+        mask = torch.cat([attention_mask, trace_mask], dim=1)[:, : hidden.shape[1]]
+        embeddings = self.embed_hidden_states(hidden, mask)
+        traces = [generated[i, : end_pos[i]] for i in range(generated.shape[0])]
+        return TTEGenerateOutput(sequences=sequences, trace_ids=traces, embeddings=embeddings)
+
+
+def _resolve_file(name_or_path, filename: str, kwargs: dict) -> str | None:
+    if os.path.isdir(name_or_path):
+        path = os.path.join(name_or_path, filename)
+        return path if os.path.isfile(path) else None
+    from transformers.utils import cached_file
+
+    return cached_file(
+        name_or_path,
+        filename,
+        revision=kwargs.get("revision"),
+        cache_dir=kwargs.get("cache_dir"),
+        token=kwargs.get("token"),
+        _raise_exceptions_for_missing_entries=False,
+        _raise_exceptions_for_connection_errors=False,
+    )
+
+
+TTEEmbedderConfig.register_for_auto_class()
+TTEUnifiedConfig.register_for_auto_class()
+TTEEmbedderModel.register_for_auto_class("AutoModel")
+TTEUnifiedModel.register_for_auto_class("AutoModel")

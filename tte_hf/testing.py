@@ -1,0 +1,173 @@
+"""Tiny, random, offline vision-language checkpoints for tests, the demo and trying commands.
+
+`build_tiny_vlm` writes a complete Qwen2-VL (or Qwen2.5-VL) checkpoint — tokenizer trained on the
+spot, image/video processor, random weights — that the stock ``from_pretrained`` loaders read.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import torch
+
+QWEN_SPECIAL_TOKENS = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+]
+
+_WORDS = (
+    "a an the of in on at to is are what which who where how many does do this that image picture photo "
+    "video frame page document describe find retrieve represent given question answer label class object "
+    "red green blue yellow purple orange black white gray pink brown circle square triangle star cross "
+    "left right top bottom above below next near far small large one two three four five six seven eight "
+    "nine zero color shape count position scene there think step reasoning final summary because so "
+    "therefore first second third then it its with and or not no yes query target candidate relevant "
+    "dog cat car bus tree house person man woman boy girl table chair sky water road street building "
+    "vehicle closest camera object referred region grounding classification retrieval visual text"
+).split()
+
+SUPPORTED_TINY_ARCHS = ("qwen2_vl", "qwen2_5_vl")
+
+
+def _chat_template(name: str) -> str:
+    # TRL ships Qwen2-VL's chat template and a `{% generation %}`-marked variant for assistant-only loss.
+    import trl
+
+    return (Path(trl.__file__).parent / "chat_templates" / name).read_text()
+
+
+def _corpus(seed: int, n_lines: int = 2000) -> list[str]:
+    rng = random.Random(seed)
+    lines = []
+    for _ in range(n_lines):
+        words = rng.choices(_WORDS, k=rng.randint(4, 16))
+        line = " ".join(words)
+        if rng.random() < 0.3:
+            line = f"<think> {line} </think> {rng.choice(_WORDS)}"
+        lines.append(line.capitalize() + rng.choice([".", "?", "", "\n"]))
+    return lines
+
+
+def build_tiny_tokenizer(seed: int = 0, vocab_size: int = 600):
+    """A byte-level BPE `Qwen2TokenizerFast` with Qwen's special tokens, trained on a tiny corpus."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast, Qwen2TokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=QWEN_SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_corpus(seed), trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok)
+    return Qwen2TokenizerFast(
+        tokenizer_object=fast._tokenizer,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token=None,
+        bos_token=None,
+        additional_special_tokens=QWEN_SPECIAL_TOKENS[1:],
+        chat_template=_chat_template("qwen2_5_vl.jinja"),
+    )
+
+
+def _tiny_config(arch: str, tokenizer, hidden_size: int, num_layers: int):
+    from transformers import Qwen2_5_VLConfig, Qwen2VLConfig
+
+    ids = {name.strip("<|>"): tokenizer.convert_tokens_to_ids(name) for name in QWEN_SPECIAL_TOKENS}
+    text_config = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
+        bos_token_id=ids["endoftext"],
+        eos_token_id=ids["im_end"],
+        pad_token_id=ids["endoftext"],
+    )
+    common = dict(
+        text_config=text_config,
+        image_token_id=ids["image_pad"],
+        video_token_id=ids["video_pad"],
+        vision_start_token_id=ids["vision_start"],
+        vision_end_token_id=ids["vision_end"],
+        tie_word_embeddings=False,
+    )
+    if arch == "qwen2_vl":
+        vision = dict(depth=2, embed_dim=32, hidden_size=hidden_size, num_heads=2, mlp_ratio=2)
+        return Qwen2VLConfig(vision_config=vision, **common)
+    if arch == "qwen2_5_vl":
+        vision = dict(
+            depth=2,
+            hidden_size=32,
+            intermediate_size=64,
+            num_heads=2,
+            out_hidden_size=hidden_size,
+            fullatt_block_indexes=[1],
+            window_size=56,
+        )
+        return Qwen2_5_VLConfig(vision_config=vision, **common)
+    raise ValueError(f"arch={arch!r} is not supported; choose one of {SUPPORTED_TINY_ARCHS}.")
+
+
+def build_tiny_vlm(
+    output_dir: str | Path,
+    *,
+    arch: str = "qwen2_vl",
+    seed: int = 0,
+    hidden_size: int = 64,
+    num_layers: int = 4,
+    max_pixels: int = 28 * 28 * 16,
+) -> Path:
+    """Save a tiny random Qwen2-VL-family checkpoint (model, tokenizer, processor) and return its path.
+
+    Deterministic for ``seed`` and fully offline. ``AutoModelForImageTextToText.from_pretrained`` and
+    ``AutoProcessor.from_pretrained`` load the result. The tokenizer also ships the
+    ``{% generation %}``-marked template as ``chat_template_training.jinja`` for assistant-only SFT.
+    """
+    from transformers import (
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2VLForConditionalGeneration,
+        Qwen2VLImageProcessor,
+        Qwen2VLProcessor,
+        Qwen2VLVideoProcessor,
+    )
+
+    if arch not in SUPPORTED_TINY_ARCHS:
+        raise ValueError(f"arch={arch!r} is not supported; choose one of {SUPPORTED_TINY_ARCHS}.")
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+
+    tokenizer = build_tiny_tokenizer(seed)
+    config = _tiny_config(arch, tokenizer, hidden_size, num_layers)
+    model_cls = Qwen2VLForConditionalGeneration if arch == "qwen2_vl" else Qwen2_5_VLForConditionalGeneration
+    torch.manual_seed(seed)
+    model = model_cls(config).eval()
+    model.generation_config.eos_token_id = config.text_config.eos_token_id
+    model.generation_config.pad_token_id = config.text_config.pad_token_id
+    model.generation_config.do_sample = False
+    model.save_pretrained(output_dir)
+
+    pixel_limits = {"shortest_edge": 28 * 28 * 4, "longest_edge": max_pixels}
+    processor = Qwen2VLProcessor(
+        image_processor=Qwen2VLImageProcessor(size=pixel_limits),
+        video_processor=Qwen2VLVideoProcessor(size=pixel_limits),
+        tokenizer=tokenizer,
+        chat_template=tokenizer.chat_template,
+    )
+    processor.save_pretrained(output_dir)
+    (output_dir / "chat_template_training.jinja").write_text(_chat_template("qwen2_5_vl_training.jinja"))
+    return output_dir
