@@ -1,0 +1,39 @@
+"""The reasoner interface every backend implements (transformers, vLLM, OpenAI-compatible, cache)."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ReasoningRequest:
+    """One item to reason about. ``images`` and ``video`` frames are PIL images, already loaded.
+
+    ``task`` names the task prompt (a meta-task such as ``"vqa"``, or ``"generic"``);
+    ``item_id`` is a stable id used for caching and resumable files.
+    """
+
+    text: str | None = None
+    images: tuple[Any, ...] = ()
+    video: tuple[Any, ...] | None = None
+    instruction: str | None = None
+    task: str = "generic"
+    item_id: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+class ReasoningBackend(abc.ABC):
+    """Generates raw ECR texts (``"<think>…</think> final"``) for a batch of requests, in order."""
+
+    #: identifies the model (id + revision) and settings in cache keys and manifests
+    name: str = "reasoner"
+
+    @abc.abstractmethod
+    def generate(self, requests: Sequence[ReasoningRequest]) -> list[str]: ...
+
+    def describe(self) -> dict[str, Any]:
+        """Everything that changes the output (model, revision, sampling, prompt version)."""
+        return {"name": self.name}
