@@ -12,7 +12,16 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoModel, AutoModelForImageTextToText, LogitsProcessor, PreTrainedModel, StoppingCriteria
+from transformers import (
+    AutoModel,
+    AutoModelForImageTextToText,
+    LogitsProcessor,
+    LogitsProcessorList,
+    PreTrainedModel,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
+from transformers.dynamic_module_utils import custom_object_save
 from transformers.utils import ModelOutput
 
 from .configuration_tte import TTEEmbedderConfig, TTEUnifiedConfig
@@ -237,6 +246,8 @@ class TTEUnifiedModel(TTEPreTrainedModel):
         if not self.config.backbone_name_or_path:
             raise ValueError("config.backbone_name_or_path must name the backbone before saving the head alone.")
         os.makedirs(save_directory, exist_ok=True)
+        if self._auto_class is not None:  # code files + auto_map, as save_pretrained writes them
+            custom_object_save(self, save_directory, config=self.config)
         self.config.save_pretrained(save_directory)
         state = {k: v.detach().contiguous() for k, v in self.head.state_dict().items()}
         save_file(state, os.path.join(save_directory, HEAD_WEIGHTS_NAME))
@@ -310,15 +321,19 @@ class TTEUnifiedModel(TTEPreTrainedModel):
         end_id = self.backbone.generation_config.eos_token_id
         end_id = end_id[0] if isinstance(end_id, (list, tuple)) else end_id
         prompt_len = input_ids.shape[1]
+        logits_processor = LogitsProcessorList(generate_kwargs.pop("logits_processor", None) or [])
+        logits_processor.append(_ForceTraceEnd(prompt_len, cap, end_id))
+        stopping_criteria = StoppingCriteriaList(generate_kwargs.pop("stopping_criteria", None) or [])
+        stopping_criteria.append(_TraceEndFed(prompt_len, end_id))
         captured, handle = self._capture_head_inputs()
         try:
             sequences = self.backbone.generate(
                 input_ids=input_ids,
                 attention_mask=attention_mask,
                 max_new_tokens=cap + 2,
-                eos_token_id=None,
-                logits_processor=[_ForceTraceEnd(prompt_len, cap, end_id)],
-                stopping_criteria=[_TraceEndFed(prompt_len, end_id)],
+                eos_token_id=None,  # rows keep decoding after their end token; `_TraceEndFed` stops
+                logits_processor=logits_processor,
+                stopping_criteria=stopping_criteria,
                 **generate_kwargs,
             )
         finally:
