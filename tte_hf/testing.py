@@ -85,6 +85,10 @@ def _tiny_config(arch: str, tokenizer, hidden_size: int, num_layers: int):
     from transformers import Qwen2_5_VLConfig, Qwen2VLConfig
 
     ids = {name.strip("<|>"): tokenizer.convert_tokens_to_ids(name) for name in QWEN_SPECIAL_TOKENS}
+    half_head_dim = hidden_size // 4 // 2  # 4 attention heads; M-RoPE splits half the head dim in t/h/w
+    temporal = half_head_dim // 4
+    height = (half_head_dim - temporal) // 2
+    mrope_section = [temporal, height, half_head_dim - temporal - height]  # Qwen's 1/4, 3/8, 3/8
     text_config = dict(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,
@@ -93,7 +97,7 @@ def _tiny_config(arch: str, tokenizer, hidden_size: int, num_layers: int):
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=4096,
-        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope_section},
         bos_token_id=ids["endoftext"],
         eos_token_id=ids["im_end"],
         pad_token_id=ids["endoftext"],
