@@ -188,9 +188,8 @@ def parse_ecr(text: str | None, max_chars: int | None = None) -> ECR:
     if opens > 1 or closes > 1:
         issues.append("doubled_tags")
 
-    last_close = None
-    for last_close in _CLOSE.finditer(stripped):
-        pass
+    close_tags = list(_CLOSE.finditer(stripped))
+    last_close = close_tags[-1] if close_tags else None
     if last_close is not None:
         before, after = stripped[: last_close.start()], stripped[last_close.end() :]
         if not opens:
