@@ -20,7 +20,9 @@ def reasoner(tiny_vlm):
 REQUESTS = [
     ReasoningRequest(text="what color is the square?", images=(_image("red"),), task="vqa", item_id="a"),
     ReasoningRequest(text="a dog on a road", task="retrieval", item_id="b"),
-    ReasoningRequest(text="classify", images=(_image("blue"),), instruction="Represent the image", task="classification"),
+    ReasoningRequest(
+        text="classify", images=(_image("blue"),), instruction="Represent the image", task="classification"
+    ),
     ReasoningRequest(text="the man left of the car", images=(_image("green"),), task="grounding", item_id="d"),
     ReasoningRequest(text="what happens?", video=(_image("red"), _image("blue")), task="video_qa", item_id="e"),
     ReasoningRequest(images=(_image("gray"),), task="visdoc", item_id="f"),

@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import random
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -179,11 +178,11 @@ class OpenAIReasoner(ReasoningBackend):
                 retry.retry_after = float(retry_after) if retry_after and retry_after.isdigit() else None
                 raise retry from None
             raise ReasonerRequestError(f"{self.url} answered HTTP {err.code}: {detail}") from None
-        except (TimeoutError, socket.timeout) as err:
+        except TimeoutError as err:
             raise _Retryable(f"timed out after {self.timeout}s") from err
         except (urllib.error.URLError, ConnectionError, OSError) as err:
             reason = getattr(err, "reason", err)
-            if isinstance(reason, (TimeoutError, socket.timeout)):
+            if isinstance(reason, TimeoutError):
                 raise _Retryable(f"timed out after {self.timeout}s") from err
             raise _Retryable(f"connection failed: {reason}") from err
         try:
