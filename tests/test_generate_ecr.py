@@ -328,3 +328,27 @@ def test_sigkill_and_resume_ends_identical_to_an_uninterrupted_run(tmp_path, tin
     assert len(records) == len({r["id"] for r in records}) == 40  # every item exactly once
     assert {r["id"]: r for r in records} == {r["id"]: r for r in reference}
     assert json.loads(Path(str(output) + ".manifest.json").read_text())["complete"] is True
+
+
+def test_cli_flags_override_the_recipe(tmp_path):
+    import argparse
+
+    from tte_hf.cli import build_parser
+    from tte_hf.commands.generate_ecr import build_config
+
+    recipe = Path(__file__).parents[1] / "recipes" / "ecr" / "teacher_qwen25vl_72b.yaml"
+    args = build_parser().parse_args(
+        ["generate-ecr", "--config", str(recipe), "--num-shards", "8", "--shard-id", "3", "--skip-bad"]
+        + ["--model", "local/72b", "--set", "reasoner.max_new_tokens=64", "--set", "sides=[query, target]"]
+    )
+    assert isinstance(args, argparse.Namespace)
+    config = GenerateECRConfig.from_any(build_config(args))
+    assert (config.num_shards, config.shard_id, config.skip_bad) == (8, 3, True)
+    assert config.reasoner["model"] == "local/72b" and config.reasoner["max_new_tokens"] == 64
+    assert config.reasoner["tensor_parallel_size"] == 8 and config.reasoner["backend"] == "vllm"
+    assert config.sides == ["query", "target"] and config.dataset_name == "OK-VQA"
+    assert config.output_path.name == "OK-VQA.shard-00003-of-00008.jsonl"
+    for name in ("tiny.yaml", "student_qwen2vl_2b.yaml"):
+        GenerateECRConfig.from_any(recipe.with_name(name))  # every recipe holds only known keys
+    with pytest.raises(ValueError, match=r"Unknown ECR generation config keys \['batch'\]"):
+        GenerateECRConfig.from_any({"output": "x", "batch": 3})
