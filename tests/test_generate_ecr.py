@@ -352,3 +352,28 @@ def test_cli_flags_override_the_recipe(tmp_path):
         GenerateECRConfig.from_any(recipe.with_name(name))  # every recipe holds only known keys
     with pytest.raises(ValueError, match=r"Unknown ECR generation config keys \['batch'\]"):
         GenerateECRConfig.from_any({"output": "x", "batch": 3})
+
+
+def test_precomputed_reasoner_serves_a_generated_file(tmp_path, tiny_vlm):
+    config = _config(tmp_path, tiny_vlm, n=3)
+    records = _records(generate_ecr(config).output)
+    reasoner = load_reasoner(backend="precomputed", path=config["output"])
+    requests = [ReasoningRequest(text="ignored", item_id=r["id"]) for r in reversed(records)]
+    assert reasoner.generate(requests) == [r["raw"] for r in reversed(records)]
+    with pytest.raises(KeyError, match="Request 1 \\(item_id='nope'\\) has no trace"):
+        reasoner.generate([requests[0], ReasoningRequest(text="x", item_id="nope")])
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text(json.dumps(records[0]) + "\n" + json.dumps({"ecr": "no id"}) + "\n")
+    with pytest.raises(ValueError, match="broken.jsonl:2: not an ECR row"):
+        load_reasoner(backend="precomputed", path=str(broken))
+
+
+def test_cli_reports_bad_input_without_a_traceback(tmp_path, tiny_vlm, capsys):
+    from tte_hf.cli import main
+
+    path = _bad_rows(tmp_path / "bad")
+    config = _config(tmp_path, tiny_vlm, n=1, input=str(path), image_root=str(tmp_path / "bad"))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(config))
+    assert main(["generate-ecr", "--config", str(recipe)]) == 2
+    assert "bad.jsonl:2, item 'q-" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 # flag -> config key; flags override the YAML. `--set key=value` reaches any key, nested ones with dots.
 _FLAGS = {
@@ -77,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
     import logging
 
     from ..reasoning.generate import generate_ecr
+    from ..reasoning.openai_backend import ReasonerRequestError
     from ..reasoning.sources import BadInputError
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -85,8 +87,9 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("generate-ecr needs an output path: `output:` in the recipe or --output.")
     try:
         result = generate_ecr(config)
-    except (BadInputError, FileNotFoundError) as err:
-        print(f"error: {err}")
+    except (BadInputError, FileNotFoundError, ValueError, ReasonerRequestError) as err:
+        # Messages name the row / item / setting at fault; work already written stays and resumes.
+        print(f"error: {err}", file=sys.stderr)
         return 2
     print(
         f"{result.output}: {result.written} new traces, {result.skipped} rows skipped, "
