@@ -348,7 +348,7 @@ def test_cli_flags_override_the_recipe(tmp_path):
     assert config.reasoner["tensor_parallel_size"] == 8 and config.reasoner["backend"] == "vllm"
     assert config.sides == ["query", "target"] and config.dataset_name == "OK-VQA"
     assert config.output_path.name == "OK-VQA.shard-00003-of-00008.jsonl"
-    for name in ("tiny.yaml", "student_qwen2vl_2b.yaml"):
+    for name in ("tiny.yaml", "student_qwen2vl_2b.yaml", "teacher_openai_server.yaml"):
         GenerateECRConfig.from_any(recipe.with_name(name))  # every recipe holds only known keys
     with pytest.raises(ValueError, match=r"Unknown ECR generation config keys \['batch'\]"):
         GenerateECRConfig.from_any({"output": "x", "batch": 3})
