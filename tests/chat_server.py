@@ -1,0 +1,117 @@
+"""A real OpenAI-compatible chat-completions server on 127.0.0.1 for tests, with injectable faults.
+
+``faults[key]`` is a list of modes served in turn to requests whose user text contains ``key``:
+``"500"``, ``"429"``, ``"timeout"`` (sleeps ``slow_seconds`` before answering), ``"malformed"`` (200
+with a body that is not JSON), ``"no_choices"`` (200, JSON without choices); then it answers normally.
+A key mapped to ``"always500"`` always fails.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from PIL import Image
+
+
+class ChatServer:
+    def __init__(self, slow_seconds: float = 1.5):
+        self.faults: dict[str, list[str] | str] = {}
+        self.slow_seconds = slow_seconds
+        self.received: list[dict] = []
+        self.paths: list[str] = []
+        self.attempts: dict[str, int] = {}
+        self.concurrent = self.max_concurrent = 0
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep pytest output clean
+                pass
+
+            def do_POST(self):
+                server._handle(self)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    @staticmethod
+    def user_text(body: dict) -> str:
+        user = [m for m in body["messages"] if m["role"] == "user"][0]["content"]
+        return " ".join(p["text"] for p in user if p["type"] == "text")
+
+    @staticmethod
+    def images(body: dict) -> list[Image.Image]:
+        user = [m for m in body["messages"] if m["role"] == "user"][0]["content"]
+        urls = [p["image_url"]["url"] for p in user if p["type"] == "image_url"]
+        return [Image.open(io.BytesIO(base64.b64decode(u.split(",", 1)[1]))) for u in urls]
+
+    def _mode(self, text: str) -> str:
+        with self._lock:
+            for key, modes in self.faults.items():
+                if key in text:
+                    self.attempts[key] = self.attempts.get(key, 0) + 1
+                    if modes == "always500":
+                        return "500"
+                    if modes:
+                        return modes.pop(0)
+            return "ok"
+
+    def _handle(self, handler: BaseHTTPRequestHandler) -> None:
+        with self._lock:
+            self.concurrent += 1
+            self.max_concurrent = max(self.max_concurrent, self.concurrent)
+        try:
+            with self._lock:
+                self.paths.append(handler.path)
+            if handler.path != "/v1/chat/completions":
+                self._send(handler, 404, b'{"error": "not found"}')
+                return
+            length = int(handler.headers["Content-Length"])
+            body = json.loads(handler.rfile.read(length))
+            body["_authorization"] = handler.headers.get("Authorization")
+            with self._lock:
+                self.received.append(body)
+            text = self.user_text(body)
+            mode = self._mode(text)
+            time.sleep(0.05)  # long enough for concurrent requests to overlap
+            if mode in ("500", "429"):
+                self._send(handler, int(mode), b'{"error": "injected"}', retry_after="0" if mode == "429" else None)
+            elif mode == "malformed":
+                self._send(handler, 200, b'{"choices": [{"message": {"content": "cut')
+            elif mode == "no_choices":
+                self._send(handler, 200, b'{"object": "chat.completion"}')
+            else:
+                if mode == "timeout":
+                    time.sleep(self.slow_seconds)
+                reply = {"choices": [{"message": {"role": "assistant", "content": f"<think> {text} </think> ok"}}]}
+                self._send(handler, 200, json.dumps(reply).encode())
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up (timeout test)
+        finally:
+            with self._lock:
+                self.concurrent -= 1
+
+    @staticmethod
+    def _send(handler, status: int, payload: bytes, retry_after: str | None = None) -> None:
+        handler.send_response(status)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(payload)))
+        if retry_after is not None:
+            handler.send_header("Retry-After", retry_after)
+        handler.end_headers()
+        handler.wfile.write(payload)

@@ -1,0 +1,98 @@
+"""``tte-hf generate-ecr --config recipes/ecr/NAME.yaml``: write ECR traces for a dataset (sharded, resumable)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+# flag -> config key; flags override the YAML. `--set key=value` reaches any key, nested ones with dots.
+_FLAGS = {
+    "input": str,
+    "input_format": str,
+    "image_root": str,
+    "dataset_name": str,
+    "task": str,
+    "output": str,
+    "cache": str,
+    "chunk_size": int,
+    "num_shards": int,
+    "shard_id": int,
+    "max_items": int,
+    "max_trace_chars": int,
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML recipe (keys of GenerateECRConfig).")
+    for key, kind in _FLAGS.items():
+        parser.add_argument(f"--{key.replace('_', '-')}", dest=key, type=kind, default=None)
+    parser.add_argument("--sides", nargs="+", choices=("query", "target"), default=None)
+    parser.add_argument("--model", default=None, help="Reasoner model (reasoner.model).")
+    parser.add_argument("--backend", default=None, help="Reasoner backend (reasoner.backend).")
+    parser.add_argument(
+        "--skip-bad", action="store_true", default=None, help="Log bad rows to <output>.skipped.jsonl and go on."
+    )
+    parser.add_argument("--no-progress", action="store_true", help="Hide the progress bar.")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Any config key, e.g. --set reasoner.max_new_tokens=128 (VALUE is parsed as YAML).",
+    )
+
+
+def build_config(args: argparse.Namespace) -> dict:
+    """The YAML recipe with the command-line overrides applied."""
+    import yaml
+
+    config: dict = {}
+    if args.config:
+        with open(args.config, encoding="utf-8") as handle:
+            config = yaml.safe_load(handle) or {}
+    for key in (*_FLAGS, "sides", "skip_bad"):
+        if getattr(args, key) is not None:
+            config[key] = getattr(args, key)
+    reasoner = dict(config.get("reasoner") or {})
+    if args.model:
+        reasoner["model"] = args.model
+    if args.backend:
+        reasoner["backend"] = args.backend
+    config["reasoner"] = reasoner
+    if args.no_progress:
+        config["progress"] = False
+    for override in args.overrides:
+        key, sep, value = override.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set expects KEY=VALUE, got {override!r}")
+        *parents, leaf = key.split(".")
+        target = config
+        for parent in parents:
+            target = target.setdefault(parent, {})
+        target[leaf] = yaml.safe_load(value)
+    return config
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+
+    from ..reasoning.generate import generate_ecr
+    from ..reasoning.openai_backend import ReasonerRequestError
+    from ..reasoning.sources import BadInputError
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    config = build_config(args)
+    if not config.get("output"):
+        raise SystemExit("generate-ecr needs an output path: `output:` in the recipe or --output.")
+    try:
+        result = generate_ecr(config)
+    except (BadInputError, FileNotFoundError, ValueError, ReasonerRequestError) as err:
+        # Messages name the row / item / setting at fault; work already written stays and resumes.
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(
+        f"{result.output}: {result.written} new traces, {result.skipped} rows skipped, "
+        f"{result.already_done} already done, {result.total} items in this shard; manifest {result.manifest}"
+    )
+    return 0

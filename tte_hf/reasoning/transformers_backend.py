@@ -1,0 +1,97 @@
+"""Reasoner on transformers: batched ``generate`` with left padding, on CPU or GPU."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from ..ecr import PROMPT_VERSION
+from .base import ReasoningBackend, ReasoningRequest
+from .prompting import request_prompt
+
+
+class TransformersReasoner(ReasoningBackend):
+    """Generates ECR traces with a Qwen2-VL-family checkpoint through ``model.generate``.
+
+    Requests are processed in batches of ``batch_size`` with left padding. ``do_sample=False`` is
+    greedy; with ``do_sample=True`` the torch generator is seeded with ``seed`` before every batch, so
+    a run is reproducible for the same batches.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        revision: str | None = None,
+        max_new_tokens: int = 256,
+        do_sample: bool = False,
+        temperature: float = 0.7,
+        top_p: float = 0.9,
+        seed: int = 0,
+        batch_size: int = 16,
+        dtype: str = "auto",
+        device: str | None = None,
+        attn_implementation: str = "sdpa",
+    ):
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        self.model_name, self.revision = str(model), revision
+        self.max_new_tokens, self.do_sample = max_new_tokens, do_sample
+        self.temperature, self.top_p, self.seed = temperature, top_p, seed
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}.")
+        self.batch_size = batch_size
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.processor = AutoProcessor.from_pretrained(self.model_name, revision=revision)
+        self.processor.tokenizer.padding_side = "left"  # generation appends on the right
+        self.model = AutoModelForImageTextToText.from_pretrained(
+            self.model_name, revision=revision, dtype=dtype, attn_implementation=attn_implementation
+        ).to(self.device)
+        self.model.eval()
+        self.name = f"transformers:{self.model_name}@{revision or 'local'}"
+
+    def describe(self) -> dict[str, Any]:
+        sampling = {"temperature": self.temperature, "top_p": self.top_p, "seed": self.seed} if self.do_sample else {}
+        return {
+            "backend": "transformers",
+            "model": self.model_name,
+            "revision": self.revision,
+            "prompt_version": PROMPT_VERSION,
+            "max_new_tokens": self.max_new_tokens,
+            "do_sample": self.do_sample,
+            **sampling,
+        }
+
+    def processor_inputs(self, requests: Sequence[ReasoningRequest]):
+        """Left-padded processor outputs for ``requests`` (prompt text, images, video frames)."""
+        prompts = [request_prompt(self.processor, r) for r in requests]
+        images = [img for r in requests for img in r.images]
+        videos = [list(r.video) for r in requests if r.video]
+        kwargs: dict[str, Any] = {"text": prompts, "padding": True, "return_tensors": "pt"}
+        if images:
+            kwargs["images"] = images
+        if videos:
+            kwargs["videos"] = videos
+        return self.processor(**kwargs).to(self.device)
+
+    @torch.no_grad()
+    def generate(self, requests: Sequence[ReasoningRequest]) -> list[str]:
+        outputs: list[str] = []
+        for start in range(0, len(requests), self.batch_size):
+            outputs.extend(self._generate_batch(requests[start : start + self.batch_size]))
+        return outputs
+
+    def _generate_batch(self, requests: Sequence[ReasoningRequest]) -> list[str]:
+        inputs = self.processor_inputs(requests)
+        sampling: dict[str, Any] = {"do_sample": self.do_sample}
+        if self.do_sample:
+            torch.manual_seed(self.seed)
+            sampling.update(temperature=self.temperature, top_p=self.top_p)
+        else:
+            sampling.update(temperature=None, top_p=None, top_k=None)
+        sequences = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, **sampling)
+        generated = sequences[:, inputs["input_ids"].shape[1] :]
+        # Special tokens (end of turn, padding) are dropped; <think> tags are plain text in Qwen vocabularies.
+        return self.processor.batch_decode(generated, skip_special_tokens=True)
