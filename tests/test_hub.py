@@ -498,3 +498,74 @@ def test_non_empty_output_is_not_overwritten(embedder_ckpt, tiny_vlm, tmp_path):
     with pytest.raises(ExportError, match="not empty"):
         export_model(embedder_ckpt[0], out, processor=tiny_vlm, sentence_transformers=False)
     assert (out / "keep.txt").read_text() == "work"
+
+
+# --- LoRA -------------------------------------------------------------------------------------------
+
+
+def test_embedder_lora_is_merged_into_the_exported_weights(tiny_vlm, processor, texts, image, tmp_path):
+    """A LoRA trained on a TTEEmbedderModel built in memory (PEFT records no base): merged on export, the
+    repo's vectors equal the unmerged PEFT model's; the vLLM export from the same adapter agrees."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModel, AutoModelForImageTextToText
+
+    from tte_hf import TTEEmbedderModel
+
+    torch.manual_seed(1)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    peft_model = get_peft_model(TTEEmbedderModel.from_backbone(tiny_vlm), config).eval()
+    adapter = tmp_path / "adapter"
+    peft_model.save_pretrained(adapter)
+    with pytest.raises(ExportError, match="pass adapter_base=/--adapter-base"):
+        export_model(adapter, tmp_path / "x", kind="embedder", processor=tiny_vlm)
+
+    out = export_model(adapter, tmp_path / "repo", adapter_base=tiny_vlm, kind="embedder", sentence_transformers=False)
+    vllm_out = export_vllm(adapter, tmp_path / "vllm", adapter_base=tiny_vlm)
+    inputs = _inputs(processor, texts, image)
+    with torch.no_grad():
+        expected = peft_model(**inputs).embeddings
+        merged = AutoModel.from_pretrained(out, trust_remote_code=True).eval()(**inputs).embeddings
+        plain = AutoModelForImageTextToText.from_pretrained(vllm_out).eval().model(**inputs).last_hidden_state
+        base = TTEEmbedderModel.from_backbone(tiny_vlm).eval()(**inputs).embeddings
+    assert (expected - base).abs().max() > 1e-3  # the adapter changes the vectors, so merging is tested
+    torch.testing.assert_close(merged, expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(torch.nn.functional.normalize(plain[:, -1], dim=-1), expected, atol=1e-5, rtol=0)
+    assert not (out / "adapter_config.json").exists()
+
+
+def test_unmerged_lora_export_keeps_the_adapter(reasoner_lora, tiny_vlm, processor, texts, image, tmp_path):
+    from huggingface_hub import ModelCard
+    from peft import PeftModel
+    from transformers import AutoModelForImageTextToText
+
+    out = export_model(reasoner_lora[0], tmp_path / "repo", merge_lora=False)
+    assert (out / "adapter_config.json").is_file() and (out / "adapter_model.safetensors").is_file()
+    assert ModelCard.load(out / "README.md").data.library_name == "peft"
+    assert "holds a LoRA adapter, not merged weights" in (out / "README.md").read_text()
+    model = PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(tiny_vlm), out).eval()
+    inputs = _inputs(processor, texts, image)
+    with torch.no_grad():
+        torch.testing.assert_close(model(**inputs).logits, reasoner_lora[1](**inputs).logits, atol=1e-5, rtol=0)
+
+
+# --- CLI --------------------------------------------------------------------------------------------
+
+
+def test_cli_export_writes_a_repo_and_reports_bad_input(embedder_ckpt, tiny_vlm, tmp_path, capsys):
+    from huggingface_hub import ModelCard
+
+    from tte_hf.cli import main
+
+    code = main(["export", str(embedder_ckpt[0]), str(tmp_path / "bad"), "--prompts", "[1]", "--processor", tiny_vlm])
+    assert code == 2 and "--prompts must be a JSON object" in capsys.readouterr().out
+    assert main(["export", str(tmp_path / "nowhere"), str(tmp_path / "bad")]) == 2
+    assert "is not a folder" in capsys.readouterr().out
+    assert not (tmp_path / "bad").exists()
+
+    args = ["export", str(embedder_ckpt[0]), str(tmp_path / "vllm"), "--vllm", "--processor", tiny_vlm]
+    args += ["--repo-id", "tte-org/tte-tiny-vllm", "--base-model", "Qwen/Qwen2-VL-2B-Instruct", "--tag", "demo"]
+    assert main(args) == 0
+    card = ModelCard.load(tmp_path / "vllm" / "README.md")
+    assert card.data.base_model == "Qwen/Qwen2-VL-2B-Instruct" and {"vllm", "demo"} <= set(card.data.tags)
+    assert "vllm serve tte-org/tte-tiny-vllm --runner pooling" in card.text
+    assert 'LLM(model="tte-org/tte-tiny-vllm", runner="pooling")' in card.text

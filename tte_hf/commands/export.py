@@ -11,6 +11,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("output_dir", help="Folder to write the repo to (must be empty or absent).")
     parser.add_argument("--kind", choices=("embedder", "unified", "reasoner"), help="Default: read from the config.")
     parser.add_argument("--processor", help="Folder or repo id of the processor when SOURCE has none.")
+    parser.add_argument("--adapter-base", help="Base model of a LoRA adapter SOURCE whose adapter_config names none.")
     parser.add_argument("--reasoner", help="Repo id (or path) of the reasoner an embedder calls at query time.")
     parser.add_argument("--reasoner-revision", help="Pin the reasoner to this revision (branch, tag or commit).")
     parser.add_argument("--no-merge-lora", dest="merge_lora", action="store_false", help="Keep a LoRA as an adapter.")
@@ -52,7 +53,12 @@ def run(args: argparse.Namespace) -> int:
             raise ExportError("--prompts must be a JSON object mapping prompt names to texts.")
         if args.vllm:
             path = export_vllm(
-                args.source, args.output_dir, processor=args.processor, card=card, overwrite=args.overwrite
+                args.source,
+                args.output_dir,
+                processor=args.processor,
+                adapter_base=args.adapter_base,
+                card=card,
+                overwrite=args.overwrite,
             )
         else:
             path = export_model(
@@ -60,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
                 args.output_dir,
                 kind=args.kind,
                 processor=args.processor,
+                adapter_base=args.adapter_base,
                 reasoner=args.reasoner,
                 reasoner_revision=args.reasoner_revision,
                 merge_lora=args.merge_lora,

@@ -242,6 +242,7 @@ def export_model(
     *,
     kind: str | None = None,
     processor: str | Path | None = None,
+    adapter_base: str | None = None,
     reasoner: str | None = None,
     reasoner_revision: str | None = None,
     merge_lora: bool = True,
@@ -255,13 +256,14 @@ def export_model(
 ) -> Path:
     """Build a drop-in Hub repo folder for a TTE embedder, unified model or student reasoner.
 
+    ``adapter_base`` names the base of a LoRA adapter folder when its ``adapter_config.json`` does not.
     ``reasoner`` (+ ``reasoner_revision``) is the model the sentence-transformers pipeline calls at query
     time for an embedder; a unified model reasons with itself. ``merge_lora=False`` keeps a LoRA adapter
     as an adapter (``adapter_config.json`` + weights) instead of merging it. Returns ``output_dir``.
     """
     info = card or CardInfo()
     output_dir = Path(output_dir)
-    src = inspect_source(source, kind)
+    src = inspect_source(source, kind, adapter_base)
     processor_dir = find_processor_dir(src, processor)
     ref = resolve_reasoner(src.kind, reasoner, reasoner_revision)
     _prevalidate(info)

@@ -78,8 +78,12 @@ def resolve_config(name_or_path: str, revision: str | None = None) -> dict[str, 
     return _read_json(Path(path), "config.json")
 
 
-def inspect_source(path: str | Path, kind: str | None = None) -> Source:
-    """Recognise what ``path`` holds and check that it can be exported as ``kind`` (inferred when None)."""
+def inspect_source(path: str | Path, kind: str | None = None, adapter_base: str | None = None) -> Source:
+    """Recognise what ``path`` holds and check that it can be exported as ``kind`` (inferred when None).
+
+    For a LoRA adapter folder, ``adapter_base`` overrides the base named in ``adapter_config.json``
+    (PEFT records none when the wrapped model was built in memory, e.g. ``TTEEmbedderModel.from_backbone``).
+    """
     path = Path(path)
     if kind is not None and kind not in KINDS:
         raise ExportError(f"kind={kind!r} is not one of {KINDS}.")
@@ -87,9 +91,12 @@ def inspect_source(path: str | Path, kind: str | None = None) -> Source:
         raise ExportError(f"{path} is not a folder; export needs a checkpoint folder.")
     if (path / ADAPTER_CONFIG).is_file():
         adapter = _read_json(path / ADAPTER_CONFIG, ADAPTER_CONFIG)
-        base = adapter.get("base_model_name_or_path")
+        base = adapter_base or adapter.get("base_model_name_or_path")
         if not base:
-            raise ExportError(f"{path / ADAPTER_CONFIG} names no base_model_name_or_path; cannot merge the LoRA.")
+            raise ExportError(
+                f"{path / ADAPTER_CONFIG} names no base_model_name_or_path; pass adapter_base=/--adapter-base with "
+                "the model the LoRA was trained on (a TTE checkpoint, or the plain VLM with kind='embedder')."
+            )
         base_config = resolve_config(base)
         base_kind = _kind_of_config(base_config, f"the adapter's base {base!r}")
         if base_kind == "reasoner" and kind == "embedder":
@@ -97,6 +104,8 @@ def inspect_source(path: str | Path, kind: str | None = None) -> Source:
         if kind is not None and kind != base_kind:
             raise ExportError(f"{path} is a LoRA adapter on a {base_kind} ({base!r}), not a {kind}.")
         return Source(path=path, kind=base_kind, config=base_config, adapter_base=base)
+    if adapter_base is not None:
+        raise ExportError(f"adapter_base was given but {path} has no {ADAPTER_CONFIG}; it is not a LoRA adapter.")
     if not (path / "config.json").is_file():
         raise ExportError(
             f"{path} is not a TTE checkpoint: it has neither config.json nor {ADAPTER_CONFIG}. "

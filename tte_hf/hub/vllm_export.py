@@ -73,6 +73,7 @@ def export_vllm(
     output_dir: str | Path,
     *,
     processor: str | Path | None = None,
+    adapter_base: str | None = None,
     card: CardInfo | None = None,
     overwrite: bool = False,
 ) -> Path:
@@ -80,7 +81,7 @@ def export_vllm(
     pooling files (LAST, normalise) and a card with the ``vllm serve --runner pooling`` snippet."""
     info = card or CardInfo()
     output_dir = Path(output_dir)
-    src = inspect_source(source)
+    src = inspect_source(source, "embedder" if adapter_base else None, adapter_base)
     if src.kind != "embedder":
         raise ExportError(
             f"--vllm exports a TTE embedder; {src.path} is a {src.kind} checkpoint. "
