@@ -145,9 +145,12 @@ def load_recipe(path: str | Path | None) -> dict[str, Any]:
 
 
 def templates_dir() -> Path:
-    """``model_cards/`` next to the package (source checkout) or inside it (installed wheel)."""
+    """``model_cards/``: next to the package in a checkout / editable install, else where setup.cfg's
+    ``data_files`` installs it (``<prefix>/share/tte-hf/model_cards``)."""
+    import sys
+
     package = Path(__file__).resolve().parent.parent
-    for candidate in (package / "model_cards", package.parent / "model_cards"):
+    for candidate in (package.parent / "model_cards", Path(sys.prefix) / "share" / "tte-hf" / "model_cards"):
         if candidate.is_dir():
             return candidate
     raise FileNotFoundError(f"model card templates not found next to {package}")
