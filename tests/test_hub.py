@@ -91,10 +91,12 @@ def reasoner_lora(tiny_vlm, tmp_path_factory):
 @pytest.fixture(scope="module")
 def exports(embedder_ckpt, unified_ckpt, reasoner_lora, tiny_vlm, tmp_path_factory):
     root = tmp_path_factory.mktemp("exports")
-    return {
-        "embedder": export_model(
+    with pytest.warns(UserWarning, match="is a local folder: the exported repo will name a path"):
+        embedder = export_model(
             embedder_ckpt[0], root / "embedder", processor=tiny_vlm, reasoner=tiny_vlm, sentence_transformers=False
-        ),
+        )
+    return {
+        "embedder": embedder,
         "unified": export_model(unified_ckpt[0], root / "unified", sentence_transformers=False),
         "reasoner": export_model(reasoner_lora[0], root / "reasoner"),
     }
@@ -316,17 +318,22 @@ def test_vllm_export_refuses_unified_models(unified_ckpt, tmp_path):
 # --- sentence-transformers files (need the ST module; enabled when it lands) --------------------------
 
 
-def test_sentence_transformers_repo_loads_offline_with_same_vectors(embedder_ckpt, tiny_vlm, tmp_path):
+def test_sentence_transformers_repo_loads_offline_with_same_vectors(embedder_ckpt, tiny_vlm, tmp_path, monkeypatch):
     pytest.importorskip("tte_hf.sentence_transformers", reason="the ST module is built on another branch")
+    from huggingface_hub import constants
     from tte_hf.sentence_transformers import build_sentence_transformer
 
-    out = export_model(embedder_ckpt[0], tmp_path / "repo", processor=tiny_vlm, reasoner=tiny_vlm)
+    # The reasoner is referenced by repo id and resolves from the cache, here and in the subprocess.
+    cache = tmp_path / "cache"
+    populate_hf_cache(tiny_vlm, "tte-test/reasoner", cache)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    out = export_model(embedder_ckpt[0], tmp_path / "repo", processor=tiny_vlm, reasoner="tte-test/reasoner")
     for name in ("modules.json", "config_sentence_transformers.json"):
         assert (out / name).is_file()
     st_config = json.loads((out / "config_sentence_transformers.json").read_text())
     assert st_config["similarity_fn_name"] == "cosine"
     assert ModelCardLibrary(out) == "sentence-transformers"
-    cache = tmp_path / "cache"
     populate_hf_cache(out, "tte-test/st", cache)
     queries = ["a red bus", "what is the dog holding"]
     script = f"""
@@ -337,7 +344,7 @@ def test_sentence_transformers_repo_loads_offline_with_same_vectors(embedder_ckp
                    "d": model.encode_document({queries!r}, convert_to_tensor=True).tolist()}}, open(RESULT_PATH, "w"))
     """
     result = run_offline(script, cache, tmp_path)
-    reference = build_sentence_transformer(str(out), reasoner=tiny_vlm)
+    reference = build_sentence_transformer(str(embedder_ckpt[0]), reasoner=tiny_vlm)
     for key, encode in (("q", reference.encode_query), ("d", reference.encode_document)):
         expected = encode(queries, convert_to_tensor=True)
         torch.testing.assert_close(torch.tensor(result[key]), expected.cpu(), atol=1e-5, rtol=0)

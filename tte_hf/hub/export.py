@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -90,6 +91,12 @@ def resolve_reasoner(kind: str, reasoner: str | None, revision: str | None) -> R
             f"reasoner {reasoner!r} is not a generative model (architectures={architectures}); name the "
             "reasoner VLM checkpoint (a ...ForConditionalGeneration) that writes the ECR traces."
         )
+    if Path(reasoner).is_dir():
+        warnings.warn(
+            f"reasoner {reasoner!r} is a local folder: the exported repo will name a path its users do not have. "
+            "Push the reasoner to the Hub and pass its repo id (and revision) for a repo others can use.",
+            stacklevel=3,
+        )
     return ReasonerRef(reasoner, revision)
 
 
@@ -149,7 +156,7 @@ def _write_sentence_transformers(
             ) from err
     kwargs = dict(st_options)
     accepted = inspect.signature(builder).parameters
-    if reasoner is not None:
+    if reasoner is not None and not reasoner.is_self:  # a unified model's ST module reasons with the model itself
         kwargs["reasoner"] = reasoner.name_or_path
         if reasoner.revision:
             if "reasoner_revision" not in accepted:
