@@ -13,16 +13,15 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from .cards import (
     CARD_TEMPLATES,
     PAPER_URL,
-    EvalReport,
     build_card_data,
     load_eval_report,
     load_recipe,
@@ -100,7 +99,7 @@ def resolve_reasoner(kind: str, reasoner: str | None, revision: str | None) -> R
     return ReasonerRef(reasoner, revision)
 
 
-def _check_output(output_dir: Path, overwrite: bool) -> None:
+def check_output(output_dir: Path, overwrite: bool) -> None:
     if output_dir.exists() and not output_dir.is_dir():
         raise ExportError(f"{output_dir} exists and is not a folder.")
     if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
@@ -110,7 +109,7 @@ def _check_output(output_dir: Path, overwrite: bool) -> None:
 @contextmanager
 def staged_output(output_dir: Path, overwrite: bool) -> Iterator[Path]:
     """A temporary sibling folder that replaces ``output_dir`` only if the block completes."""
-    _check_output(output_dir, overwrite)
+    check_output(output_dir, overwrite)
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.partial-", dir=output_dir.parent))
     try:
@@ -134,7 +133,7 @@ def copy_remote_code(target: Path) -> list[str]:
     return copied
 
 
-def _save_processor(processor, target: Path) -> None:
+def save_processor(processor, target: Path) -> None:
     # Generation (reasoner, unified model) needs left padding; last-token pooling handles either side.
     tokenizer = getattr(processor, "tokenizer", processor)
     tokenizer.padding_side = "left"
@@ -142,18 +141,16 @@ def _save_processor(processor, target: Path) -> None:
     processor.save_pretrained(str(target))
 
 
-def _write_sentence_transformers(
-    target: Path, reasoner: ReasonerRef | None, st_options: dict[str, Any], builder: Callable | None
-) -> None:
-    """The ST files come from the ST module's own builder (``tte_hf.sentence_transformers``)."""
-    if builder is None:
-        try:
-            from ..sentence_transformers import build_sentence_transformer as builder
-        except ImportError as err:
-            raise ExportError(
-                "Writing the sentence-transformers files needs tte_hf.sentence_transformers, which this install "
-                "lacks; export with sentence_transformers=False (--no-sentence-transformers) or update tte-hf."
-            ) from err
+def _write_sentence_transformers(target: Path, reasoner: ReasonerRef | None, st_options: dict[str, Any]) -> None:
+    """The ST files come from the ST module's own builder (``tte_hf.sentence_transformers``), built on the
+    staged repo folder so whatever it records is relative to the repo."""
+    try:
+        from ..sentence_transformers import build_sentence_transformer as builder
+    except ImportError as err:
+        raise ExportError(
+            "Writing the sentence-transformers files needs tte_hf.sentence_transformers, which this install "
+            "lacks; export with sentence_transformers=False (--no-sentence-transformers) or update tte-hf."
+        ) from err
     kwargs = dict(st_options)
     accepted = inspect.signature(builder).parameters
     if reasoner is not None and not reasoner.is_self:  # a unified model's ST module reasons with the model itself
@@ -188,7 +185,7 @@ def _card_context(source: Source, model, reasoner: ReasonerRef | None, info: Car
     }
 
 
-def _tags(kind: str, info: CardInfo, *more: str) -> list[str]:
+def card_tags(kind: str, info: CardInfo, *more: str) -> list[str]:
     base = ["tte-hf", "think-then-embed", "multimodal", "qwen2-vl"]
     base += {"embedder": ["embeddings", "sentence-similarity"], "unified": ["embeddings"], "reasoner": ["reasoning"]}[
         kind
@@ -224,23 +221,24 @@ def write_card(
     render_model_card(template, card_data=card_data, context=context).save(str(target / "README.md"))
 
 
-def _write_manifest(target: Path, source: Source, reasoner: ReasonerRef | None, **fields: Any) -> None:
+def write_manifest(target: Path, source: Source, reasoner: ReasonerRef | None, **fields: Any) -> None:
     from .. import __version__
 
     manifest = {
         "tte_hf_version": __version__,
         "kind": source.kind,
-        "source": str(source.path),
+        "source": source.path.name,  # the folder name only: no training-machine paths in a public repo
         "reasoner": asdict(reasoner) if reasoner else None,
         **fields,
     }
     (target / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
 
 
-def _prevalidate(info: CardInfo) -> EvalReport | None:
-    if info.recipe:
-        load_recipe(info.recipe)
-    return load_eval_report(info.eval_report) if info.eval_report else None
+def prevalidate_card_inputs(info: CardInfo) -> None:
+    """Read the card inputs once before any model is loaded, so a bad file fails fast."""
+    load_recipe(info.recipe)
+    if info.eval_report:
+        load_eval_report(info.eval_report)
 
 
 def export_model(
@@ -259,7 +257,6 @@ def export_model(
     prompts: dict[str, str] | None = None,
     card: CardInfo | None = None,
     overwrite: bool = False,
-    st_builder: Callable | None = None,
 ) -> Path:
     """Build a drop-in Hub repo folder for a TTE embedder, unified model or student reasoner.
 
@@ -273,26 +270,27 @@ def export_model(
     src = inspect_source(source, kind, adapter_base)
     processor_dir = find_processor_dir(src, processor)
     ref = resolve_reasoner(src.kind, reasoner, reasoner_revision)
-    _prevalidate(info)
-    _check_output(output_dir, overwrite)
+    prevalidate_card_inputs(info)
+    check_output(output_dir, overwrite)
     if info.base_model is None:
-        info.base_model = _guess_base_model(src)
+        info = replace(info, base_model=hub_id(src.adapter_base) or hub_id(src.config.get("backbone_name_or_path")))
 
     model = load_model(src, merge_lora=merge_lora)
     processor_obj = load_processor(processor_dir)
     adapter_only = src.is_adapter and not merge_lora
     with staged_output(output_dir, overwrite) as staging:
         if src.kind == "unified" and not adapter_only:
-            model.config.backbone_name_or_path = info.base_model  # a repo id, never a local training path
+            # A repo id or nothing, never a path on the training machine.
+            model.config.backbone_name_or_path = hub_id(model.config.backbone_name_or_path)
         model.save_pretrained(str(staging))
-        _save_processor(processor_obj, staging)
+        save_processor(processor_obj, staging)
         if src.kind != "reasoner" and not adapter_only:
             copy_remote_code(staging)
             if sentence_transformers:
                 st_options = {"query_reasoning": query_reasoning, "document_reasoning": document_reasoning}
                 if prompts:
                     st_options["prompts"] = prompts
-                _write_sentence_transformers(staging, ref, st_options, st_builder)
+                _write_sentence_transformers(staging, ref, st_options)
         has_st = (staging / "modules.json").is_file()
         library = "peft" if adapter_only else ("sentence-transformers" if has_st else "transformers")
         pipeline = "image-text-to-text" if src.kind == "reasoner" else "feature-extraction"
@@ -305,7 +303,7 @@ def export_model(
             info=info,
             library_name=library,
             pipeline_tag=pipeline,
-            tags=_tags(src.kind, info, *(["sentence-transformers"] if has_st else [])),
+            tags=card_tags(src.kind, info, *(["sentence-transformers"] if has_st else [])),
             extra={
                 "has_sentence_transformers": has_st,
                 "adapter_only": adapter_only,
@@ -314,14 +312,12 @@ def export_model(
                 "prompts": prompts or {},
             },
         )
-        _write_manifest(staging, src, ref, merged_lora=src.is_adapter and merge_lora, adapter_only=adapter_only)
+        write_manifest(staging, src, ref, merged_lora=src.is_adapter and merge_lora, adapter_only=adapter_only)
     return output_dir
 
 
-def _guess_base_model(src: Source) -> str | None:
-    """A Hub id the model derives from, if the checkpoint records one (never a local path)."""
-    candidates = [src.adapter_base, src.config.get("backbone_name_or_path")]
-    for candidate in candidates:
-        if candidate and not Path(candidate).exists() and candidate.count("/") == 1:
-            return candidate
+def hub_id(name_or_path: str | None) -> str | None:
+    """``name_or_path`` if it looks like a Hub repo id rather than a local path, else None."""
+    if name_or_path and not Path(name_or_path).exists() and name_or_path.count("/") == 1:
+        return name_or_path
     return None

@@ -11,10 +11,21 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from .cards import VLLM_TEMPLATE
-from .export import CardInfo, _save_processor, _tags, _write_manifest, staged_output, write_card
+from .export import (
+    CardInfo,
+    card_tags,
+    check_output,
+    hub_id,
+    prevalidate_card_inputs,
+    save_processor,
+    staged_output,
+    write_card,
+    write_manifest,
+)
 from .sources import ExportError, find_processor_dir, inspect_source, load_model, load_processor
 
 POOLING_DIR = "1_Pooling"
@@ -98,18 +109,17 @@ def export_vllm(
             "not do; export without --vllm, or truncate the vectors vLLM returns and re-normalise them yourself."
         )
     processor_dir = find_processor_dir(src, processor)
-    from .cards import load_eval_report, load_recipe
-
-    if info.eval_report:
-        load_eval_report(info.eval_report)
-    load_recipe(info.recipe)
+    prevalidate_card_inputs(info)
+    check_output(output_dir, overwrite)
+    if info.base_model is None:
+        info = replace(info, base_model=hub_id(src.adapter_base))
     embedder = load_model(src, merge_lora=True)
     processor_obj = load_processor(processor_dir)
     normalize = bool(embedder.config.normalize)
     model = plain_backbone_for_generation(embedder)
     with staged_output(output_dir, overwrite) as staging:
         model.save_pretrained(str(staging))
-        _save_processor(processor_obj, staging)
+        save_processor(processor_obj, staging)
         write_pooling_files(staging, embedder.config.hidden_size, normalize)
         write_card(
             staging,
@@ -120,8 +130,8 @@ def export_vllm(
             info=info,
             library_name="transformers",
             pipeline_tag="feature-extraction",
-            tags=_tags("embedder", info, "vllm"),
+            tags=card_tags("embedder", info, "vllm"),
             extra={"normalize": normalize, "architecture": type(model).__name__},
         )
-        _write_manifest(staging, src, None, vllm=True, normalize=normalize)
+        write_manifest(staging, src, None, vllm=True, normalize=normalize)
     return output_dir
