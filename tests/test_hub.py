@@ -333,7 +333,7 @@ def test_sentence_transformers_repo_loads_offline_with_same_vectors(embedder_ckp
         assert (out / name).is_file()
     st_config = json.loads((out / "config_sentence_transformers.json").read_text())
     assert st_config["similarity_fn_name"] == "cosine"
-    assert ModelCardLibrary(out) == "sentence-transformers"
+    assert card_library(out) == "sentence-transformers"
     populate_hf_cache(out, "tte-test/st", cache)
     queries = ["a red bus", "what is the dog holding"]
     script = f"""
@@ -350,7 +350,7 @@ def test_sentence_transformers_repo_loads_offline_with_same_vectors(embedder_ckp
         torch.testing.assert_close(torch.tensor(result[key]), expected.cpu(), atol=1e-5, rtol=0)
 
 
-def ModelCardLibrary(folder: Path) -> str:  # noqa: N802 - reads like the field it returns
+def card_library(folder: Path) -> str:
     from huggingface_hub import ModelCard
 
     return ModelCard.load(folder / "README.md").data.library_name
