@@ -12,6 +12,8 @@ import sys
 COMMANDS = {
     "make-tiny": "make_tiny",
     "generate-ecr": "generate_ecr",
+    "export": "export",
+    "push": "push",
 }
 
 
