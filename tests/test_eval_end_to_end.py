@@ -43,32 +43,56 @@ def build_tasks(root: Path) -> list[TaskSpec]:
         for f in range(6):  # 6 saved frames, sampled down to num_frames=4
             _image(frames / f"{f:03d}.jpg", tuple(min(255, c + 8 * f) for c in rgb))
     cls = [
-        {"qry_inst": "<|image_1|> Represent the given image for classification", "qry_text": "",
-         "qry_img_path": f"{n}.png", "tgt_inst": "", "tgt_text": [n] + [m for m in names if m != n][:2],
-         "tgt_img_path": ["", "", ""]}
+        {
+            "qry_inst": "<|image_1|> Represent the given image for classification",
+            "qry_text": "",
+            "qry_img_path": f"{n}.png",
+            "tgt_inst": "",
+            "tgt_text": [n] + [m for m in names if m != n][:2],
+            "tgt_img_path": ["", "", ""],
+        }
         for n in names
     ]
     vqa = [
-        {"qry_inst": "<|image_1|> Represent the given image with the following question:",
-         "qry_text": "What color is the picture?", "qry_img_path": f"{n}.png",
-         "tgt_text": [f"It is {n}"] + [f"It is {m}" for m in names if m != n], "tgt_img_path": []}
+        {
+            "qry_inst": "<|image_1|> Represent the given image with the following question:",
+            "qry_text": "What color is the picture?",
+            "qry_img_path": f"{n}.png",
+            "tgt_text": [f"It is {n}"] + [f"It is {m}" for m in names if m != n],
+            "tgt_img_path": [],
+        }
         for n in names
     ]
     ret = [
-        {"qry_inst": "Find me an everyday image that matches the given caption:", "qry_text": f"a {n} picture",
-         "qry_img_path": "", "tgt_inst": "<|image_1|> Represent the given image.",
-         "tgt_text": ["", "", "", ""], "tgt_img_path": [f"{n}.png"] + [f"{m}.png" for m in names if m != n]}
+        {
+            "qry_inst": "Find me an everyday image that matches the given caption:",
+            "qry_text": f"a {n} picture",
+            "qry_img_path": "",
+            "tgt_inst": "<|image_1|> Represent the given image.",
+            "tgt_text": ["", "", "", ""],
+            "tgt_img_path": [f"{n}.png"] + [f"{m}.png" for m in names if m != n],
+        }
         for n in names
     ]
     grounding = [
-        {"id": f"gd-{n}", "qry_inst": "<|image_1|> Select the portion of the image that isolates the object:",
-         "qry_text": n, "qry_img_path": f"{n}_box.png", "tgt_inst": "<|image_1|> Represent the given cropped image of the object",
-         "tgt_text": ["", ""], "tgt_img_path": [f"{n}.png", f"{names[(i + 1) % 4]}.png"]}
+        {
+            "id": f"gd-{n}",
+            "qry_inst": "<|image_1|> Select the portion of the image that isolates the object:",
+            "qry_text": n,
+            "qry_img_path": f"{n}_box.png",
+            "tgt_inst": "<|image_1|> Represent the given cropped image of the object",
+            "tgt_text": ["", ""],
+            "tgt_img_path": [f"{n}.png", f"{names[(i + 1) % 4]}.png"],
+        }
         for i, n in enumerate(names)
     ]
     video = [
-        {"qry_inst": "Recognize the category of the video content.", "qry_text": "",
-         "qry_video_path": f"frames/{n}", "tgt_text": [f"{n} video"]}
+        {
+            "qry_inst": "Recognize the category of the video content.",
+            "qry_text": "",
+            "qry_video_path": f"frames/{n}",
+            "tgt_text": [f"{n} video"],
+        }
         for n in names
     ]
     for name, rows in {"cls": cls, "vqa": vqa, "ret": ret, "gd": grounding, "video": video}.items():
