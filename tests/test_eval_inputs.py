@@ -1,0 +1,129 @@
+"""Bad input gives clear errors naming task and row; ECR traces reach the model; registry shape."""
+
+import json
+from collections import Counter
+
+import pytest
+from eval_toy_data import Recorder, build_tasks, tiny_st_model
+
+from tte_hf.evaluation import BENCHMARKS, TaskDataError, TaskSpec, evaluate, get_benchmark, load_task, load_task_file
+
+
+@pytest.fixture
+def toy(tmp_path):
+    return tmp_path, {t.name: t for t in build_tasks(tmp_path)}
+
+
+def _rewrite_row(path, index, change):
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    change(rows[index])
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_registry_matches_mmeb_counts():
+    v2 = BENCHMARKS["mmeb-v2"].tasks
+    assert len(BENCHMARKS["mmeb-v1"].tasks) == 36 and len(v2) == 78
+    assert Counter(t.modality for t in v2) == {"image": 36, "video": 18, "visdoc": 24}
+    assert Counter(t.meta_task for t in v2 if t.modality == "image") == {"CLS": 10, "QA": 10, "RET": 12, "GD": 4}
+    assert Counter(t.meta_task for t in v2 if t.modality == "video") == {"V-CLS": 5, "V-QA": 5, "V-RET": 5, "V-MRET": 3}
+    assert Counter(t.meta_task for t in v2 if t.modality == "visdoc") == {
+        "ViDoRe-V1": 10, "ViDoRe-V2": 4, "VisRAG": 6, "VisDoc-OOD": 4,
+    }  # fmt: skip
+    assert Counter(t.split for t in BENCHMARKS["mmeb-v1"].tasks) == {"IND": 20, "OOD": 16}
+    assert {t.metric for t in v2 if t.modality == "visdoc"} == {"ndcg@5"}
+    assert {t.metric for t in v2 if t.modality != "visdoc"} == {"hit@1"}
+
+
+def test_unknown_task_and_benchmark_are_named(tmp_path):
+    with pytest.raises(ValueError, match=r"Unknown task\(s\) \['NoSuchTask'\] for benchmark 'mmeb-v2'"):
+        evaluate(object(), "mmeb-v2", tmp_path, tasks=["ImageNet-1K", "NoSuchTask"])
+    with pytest.raises(ValueError, match="Unknown benchmark 'mmeb-v9'"):
+        get_benchmark("mmeb-v9")
+
+
+def test_task_file_with_unknown_field_names_the_task(tmp_path):
+    (tmp_path / "tasks.json").write_text(json.dumps([{"name": "x", "modality": "image", "meta_task": "CLS", "data_files": "x.jsonl", "metrc": "hit@1"}]))  # fmt: skip
+    with pytest.raises(ValueError, match=r"task #0: Task 'x': unknown field\(s\) \['metrc'\]"):
+        load_task_file(tmp_path / "tasks.json")
+
+
+def test_missing_field_names_task_row_and_field(toy):
+    root, tasks = toy
+    _rewrite_row(root / "cls.jsonl", 2, lambda row: row.pop("tgt_text"))
+    with pytest.raises(TaskDataError, match=r"Task 'toy-cls', row 2: field 'tgt_text' is missing"):
+        load_task(tasks["toy-cls"])
+
+
+def test_candidate_list_without_gold_is_refused(toy):
+    root, tasks = toy
+    _rewrite_row(root / "vqa.jsonl", 1, lambda row: row.update(tgt_text=[], tgt_img_path=[]))
+    with pytest.raises(TaskDataError, match=r"Task 'toy-vqa', row 1: the candidate list 'tgt_text' is empty"):
+        load_task(tasks["toy-vqa"])
+
+
+def test_qrel_pointing_outside_the_corpus_is_refused(toy):
+    root, tasks = toy
+    with open(root / "visdoc" / "qrels.jsonl", "a") as handle:
+        handle.write(json.dumps({"query-id": "q2", "corpus-id": "p9", "score": 1}) + "\n")
+    with pytest.raises(TaskDataError, match=r"Task 'toy-visdoc', qrels row 6: corpus-id 'p9' is not in the corpus"):
+        load_task(tasks["toy-visdoc"])
+
+
+def test_query_without_positive_qrels_is_refused(toy):
+    root, tasks = toy
+    with open(root / "visdoc" / "queries.jsonl", "a") as handle:
+        handle.write(json.dumps({"query-id": "q7", "query": "orphan"}) + "\n")
+    with pytest.raises(TaskDataError, match=r"queries row 4 \(query-id q7\): the query has no positive qrels"):
+        load_task(tasks["toy-visdoc"])
+
+
+def test_mismatched_candidate_media_is_refused(toy):
+    root, tasks = toy
+    _rewrite_row(root / "ret.jsonl", 3, lambda row: row["tgt_img_path"].pop())
+    with pytest.raises(TaskDataError, match=r"Task 'toy-t2i', row 3: 'tgt_img_path' has 3 entries for 4"):
+        load_task(tasks["toy-t2i"])
+
+
+def test_missing_image_file_is_named_when_loading(toy):
+    root, tasks = toy
+    _rewrite_row(root / "gd.jsonl", 0, lambda row: row.update(qry_img_path="nope.png"))
+    with pytest.raises(TaskDataError, match=r"Task 'toy-gd', row 0 field 'qry_img_path': image .*nope.png"):
+        load_task(tasks["toy-gd"])
+
+
+def test_unreadable_image_names_task_and_row(toy, tiny_vlm):
+    root, tasks = toy
+    (root / "images" / "broken.png").write_bytes(b"this is not a png")
+    _rewrite_row(root / "cls.jsonl", 3, lambda row: row.update(qry_img_path="broken.png"))
+    model = Recorder(tiny_st_model(tiny_vlm))
+    with pytest.raises(TaskDataError, match=r"Task 'toy-cls', row 3 \(id 3\): cannot read image .*broken.png"):
+        evaluate(model, [tasks["toy-cls"]], root / "out", show_progress_bar=False)
+    assert not (root / "out" / "tasks" / "toy-cls" / "score.json").exists()
+
+
+def test_ecr_traces_are_attached_to_queries_and_missing_ones_refused(toy, tiny_vlm):
+    root, tasks = toy
+    task = tasks["toy-gd"]  # rows carry ids "gd-<color>"
+    ecr = root / "ecr.jsonl"
+    rows = [{"id": f"toy-gd/gd-{c}", "ecr": f"<think>look for {c}</think> {c}", "thought": "", "final": c} for c in ("red", "green", "blue")]  # fmt: skip
+    ecr.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    model = Recorder(tiny_st_model(tiny_vlm))
+    with pytest.raises(ValueError, match=r"Task 'toy-gd': 1 queries have no ECR trace .*toy-gd/gd-yellow"):
+        evaluate(model, [task], root / "out", ecr_files=[ecr], show_progress_bar=False)
+    with open(ecr, "a") as handle:
+        handle.write(json.dumps({"id": "toy-gd/gd-yellow", "ecr": "<think>y</think> yellow"}) + "\n")
+    evaluate(model, [task], root / "out", ecr_files=[ecr], show_progress_bar=False)
+    reasoning = [x["reasoning"] for x in model.inputs if isinstance(x, dict) and "reasoning" in x]
+    assert reasoning == [f"<think>look for {c}</think> {c}" for c in ("red", "green", "blue")] + [
+        "<think>y</think> yellow"
+    ]
+
+
+def test_rerun_with_another_model_into_the_same_folder_is_refused(toy, tiny_vlm):
+    root, tasks = toy
+    model = tiny_st_model(tiny_vlm)
+    task = TaskSpec.from_dict({**tasks["toy-cls"].to_dict()})
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(Recorder(model, fail_on_call=2), [task], root / "out", model_id="A", chunk_size=2, show_progress_bar=False)  # fmt: skip
+    with pytest.raises(ValueError, match="holds results of a different run"):
+        evaluate(model, [task], root / "out", model_id="B", show_progress_bar=False)
