@@ -178,3 +178,22 @@ def test_resume_after_interruption_recomputes_nothing_finished(st_model, toy_tas
     idle = Recorder(st_model)
     assert evaluate(idle, tasks, tmp_path, **kwargs)["tasks"] == report["tasks"]
     assert idle.calls == 0
+
+
+def test_cli_matches_the_python_api(st_model, toy_tasks, full_run, tmp_path, capsys):
+    from tte_hf.cli import main
+
+    root, _ = toy_tasks
+    st_model.save(str(tmp_path / "model"))
+    argv = ["eval", "--model", str(tmp_path / "model"), "--tasks-file", str(root / "tasks.json")]
+    argv += ["--tasks", "toy-cls", "toy-visdoc", "--output", str(tmp_path / "out"), "--batch-size", "3", "--device", "cpu"]  # fmt: skip
+    assert main(argv) == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert set(report["tasks"]) == {"toy-cls", "toy-visdoc"}
+    for name in report["tasks"]:
+        assert report["tasks"][name]["main_score"] == pytest.approx(full_run[1]["tasks"][name]["main_score"], abs=1e-4)
+    assert "overall" in capsys.readouterr().out
+
+    bad = argv[:5] + ["--tasks", "toy-nope", "--output", str(tmp_path / "out2")]
+    assert main(bad) == 2
+    assert "Unknown task(s) ['toy-nope']" in capsys.readouterr().err

@@ -66,6 +66,7 @@ def _encode_side(
     task_dir: Path,
     side: str,
     traces: dict[str, str] | None,
+    trace_prefix: str,
     batch_size: int,
     chunk_size: int,
     show_progress_bar: bool,
@@ -81,7 +82,9 @@ def _encode_side(
         if path.exists():
             embeddings = load_file(path)["embeddings"]
         else:
-            inputs = [materialize(task, item, traces.get(item.key) if traces else None) for item in batch_items]
+            inputs = [
+                materialize(task, item, traces.get(trace_prefix + item.key) if traces else None) for item in batch_items
+            ]
             embeddings = encode(inputs, batch_size=batch_size, show_progress_bar=False, convert_to_tensor=True)
             embeddings = torch.as_tensor(embeddings).detach().float().cpu()
             if embeddings.ndim != 2 or embeddings.shape[0] != len(batch_items):
@@ -109,9 +112,11 @@ def _prepare_task_dir(task_dir: Path, meta: dict[str, Any], overwrite: bool) -> 
     if meta_path.exists() and not overwrite:
         previous = json.loads(meta_path.read_text())
         if previous != meta:
+            differing = sorted(k for k in set(previous) | set(meta) if previous.get(k) != meta.get(k))
             raise ValueError(
-                f"{task_dir} holds results of a different run ({previous.get('model')!r}, "
-                f"{previous.get('num_queries')} queries); use another output folder or overwrite=True (--overwrite)."
+                f"{task_dir} holds results of a different run (differing: {differing}; before: model "
+                f"{previous.get('model')!r}, chunk_size {previous.get('chunk_size')}); use another output folder, "
+                "the same settings, or overwrite=True (--overwrite)."
             )
         return
     if overwrite:
@@ -147,11 +152,13 @@ def evaluate_task(
         "num_queries": len(data.queries),
         "num_candidates": len(data.candidates),
         "ecr": bool(traces),
+        "chunk_size": chunk_size,
     }
     _prepare_task_dir(task_dir, meta, overwrite)
     common = dict(task=task, task_dir=task_dir, traces=traces, batch_size=batch_size, chunk_size=chunk_size)
-    candidates = _encode_side(model.encode_document, items=data.candidates, side="candidate", show_progress_bar=show_progress_bar, **common)  # fmt: skip
-    queries = _encode_side(model.encode_query, items=data.queries, side="query", show_progress_bar=show_progress_bar, **common)  # fmt: skip
+    # Query keys are already "<task>/<row id>"; candidate traces (e.g. page descriptions) use "<task>/candidate/<key>".
+    candidates = _encode_side(model.encode_document, items=data.candidates, side="candidate", trace_prefix=f"{task.name}/candidate/", show_progress_bar=show_progress_bar, **common)  # fmt: skip
+    queries = _encode_side(model.encode_query, items=data.queries, side="query", trace_prefix="", show_progress_bar=show_progress_bar, **common)  # fmt: skip
 
     scores, relevance = [], []
     for q, (own, rels) in enumerate(zip(data.query_candidates, data.relevance)):
