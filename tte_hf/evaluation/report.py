@@ -20,8 +20,15 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
 
-def build_report(results: list[dict[str, Any]], *, benchmark: str, baseline_key: str | None, model_id: str) -> dict:
-    """The report dict from per-task ``score.json`` dicts."""
+def build_report(
+    results: list[dict[str, Any]],
+    *,
+    benchmark: str,
+    baseline_key: str | None,
+    model_id: str,
+    benchmark_tasks: int | None = None,
+) -> dict:
+    """The report dict from per-task ``score.json`` dicts (``benchmark_tasks``: the full benchmark's size)."""
     groups: dict[str, dict[str, list[float]]] = {"meta_task": defaultdict(list), "modality": defaultdict(list), "split": defaultdict(list)}  # fmt: skip
     meta_modality = {}
     for result in results:
@@ -40,6 +47,7 @@ def build_report(results: list[dict[str, Any]], *, benchmark: str, baseline_key:
         "benchmark": benchmark,
         "model": model_id,
         "num_tasks": len(results),
+        "benchmark_tasks": benchmark_tasks or len(results),
         "overall": _mean([r["main_score"] for r in results]) if results else None,
         "meta_task": summary["meta_task"],
         "modality": summary["modality"],
@@ -68,6 +76,11 @@ def render_markdown(report: dict) -> str:
         return f"| {label} | " + " | ".join(cells) + " |"
 
     lines = [f"# {report['benchmark']} — {report['model']}", "", f"{report['num_tasks']} tasks scored.", ""]
+    if report["num_tasks"] < report["benchmark_tasks"]:
+        lines[-2] = (
+            f"**Partial run: {report['num_tasks']} of {report['benchmark_tasks']} tasks.** Its means cover only "
+            "these tasks, so they are not comparable with the published full-benchmark figures."
+        )
     lines += ["## Summary", "", header, rule, row(f"**Overall** ({report['num_tasks']} tasks)", report["overall"], None, None)]  # fmt: skip
     for name, entry in report["modality"].items():
         lines.append(row(f"{name} ({entry['num_tasks']})", entry["score"], "modality", name))

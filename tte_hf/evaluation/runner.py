@@ -207,21 +207,25 @@ def evaluate(
     show_progress_bar: bool = True,
     overwrite: bool = False,
     chart: bool = True,
+    baselines: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``model`` on a benchmark name (``"mmeb-v2"``), a `Benchmark` or a list of `TaskSpec`.
 
     Writes per-task results and ``report.json`` / ``report.md`` / ``meta_tasks.png`` into
     ``output_dir`` and returns the report dict. Finished tasks and embedding chunks found in
     ``output_dir`` are reused. ``ecr_files`` (JSONL with ``id`` and ``ecr``) attach a ``"reasoning"``
-    trace to every item whose id (``<task>/<row id>`` for queries) they contain.
+    trace to every item whose id (``<task>/<row id>`` for queries) they contain. ``baselines``
+    (``"mmeb-v1"`` / ``"mmeb-v2"``) prints those published scores beside a custom task list.
     """
     if isinstance(benchmark_or_tasks, str):
         benchmark_or_tasks = get_benchmark(benchmark_or_tasks)
     if isinstance(benchmark_or_tasks, Benchmark):
         benchmark_name, baseline_key = benchmark_or_tasks.name, benchmark_or_tasks.baseline_key
+        benchmark_tasks = len(benchmark_or_tasks.tasks)
         selected = select_tasks(benchmark_or_tasks, list(tasks) if tasks else None)
     else:
         benchmark_name, baseline_key = "custom", None
+        benchmark_tasks = len(benchmark_or_tasks)
         selected = select_tasks(Benchmark("custom", tuple(benchmark_or_tasks)), list(tasks) if tasks else None)
     selected = [with_data_root(t, data_root, image_root) for t in selected]
     model_id = model_id or type(model).__name__
@@ -245,6 +249,9 @@ def evaluate(
                 overwrite=overwrite,
             )
         )
-    report = build_report(results, benchmark=benchmark_name, baseline_key=baseline_key, model_id=model_id)
+    baseline_key = baselines or baseline_key
+    report = build_report(
+        results, benchmark=benchmark_name, baseline_key=baseline_key, model_id=model_id, benchmark_tasks=benchmark_tasks
+    )
     write_report(report, output_dir, chart=chart)
     return report
