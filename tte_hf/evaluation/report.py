@@ -92,6 +92,8 @@ def render_markdown(report: dict) -> str:
     if names:
         lines += ["", "Baselines: published figures (see `tte_hf/evaluation/baselines.py` for sources)."]
         lines += [f"- {note}" for note in notes]
+    if report.get("skipped"):
+        lines += ["", "Skipped tasks:"] + [f"- {name}: {reason}" for name, reason in report["skipped"].items()]
     lines += ["", "## Tasks", "", "| task | modality | meta-task | metric | score | MRR | R@5 | queries | candidates |"]
     lines.append("|---|---|---|---|---:|---:|---:|---:|---:|")
     for name, task in report["tasks"].items():
