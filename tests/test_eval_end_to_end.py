@@ -9,6 +9,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from eval_toy_data import Recorder, build_tasks, tiny_st_model
@@ -87,7 +88,7 @@ def _recompute_video(model, root: Path) -> float:
     hits = []
     for i, row in enumerate(rows):
         frames = sorted((root / "images" / row["qry_video_path"]).iterdir())
-        frames = [frames[int(k * len(frames) / 4)] for k in range(4)]  # uniform sample of 4 out of 6
+        frames = [frames[k] for k in np.linspace(0, len(frames) - 1, 4, dtype=int)]  # VLM2Vec's sampling
         video = [Image.open(f).convert("RGB") for f in frames]
         q = model.encode_query([{"text": _clean(row["qry_inst"]), "video": video}], convert_to_tensor=True)
         sims = torch.nn.functional.cosine_similarity(q, c)

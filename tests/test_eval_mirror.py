@@ -1,20 +1,26 @@
 """Registered MMEB tasks read offline from a local mirror laid out like their Hub repos."""
 
 import json
+from pathlib import Path
 
 import datasets
+import numpy as np
 import pytest
+import torch
 from eval_toy_data import COLORS, Recorder, tiny_st_model
 from PIL import Image
 
+import tte_hf.evaluation
 from tte_hf.evaluation import evaluate
+
+names_in_order = list(COLORS)
 
 
 def _hub_repo(folder, configs: dict[str, datasets.Dataset], split: str) -> None:
     """Write datasets as ``<config>/<split>-00000-of-00001.parquet`` with the README's ``configs`` YAML."""
     yaml = ["---", "configs:"]
     for name, data in configs.items():
-        (folder / name).mkdir(parents=True)
+        (folder / name).mkdir(parents=True, exist_ok=True)
         data.to_parquet(str(folder / name / f"{split}-00000-of-00001.parquet"))
         yaml += [f"- config_name: {name}", "  data_files:", f"  - split: {split}", f"    path: {name}/{split}-*"]
     (folder / "README.md").write_text("\n".join(yaml + ["---", ""]))
@@ -44,6 +50,19 @@ def mirror(tmp_path_factory):
     queries = datasets.Dataset.from_list([{"query-id": i, "query": f"a {n} page"} for i, n in enumerate(names[:3])])
     qrels = datasets.Dataset.from_list([{"query-id": i, "corpus-id": i, "score": 1} for i in range(3)])
     _hub_repo(root / "data" / "vidore" / "arxivqa_test_subsampled_beir", {"corpus": corpus, "queries": queries, "qrels": qrels}, "test")  # fmt: skip
+    # Video: MMEB-V2 ships frames as video-tasks/frames/<kind>/<dataset>/<video id>/frame_NNNN.jpg (png here).
+    for kind, dataset in (("video_ret", "MSR-VTT"), ("video_cls", "HMDB51")):
+        for name, rgb in COLORS.items():
+            folder = root / "media" / "video-tasks" / "frames" / kind / dataset / f"vid_{name}"
+            folder.mkdir(parents=True)
+            for f in range(1, 11):  # frame_10 must sort after frame_9 (natural order)
+                Image.new("RGB", (28, 28), tuple(min(255, c + 10 * f) for c in rgb)).save(
+                    folder / f"frame_{f}.png"
+                )  # png: exact colours
+    msrvtt = datasets.Dataset.from_list([{"video_id": f"vid_{n}", "video": f"vid_{n}.mp4", "caption": f"{n} things"} for n in names])  # fmt: skip
+    _hub_repo(root / "data" / "VLM2Vec" / "MSR-VTT", {"test_1k": msrvtt}, "test")
+    hmdb = datasets.Dataset.from_list([{"video_id": f"vid_{n}", "pos_text": label} for n, label in zip(names, ["wave", "smile", "eat", "clap"])])  # fmt: skip
+    _hub_repo(root / "data" / "VLM2Vec" / "HMDB51", {"default": hmdb}, "test")
     return root
 
 
@@ -54,7 +73,7 @@ def test_registered_tasks_run_from_a_local_mirror(mirror, tiny_vlm, tmp_path, mo
         model,
         "mmeb-v2",
         tmp_path,
-        tasks=["ImageNet-1K", "ViDoRe_arxivqa", "MSR-VTT"],
+        tasks=["ImageNet-1K", "ViDoRe_arxivqa", "MSR-VTT", "HMDB51", "MVBench"],
         data_root=mirror / "data",
         image_root=mirror / "media",
         show_progress_bar=False,
@@ -69,10 +88,41 @@ def test_registered_tasks_run_from_a_local_mirror(mirror, tiny_vlm, tmp_path, mo
     # Published baselines sit beside the run in the Markdown table and the chart.
     markdown = (tmp_path / "report.md").read_text()
     assert "| | ours | TTE-t-7B | TTE-t-2B |" in markdown
-    assert "**Partial run: 2 of 78 tasks.**" in markdown
-    assert set(report["skipped"]) == {"MSR-VTT"}  # its raw-video loader is not implemented: reported, not fatal
-    assert "- MSR-VTT: Hub loader not implemented" in markdown
+    assert "**Partial run: 4 of 78 tasks.**" in markdown
+    assert set(report["skipped"]) == {"MVBench"}  # its row parser is not implemented: reported, not fatal
+    assert "- MVBench: VLM2Vec's 'mvbench' rows are not parsed yet" in markdown
     assert f"| image / CLS (1) | {imagenet['main_score']:.1f} |" in markdown
     assert "62.9" in markdown  # VLM2Vec-V2-2B's CLS mean
     assert json.loads((tmp_path / "report.json").read_text())["baselines"]["TTE-t-7B"]["overall"] == 71.5
     assert (tmp_path / "meta_tasks.png").stat().st_size > 0
+
+    # Video retrieval: caption queries against every video (8 of 10 frames, VLM2Vec's linspace sampling).
+    msrvtt, hmdb = report["tasks"]["MSR-VTT"], report["tasks"]["HMDB51"]
+    assert (msrvtt["num_queries"], msrvtt["num_candidates"], msrvtt["ranking"]) == (4, 4, "global")
+    videos = [x for x in model.inputs if isinstance(x, dict) and x.get("text") == "Understand the content of the provided video."]  # fmt: skip
+    assert len(videos) == 4 and all(len(v["video"]) == 8 for v in videos)
+    first_frame_colors = [v["video"][0].getpixel((0, 0)) for v in videos]
+    assert first_frame_colors[0] == tuple(min(255, c + 10) for c in COLORS["red"])  # frame_1, not frame_10
+    last = videos[0]["video"][-1].getpixel((0, 0))
+    assert last == tuple(min(255, c + 100) for c in COLORS["red"])  # frame_10 closes the sample
+    assert "Find a video that contains the following visual content: red things" in model.inputs
+    # Video classification: ranked against VLM2Vec's full HMDB51 label list (51 labels).
+    assert (hmdb["num_queries"], hmdb["num_candidates"]) == (4, 51)
+    assert "What actions or objects interactions are the person in the video doing?" in [
+        x.get("text") for x in model.inputs if isinstance(x, dict)
+    ]
+    # ... and its score matches a recomputation from the raw rows, frames and label list.
+    labels = json.loads((Path(tte_hf.evaluation.__file__).parent / "video_labels.json").read_text())["labels"]["HMDB51"]
+    st = model.model
+    label_emb = st.encode_document(labels, convert_to_tensor=True, show_progress_bar=False)
+    hits = []
+    for name, gold in zip(names_in_order, ["wave", "smile", "eat", "clap"]):
+        folder = mirror / "media" / "video-tasks" / "frames" / "video_cls" / "HMDB51" / f"vid_{name}"
+        files = sorted(folder.iterdir(), key=lambda p: int(p.stem.split("_")[1]))
+        frames = [Image.open(files[i]).convert("RGB") for i in np.linspace(0, len(files) - 1, 8, dtype=int)]
+        text = "What actions or objects interactions are the person in the video doing?"
+        q = st.encode_query([{"text": text, "video": frames}], convert_to_tensor=True, show_progress_bar=False)
+        sims = torch.nn.functional.cosine_similarity(q, label_emb)
+        gold_index = labels.index(gold)
+        hits.append(float(bool((sims[gold_index] > torch.cat([sims[:gold_index], sims[gold_index + 1 :]])).all())))
+    assert hmdb["main_score"] == pytest.approx(100 * sum(hits) / len(hits))

@@ -14,6 +14,7 @@ Media are only checked for existence here and decoded later, chunk by chunk (`ma
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,20 +78,33 @@ def _resolve(task: TaskSpec, relative: str) -> str:
     return os.path.join(task.image_root, relative) if task.image_root else relative
 
 
-def _frame_paths(task: TaskSpec, value: Any, where: str) -> list[str]:
-    """Frame files of a video: a folder (sorted, uniformly sampled to ``num_frames``) or an explicit list."""
+def _natural_key(name: str) -> list:
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
+
+
+def sample_frames(files: list, num_frames: int) -> list:
+    """VLM2Vec's frame sampling: ``np.linspace(0, n - 1, num_frames, dtype=int)`` when there are enough frames."""
+    if num_frames <= 0 or len(files) <= num_frames:
+        return list(files)
+    if num_frames == 1:
+        return [files[0]]
+    step = (len(files) - 1) / (num_frames - 1)  # numpy: arange(num) * step, last index set to stop
+    indices = [int(i * step) for i in range(num_frames - 1)] + [len(files) - 1]
+    return [files[i] for i in indices]
+
+
+def _frame_paths(task: TaskSpec, value: Any, where: str, root: str | None = None) -> list[str]:
+    """Frame files of a video: a folder (naturally sorted, sampled to ``num_frames``) or an explicit list."""
+    root = task.image_root if root is None else root
     if isinstance(value, str):
-        folder = Path(_resolve(task, value))
+        folder = Path(os.path.join(root, value) if root else value)
         if not folder.is_dir():
-            raise _fail(task, where, f"frame folder {str(folder)!r} does not exist", "Check the path and image_root.")
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES)
+            raise _fail(task, where, f"frame folder {str(folder)!r} does not exist", "Extract the frames there or fix the path / root.")  # fmt: skip
+        files = sorted((p.name for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES), key=_natural_key)
         if not files:
             raise _fail(task, where, f"frame folder {str(folder)!r} holds no images", "Extract the frames first.")
-        if len(files) > task.num_frames:  # uniform sampling over the saved frames, as VLM2Vec does
-            step = len(files) / task.num_frames
-            files = [files[int(i * step)] for i in range(task.num_frames)]
-        return [str(f) for f in files]
-    paths = [_resolve(task, p) for p in value]
+        return [str(folder / f) for f in sample_frames(files, task.num_frames)]
+    paths = [os.path.join(root, p) if root else p for p in value]
     if not paths:
         raise _fail(task, where, "the frame list is empty", "Give at least one frame.")
     for path in paths:
@@ -251,11 +265,9 @@ def load_task(task: TaskSpec) -> TaskData:
     if task.data_format == BEIR_FORMAT:
         return _load_beir(task)
     if task.data_format == VLM2VEC_VIDEO_FORMAT:
-        raise TaskDataError(
-            f"Task {task.name!r}: loading VLM2Vec's raw video dataset {task.hf_path!r} (video decoding and frame "
-            "extraction) is not implemented. Extract 8 frames per video and describe the task in the 'mmeb' format "
-            "with 'qry_video_path'/'tgt_video_path' frame folders, then run it as a local task (--tasks-file)."
-        )
+        from .video_data import load_vlm2vec_video  # parsers of VLM2Vec's per-dataset video rows
+
+        return load_vlm2vec_video(task)
     raise TaskDataError(f"Task {task.name!r}: unknown data_format {task.data_format!r}.")
 
 

@@ -53,6 +53,8 @@ class TaskSpec:
     query_instruction: str | None = None
     document_instruction: str | None = None
     num_frames: int = 8
+    parser: str | None = None  # VLM2Vec's dataset_parser, for its per-dataset video rows
+    frame_root: str | None = None  # folder of pre-extracted frames, one sub-folder per video
     split: str | None = None  # MMEB-V1 only: "IND" (has a training split in MMEB-train) or "OOD"
     note: str | None = None
 
@@ -126,35 +128,38 @@ _IND_IMAGE = {
     "MSCOCO_t2i", "MSCOCO_i2t", "NIGHTS", "WebQA", "MSCOCO",
 }  # fmt: skip
 
-# (name, hf_path, subset, split, ranking) from video.yaml + dataset_hf_path.py.
+# (name, hf_path, subset, split, ranking, parser, frame folder) from video.yaml + dataset_hf_path.py.
+# Frame folders are relative to the media root (a clone of TIGER-Lab/MMEB-V2 with its archives unpacked).
 _VIDEO_TASKS = {
     "V-CLS": [
-        ("K700", "VLM2Vec/Kinetics-700", None, "test", "global"),
-        ("SmthSmthV2", "VLM2Vec/SmthSmthV2", None, "test", "local"),
-        ("HMDB51", "VLM2Vec/HMDB51", None, "test", "global"),
-        ("UCF101", "VLM2Vec/UCF101", None, "test", "global"),
-        ("Breakfast", "VLM2Vec/Breakfast", None, "test", "global"),
+        ("K700", "VLM2Vec/Kinetics-700", None, "test", "global", "video_classification", "video_cls/K700"),
+        ("SmthSmthV2", "VLM2Vec/SmthSmthV2", None, "test", "local", "ssv2", "video_cls/SSv2"),
+        ("HMDB51", "VLM2Vec/HMDB51", None, "test", "global", "video_classification", "video_cls/HMDB51"),
+        ("UCF101", "VLM2Vec/UCF101", None, "test", "global", "video_classification", "video_cls/UCF101"),
+        ("Breakfast", "VLM2Vec/Breakfast", None, "test", "global", "video_classification", "video_cls/Breakfast"),
     ],
     "V-QA": [
-        ("MVBench", "VLM2Vec/MVBench", None, "train", "local"),
-        ("Video-MME", "VLM2Vec/Video-MME", None, "test", "local"),
-        ("NExTQA", "VLM2Vec/NExTQA", "MC", "test", "local"),
-        ("EgoSchema", "VLM2Vec/EgoSchema", "Subset", "test", "local"),
-        ("ActivityNetQA", "VLM2Vec/ActivityNetQA", None, "test", "local"),
+        ("MVBench", "VLM2Vec/MVBench", None, "train", "local", "mvbench", "video_qa/MVBench"),
+        ("Video-MME", "VLM2Vec/Video-MME", None, "test", "local", "videomme", "video_qa/Video-MME"),
+        ("NExTQA", "VLM2Vec/NExTQA", "MC", "test", "local", "nextqa", "video_qa/NExTQA"),
+        ("EgoSchema", "VLM2Vec/EgoSchema", "Subset", "test", "local", "egoschema", "video_qa/EgoSchema"),
+        ("ActivityNetQA", "VLM2Vec/ActivityNetQA", None, "test", "local", "activitynetqa", "video_qa/ActivityNetQA"),
     ],
     "V-RET": [
-        ("DiDeMo", "VLM2Vec/DiDeMo", None, "test", "global"),
-        ("MSR-VTT", "VLM2Vec/MSR-VTT", "test_1k", "test", "global"),
-        ("MSVD", "VLM2Vec/MSVD", None, "test", "global"),
-        ("VATEX", "VLM2Vec/VATEX", None, "test", "global"),
-        ("YouCook2", "lmms-lab/YouCook2", None, "val", "global"),
+        ("DiDeMo", "VLM2Vec/DiDeMo", None, "test", "global", "didemo", "video_ret/DiDeMo"),
+        ("MSR-VTT", "VLM2Vec/MSR-VTT", "test_1k", "test", "global", "msrvtt", "video_ret/MSR-VTT"),
+        ("MSVD", "VLM2Vec/MSVD", None, "test", "global", "msvd", "video_ret/MSVD"),
+        ("VATEX", "VLM2Vec/VATEX", None, "test", "global", "vatex", "video_ret/VATEX"),
+        ("YouCook2", "lmms-lab/YouCook2", None, "val", "global", "youcook2", "video_ret/YouCook2"),
     ],
     "V-MRET": [
-        ("QVHighlight", "VLM2Vec/QVHighlight", None, "test", "local"),
-        ("Charades-STA", "VLM2Vec/Charades-STA", None, "test", "local"),
-        ("MomentSeeker", "VLM2Vec/MomentSeeker", None, "test", "local"),
+        ("QVHighlight", "VLM2Vec/QVHighlight", None, "test", "local", "moment_retrieval", "video_mret/QVHighlight"),
+        ("Charades-STA", "VLM2Vec/Charades-STA", None, "test", "local", "moment_retrieval", "video_mret/Charades_STA"),
+        ("MomentSeeker", "VLM2Vec/MomentSeeker", None, "test", "local", "momentseeker", "video_mret/MomentSeeker"),
     ],
 }
+# Parsers in `video_data.py`; the others are registered (names, sources, grouping) but not loadable yet.
+IMPLEMENTED_VIDEO_PARSERS = ("video_classification", "ssv2", "msrvtt", "msvd", "didemo", "vatex", "youcook2")
 
 # (name, hf_path, subset, split) from visdoc.yaml + dataset_hf_path.py; the ViDoRe-V2 four are the
 # ones report_score_v2.py scores (the multilingual variants, plus esg human-labelled).
@@ -213,10 +218,15 @@ def _video_tasks() -> list[TaskSpec]:
             hf_path=path,
             hf_subset=subset,
             hf_split=split,
-            note="Hub loader not implemented: convert to frames in the mmeb format and run it as a local task.",
+            parser=parser,
+            frame_root=f"video-tasks/frames/{frames}",
+            note=None
+            if parser in IMPLEMENTED_VIDEO_PARSERS
+            else f"VLM2Vec's '{parser}' rows are not parsed yet; describe the task in the mmeb format with frame "
+            "folders (qry_video_path / tgt_video_path) and run it as a local task.",
         )
         for meta, rows in _VIDEO_TASKS.items()
-        for name, path, subset, split, ranking in rows
+        for name, path, subset, split, ranking, parser, frames in rows
     ]
 
 
@@ -271,12 +281,14 @@ def select_tasks(benchmark: Benchmark, names: list[str] | None) -> list[TaskSpec
 
 
 def with_data_root(task: TaskSpec, data_root: str | Path | None, image_root: str | Path | None) -> TaskSpec:
-    """Point a registered task at a local mirror: ``data_root/<hf_path>`` and ``image_root/<task.image_root>``."""
+    """Point a registered task at a local mirror: ``data_root/<hf_path>``, media under ``image_root``."""
     changes: dict[str, Any] = {}
     if data_root is not None and task.data_files is None and task.hf_path is not None:
         changes["hf_path"] = str(Path(data_root) / task.hf_path)
-    if image_root is not None and task.image_root is not None and not Path(task.image_root).is_absolute():
-        changes["image_root"] = str(Path(image_root) / task.image_root)
+    for key in ("image_root", "frame_root"):
+        value = getattr(task, key)
+        if image_root is not None and value is not None and not Path(value).is_absolute():
+            changes[key] = str(Path(image_root) / value)
     return replace(task, **changes) if changes else task
 
 
@@ -297,7 +309,7 @@ def load_task_file(path: str | Path) -> list[TaskSpec]:
     tasks = []
     for index, entry in enumerate(entries):
         entry = dict(entry)
-        for key in ("data_files", "image_root"):
+        for key in ("data_files", "image_root", "frame_root"):
             if entry.get(key) and not Path(entry[key]).is_absolute():
                 entry[key] = str((path.parent / entry[key]).resolve())
         try:
