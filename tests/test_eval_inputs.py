@@ -125,5 +125,9 @@ def test_rerun_with_another_model_into_the_same_folder_is_refused(toy, tiny_vlm)
     task = TaskSpec.from_dict({**tasks["toy-cls"].to_dict()})
     with pytest.raises(KeyboardInterrupt):
         evaluate(Recorder(model, fail_on_call=2), [task], root / "out", model_id="A", chunk_size=2, show_progress_bar=False)  # fmt: skip
-    with pytest.raises(ValueError, match="holds results of a different run"):
+    with pytest.raises(ValueError, match=r"holds results of a different run \(differing: \['chunk_size', 'model'\]"):
         evaluate(model, [task], root / "out", model_id="B", show_progress_bar=False)
+    # A finished task is not silently reused for another model either.
+    evaluate(model, [task], root / "out", model_id="A", chunk_size=2, show_progress_bar=False)
+    with pytest.raises(ValueError, match=r"differing: \['model'\]"):
+        evaluate(model, [task], root / "out", model_id="B", chunk_size=2, show_progress_bar=False)

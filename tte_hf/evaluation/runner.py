@@ -13,6 +13,7 @@ A rerun skips finished tasks and finished chunks, so an interrupted run loses at
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -115,17 +116,33 @@ def _check_ecr(data: TaskData, traces: dict[str, str] | None, require: bool) -> 
         )
 
 
+def traces_digest(traces: dict[str, str] | None) -> str | None:
+    """A short fingerprint of the ECR traces, so cached embeddings are never reused with other traces."""
+    if not traces:
+        return None
+    payload = json.dumps(sorted(traces.items()), ensure_ascii=False).encode()
+    return hashlib.sha256(payload).hexdigest()[:16]
+
+
+def _check_identity(task_dir: Path, identity: dict[str, Any]) -> None:
+    """Refuse to reuse a task folder written by a different model / task definition / ECR / chunk size."""
+    meta_path = task_dir / "meta.json"
+    if not meta_path.exists():
+        return
+    previous = json.loads(meta_path.read_text())
+    differing = sorted(k for k in identity if previous.get(k) != identity[k])
+    if differing:
+        raise ValueError(
+            f"{task_dir} holds results of a different run (differing: {differing}; before: model "
+            f"{previous.get('model')!r}, chunk_size {previous.get('chunk_size')}); use another output folder, "
+            "the same settings, or overwrite=True (--overwrite)."
+        )
+
+
 def _prepare_task_dir(task_dir: Path, meta: dict[str, Any], overwrite: bool) -> None:
     meta_path = task_dir / "meta.json"
     if meta_path.exists() and not overwrite:
-        previous = json.loads(meta_path.read_text())
-        if previous != meta:
-            differing = sorted(k for k in set(previous) | set(meta) if previous.get(k) != meta.get(k))
-            raise ValueError(
-                f"{task_dir} holds results of a different run (differing: {differing}; before: model "
-                f"{previous.get('model')!r}, chunk_size {previous.get('chunk_size')}); use another output folder, "
-                "the same settings, or overwrite=True (--overwrite)."
-            )
+        _check_identity(task_dir, meta)  # the counts too: the data changed under a partial run
         return
     if overwrite:
         for old in task_dir.glob("*"):
@@ -146,22 +163,23 @@ def evaluate_task(
     require_ecr: bool = True,
     show_progress_bar: bool = True,
     overwrite: bool = False,
+    ecr_digest: str | None = None,
 ) -> dict[str, Any]:
     """Score one task (or load its finished score) and return its ``score.json`` dict."""
     task_dir = Path(output_dir) / "tasks" / _safe_name(task.name)
     score_path = task_dir / "score.json"
+    identity = {
+        "task": task.to_dict(),
+        "model": model_id,
+        "ecr": ecr_digest if ecr_digest is not None else traces_digest(traces),
+        "chunk_size": chunk_size,
+    }
     if score_path.exists() and not overwrite:
+        _check_identity(task_dir, identity)
         return json.loads(score_path.read_text())
     data = load_task(task)
     _check_ecr(data, traces, require_ecr)
-    meta = {
-        "task": task.to_dict(),
-        "model": model_id,
-        "num_queries": len(data.queries),
-        "num_candidates": len(data.candidates),
-        "ecr": bool(traces),
-        "chunk_size": chunk_size,
-    }
+    meta = {**identity, "num_queries": len(data.queries), "num_candidates": len(data.candidates)}
     _prepare_task_dir(task_dir, meta, overwrite)
     common = dict(task=task, task_dir=task_dir, traces=traces, batch_size=batch_size, chunk_size=chunk_size)
     # Query keys are already "<task>/<row id>"; candidate traces (e.g. page descriptions) use "<task>/candidate/<key>".
@@ -238,6 +256,7 @@ def evaluate(
     selected = [with_data_root(t, data_root, image_root) for t in selected]
     model_id = model_id or type(model).__name__
     traces = load_ecr_files(ecr_files) if ecr_files else None
+    digest = traces_digest(traces)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
 
@@ -267,6 +286,7 @@ def evaluate(
                 require_ecr=require_ecr,
                 show_progress_bar=show_progress_bar,
                 overwrite=overwrite,
+                ecr_digest=digest,
             )
         )
     baseline_key = baselines or baseline_key
