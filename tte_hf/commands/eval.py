@@ -23,6 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trust-remote-code", action="store_true", help="Needed for TTE models from the Hub.")
     parser.add_argument("--overwrite", action="store_true", help="Discard cached results in --output.")
     parser.add_argument("--no-chart", action="store_true", help="Skip the PNG chart.")
+    parser.add_argument("--baselines", choices=["mmeb-v1", "mmeb-v2"], help="Published scores to show beside a task file.")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
             model_id=args.model,
             overwrite=args.overwrite,
             chart=not args.no_chart,
+            baselines=args.baselines,
         )
     except (TaskDataError, ValueError) as err:
         print(f"tte-hf eval: error: {err}", file=sys.stderr)
