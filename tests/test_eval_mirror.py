@@ -63,6 +63,23 @@ def mirror(tmp_path_factory):
     _hub_repo(root / "data" / "VLM2Vec" / "MSR-VTT", {"test_1k": msrvtt}, "test")
     hmdb = datasets.Dataset.from_list([{"video_id": f"vid_{n}", "pos_text": label} for n, label in zip(names, ["wave", "smile", "eat", "clap"])])  # fmt: skip
     _hub_repo(root / "data" / "VLM2Vec" / "HMDB51", {"default": hmdb}, "test")
+    for dataset in ("Video-MME", "NExTQA"):
+        for name, rgb in COLORS.items():
+            folder = root / "media" / "video-tasks" / "frames" / "video_qa" / dataset / f"qa_{name}"
+            folder.mkdir(parents=True)
+            for f in range(4):
+                Image.new("RGB", (28, 28), rgb).save(folder / f"{f:04d}.jpeg")
+    videomme = datasets.Dataset.from_list(
+        [{"videoID": f"qa_{n}", "question": "Which colour fills the video?", "question_id": str(i),
+          "options": [f"{letter}. {m}" for letter, m in zip("ABCD", names)], "answer": "ABCD"[i],
+          "domain": "toy", "sub_category": "toy"} for i, n in enumerate(names)]
+    )  # fmt: skip
+    _hub_repo(root / "data" / "VLM2Vec" / "Video-MME", {"default": videomme}, "test")
+    nextqa = datasets.Dataset.from_list(
+        [{"video": f"qa_{n}", "question": "what colour is it", "answer": i, "qid": i, "type": "toy",
+          **{f"a{k}": o for k, o in enumerate(names + ["purple"])}} for i, n in enumerate(names)]
+    )  # fmt: skip
+    _hub_repo(root / "data" / "VLM2Vec" / "NExTQA", {"MC": nextqa}, "test")
     return root
 
 
@@ -126,3 +143,36 @@ def test_registered_tasks_run_from_a_local_mirror(mirror, tiny_vlm, tmp_path, mo
         gold_index = labels.index(gold)
         hits.append(float(bool((sims[gold_index] > torch.cat([sims[:gold_index], sims[gold_index + 1 :]])).all())))
     assert hmdb["main_score"] == pytest.approx(100 * sum(hits) / len(hits))
+
+
+def test_registered_video_qa_tasks_follow_vlm2vec_prompts(mirror, tiny_vlm, tmp_path):
+    model = Recorder(tiny_st_model(tiny_vlm))
+    report = evaluate(
+        model,
+        "mmeb-v2-video",
+        tmp_path,
+        tasks=["Video-MME", "NExTQA"],
+        data_root=mirror / "data",
+        image_root=mirror / "media",
+        show_progress_bar=False,
+    )
+    assert report["tasks"]["Video-MME"]["num_candidates"] == 4  # option texts without their "A. " prefix
+    assert report["tasks"]["NExTQA"]["num_candidates"] == 5
+    texts = [x["text"] if isinstance(x, dict) else x for x in model.inputs]
+    prompt = "Given a video and a question, select the most accurate answer from the provided candidates. Return only the exact text of your chosen answer. Question:"  # fmt: skip
+    assert f"{prompt} Which colour fills the video?\nA. red\nB. green\nC. blue\nD. yellow" in texts
+    assert f"{prompt} what colour is it\nOptions:\n(A) red\n(B) green\n(C) blue\n(D) yellow\n(E) purple" in texts
+    assert {"red", "green", "blue", "yellow", "purple"} <= set(texts)
+    assert "A. red" not in texts
+    # Scores: each query ranks its own options; recompute Video-MME's hit@1 from the recorded embeddings.
+    st = model.model
+    hits = []
+    for i, name in enumerate(names_in_order):
+        frames_dir = mirror / "media" / "video-tasks" / "frames" / "video_qa" / "Video-MME" / f"qa_{name}"
+        frames = [Image.open(p).convert("RGB") for p in sorted(frames_dir.iterdir())]
+        text = f"{prompt} Which colour fills the video?\nA. red\nB. green\nC. blue\nD. yellow"
+        q = st.encode_query([{"text": text, "video": frames}], convert_to_tensor=True, show_progress_bar=False)
+        c = st.encode_document(names_in_order, convert_to_tensor=True, show_progress_bar=False)
+        sims = torch.nn.functional.cosine_similarity(q, c)
+        hits.append(float(bool((sims[i] > torch.cat([sims[:i], sims[i + 1 :]])).all())))
+    assert report["tasks"]["Video-MME"]["main_score"] == pytest.approx(100 * sum(hits) / len(hits))

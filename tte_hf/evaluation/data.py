@@ -134,9 +134,13 @@ def _load_rows(task: TaskSpec, config: str | None = None):
         if not path.exists():
             raise _fail(task, "data_files", f"{str(path)!r} does not exist", "Check the task's data_files.")
         builder = "parquet" if path.suffix == ".parquet" else "json"
-        return datasets.load_dataset(builder, data_files=str(path), split="train")
-    subset = config if task.data_format == BEIR_FORMAT else task.hf_subset
-    return datasets.load_dataset(task.hf_path, subset, split=task.hf_split)
+        rows = datasets.load_dataset(builder, data_files=str(path), split="train")
+    else:
+        subset = config if task.data_format == BEIR_FORMAT else task.hf_subset
+        rows = datasets.load_dataset(task.hf_path, subset, split=task.hf_split)
+    if task.num_samples is not None and config in (None, "queries") and task.num_samples < len(rows):
+        rows = rows.select(range(task.num_samples))  # VLM2Vec keeps the first rows
+    return rows
 
 
 def _require(task: TaskSpec, row: Mapping[str, Any], index: int, name: str, kind: type | tuple) -> Any:

@@ -55,6 +55,7 @@ class TaskSpec:
     num_frames: int = 8
     parser: str | None = None  # VLM2Vec's dataset_parser, for its per-dataset video rows
     frame_root: str | None = None  # folder of pre-extracted frames, one sub-folder per video
+    num_samples: int | None = None  # keep only the first rows (queries), as VLM2Vec's num_sample_per_subset
     split: str | None = None  # MMEB-V1 only: "IND" (has a training split in MMEB-train) or "OOD"
     note: str | None = None
 
@@ -159,7 +160,10 @@ _VIDEO_TASKS = {
     ],
 }
 # Parsers in `video_data.py`; the others are registered (names, sources, grouping) but not loadable yet.
-IMPLEMENTED_VIDEO_PARSERS = ("video_classification", "ssv2", "msrvtt", "msvd", "didemo", "vatex", "youcook2")
+IMPLEMENTED_VIDEO_PARSERS = (
+    "video_classification", "ssv2", "msrvtt", "msvd", "didemo", "vatex", "youcook2",
+    "nextqa", "videomme", "egoschema", "activitynetqa",
+)  # fmt: skip
 
 # (name, hf_path, subset, split) from visdoc.yaml + dataset_hf_path.py; the ViDoRe-V2 four are the
 # ones report_score_v2.py scores (the multilingual variants, plus esg human-labelled).
@@ -220,6 +224,7 @@ def _video_tasks() -> list[TaskSpec]:
             hf_split=split,
             parser=parser,
             frame_root=f"video-tasks/frames/{frames}",
+            num_samples=1000 if name == "SmthSmthV2" else None,  # video.yaml: num_sample_per_subset
             note=None
             if parser in IMPLEMENTED_VIDEO_PARSERS
             else f"VLM2Vec's '{parser}' rows are not parsed yet; describe the task in the mmeb format with frame "

@@ -25,7 +25,12 @@ RETRIEVAL_FIELDS = {
     "vatex": ("Select a video that fits the description provided:", "videoID", "enCap"),
     "youcook2": ("Find a video that demonstrates the following action while making a recipe:", "id", "sentence"),
 }
-LABEL_KEYS = {"K700": "Kinetics-700"}  # task name -> key of VLM2Vec's label / instruction tables
+LABEL_KEYS = {"K700": "Kinetics-700"}
+QA_PROMPT = (
+    "Given a video and a question, select the most accurate answer from the provided candidates. "
+    "Return only the exact text of your chosen answer. Question:"
+)
+LETTERS = ("A", "B", "C", "D")  # task name -> key of VLM2Vec's label / instruction tables
 
 
 @cache
@@ -95,12 +100,65 @@ def _classification(task: TaskSpec) -> TaskData:
     return TaskData(task, queries, candidates, own_lists, relevance, index_of)
 
 
+def _option_text(option: str) -> str:
+    """VLM2Vec's ``o[o.find('. '):].strip('. ')``: "B. a red car" -> "a red car"."""
+    return option[option.find(". ") :].strip(". ")
+
+
+def _qa_row(task: TaskSpec, row: dict, index: int) -> tuple[str, str, list[tuple[str, str]], str]:
+    """(video id, query text, [(candidate key, candidate text)], gold key) of one video-QA row."""
+    if task.parser == "nextqa":
+        options = [str(_field(task, row, index, f"a{i}")) for i in range(5)]
+        question = _field(task, row, index, "question")
+        answer = int(_field(task, row, index, "answer"))
+        # VLM2Vec's qa_template: the question, then "Options:" and "(A) ..." lines.
+        listed = "\n".join(f"({chr(ord('A') + i)}) {o}" for i, o in enumerate(options))
+        text = f"{question}\nOptions:\n{listed}"
+        return str(_field(task, row, index, "video")), text, [(o, o) for o in options], options[answer]
+    if task.parser in ("videomme", "egoschema"):
+        options = list(_field(task, row, index, "options" if task.parser == "videomme" else "option"))
+        question = _field(task, row, index, "question")
+        answer = _field(task, row, index, "answer")
+        position = LETTERS.index(answer) if task.parser == "videomme" else int(answer)
+        text = question + "\n" + "\n".join(options) if task.parser == "videomme" else question + " ".join(options)
+        video = _field(task, row, index, "videoID" if task.parser == "videomme" else "video_idx")
+        return str(video), text, [(o, _option_text(o)) for o in options], options[position]
+    if task.parser == "activitynetqa":
+        question = _field(task, row, index, "question")
+        answer = _field(task, row, index, "answer")
+        video = f"v_{_field(task, row, index, 'video_name')}"
+        return video, question + "? (A) yes; (B) no.", [("yes", "yes"), ("no", "no")], answer
+    raise TaskDataError(f"Task {task.name!r}: {task.note or f'parser {task.parser!r} is not implemented.'}")
+
+
+def _question_answering(task: TaskSpec) -> TaskData:
+    queries, candidates, own_lists, relevance, index_of = [], [], [], [], {}
+    for index, row in enumerate(_load_rows(task)):
+        video_id, text, options, gold = _qa_row(task, row, index)
+        own = []
+        for key, option_text in options:
+            if key not in index_of:
+                index_of[key] = len(candidates)
+                candidates.append(EvalItem(key=key, text=option_text, where=f"row {index}"))
+            if index_of[key] not in own:
+                own.append(index_of[key])
+        if gold not in index_of or index_of[gold] not in own:
+            raise _fail(task, f"row {index}", f"the answer {gold!r} is not among the options", "Fix the answer / options.")  # fmt: skip
+        frames = _frames(task, video_id, f"row {index} (video {video_id})")
+        queries.append(EvalItem(key=f"{task.name}/{index}", text=_join(QA_PROMPT, text), frames=frames, where=f"row {index}"))  # fmt: skip
+        own_lists.append(own)
+        relevance.append({index_of[gold]: 1.0})
+    return TaskData(task, queries, candidates, own_lists, relevance, index_of)
+
+
 def load_vlm2vec_video(task: TaskSpec) -> TaskData:
     """Queries, candidates and relevance of a registered MMEB-V2 video task."""
     if task.parser in RETRIEVAL_FIELDS:
         data = _retrieval(task)
     elif task.parser in ("video_classification", "ssv2"):
         data = _classification(task)
+    elif task.parser in ("nextqa", "videomme", "egoschema", "activitynetqa"):
+        data = _question_answering(task)
     else:
         raise TaskDataError(f"Task {task.name!r}: {task.note or f'parser {task.parser!r} is not implemented.'}")
     if not data.queries:
