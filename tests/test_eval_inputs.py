@@ -5,6 +5,7 @@ from collections import Counter
 
 import pytest
 from eval_toy_data import Recorder, build_tasks, tiny_st_model
+from PIL import Image
 
 from tte_hf.evaluation import BENCHMARKS, TaskDataError, TaskSpec, evaluate, get_benchmark, load_task, load_task_file
 
@@ -32,8 +33,7 @@ def test_registry_matches_mmeb_counts():
     assert Counter(t.split for t in BENCHMARKS["mmeb-v1"].tasks) == {"IND": 20, "OOD": 16}
     assert {t.metric for t in v2 if t.modality == "visdoc"} == {"ndcg@5"}
     assert {t.metric for t in v2 if t.modality != "visdoc"} == {"hit@1"}
-    # Video tasks whose VLM2Vec row parser is not ported yet carry a note and are skipped, not faked.
-    assert {t.name for t in v2 if t.note} == {"MVBench", "QVHighlight", "Charades-STA", "MomentSeeker"}
+    assert not [t.name for t in v2 if t.note]  # every video parser is ported
     assert BENCHMARKS["mmeb-v2"].task("SmthSmthV2").num_samples == 1000
 
 
@@ -134,3 +134,41 @@ def test_rerun_with_another_model_into_the_same_folder_is_refused(toy, tiny_vlm)
     evaluate(model, [task], root / "out", model_id="A", chunk_size=2, show_progress_bar=False)
     with pytest.raises(ValueError, match=r"differing: \['model'\]"):
         evaluate(model, [task], root / "out", model_id="B", chunk_size=2, show_progress_bar=False)
+
+
+def test_unknown_video_parser_is_skipped_and_reported(toy, tiny_vlm):
+    root, tasks = toy
+    odd = TaskSpec(name="odd-video", modality="video", meta_task="V-QA", data_format="vlm2vec-video", parser="nope", data_files=str(root / "video.jsonl"))  # fmt: skip
+    report = evaluate(tiny_st_model(tiny_vlm), [tasks["toy-cls"], odd], root / "out", show_progress_bar=False)
+    assert report["skipped"] == {"odd-video": "VLM2Vec video parser 'nope' is not implemented"}
+    assert list(report["tasks"]) == ["toy-cls"]
+
+
+def test_momentseeker_rows_map_to_text_image_and_video_queries(tmp_path):
+    frames = tmp_path / "frames"
+    for clip in ("video_frames/a_pos", "video_frames/a_neg", "video_frames/b_neg", "video_frames/q_clip"):
+        (frames / clip).mkdir(parents=True)
+        Image.new("RGB", (28, 28)).save(frames / clip / "1.jpg")
+    Image.new("RGB", (28, 28)).save(frames / "query_img.jpg")
+    pos, neg = [{"output_path": "a/pos.mp4"}], [{"output_path": "a/neg.mp4"}, {"output_path": "b/neg.mp4"}]
+    rows = [
+        {"query": "a dog", "input_frames": "", "positive_frames": pos, "negative_frames": neg},
+        {"query": "a cat", "input_frames": "img.jpg", "positive_frames": pos, "negative_frames": neg},
+        {"query": "a car", "input_frames": "q/clip.mp4", "positive_frames": pos, "negative_frames": neg[:1]},
+    ]
+    (tmp_path / "ms.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    task = TaskSpec(name="ms", modality="video", meta_task="V-MRET", data_format="vlm2vec-video", parser="momentseeker", data_files=str(tmp_path / "ms.jsonl"), frame_root=str(frames))  # fmt: skip
+    data = load_task(task)
+    q = data.queries
+    assert q[0].text == "Find the clip that corresponds to the given text: a dog" and q[0].frames is None
+    assert q[1].text == "Select the video clip that aligns with the given text and image: a cat"
+    assert q[1].image == str(frames / "query_img.jpg")
+    assert q[2].text == "Find the clip that corresponds to the given sentence and video segment: a car"
+    assert q[2].frames == [str(frames / "video_frames" / "q_clip" / "1.jpg")]
+    keys = [c.key for c in data.candidates]
+    assert keys == ["video_frames/a_pos", "video_frames/a_neg", "video_frames/b_neg"]
+    assert data.relevance == [{0: 1.0}] * 3 and data.query_candidates[2] == [0, 1]
+    rows[0]["positive_frames"] = []
+    (tmp_path / "ms.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(TaskDataError, match=r"Task 'ms', row 0: 'positive_frames' is empty"):
+        load_task(task)

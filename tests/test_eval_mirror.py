@@ -12,6 +12,7 @@ from PIL import Image
 
 import tte_hf.evaluation
 from tte_hf.evaluation import evaluate
+from tte_hf.evaluation.video_data import MVBENCH_SUBSETS
 
 names_in_order = list(COLORS)
 
@@ -80,6 +81,23 @@ def mirror(tmp_path_factory):
           **{f"a{k}": o for k, o in enumerate(names + ["purple"])}} for i, n in enumerate(names)]
     )  # fmt: skip
     _hub_repo(root / "data" / "VLM2Vec" / "NExTQA", {"MC": nextqa}, "test")
+    # MVBench: 20 subsets concatenated; frames under <subset>/<video file name>/.
+    subsets = {}
+    for k, subset in enumerate(MVBENCH_SUBSETS):
+        name = names_in_order[k % 4]
+        frames = root / "media" / "video-tasks" / "frames" / "video_qa" / "MVBench" / subset / f"{name}.mp4"
+        frames.mkdir(parents=True)
+        Image.new("RGB", (28, 28), COLORS[name]).save(frames / "0001.jpeg")
+        subsets[subset] = datasets.Dataset.from_list([{"video": f"{name}.mp4", "question": "Which colour?", "candidates": ["red", "green"], "answer": "green"}])  # fmt: skip
+    _hub_repo(root / "data" / "VLM2Vec" / "MVBench", subsets, "train")
+    # Moment retrieval: <frame_root>/<video>/{query, positive, negative_*}/ frame folders.
+    mret = root / "media" / "video-tasks" / "frames" / "video_mret" / "QVHighlight"
+    for v, name in enumerate(names_in_order[:2]):
+        for clip, colour in [("query", name), ("positive", name)] + [(f"negative_{j}", n) for j, n in enumerate(names_in_order) if n != name]:  # fmt: skip
+            (mret / f"vid{v}" / clip).mkdir(parents=True)
+            Image.new("RGB", (28, 28), COLORS[colour]).save(mret / f"vid{v}" / clip / "frame_1.jpg")
+    qvh = datasets.Dataset.from_list([{"query": f"the {n} part", "video_path": f"videos/vid{v}.mp4"} for v, n in enumerate(names_in_order[:2])])  # fmt: skip
+    _hub_repo(root / "data" / "VLM2Vec" / "QVHighlight", {"default": qvh}, "test")
     return root
 
 
@@ -90,7 +108,7 @@ def test_registered_tasks_run_from_a_local_mirror(mirror, tiny_vlm, tmp_path, mo
         model,
         "mmeb-v2",
         tmp_path,
-        tasks=["ImageNet-1K", "ViDoRe_arxivqa", "MSR-VTT", "HMDB51", "MVBench"],
+        tasks=["ImageNet-1K", "ViDoRe_arxivqa", "MSR-VTT", "HMDB51"],
         data_root=mirror / "data",
         image_root=mirror / "media",
         show_progress_bar=False,
@@ -106,8 +124,6 @@ def test_registered_tasks_run_from_a_local_mirror(mirror, tiny_vlm, tmp_path, mo
     markdown = (tmp_path / "report.md").read_text()
     assert "| | ours | TTE-t-7B | TTE-t-2B |" in markdown
     assert "**Partial run: 4 of 78 tasks.**" in markdown
-    assert set(report["skipped"]) == {"MVBench"}  # its row parser is not implemented: reported, not fatal
-    assert "- MVBench: VLM2Vec's 'mvbench' rows are not parsed yet" in markdown
     assert f"| image / CLS (1) | {imagenet['main_score']:.1f} |" in markdown
     assert "62.9" in markdown  # VLM2Vec-V2-2B's CLS mean
     assert json.loads((tmp_path / "report.json").read_text())["baselines"]["TTE-t-7B"]["overall"] == 71.5
@@ -176,3 +192,39 @@ def test_registered_video_qa_tasks_follow_vlm2vec_prompts(mirror, tiny_vlm, tmp_
         sims = torch.nn.functional.cosine_similarity(q, c)
         hits.append(float(bool((sims[i] > torch.cat([sims[:i], sims[i + 1 :]])).all())))
     assert report["tasks"]["Video-MME"]["main_score"] == pytest.approx(100 * sum(hits) / len(hits))
+
+
+def test_registered_mvbench_and_moment_retrieval(mirror, tiny_vlm, tmp_path):
+    model = Recorder(tiny_st_model(tiny_vlm))
+    report = evaluate(
+        model,
+        "mmeb-v2",
+        tmp_path,
+        tasks=["MVBench", "QVHighlight"],
+        data_root=mirror / "data",
+        image_root=mirror / "media",
+        show_progress_bar=False,
+    )
+    mvbench, qvh = report["tasks"]["MVBench"], report["tasks"]["QVHighlight"]
+    assert (mvbench["num_queries"], mvbench["num_candidates"]) == (20, 2)  # "(A) red", "(B) green"
+    prompt = "Given a video and a question, select the most accurate answer from the provided candidates. Return only the exact text of your chosen answer. Question:"  # fmt: skip
+    texts = [x["text"] if isinstance(x, dict) else x for x in model.inputs]
+    assert f"{prompt} Which colour?\nOptions:\n(A) red\n(B) green" in texts
+    assert {"(A) red", "(B) green"} <= set(texts)
+    # QVHighlight: each query ranks its own video's clips (1 positive + 3 negatives), query = text + video.
+    assert (qvh["num_queries"], qvh["num_candidates"], qvh["ranking"]) == (2, 8, "local")
+    query = next(x for x in model.inputs if isinstance(x, dict) and x.get("text", "").endswith("the red part"))
+    assert query["text"] == "Find the clip that corresponds to the described scene in the given video: the red part"
+    assert query["video"][0].getpixel((0, 0)) == pytest.approx(COLORS["red"], abs=3)
+    # Recompute QVHighlight's hit@1 from the frame folders.
+    st, mret, hits = model.model, mirror / "media" / "video-tasks" / "frames" / "video_mret" / "QVHighlight", []
+    for v, name in enumerate(names_in_order[:2]):
+        clip_dirs = sorted(p for p in (mret / f"vid{v}").iterdir() if p.name != "query")
+        clips = [{"text": "Understand the content of the provided video.", "video": [Image.open(p / "frame_1.jpg").convert("RGB")]} for p in clip_dirs]  # fmt: skip
+        text = f"Find the clip that corresponds to the described scene in the given video: the {name} part"
+        q_video = [Image.open(mret / f"vid{v}" / "query" / "frame_1.jpg").convert("RGB")]
+        q = st.encode_query([{"text": text, "video": q_video}], convert_to_tensor=True, show_progress_bar=False)
+        sims = torch.nn.functional.cosine_similarity(q, st.encode_document(clips, convert_to_tensor=True, show_progress_bar=False))  # fmt: skip
+        gold = [p.name for p in clip_dirs].index("positive")
+        hits.append(float(bool((sims[gold] > torch.cat([sims[:gold], sims[gold + 1 :]])).all())))
+    assert qvh["main_score"] == pytest.approx(100 * sum(hits) / 2)

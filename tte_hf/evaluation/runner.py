@@ -262,7 +262,7 @@ def evaluate(
 
     # Fail fast on tasks this package cannot load yet, but keep the rest of the benchmark running.
     skipped = {
-        t.name: t.note
+        t.name: t.note or f"VLM2Vec video parser {t.parser!r} is not implemented"
         for t in selected
         if t.data_format == VLM2VEC_VIDEO_FORMAT and t.parser not in IMPLEMENTED_VIDEO_PARSERS
     }

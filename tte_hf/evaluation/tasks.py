@@ -162,7 +162,7 @@ _VIDEO_TASKS = {
 # Parsers in `video_data.py`; the others are registered (names, sources, grouping) but not loadable yet.
 IMPLEMENTED_VIDEO_PARSERS = (
     "video_classification", "ssv2", "msrvtt", "msvd", "didemo", "vatex", "youcook2",
-    "nextqa", "videomme", "egoschema", "activitynetqa",
+    "nextqa", "videomme", "egoschema", "activitynetqa", "mvbench", "moment_retrieval", "momentseeker",
 )  # fmt: skip
 
 # (name, hf_path, subset, split) from visdoc.yaml + dataset_hf_path.py; the ViDoRe-V2 four are the

@@ -151,6 +151,128 @@ def _question_answering(task: TaskSpec) -> TaskData:
     return TaskData(task, queries, candidates, own_lists, relevance, index_of)
 
 
+# MVBench's 20 subsets, in VLM2Vec's order (mvbench_dataset.py `subset_meta`); frames live in <frame_root>/<subset>/.
+MVBENCH_SUBSETS = (
+    "episodic_reasoning", "action_sequence", "action_prediction", "action_antonym", "fine_grained_action",
+    "unexpected_action", "object_existence", "object_interaction", "object_shuffle", "moving_direction",
+    "action_localization", "scene_transition", "action_count", "moving_count", "moving_attribute",
+    "state_change", "fine_grained_pose", "character_order", "egocentric_navigation", "counterfactual_inference",
+)  # fmt: skip
+MOMENT_QUERY_INSTRUCTION = "Find the clip that corresponds to the described scene in the given video:"
+MOMENTSEEKER_INSTRUCTIONS = {
+    "text": "Find the clip that corresponds to the given text:",
+    "image": "Select the video clip that aligns with the given text and image:",
+    "video": "Find the clip that corresponds to the given sentence and video segment:",
+}
+MOMENTSEEKER_DOCUMENT_INSTRUCTION = "Understand the content of the provided video clip."
+
+
+def _mvbench_rows(task: TaskSpec):
+    import datasets
+
+    if task.data_files is not None:  # a local file already carries the `subset` column
+        yield from enumerate(_load_rows(task))
+        return
+    parts = []
+    for subset in MVBENCH_SUBSETS:
+        part = datasets.load_dataset(task.hf_path, subset, split=task.hf_split)
+        parts.append(part.add_column("subset", [subset] * len(part)))
+    yield from enumerate(datasets.concatenate_datasets(parts))
+
+
+def _mvbench(task: TaskSpec) -> TaskData:
+    queries, candidates, own_lists, relevance, index_of = [], [], [], [], {}
+    for index, row in _mvbench_rows(task):
+        question = _field(task, row, index, "question")
+        options = [str(o) for o in _field(task, row, index, "candidates")]
+        answer = str(_field(task, row, index, "answer"))
+        subset = _field(task, row, index, "subset")
+        video = str(_field(task, row, index, "video"))
+        # VLM2Vec's qa_template: "(A) option" lines; candidates are the lettered options.
+        lettered = [f"({chr(ord('A') + i)}) {o}" for i, o in enumerate(options)]
+        if answer not in options:
+            raise _fail(task, f"row {index}", f"the answer {answer!r} is not among the candidates", "Fix answer / candidates.")  # fmt: skip
+        gold = lettered[options.index(answer)]
+        own = []
+        for option in lettered:
+            if option not in index_of:
+                index_of[option] = len(candidates)
+                candidates.append(EvalItem(key=option, text=option, where=f"row {index}"))
+            if index_of[option] not in own:
+                own.append(index_of[option])
+        text = _join(QA_PROMPT, question) + "\nOptions:\n" + "\n".join(lettered)
+        frames = _frames(task, f"{subset}/{video}", f"row {index} (video {subset}/{video})")
+        queries.append(EvalItem(key=f"{task.name}/{index}", text=text, frames=frames, where=f"row {index}"))
+        own_lists.append(own)
+        relevance.append({index_of[gold]: 1.0})
+    return TaskData(task, queries, candidates, own_lists, relevance, index_of)
+
+
+def _clip(task: TaskSpec, folder: str, where: str, candidates: list, index_of: dict, text: str) -> int:
+    if folder not in index_of:
+        frames = _frames(task, folder, where)
+        index_of[folder] = len(candidates)
+        candidates.append(EvalItem(key=folder, text=text, frames=frames, where=where))
+    return index_of[folder]
+
+
+def _moment_retrieval(task: TaskSpec) -> TaskData:
+    """QVHighlight / Charades-STA: the query video's clips are <frame_root>/<video>/{positive*,negative*}/."""
+    queries, candidates, own_lists, relevance, index_of = [], [], [], [], {}
+    for index, row in enumerate(_load_rows(task)):
+        query = _field(task, row, index, "query")
+        video = os.path.splitext(os.path.basename(str(_field(task, row, index, "video_path"))))[0]
+        where = f"row {index} (video {video})"
+        folder = Path(task.frame_root or "") / video
+        if not folder.is_dir():
+            raise _fail(task, where, f"clip folder {str(folder)!r} does not exist", "Unpack MMEB-V2's video_mret frames.")  # fmt: skip
+        clips = sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name != "query")
+        positives = [c for c in clips if c.startswith("positive")]
+        if not positives:
+            raise _fail(task, where, "no 'positive*' clip folder, so the candidates lack the gold clip", "Check the frames.")  # fmt: skip
+        own = [_clip(task, f"{video}/{c}", where, candidates, index_of, VIDEO_DOCUMENT_INSTRUCTION) for c in clips]
+        frames = _frames(task, f"{video}/query", where)
+        queries.append(EvalItem(key=f"{task.name}/{index}", text=_join(MOMENT_QUERY_INSTRUCTION, query), frames=frames, where=where))  # fmt: skip
+        own_lists.append(own)
+        relevance.append({index_of[f"{video}/{positives[-1]}"]: 1.0})  # VLM2Vec keeps the last positive* it lists
+    return TaskData(task, queries, candidates, own_lists, relevance, index_of)
+
+
+def _momentseeker(task: TaskSpec) -> TaskData:
+    """MomentSeeker: text, text+image or text+video queries; clips under <frame_root>/video_frames/."""
+    queries, candidates, own_lists, relevance, index_of = [], [], [], [], {}
+    for index, row in enumerate(_load_rows(task)):
+        query = _field(task, row, index, "query")
+        source = row.get("input_frames") or ""
+        where = f"row {index}"
+        item = EvalItem(key=f"{task.name}/{index}", where=where)
+        if source.endswith(".mp4"):
+            item.text = _join(MOMENTSEEKER_INSTRUCTIONS["video"], query)
+            item.frames = _frames(task, f"video_frames/{source.split('.mp4')[0].replace('/', '_')}", where)
+        elif source.endswith(".jpg"):
+            item.text = _join(MOMENTSEEKER_INSTRUCTIONS["image"], query)
+            path = os.path.join(task.frame_root or "", f"query_{source}")
+            if not os.path.isfile(path):
+                raise _fail(task, f"{where} field 'input_frames'", f"image {path!r} does not exist", "Unpack MMEB-V2's video_mret frames.")  # fmt: skip
+            item.image = path
+        else:
+            item.text = _join(MOMENTSEEKER_INSTRUCTIONS["text"], query)
+        own, gold = [], {}
+        for field_name, grade in (("positive_frames", 1.0), ("negative_frames", 0.0)):
+            for entry in row.get(field_name) or []:
+                clip = f"video_frames/{entry['output_path'].replace('/', '_').split('.mp4')[0]}"
+                position = _clip(task, clip, where, candidates, index_of, MOMENTSEEKER_DOCUMENT_INSTRUCTION)
+                own.append(position)
+                if grade:
+                    gold[position] = grade
+        if not gold:
+            raise _fail(task, where, "'positive_frames' is empty, so the candidates lack a gold clip", "Check the row.")
+        queries.append(item)
+        own_lists.append(list(dict.fromkeys(own)))
+        relevance.append(gold)
+    return TaskData(task, queries, candidates, own_lists, relevance, index_of)
+
+
 def load_vlm2vec_video(task: TaskSpec) -> TaskData:
     """Queries, candidates and relevance of a registered MMEB-V2 video task."""
     if task.parser in RETRIEVAL_FIELDS:
@@ -159,6 +281,12 @@ def load_vlm2vec_video(task: TaskSpec) -> TaskData:
         data = _classification(task)
     elif task.parser in ("nextqa", "videomme", "egoschema", "activitynetqa"):
         data = _question_answering(task)
+    elif task.parser == "mvbench":
+        data = _mvbench(task)
+    elif task.parser == "moment_retrieval":
+        data = _moment_retrieval(task)
+    elif task.parser == "momentseeker":
+        data = _momentseeker(task)
     else:
         raise TaskDataError(f"Task {task.name!r}: {task.note or f'parser {task.parser!r} is not implemented.'}")
     if not data.queries:
