@@ -8,7 +8,8 @@ Two row formats (see `tasks.py`):
 - ``beir``: ``queries`` (``query-id``, ``query``), ``corpus`` (``corpus-id``, ``image``: a PIL image or
   a path) and ``qrels`` (``query-id``, ``corpus-id``, ``score``); positive qrels are the relevant pages.
 
-Media are only checked for existence here and decoded later, chunk by chunk (`materialize`).
+MMEB-V2's video tasks keep VLM2Vec's per-dataset rows; `video_data.py` parses them. Media are only
+checked for existence here and decoded later, chunk by chunk (`materialize`).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from typing import Any
 # Row formats a task can be stored in.
 MMEB_FORMAT = "mmeb"  # one row per query with its own candidate list, gold first (MMEB_Test_Instruct)
 BEIR_FORMAT = "beir"  # queries / corpus / qrels (ViDoRe, VisRAG, ViDoSeek, MMLongBench)
-VLM2VEC_VIDEO_FORMAT = "vlm2vec-video"  # raw video datasets that VLM2Vec decodes into frames itself
+VLM2VEC_VIDEO_FORMAT = "vlm2vec-video"  # VLM2Vec's per-dataset video rows + MMEB-V2's pre-extracted frames
 DATA_FORMATS = (MMEB_FORMAT, BEIR_FORMAT, VLM2VEC_VIDEO_FORMAT)
 
 HIT_AT_1 = "hit@1"
@@ -159,7 +159,7 @@ _VIDEO_TASKS = {
         ("MomentSeeker", "VLM2Vec/MomentSeeker", None, "test", "local", "momentseeker", "video_mret/MomentSeeker"),
     ],
 }
-# Parsers in `video_data.py`; the others are registered (names, sources, grouping) but not loadable yet.
+# Parsers ported to `video_data.py` (all of MMEB-V2's); a task naming another parser is skipped and reported.
 IMPLEMENTED_VIDEO_PARSERS = (
     "video_classification", "ssv2", "msrvtt", "msvd", "didemo", "vatex", "youcook2",
     "nextqa", "videomme", "egoschema", "activitynetqa", "mvbench", "moment_retrieval", "momentseeker",
@@ -225,10 +225,6 @@ def _video_tasks() -> list[TaskSpec]:
             parser=parser,
             frame_root=f"video-tasks/frames/{frames}",
             num_samples=1000 if name == "SmthSmthV2" else None,  # video.yaml: num_sample_per_subset
-            note=None
-            if parser in IMPLEMENTED_VIDEO_PARSERS
-            else f"VLM2Vec's '{parser}' rows are not parsed yet; describe the task in the mmeb format with frame "
-            "folders (qry_video_path / tgt_video_path) and run it as a local task.",
         )
         for meta, rows in _VIDEO_TASKS.items()
         for name, path, subset, split, ranking, parser, frames in rows
