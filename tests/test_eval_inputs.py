@@ -8,6 +8,7 @@ from eval_toy_data import Recorder, build_tasks, tiny_st_model
 from PIL import Image
 
 from tte_hf.evaluation import BENCHMARKS, TaskDataError, TaskSpec, evaluate, get_benchmark, load_task, load_task_file
+from tte_hf.evaluation.runner import default_model_id
 
 
 @pytest.fixture
@@ -125,6 +126,8 @@ def test_ecr_traces_are_attached_to_queries_and_missing_ones_refused(toy, tiny_v
 def test_rerun_with_another_model_into_the_same_folder_is_refused(toy, tiny_vlm):
     root, tasks = toy
     model = tiny_st_model(tiny_vlm)
+    assert default_model_id(model) == tiny_vlm  # the checkpoint behind ST's Transformer module
+    assert default_model_id(Recorder(model)) == "Recorder"  # unidentifiable: falls back to the class name
     task = TaskSpec.from_dict({**tasks["toy-cls"].to_dict()})
     with pytest.raises(KeyboardInterrupt):
         evaluate(Recorder(model, fail_on_call=2), [task], root / "out", model_id="A", chunk_size=2, show_progress_bar=False)  # fmt: skip

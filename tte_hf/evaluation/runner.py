@@ -64,6 +64,21 @@ def load_ecr_files(paths: Iterable[str | Path]) -> dict[str, str]:
     return traces
 
 
+def default_model_id(model: Any) -> str:
+    """The checkpoint path / repo id behind a sentence-transformers model, else its class name.
+
+    It tags cached results so a rerun with another model never reuses them; pass ``model_id``
+    explicitly for models this cannot identify (two adapters of one class would look the same).
+    """
+    modules = list(model) if hasattr(model, "__iter__") else []
+    for module in modules:
+        backbone = getattr(module, "model", None) or getattr(module, "auto_model", None)
+        name = getattr(getattr(backbone, "config", None), "_name_or_path", None)
+        if name:
+            return str(name)
+    return type(model).__name__
+
+
 def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
 
@@ -98,7 +113,9 @@ def _encode_side(
             embeddings = torch.as_tensor(embeddings).detach().float().cpu()
             if embeddings.ndim != 2 or embeddings.shape[0] != len(batch_items):
                 raise RuntimeError(f"Task {task.name!r}: the model returned shape {tuple(embeddings.shape)} for {len(batch_items)} {side} inputs; expected (n, dim).")  # fmt: skip
-            save_file({"embeddings": embeddings.contiguous()}, str(path))
+            tmp = path.with_suffix(".tmp")
+            save_file({"embeddings": embeddings.contiguous()}, str(tmp))
+            tmp.replace(path)  # atomic: an interrupted write never leaves a truncated chunk behind
         chunks.append(embeddings)
         bar.update(len(batch_items))
     bar.close()
@@ -239,7 +256,8 @@ def evaluate(
 
     Writes per-task results and ``report.json`` / ``report.md`` / ``meta_tasks.png`` into
     ``output_dir`` and returns the report dict. Finished tasks and embedding chunks found in
-    ``output_dir`` are reused. ``ecr_files`` (JSONL with ``id`` and ``ecr``) attach a ``"reasoning"``
+    ``output_dir`` are reused when ``model_id`` (default: `default_model_id`), the task definition, the
+    traces and ``chunk_size`` match. ``ecr_files`` (JSONL with ``id`` and ``ecr``) attach a ``"reasoning"``
     trace to every item whose id (``<task>/<row id>`` for queries) they contain. ``baselines``
     (``"mmeb-v1"`` / ``"mmeb-v2"``) prints those published scores beside a custom task list.
     """
@@ -254,7 +272,7 @@ def evaluate(
         benchmark_tasks = len(benchmark_or_tasks)
         selected = select_tasks(Benchmark("custom", tuple(benchmark_or_tasks)), list(tasks) if tasks else None)
     selected = [with_data_root(t, data_root, image_root) for t in selected]
-    model_id = model_id or type(model).__name__
+    model_id = model_id or default_model_id(model)
     traces = load_ecr_files(ecr_files) if ecr_files else None
     digest = traces_digest(traces)
     output_dir = Path(output_dir)
