@@ -2,7 +2,7 @@
 
 from .data import TaskDataError, load_task
 from .metrics import rank_candidates, score_rankings
-from .runner import evaluate, evaluate_task, load_ecr_files
+from .runner import default_model_id, evaluate, evaluate_task, load_ecr_files
 from .tasks import BENCHMARKS, Benchmark, TaskSpec, get_benchmark, load_task_file
 
 __all__ = [
@@ -10,6 +10,7 @@ __all__ = [
     "Benchmark",
     "TaskDataError",
     "TaskSpec",
+    "default_model_id",
     "evaluate",
     "evaluate_task",
     "get_benchmark",
