@@ -14,6 +14,7 @@ COMMANDS = {
     "generate-ecr": "generate_ecr",
     "export": "export",
     "push": "push",
+    "eval": "eval",
 }
 
 

@@ -1,0 +1,64 @@
+"""``tte-hf eval``: score a model on MMEB-V1 / MMEB-V2 (or a local task list) with Hit@1 / NDCG@5 reports."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="sentence-transformers model: local folder or Hub repo id.")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--benchmark", default="mmeb-v2", help="mmeb-v1, mmeb-v2, mmeb-v2-image|video|visdoc.")
+    source.add_argument("--tasks-file", help="JSON/YAML list of local task definitions (TaskSpec fields).")
+    parser.add_argument("--tasks", nargs="+", help="Only these task names (exact, as in the benchmark).")
+    parser.add_argument("--output", required=True, help="Results folder; rerunning into it resumes.")
+    parser.add_argument("--data-root", help="Local mirror: Hub datasets are read from DATA_ROOT/<repo id>.")
+    parser.add_argument("--image-root", help="Folder holding MMEB's image-tasks/ (and other media folders).")
+    parser.add_argument("--ecr", nargs="+", default=[], help="Precomputed ECR JSONL files (id, ecr) to attach.")
+    parser.add_argument("--allow-missing-ecr", action="store_true", help="Embed queries without a trace as is.")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--chunk-size", type=int, default=256, help="Items per cached embedding file.")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: the model's choice).")
+    parser.add_argument("--trust-remote-code", action="store_true", help="Needed for TTE models from the Hub.")
+    parser.add_argument("--overwrite", action="store_true", help="Discard cached results in --output.")
+    parser.add_argument("--no-chart", action="store_true", help="Skip the PNG chart.")
+    parser.add_argument("--baselines", choices=["mmeb-v1", "mmeb-v2"], help="Published scores to show beside a task file.")  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> int:
+    from sentence_transformers import SentenceTransformer
+
+    from ..evaluation import TaskDataError, evaluate, get_benchmark, load_task_file
+
+    try:
+        source = load_task_file(args.tasks_file) if args.tasks_file else get_benchmark(args.benchmark)
+    except (ValueError, OSError) as err:
+        print(f"tte-hf eval: error: {err}", file=sys.stderr)
+        return 2
+    model = SentenceTransformer(args.model, device=args.device, trust_remote_code=args.trust_remote_code)
+    try:
+        report = evaluate(
+            model,
+            source,
+            args.output,
+            tasks=args.tasks,
+            batch_size=args.batch_size,
+            chunk_size=args.chunk_size,
+            data_root=args.data_root,
+            image_root=args.image_root,
+            ecr_files=args.ecr,
+            require_ecr=not args.allow_missing_ecr,
+            model_id=args.model,
+            overwrite=args.overwrite,
+            chart=not args.no_chart,
+            baselines=args.baselines,
+        )
+    except (TaskDataError, ValueError) as err:
+        print(f"tte-hf eval: error: {err}", file=sys.stderr)
+        return 2
+    print(f"{report['benchmark']}: overall {report['overall']:.1f} over {report['num_tasks']} tasks")
+    for name, entry in report["modality"].items():
+        print(f"  {name}: {entry['score']:.1f} ({entry['num_tasks']} tasks)")
+    print(f"Reports in {args.output}: report.json, report.md" + ("" if args.no_chart else ", meta_tasks.png"))
+    return 0

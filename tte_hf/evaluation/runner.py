@@ -1,0 +1,316 @@
+"""Run MMEB-style evaluation of a sentence-transformers-like model, resumably, task by task.
+
+Layout of ``output_dir``::
+
+    tasks/<task>/meta.json                 what was evaluated (task spec, model id, sizes)
+    tasks/<task>/{query,candidate}-00000.safetensors   embeddings, one file per finished chunk
+    tasks/<task>/score.json                the task's metrics: written last, marks the task finished
+    tasks/<task>/per_query.jsonl           per-query metrics
+    report.json, report.md, meta_tasks.png
+
+A rerun skips finished tasks and finished chunks, so an interrupted run loses at most one chunk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from tqdm.auto import tqdm
+
+from .data import TaskData, load_task, materialize
+from .metrics import score_rankings
+from .report import build_report, write_report
+from .tasks import (
+    IMPLEMENTED_VIDEO_PARSERS,
+    VLM2VEC_VIDEO_FORMAT,
+    Benchmark,
+    TaskSpec,
+    get_benchmark,
+    select_tasks,
+    with_data_root,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class EncoderModel(Protocol):
+    """What `evaluate` needs: sentence-transformers' query / document encoders."""
+
+    def encode_query(self, inputs: list, **kwargs) -> torch.Tensor: ...
+
+    def encode_document(self, inputs: list, **kwargs) -> torch.Tensor: ...
+
+
+def load_ecr_files(paths: Iterable[str | Path]) -> dict[str, str]:
+    """``id -> ecr`` from JSONL files written by ``tte-hf generate-ecr`` (later files win)."""
+    traces: dict[str, str] = {}
+    for path in paths:
+        with open(path) as handle:
+            for line_no, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                    traces[str(row["id"])] = row["ecr"]
+                except (json.JSONDecodeError, KeyError, TypeError) as err:
+                    raise ValueError(f"ECR file {path}, line {line_no}: need a JSON object with 'id' and 'ecr' ({err}).") from err  # fmt: skip
+    return traces
+
+
+def default_model_id(model: Any) -> str:
+    """The checkpoint path / repo id behind a sentence-transformers model, else its class name.
+
+    It tags cached results so a rerun with another model never reuses them; pass ``model_id``
+    explicitly for models this cannot identify (two adapters of one class would look the same).
+    """
+    modules = list(model) if hasattr(model, "__iter__") else []
+    for module in modules:
+        backbone = getattr(module, "model", None) or getattr(module, "auto_model", None)
+        name = getattr(getattr(backbone, "config", None), "_name_or_path", None)
+        if name:
+            return str(name)
+    return type(model).__name__
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+
+
+def _encode_side(
+    encode,
+    task: TaskSpec,
+    items: Sequence,
+    task_dir: Path,
+    side: str,
+    traces: dict[str, str] | None,
+    trace_prefix: str,
+    batch_size: int,
+    chunk_size: int,
+    show_progress_bar: bool,
+) -> torch.Tensor:
+    """Embeddings of ``items`` (L2-normalised), reusing chunk files from an earlier run."""
+    from safetensors.torch import load_file, save_file
+
+    chunks = []
+    bar = tqdm(total=len(items), desc=f"{task.name} {side}", unit="item", disable=not show_progress_bar)
+    for start in range(0, len(items), chunk_size):
+        path = task_dir / f"{side}-{start // chunk_size:05d}.safetensors"
+        batch_items = items[start : start + chunk_size]
+        if path.exists():
+            embeddings = load_file(path)["embeddings"]
+        else:
+            inputs = [
+                materialize(task, item, traces.get(trace_prefix + item.key) if traces else None) for item in batch_items
+            ]
+            embeddings = encode(inputs, batch_size=batch_size, show_progress_bar=False, convert_to_tensor=True)
+            embeddings = torch.as_tensor(embeddings).detach().float().cpu()
+            if embeddings.ndim != 2 or embeddings.shape[0] != len(batch_items):
+                raise RuntimeError(f"Task {task.name!r}: the model returned shape {tuple(embeddings.shape)} for {len(batch_items)} {side} inputs; expected (n, dim).")  # fmt: skip
+            tmp = path.with_suffix(".tmp")
+            save_file({"embeddings": embeddings.contiguous()}, str(tmp))
+            tmp.replace(path)  # atomic: an interrupted write never leaves a truncated chunk behind
+        chunks.append(embeddings)
+        bar.update(len(batch_items))
+    bar.close()
+    return torch.nn.functional.normalize(torch.cat(chunks), dim=-1)
+
+
+def _check_ecr(data: TaskData, traces: dict[str, str] | None, require: bool) -> None:
+    if not traces or not require:
+        return
+    missing = [q.key for q in data.queries if q.key not in traces]
+    if missing:
+        raise ValueError(
+            f"Task {data.task.name!r}: {len(missing)} queries have no ECR trace in the given files "
+            f"(first: {missing[:3]}). Generate them (tte-hf generate-ecr) or pass require_ecr=False."
+        )
+
+
+def traces_digest(traces: dict[str, str] | None) -> str | None:
+    """A short fingerprint of the ECR traces, so cached embeddings are never reused with other traces."""
+    if not traces:
+        return None
+    payload = json.dumps(sorted(traces.items()), ensure_ascii=False).encode()
+    return hashlib.sha256(payload).hexdigest()[:16]
+
+
+def _check_identity(task_dir: Path, identity: dict[str, Any]) -> None:
+    """Refuse to reuse a task folder written by a different model / task definition / ECR / chunk size."""
+    meta_path = task_dir / "meta.json"
+    if not meta_path.exists():
+        return
+    previous = json.loads(meta_path.read_text())
+    differing = sorted(k for k in identity if previous.get(k) != identity[k])
+    if differing:
+        raise ValueError(
+            f"{task_dir} holds results of a different run (differing: {differing}; before: model "
+            f"{previous.get('model')!r}, chunk_size {previous.get('chunk_size')}); use another output folder, "
+            "the same settings, or overwrite=True (--overwrite)."
+        )
+
+
+def _prepare_task_dir(task_dir: Path, meta: dict[str, Any], overwrite: bool) -> None:
+    meta_path = task_dir / "meta.json"
+    if meta_path.exists() and not overwrite:
+        _check_identity(task_dir, meta)  # the counts too: the data changed under a partial run
+        return
+    if overwrite:
+        for old in task_dir.glob("*"):
+            old.unlink()
+    task_dir.mkdir(parents=True, exist_ok=True)
+    meta_path.write_text(json.dumps(meta, indent=2))
+
+
+def evaluate_task(
+    model: EncoderModel,
+    task: TaskSpec,
+    output_dir: str | Path,
+    *,
+    model_id: str,
+    batch_size: int = 8,
+    chunk_size: int = 256,
+    traces: dict[str, str] | None = None,
+    require_ecr: bool = True,
+    show_progress_bar: bool = True,
+    overwrite: bool = False,
+    ecr_digest: str | None = None,
+) -> dict[str, Any]:
+    """Score one task (or load its finished score) and return its ``score.json`` dict."""
+    task_dir = Path(output_dir) / "tasks" / _safe_name(task.name)
+    score_path = task_dir / "score.json"
+    identity = {
+        "task": task.to_dict(),
+        "model": model_id,
+        "ecr": ecr_digest if ecr_digest is not None else traces_digest(traces),
+        "chunk_size": chunk_size,
+    }
+    if score_path.exists() and not overwrite:
+        _check_identity(task_dir, identity)
+        return json.loads(score_path.read_text())
+    data = load_task(task)
+    _check_ecr(data, traces, require_ecr)
+    meta = {**identity, "num_queries": len(data.queries), "num_candidates": len(data.candidates)}
+    _prepare_task_dir(task_dir, meta, overwrite)
+    common = dict(task=task, task_dir=task_dir, traces=traces, batch_size=batch_size, chunk_size=chunk_size)
+    # Query keys are already "<task>/<row id>"; candidate traces (e.g. page descriptions) use "<task>/candidate/<key>".
+    candidates = _encode_side(model.encode_document, items=data.candidates, side="candidate", trace_prefix=f"{task.name}/candidate/", show_progress_bar=show_progress_bar, **common)  # fmt: skip
+    queries = _encode_side(model.encode_query, items=data.queries, side="query", trace_prefix="", show_progress_bar=show_progress_bar, **common)  # fmt: skip
+
+    scores, relevance = [], []
+    for q, (own, rels) in enumerate(zip(data.query_candidates, data.relevance)):
+        if own is None:  # global: rank every candidate of the task
+            scores.append(candidates @ queries[q])
+            relevance.append(rels)
+        else:  # local: rank the query's own list; relevance re-indexed into it
+            scores.append(candidates[own] @ queries[q])
+            position = {c: i for i, c in enumerate(own)}
+            relevance.append({position[c]: g for c, g in rels.items()})
+    mean, per_query = score_rankings(scores, relevance)
+    result = {
+        "task": task.name,
+        "modality": task.modality,
+        "meta_task": task.meta_task,
+        "split": task.split,
+        "metric": task.metric,
+        "main_score": 100.0 * mean[task.metric],
+        "metrics": mean,
+        "num_queries": len(data.queries),
+        "num_candidates": len(data.candidates),
+        "ranking": task.ranking,
+    }
+    with open(task_dir / "per_query.jsonl", "w") as handle:
+        for item, metrics in zip(data.queries, per_query):
+            handle.write(json.dumps({"id": item.key, **metrics}) + "\n")
+    tmp = score_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=2))
+    tmp.replace(score_path)  # atomic: a score file exists only for a finished task
+    return result
+
+
+def evaluate(
+    model: EncoderModel,
+    benchmark_or_tasks: str | Benchmark | Sequence[TaskSpec],
+    output_dir: str | Path,
+    *,
+    tasks: Sequence[str] | None = None,
+    batch_size: int = 8,
+    chunk_size: int = 256,
+    data_root: str | Path | None = None,
+    image_root: str | Path | None = None,
+    ecr_files: Sequence[str | Path] = (),
+    require_ecr: bool = True,
+    model_id: str | None = None,
+    show_progress_bar: bool = True,
+    overwrite: bool = False,
+    chart: bool = True,
+    baselines: str | None = None,
+) -> dict[str, Any]:
+    """Evaluate ``model`` on a benchmark name (``"mmeb-v2"``), a `Benchmark` or a list of `TaskSpec`.
+
+    Writes per-task results and ``report.json`` / ``report.md`` / ``meta_tasks.png`` into
+    ``output_dir`` and returns the report dict. Finished tasks and embedding chunks found in
+    ``output_dir`` are reused when ``model_id`` (default: `default_model_id`), the task definition, the
+    traces and ``chunk_size`` match. ``ecr_files`` (JSONL with ``id`` and ``ecr``) attach a ``"reasoning"``
+    trace to every item whose id (``<task>/<row id>`` for queries) they contain. ``baselines``
+    (``"mmeb-v1"`` / ``"mmeb-v2"``) prints those published scores beside a custom task list.
+    """
+    if isinstance(benchmark_or_tasks, str):
+        benchmark_or_tasks = get_benchmark(benchmark_or_tasks)
+    if isinstance(benchmark_or_tasks, Benchmark):
+        benchmark_name, baseline_key = benchmark_or_tasks.name, benchmark_or_tasks.baseline_key
+        benchmark_tasks = len(benchmark_or_tasks.tasks)
+        selected = select_tasks(benchmark_or_tasks, list(tasks) if tasks else None)
+    else:
+        benchmark_name, baseline_key = "custom", None
+        benchmark_tasks = len(benchmark_or_tasks)
+        selected = select_tasks(Benchmark("custom", tuple(benchmark_or_tasks)), list(tasks) if tasks else None)
+    selected = [with_data_root(t, data_root, image_root) for t in selected]
+    model_id = model_id or default_model_id(model)
+    traces = load_ecr_files(ecr_files) if ecr_files else None
+    digest = traces_digest(traces)
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+
+    # Fail fast on tasks this package cannot load yet, but keep the rest of the benchmark running.
+    skipped = {
+        t.name: t.note or f"VLM2Vec video parser {t.parser!r} is not implemented"
+        for t in selected
+        if t.data_format == VLM2VEC_VIDEO_FORMAT and t.parser not in IMPLEMENTED_VIDEO_PARSERS
+    }
+    for name, reason in skipped.items():
+        logger.warning("Skipping task %s: %s", name, reason)
+    selected = [t for t in selected if t.name not in skipped]
+    if not selected:
+        raise ValueError(f"None of the selected tasks can be loaded: {skipped}")
+
+    results = []
+    for task in tqdm(selected, desc="tasks", unit="task", disable=not show_progress_bar or len(selected) < 2):
+        results.append(
+            evaluate_task(
+                model,
+                task,
+                output_dir,
+                model_id=model_id,
+                batch_size=batch_size,
+                chunk_size=chunk_size,
+                traces=traces,
+                require_ecr=require_ecr,
+                show_progress_bar=show_progress_bar,
+                overwrite=overwrite,
+                ecr_digest=digest,
+            )
+        )
+    baseline_key = baselines or baseline_key
+    report = build_report(
+        results, benchmark=benchmark_name, baseline_key=baseline_key, model_id=model_id, benchmark_tasks=benchmark_tasks
+    )
+    report["skipped"] = skipped
+    write_report(report, output_dir, chart=chart)
+    return report
