@@ -29,7 +29,10 @@ _WORDS = (
     "nine zero color shape count position scene there think step reasoning final summary because so "
     "therefore first second third then it its with and or not no yes query target candidate relevant "
     "dog cat car bus tree house person man woman boy girl table chair sky water road street building "
-    "vehicle closest camera object referred region grounding classification retrieval visual text"
+    "vehicle closest camera object referred region grounding classification retrieval visual text "
+    "animal pet thing plant barks fetches stick meows chases mice wheels drive road bird flies sings feathers "
+    "beak fish swims fins lives plant leaves roots tall trunk building people live home roof door boat floats "
+    "sea vessel sail painted like riddle describes means colour has you"
 ).split()
 
 SUPPORTED_TINY_ARCHS = ("qwen2_vl", "qwen2_5_vl")
@@ -43,8 +46,10 @@ def _chat_template(name: str) -> str:
 
 
 def _corpus(seed: int, n_lines: int = 2000) -> list[str]:
+    from .ecr import TASK_PROMPTS
+
     rng = random.Random(seed)
-    lines = []
+    lines = list(TASK_PROMPTS.values()) * 20  # the task prompts tokenise into few, whole-word tokens
     for _ in range(n_lines):
         words = rng.choices(_WORDS, k=rng.randint(4, 16))
         line = " ".join(words)
@@ -54,7 +59,7 @@ def _corpus(seed: int, n_lines: int = 2000) -> list[str]:
     return lines
 
 
-def build_tiny_tokenizer(seed: int = 0, vocab_size: int = 600):
+def build_tiny_tokenizer(seed: int = 0, vocab_size: int = 1000):
     """A byte-level BPE `Qwen2TokenizerFast` with Qwen's special tokens, trained on a tiny corpus."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast, Qwen2TokenizerFast

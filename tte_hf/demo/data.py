@@ -1,0 +1,172 @@
+"""A synthetic compositional multimodal retrieval benchmark, generated on the fly.
+
+Each query is a picture of one coloured shape plus a riddle that names an object indirectly
+("the animal that barks"); its target is the text "a <colour> <object>". Answering needs a
+reasoning step — read the colour off the picture, resolve the riddle — and the held-out split uses
+colour/object *compositions* never seen in training. Files follow MMEB's formats, so the demo drives
+the same readers as real data: MMEB-train JSONL for training, MMEB-eval JSONL (``qry_inst``,
+``qry_text``, ``qry_img_path``, ``tgt_text`` with the gold first) for evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+COLOURS = {
+    "red": (220, 30, 30),
+    "green": (30, 170, 40),
+    "blue": (30, 60, 220),
+    "yellow": (235, 215, 20),
+    "purple": (140, 40, 170),
+    "orange": (245, 140, 20),
+    "white": (250, 250, 250),
+    "black": (15, 15, 15),
+}
+RIDDLES = {
+    "dog": ["animal that barks", "pet that fetches a stick"],
+    "cat": ["animal that meows", "pet that chases mice"],
+    "car": ["vehicle with four wheels", "thing you drive on a road"],
+    "bird": ["animal that flies and sings", "animal with feathers and a beak"],
+    "fish": ["animal that swims with fins", "animal that lives in water"],
+    "tree": ["plant with leaves and roots", "tall plant with a trunk"],
+    "house": ["building where people live", "home with a roof and a door"],
+    "boat": ["thing that floats on the sea", "vessel with a sail"],
+}
+SHAPES = ("circle", "square", "triangle", "star")
+INSTRUCTION = "Find the object the riddle describes, in the colour of the shape in the picture."
+QUERY_TEMPLATES = ("Which {riddle} has this colour?", "Find the {riddle}, painted like this shape.")
+DEMO_VOCABULARY = " ".join(
+    [*COLOURS, *RIDDLES, *SHAPES, *(" ".join(r) for r in RIDDLES.values()), INSTRUCTION, *QUERY_TEMPLATES]
+)
+
+
+@dataclass(frozen=True)
+class Scene:
+    """Ground truth of one query: what the picture shows and what the riddle means."""
+
+    id: str
+    colour: str
+    shape: str
+    object: str
+    riddle: str
+    query: str
+
+    @property
+    def answer(self) -> str:
+        return f"a {self.colour} {self.object}"
+
+
+def split_compositions() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """Train and held-out (colour, object) pairs; every colour and object occurs in both splits."""
+    colours, objects = list(COLOURS), list(RIDDLES)
+    train, held_out = [], []
+    for i, colour in enumerate(colours):
+        for j, obj in enumerate(objects):
+            (held_out if (j - i) % len(objects) in (0, 4) else train).append((colour, obj))
+    return train, held_out
+
+
+def render_shape(colour: str, shape: str, rng: random.Random, size: int = 56) -> Image.Image:
+    """A coloured shape at a random place and size on a grey, noisy background."""
+    grey = rng.randint(110, 150)
+    image = Image.new("RGB", (size, size), (grey, grey, grey))
+    draw = ImageDraw.Draw(image)
+    for _ in range(12):  # speckle, so the background is not a constant
+        x, y = rng.randrange(size), rng.randrange(size)
+        g = rng.randint(90, 170)
+        draw.point((x, y), fill=(g, g, g))
+    r = rng.randint(size // 4, size // 2 - 2)
+    cx, cy = rng.randint(r, size - r), rng.randint(r, size - r)
+    fill = COLOURS[colour]
+    if shape == "circle":
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill)
+    elif shape == "square":
+        draw.rectangle((cx - r, cy - r, cx + r, cy + r), fill=fill)
+    elif shape == "triangle":
+        draw.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=fill)
+    else:
+        points = []
+        for k in range(10):
+            radius = r if k % 2 == 0 else r // 2
+            angle = k * math.pi / 5
+            points.append((cx + radius * math.sin(angle), cy - radius * math.cos(angle)))
+        draw.polygon(points, fill=fill)
+    return image
+
+
+def make_scenes(pairs: list[tuple[str, str]], n: int, rng: random.Random, prefix: str) -> list[Scene]:
+    scenes = []
+    for i in range(n):
+        colour, obj = pairs[i % len(pairs)] if i < len(pairs) else rng.choice(pairs)
+        riddle = rng.choice(RIDDLES[obj])
+        query = rng.choice(QUERY_TEMPLATES).format(riddle=riddle)
+        scenes.append(Scene(f"{prefix}-{i:05d}", colour, rng.choice(SHAPES), obj, riddle, query))
+    return scenes
+
+
+def candidates_for(scene: Scene, rng: random.Random, num_candidates: int) -> list[str]:
+    """The gold answer first, then distractors: same colour, same object, then any other pair."""
+    same_colour = [f"a {scene.colour} {o}" for o in RIDDLES if o != scene.object]
+    same_object = [f"a {c} {scene.object}" for c in COLOURS if c != scene.colour]
+    others = [f"a {c} {o}" for c in COLOURS for o in RIDDLES if c != scene.colour and o != scene.object]
+    rng.shuffle(same_colour), rng.shuffle(same_object), rng.shuffle(others)
+    k = (num_candidates - 1) // 3
+    distractors = same_colour[:k] + same_object[:k] + others[: num_candidates - 1 - 2 * k]
+    return [scene.answer, *distractors]
+
+
+def write_benchmark(
+    output_dir: str | Path, *, seed: int = 0, num_train: int = 768, num_test: int = 256, num_candidates: int = 16
+) -> dict[str, Path]:
+    """Write images, ``train.jsonl`` (MMEB-train), ``test.jsonl`` (MMEB-eval) and ``scenes.jsonl``."""
+    output_dir = Path(output_dir)
+    (output_dir / "images").mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    train_pairs, held_out_pairs = split_compositions()
+    splits = {
+        "train": make_scenes(train_pairs, num_train, rng, "train"),
+        "test": make_scenes(held_out_pairs, num_test, rng, "test"),
+    }
+    with open(output_dir / "scenes.jsonl", "w") as scenes_file:
+        for split, scenes in splits.items():
+            rows = []
+            for scene in scenes:
+                image_path = f"images/{scene.id}.png"
+                render_shape(scene.colour, scene.shape, rng).save(output_dir / image_path)
+                scenes_file.write(json.dumps({**asdict(scene), "split": split, "answer": scene.answer}) + "\n")
+                if split == "train":
+                    rows.append(
+                        {
+                            "id": scene.id,
+                            "qry": f"<|image_1|> {INSTRUCTION} {scene.query}",  # MMEB-train (Phi-3-V) placeholder
+                            "qry_image_path": image_path,
+                            "pos_text": scene.answer,
+                            "pos_image_path": "",
+                            "neg_text": "",
+                            "neg_image_path": "",
+                        }
+                    )
+                else:
+                    rows.append(
+                        {
+                            "id": scene.id,
+                            "qry_inst": INSTRUCTION,
+                            "qry_text": scene.query,
+                            "qry_img_path": image_path,
+                            "tgt_text": candidates_for(scene, rng, num_candidates),
+                            "tgt_img_path": [""] * num_candidates,
+                        }
+                    )
+            with open(output_dir / f"{split}.jsonl", "w") as f:
+                f.writelines(json.dumps(row) + "\n" for row in rows)
+    return {
+        "train": output_dir / "train.jsonl",
+        "test": output_dir / "test.jsonl",
+        "scenes": output_dir / "scenes.jsonl",
+    }
