@@ -1,0 +1,558 @@
+"""Sentence-transformers input module that reasons, then embeds (Think-Then-Embed).
+
+`TTETransformer` is ST's own `Transformer` with one step added in `preprocess`: each input gets an
+embedding-centric reasoning trace (ECR) from a reasoner, and the backbone reads the reasoner's
+generation sequence (prompt + trace as the assistant turn + end token). The embedding itself is
+ST's native ``Pooling(pooling_mode="lasttoken")`` + ``Normalize`` after this module.
+
+Why a `Transformer` subclass rather than a wrapper: loading, saving, device handling, training and
+the forward pass are exactly ST's; only the text the backbone reads differs. ST renders chat inputs
+its own way (prompt as a system message, no assistant turn), which is not the TTE sequence, so
+`preprocess` builds the text with ``inputs.render_prompt``/``embedder_text`` instead.
+
+Self-contained (stdlib, torch, transformers, sentence_transformers, PIL and sibling files): shipped
+flat next to the weights for ``trust_remote_code``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import os
+from collections.abc import Mapping, MutableMapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from sentence_transformers.base.modules import Transformer
+
+from .ecr import parse_ecr, task_prompt
+from .inputs import build_messages, embedder_text, load_image, load_video, render_prompt
+
+REASONING_SOURCES = ("off", "transformers", "openai")
+INPUT_KEYS = ("text", "image", "images", "video", "reasoning", "task")
+
+
+@dataclass(frozen=True)
+class ReasoningRequest:
+    """Same fields as ``tte_hf.reasoning.ReasoningRequest`` (remote code cannot import ``tte_hf``);
+    backends read these attributes, so either class works with any `ReasoningBackend`."""
+
+    text: str | None = None
+    images: tuple[Any, ...] = ()
+    video: tuple[Any, ...] | None = None
+    instruction: str | None = None
+    task: str = "generic"
+    item_id: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass
+class _Item:
+    text: str | None
+    images: list
+    video: list | None
+    reasoning: str | None
+    task: str | None
+    system: str | None = None
+
+
+class TransformersReasoner:
+    """Minimal reasoner: a VLM checkpoint run with transformers ``generate`` (greedy), batched.
+
+    The full-featured backends (vLLM, sharding, SQLite cache) live in ``tte_hf.reasoning``; this one
+    is kept here so that a Hub repo loaded with ``trust_remote_code`` can reason without ``tte_hf``.
+    """
+
+    def __init__(
+        self,
+        name_or_path: str,
+        *,
+        max_new_tokens: int = 256,
+        device: str | None = None,
+        model_kwargs: dict | None = None,
+    ):
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        self.name = f"transformers:{name_or_path}"
+        self.max_new_tokens = max_new_tokens
+        self.processor = AutoProcessor.from_pretrained(name_or_path)
+        self.processor.tokenizer.padding_side = "left"  # generation appends on the right
+        self.model = AutoModelForImageTextToText.from_pretrained(name_or_path, **(model_kwargs or {})).eval()
+        if device is not None:
+            self.model.to(device)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "max_new_tokens": self.max_new_tokens, "do_sample": False}
+
+    @torch.no_grad()
+    def generate(self, requests: Sequence[ReasoningRequest]) -> list[str]:
+        prompts = [
+            render_prompt(
+                self.processor,
+                build_messages(r.text, len(r.images), bool(r.video), r.instruction, task_prompt(r.task)),
+            )
+            for r in requests
+        ]
+        images = [image for r in requests for image in r.images]
+        videos = [list(r.video) for r in requests if r.video]
+        batch = self.processor(
+            text=prompts, images=images or None, videos=videos or None, padding=True, return_tensors="pt"
+        ).to(self.model.device)
+        sequences = self.model.generate(**batch, max_new_tokens=self.max_new_tokens, do_sample=False)
+        generated = sequences[:, batch["input_ids"].shape[1] :]
+        return self.processor.batch_decode(generated, skip_special_tokens=True)
+
+
+class OpenAIReasoner:
+    """Reasoner behind an OpenAI-compatible ``/chat/completions`` endpoint (vLLM serve, TGI, ...).
+
+    Stdlib HTTP so that remote code needs no extra client. Images travel as PNG data URLs; a video as
+    its frames. A separate ``reasoning_content`` field (vLLM reasoning parsers) is put back inside
+    ``<think>`` tags. The API key is read from the environment variable ``api_key_env``, never saved.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        max_tokens: int = 256,
+        timeout: float = 120.0,
+        api_key_env: str = "OPENAI_API_KEY",
+    ):
+        self.base_url, self.model_name = base_url.rstrip("/"), model
+        self.max_tokens, self.timeout, self.api_key_env = max_tokens, timeout, api_key_env
+        self.name = f"openai:{self.base_url}:{model}"
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "max_tokens": self.max_tokens, "temperature": 0}
+
+    def _payload(self, request: ReasoningRequest) -> dict[str, Any]:
+        content: list[dict[str, Any]] = [
+            {"type": "image_url", "image_url": {"url": _png_data_url(image)}}
+            for image in [*request.images, *(request.video or ())]
+        ]
+        words = " ".join(p.strip() for p in (request.instruction, request.text) if p and p.strip())
+        if words:
+            content.append({"type": "text", "text": words})
+        messages = [{"role": "system", "content": task_prompt(request.task)}, {"role": "user", "content": content}]
+        return {"model": self.model_name, "messages": messages, "max_tokens": self.max_tokens, "temperature": 0}
+
+    def generate(self, requests: Sequence[ReasoningRequest]) -> list[str]:
+        import urllib.error
+        import urllib.request
+
+        headers = {"Content-Type": "application/json"}
+        if os.environ.get(self.api_key_env):
+            headers["Authorization"] = f"Bearer {os.environ[self.api_key_env]}"
+        texts = []
+        for index, request in enumerate(requests):
+            body = json.dumps(self._payload(request)).encode()
+            http_request = urllib.request.Request(f"{self.base_url}/chat/completions", body, headers)
+            try:
+                with urllib.request.urlopen(http_request, timeout=self.timeout) as response:
+                    message = json.load(response)["choices"][0]["message"]
+            except (urllib.error.URLError, OSError, KeyError, IndexError, ValueError) as err:
+                raise RuntimeError(f"reasoner endpoint {self.base_url} failed on request {index}: {err}") from err
+            thought, final = message.get("reasoning_content"), message.get("content") or ""
+            texts.append(f"<think>{thought}</think>{final}" if thought else final)
+        return texts
+
+
+def _png_data_url(image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def _image_digest(image) -> str:
+    return hashlib.sha256(f"{image.mode}{image.size}".encode() + image.tobytes()).hexdigest()
+
+
+class TTETransformer(Transformer):
+    """ST input module for Think-Then-Embed: reason about each input, then run the embedder backbone
+    on prompt + trace. Follow it with ``Pooling(pooling_mode="lasttoken")`` and ``Normalize``.
+
+    Inputs: text, PIL image, `pathlib.Path`, numpy/tensor image, ``{"text", "image" | "images",
+    "video", "reasoning", "task"}`` dicts (a ``"reasoning"`` trace is used as is), or a chat
+    conversation (system / one user turn / optional assistant turn = the trace).
+
+    Args (saved in ``sentence_bert_config.json``, besides ST's own):
+        reasoning_source: ``"off"``, ``"transformers"`` (``reasoner_name_or_path``, a VLM checkpoint)
+            or ``"openai"`` (``reasoner_endpoint`` + ``reasoner_model``). A backend object set with
+            `set_reasoner` at runtime (vLLM, ``tte_hf.reasoning.load_reasoner``, ...) wins over it.
+        query_reasoning / document_reasoning: reason in ``encode_query`` / ``encode_document``
+            (plain ``encode`` follows ``document_reasoning``); ``think=`` overrides per call.
+        reasoning_task: task prompt name for the reasoner (an input's ``"task"`` key overrides it).
+        trace_mode: ``"full"`` (thought + final) or ``"final"``, see ``ecr.parse_ecr``.
+        max_new_tokens: cap on the trace length of the built-in reasoners.
+        system_prompt: system message of the embedder sequence (``None``: none).
+        min_pixels / max_pixels: image pixel budget; max_image_pixels: decompression-bomb limit.
+        allow_image_urls: fetch ``http(s)`` image URLs (off by default) with ``url_timeout`` and
+            ``max_url_bytes`` limits.
+    """
+
+    config_keys: list[str] = [
+        *Transformer.config_keys,
+        "reasoning_source",
+        "reasoner_name_or_path",
+        "reasoner_endpoint",
+        "reasoner_model",
+        "query_reasoning",
+        "document_reasoning",
+        "reasoning_task",
+        "trace_mode",
+        "max_new_tokens",
+        "system_prompt",
+        "min_pixels",
+        "max_pixels",
+        "max_image_pixels",
+        "allow_image_urls",
+        "url_timeout",
+        "max_url_bytes",
+    ]
+    forward_kwargs = {"think"}
+
+    def __init__(
+        self,
+        model_name_or_path: str,
+        *,
+        reasoning_source: str = "off",
+        reasoner_name_or_path: str | None = None,
+        reasoner_endpoint: str | None = None,
+        reasoner_model: str | None = None,
+        query_reasoning: bool = True,
+        document_reasoning: bool = False,
+        reasoning_task: str = "generic",
+        trace_mode: str = "full",
+        max_new_tokens: int = 256,
+        system_prompt: str | None = None,
+        min_pixels: int | None = None,
+        max_pixels: int | None = None,
+        max_image_pixels: int = 178_956_970,
+        allow_image_urls: bool = False,
+        url_timeout: float = 10.0,
+        max_url_bytes: int = 20 * 1024 * 1024,
+        **transformer_kwargs,
+    ):
+        if reasoning_source not in REASONING_SOURCES:
+            raise ValueError(f"reasoning_source={reasoning_source!r} is not one of {REASONING_SOURCES}.")
+        if reasoning_source == "transformers" and not reasoner_name_or_path:
+            raise ValueError("reasoning_source='transformers' needs reasoner_name_or_path (a VLM checkpoint).")
+        if reasoning_source == "openai" and not (reasoner_endpoint and reasoner_model):
+            raise ValueError("reasoning_source='openai' needs reasoner_endpoint and reasoner_model.")
+        parse_ecr("").for_embedder(trace_mode)  # validates the mode early
+        # Qwen2-VL cannot take unpadded (flattened) batches; the pooled token must stay last.
+        transformer_kwargs.setdefault("unpad_inputs", False)
+        super().__init__(model_name_or_path, **transformer_kwargs)
+        self.model_name_or_path = model_name_or_path
+        self.reasoning_source = reasoning_source
+        self.reasoner_name_or_path = reasoner_name_or_path
+        self.reasoner_endpoint = reasoner_endpoint
+        self.reasoner_model = reasoner_model
+        self.query_reasoning = query_reasoning
+        self.document_reasoning = document_reasoning
+        self.reasoning_task = reasoning_task
+        self.trace_mode = trace_mode
+        self.max_new_tokens = max_new_tokens
+        self.system_prompt = system_prompt
+        self.min_pixels, self.max_pixels, self.max_image_pixels = min_pixels, max_pixels, max_image_pixels
+        self.allow_image_urls, self.url_timeout, self.max_url_bytes = allow_image_urls, url_timeout, max_url_bytes
+        self._reasoner = None
+        #: raw reasoner outputs by input fingerprint; any MutableMapping[str, str] can replace it
+        self.ecr_cache: MutableMapping[str, str] = {}
+        #: traces of the last preprocessed batch, in that batch's order (``None`` = no trace)
+        self.last_reasoning: list[str | None] = []
+        self._prompt_by_task: dict[str | None, str | None] = {}
+
+    # --- reasoner -------------------------------------------------------------------------------
+
+    @property
+    def reasoner(self):
+        """The reasoning backend: the one given to `set_reasoner`, else built from the config on first use."""
+        if self._reasoner is None and self.reasoning_source == "transformers":
+            device = self.model.device if self.model.device.type != "meta" else None
+            self._reasoner = TransformersReasoner(
+                self._resolve_reasoner_path(), max_new_tokens=self.max_new_tokens, device=device
+            )
+        elif self._reasoner is None and self.reasoning_source == "openai":
+            self._reasoner = OpenAIReasoner(self.reasoner_endpoint, self.reasoner_model, max_tokens=self.max_new_tokens)
+        return self._reasoner
+
+    def set_reasoner(self, backend) -> None:
+        """Use ``backend`` (an object with ``generate(requests) -> list[str]``) to write the traces."""
+        if backend is not None and not callable(getattr(backend, "generate", None)):
+            raise TypeError(f"reasoner {type(backend).__name__} has no generate(requests) method.")
+        self._reasoner = backend
+
+    def _resolve_reasoner_path(self) -> str:
+        # A reasoner bundled inside the model repo is referenced by a relative folder name.
+        path = self.reasoner_name_or_path
+        if os.path.isdir(path) or os.path.isabs(path):
+            return path
+        bundled = self.load_dir_path(self.model_name_or_path, subfolder=path) if "/" not in path else None
+        if bundled and os.path.isdir(bundled):
+            return bundled
+        return path
+
+    def _reasoner_id(self) -> str:
+        backend = self.reasoner
+        describe = getattr(backend, "describe", None)
+        info = describe() if callable(describe) else {"name": getattr(backend, "name", type(backend).__name__)}
+        return json.dumps(info, sort_keys=True, default=str)
+
+    # --- inputs ---------------------------------------------------------------------------------
+
+    def _image(self, source):
+        return load_image(
+            source,
+            allow_urls=self.allow_image_urls,
+            url_timeout=self.url_timeout,
+            max_url_bytes=self.max_url_bytes,
+            max_image_pixels=self.max_image_pixels,
+            min_pixels=self.min_pixels,
+            max_pixels=self.max_pixels,
+        )
+
+    def _video(self, frames):
+        return load_video(
+            frames,
+            allow_urls=self.allow_image_urls,
+            url_timeout=self.url_timeout,
+            max_url_bytes=self.max_url_bytes,
+            max_image_pixels=self.max_image_pixels,
+            min_pixels=self.min_pixels,
+            max_pixels=self.max_pixels,
+        )
+
+    def _parse_input(self, value: Any) -> _Item:
+        if value is None:
+            raise TypeError("input is None; pass text, an image or a dict with 'text'/'image'.")
+        if isinstance(value, str):
+            if not value.strip():
+                raise ValueError("input is an empty string.")
+            return _Item(text=value, images=[], video=None, reasoning=None, task=None)
+        if isinstance(value, os.PathLike) or _is_image_like(value):
+            return _Item(text=None, images=[self._image(value)], video=None, reasoning=None, task=None)
+        if isinstance(value, Mapping):
+            return self._parse_dict(value)
+        if isinstance(value, (list, tuple)) and value and all(isinstance(m, Mapping) and "role" in m for m in value):
+            return self._parse_conversation(value)
+        raise TypeError(
+            f"unsupported input type {type(value).__name__}; pass text, an image, a dict with "
+            f"keys from {INPUT_KEYS} or a chat conversation."
+        )
+
+    def _parse_dict(self, value: Mapping) -> _Item:
+        unknown = sorted(set(value) - set(INPUT_KEYS))
+        if unknown:
+            raise ValueError(f"unknown key(s) {unknown}; allowed keys are {INPUT_KEYS}.")
+        text = value.get("text")
+        if text is not None and not isinstance(text, str):
+            raise TypeError(f"'text' must be a string, got {type(text).__name__}.")
+        if "image" in value and "images" in value:
+            raise ValueError("give either 'image' or 'images', not both.")
+        raw_images = value.get("images", value.get("image"))
+        if raw_images is None:
+            raw_images = []
+        elif not isinstance(raw_images, (list, tuple)):
+            raw_images = [raw_images]
+        images = []
+        for index, source in enumerate(raw_images):
+            try:
+                images.append(self._image(source))
+            except (TypeError, ValueError) as err:
+                raise type(err)(f"image {index}: {err}") from err
+        video = self._video(value["video"]) if value.get("video") is not None else None
+        if not (text and text.strip()) and not images and video is None:
+            raise ValueError("dict input has no text, image or video.")
+        reasoning = value.get("reasoning")
+        if reasoning is not None and not isinstance(reasoning, str):
+            raise TypeError(f"'reasoning' must be a string, got {type(reasoning).__name__}.")
+        return _Item(text=text, images=images, video=video, reasoning=reasoning, task=value.get("task"))
+
+    def _parse_conversation(self, messages: Sequence[Mapping]) -> _Item:
+        system, user, assistant = None, None, None
+        for message in messages:
+            role, content = message["role"], message.get("content")
+            if role == "system":
+                system = content if isinstance(content, str) else _joined_text(content)
+            elif role == "user" and user is None:
+                user = content
+            elif role == "assistant" and assistant is None:
+                assistant = content if isinstance(content, str) else _joined_text(content)
+            else:
+                raise ValueError(f"conversation has an unsupported or repeated {role!r} turn; use one user turn.")
+        if user is None:
+            raise ValueError("conversation has no user turn.")
+        parts = [{"type": "text", "text": user}] if isinstance(user, str) else list(user)
+        fields: dict[str, Any] = {"images": []}
+        texts = []
+        for part in parts:
+            kind = part.get("type")
+            if kind == "text":
+                texts.append(part.get("text") or "")
+            elif kind == "image":
+                fields["images"].append(part.get("image", part.get("url", part.get("path"))))
+            elif kind == "video":
+                fields["video"] = part.get("video")
+            else:
+                raise ValueError(f"conversation content part of type {kind!r} is not supported.")
+        if texts:
+            fields["text"] = " ".join(t.strip() for t in texts if t.strip())
+        if assistant:
+            fields["reasoning"] = assistant
+        item = self._parse_dict(fields)
+        item.system = system
+        return item
+
+    def _parse_inputs(self, inputs: Sequence[Any]) -> list[_Item]:
+        items = []
+        for index, value in enumerate(inputs):
+            try:
+                items.append(self._parse_input(value))
+            except (TypeError, ValueError) as err:
+                raise type(err)(f"Input {index}: {err}") from err
+        return items
+
+    # --- reasoning ------------------------------------------------------------------------------
+
+    def _wants_reasoning(self, task: str | None, think: bool | None) -> bool:
+        if think is not None:
+            return bool(think)
+        return self.query_reasoning if task == "query" else self.document_reasoning
+
+    def _request(self, item: _Item, instruction: str | None) -> ReasoningRequest:
+        return ReasoningRequest(
+            text=item.text,
+            images=tuple(item.images),
+            video=tuple(item.video) if item.video is not None else None,
+            instruction=instruction,
+            task=item.task or self.reasoning_task,
+        )
+
+    def _cache_key(self, reasoner_id: str, request: ReasoningRequest) -> str:
+        blob = json.dumps(
+            [
+                reasoner_id,
+                request.task,
+                request.instruction,
+                request.text,
+                [_image_digest(i) for i in request.images],
+                None if request.video is None else [_image_digest(f) for f in request.video],
+            ]
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def _traces(self, items: list[_Item], instruction: str | None, enabled: bool) -> list[str | None]:
+        """Each item's trace: its own ``"reasoning"``, else the (cached) reasoner output, else ``None``."""
+        traces: list[str | None] = [item.reasoning for item in items]
+        todo = [i for i, item in enumerate(items) if item.reasoning is None] if enabled else []
+        if not todo:
+            return traces
+        if self.reasoner is None:
+            raise ValueError(
+                "reasoning is on for these inputs but no reasoner is configured: set reasoning_source, call "
+                "set_reasoner(backend), pass think=False, or give each input a 'reasoning' trace."
+            )
+        reasoner_id = self._reasoner_id()
+        requests = {i: self._request(items[i], instruction) for i in todo}
+        keys = {i: self._cache_key(reasoner_id, requests[i]) for i in todo}
+        missing: dict[str, int] = {}
+        for i in todo:
+            if keys[i] not in self.ecr_cache:
+                missing.setdefault(keys[i], i)
+        if missing:
+            outputs = self.reasoner.generate([requests[i] for i in missing.values()])
+            if not isinstance(outputs, (list, tuple)) or len(outputs) != len(missing):
+                got = len(outputs) if isinstance(outputs, (list, tuple)) else type(outputs).__name__
+                raise ValueError(f"the reasoner returned {got} outputs for {len(missing)} inputs.")
+            for i, output in zip(missing.values(), outputs):
+                if not isinstance(output, str) or not output.strip():
+                    raise ValueError(f"Input {i}: the reasoner returned no trace ({output!r}).")
+            for key, output in zip(missing, outputs):
+                self.ecr_cache[key] = output
+        for i in todo:
+            trace = parse_ecr(self.ecr_cache[keys[i]]).for_embedder(self.trace_mode)
+            if not trace.strip():
+                raise ValueError(f"Input {i}: the reasoner's output has an empty trace after parsing.")
+            traces[i] = trace
+        return traces
+
+    def get_reasoning(
+        self,
+        inputs: Sequence[Any] | Any,
+        task: str | None = "query",
+        prompt: str | None = ...,
+        think: bool | None = None,
+    ) -> list[str | None]:
+        """The traces the embedder reads for ``inputs`` (``None`` where it reads none), in input order.
+
+        Served from the ECR cache after an ``encode_query``/``encode_document`` call (the reasoner
+        runs only for inputs it has not seen). ``prompt`` defaults to the one last used for ``task``.
+        """
+        if not isinstance(inputs, list) or (inputs and isinstance(inputs[0], Mapping) and "role" in inputs[0]):
+            inputs = [inputs]
+        if prompt is ...:
+            prompt = self._prompt_by_task.get(task)
+        items = self._parse_inputs(inputs)
+        return self._traces(items, prompt, self._wants_reasoning(task, think))
+
+    # --- ST interface ---------------------------------------------------------------------------
+
+    @property
+    def modalities(self) -> list:
+        return ["text", "image", "video", "message"]
+
+    def embedder_texts(self, items: list[_Item], traces: list[str | None], instruction: str | None) -> list[str]:
+        """The sequences the backbone reads: the TTE generation prompt + trace + end token."""
+        texts = []
+        for item, trace in zip(items, traces):
+            messages = build_messages(
+                item.text, len(item.images), item.video is not None, instruction, item.system or self.system_prompt
+            )
+            texts.append(embedder_text(render_prompt(self.processor, messages), trace))
+        return texts
+
+    def preprocess(
+        self,
+        inputs: Sequence[Any],
+        prompt: str | None = None,
+        task: str | None = None,
+        think: bool | None = None,
+        **kwargs,
+    ) -> dict[str, Any]:
+        """Validate and load ``inputs``, get their traces (reasoner or cache), build the TTE sequences
+        and run the processor. ``prompt`` (ST prompts) is the task instruction."""
+        if not inputs:
+            return {}
+        items = self._parse_inputs(inputs)
+        self._prompt_by_task[task] = prompt
+        traces = self._traces(items, prompt, self._wants_reasoning(task, think))
+        self.last_reasoning = traces
+        texts = self.embedder_texts(items, traces, prompt)
+        images = [image for item in items for image in item.images]
+        videos = [item.video for item in items if item.video is not None]
+        # No truncation: it would cut the end token whose hidden state is the embedding.
+        features = dict(
+            self.processor(text=texts, images=images or None, videos=videos or None, padding=True, return_tensors="pt")
+        )
+        features["modality"] = "message"
+        return features
+
+    def forward(self, features: dict[str, Any], think: bool | None = None, **kwargs) -> dict[str, Any]:
+        return super().forward(features, **kwargs)
+
+
+def _is_image_like(value: Any) -> bool:
+    module = type(value).__module__.split(".")[0]
+    return module in ("PIL", "numpy", "torch") and (hasattr(value, "size") or hasattr(value, "shape"))
+
+
+def _joined_text(content: Any) -> str:
+    if content is None:
+        return ""
+    return " ".join(part.get("text", "") for part in content if isinstance(part, Mapping))
