@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from sentence_transformers import SentenceTransformer
 from sentence_transformers.base.modules import Transformer
 
 from .ecr import parse_ecr, task_prompt
@@ -49,14 +50,19 @@ class ReasoningRequest:
     metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
 
-@dataclass
-class _Item:
-    text: str | None
-    images: list
-    video: list | None
-    reasoning: str | None
-    task: str | None
-    system: str | None = None
+class ParsedInput(dict):
+    """An input validated and loaded (PIL images): ``text``, ``images``, ``video``, ``reasoning``,
+    ``task``, ``system``. A dict, so ST's length sort still sees its size; `preprocess` takes it as is."""
+
+    def __init__(self, text=None, images=(), video=None, reasoning=None, task=None, system=None):
+        super().__init__(text=text, images=list(images), video=video, reasoning=reasoning, task=task, system=system)
+
+    text = property(lambda self: self["text"])
+    images = property(lambda self: self["images"])
+    video = property(lambda self: self["video"])
+    reasoning = property(lambda self: self["reasoning"])
+    task = property(lambda self: self["task"])
+    system = property(lambda self: self["system"])
 
 
 class TransformersReasoner:
@@ -328,15 +334,15 @@ class TTETransformer(Transformer):
             max_pixels=self.max_pixels,
         )
 
-    def _parse_input(self, value: Any) -> _Item:
+    def _parse_input(self, value: Any) -> ParsedInput:
         if value is None:
             raise TypeError("input is None; pass text, an image or a dict with 'text'/'image'.")
         if isinstance(value, str):
             if not value.strip():
                 raise ValueError("input is an empty string.")
-            return _Item(text=value, images=[], video=None, reasoning=None, task=None)
+            return ParsedInput(text=value, images=[], video=None, reasoning=None, task=None)
         if isinstance(value, os.PathLike) or _is_image_like(value):
-            return _Item(text=None, images=[self._image(value)], video=None, reasoning=None, task=None)
+            return ParsedInput(text=None, images=[self._image(value)], video=None, reasoning=None, task=None)
         if isinstance(value, Mapping):
             return self._parse_dict(value)
         if isinstance(value, (list, tuple)) and value and all(isinstance(m, Mapping) and "role" in m for m in value):
@@ -346,7 +352,7 @@ class TTETransformer(Transformer):
             f"keys from {INPUT_KEYS} or a chat conversation."
         )
 
-    def _parse_dict(self, value: Mapping) -> _Item:
+    def _parse_dict(self, value: Mapping) -> ParsedInput:
         unknown = sorted(set(value) - set(INPUT_KEYS))
         if unknown:
             raise ValueError(f"unknown key(s) {unknown}; allowed keys are {INPUT_KEYS}.")
@@ -372,9 +378,9 @@ class TTETransformer(Transformer):
         reasoning = value.get("reasoning")
         if reasoning is not None and not isinstance(reasoning, str):
             raise TypeError(f"'reasoning' must be a string, got {type(reasoning).__name__}.")
-        return _Item(text=text, images=images, video=video, reasoning=reasoning, task=value.get("task"))
+        return ParsedInput(text=text, images=images, video=video, reasoning=reasoning, task=value.get("task"))
 
-    def _parse_conversation(self, messages: Sequence[Mapping]) -> _Item:
+    def _parse_conversation(self, messages: Sequence[Mapping]) -> ParsedInput:
         system, user, assistant = None, None, None
         for message in messages:
             role, content = message["role"], message.get("content")
@@ -406,12 +412,16 @@ class TTETransformer(Transformer):
         if assistant:
             fields["reasoning"] = assistant
         item = self._parse_dict(fields)
-        item.system = system
+        item["system"] = system
         return item
 
-    def _parse_inputs(self, inputs: Sequence[Any]) -> list[_Item]:
+    def parse_inputs(self, inputs: Sequence[Any]) -> list[ParsedInput]:
+        """Validate and load every input; errors name the input's index and the reason."""
         items = []
         for index, value in enumerate(inputs):
+            if isinstance(value, ParsedInput):
+                items.append(value)
+                continue
             try:
                 items.append(self._parse_input(value))
             except (TypeError, ValueError) as err:
@@ -421,11 +431,14 @@ class TTETransformer(Transformer):
     # --- reasoning ------------------------------------------------------------------------------
 
     def _wants_reasoning(self, task: str | None, think: bool | None) -> bool:
+        """``think`` if given; else the side's setting, when a reasoner exists (source ``"off"`` and
+        no runtime backend means no reasoning; an explicit ``think=True`` then raises)."""
         if think is not None:
             return bool(think)
-        return self.query_reasoning if task == "query" else self.document_reasoning
+        wanted = self.query_reasoning if task == "query" else self.document_reasoning
+        return wanted and self.reasoner is not None
 
-    def _request(self, item: _Item, instruction: str | None) -> ReasoningRequest:
+    def _request(self, item: ParsedInput, instruction: str | None) -> ReasoningRequest:
         return ReasoningRequest(
             text=item.text,
             images=tuple(item.images),
@@ -447,7 +460,7 @@ class TTETransformer(Transformer):
         )
         return hashlib.sha256(blob.encode()).hexdigest()
 
-    def _traces(self, items: list[_Item], instruction: str | None, enabled: bool) -> list[str | None]:
+    def _traces(self, items: list[ParsedInput], instruction: str | None, enabled: bool) -> list[str | None]:
         """Each item's trace: its own ``"reasoning"``, else the (cached) reasoner output, else ``None``."""
         traces: list[str | None] = [item.reasoning for item in items]
         todo = [i for i, item in enumerate(items) if item.reasoning is None] if enabled else []
@@ -498,7 +511,7 @@ class TTETransformer(Transformer):
             inputs = [inputs]
         if prompt is ...:
             prompt = self._prompt_by_task.get(task)
-        items = self._parse_inputs(inputs)
+        items = self.parse_inputs(inputs)
         return self._traces(items, prompt, self._wants_reasoning(task, think))
 
     # --- ST interface ---------------------------------------------------------------------------
@@ -507,7 +520,7 @@ class TTETransformer(Transformer):
     def modalities(self) -> list:
         return ["text", "image", "video", "message"]
 
-    def embedder_texts(self, items: list[_Item], traces: list[str | None], instruction: str | None) -> list[str]:
+    def embedder_texts(self, items: list[ParsedInput], traces: list[str | None], instruction: str | None) -> list[str]:
         """The sequences the backbone reads: the TTE generation prompt + trace + end token."""
         texts = []
         for item, trace in zip(items, traces):
@@ -529,7 +542,7 @@ class TTETransformer(Transformer):
         and run the processor. ``prompt`` (ST prompts) is the task instruction."""
         if not inputs:
             return {}
-        items = self._parse_inputs(inputs)
+        items = self.parse_inputs(inputs)
         self._prompt_by_task[task] = prompt
         traces = self._traces(items, prompt, self._wants_reasoning(task, think))
         self.last_reasoning = traces
@@ -545,6 +558,44 @@ class TTETransformer(Transformer):
 
     def forward(self, features: dict[str, Any], think: bool | None = None, **kwargs) -> dict[str, Any]:
         return super().forward(features, **kwargs)
+
+    def on_model_ready(self, model) -> None:
+        # ST sorts inputs by length before `preprocess` sees them, so an error raised there could only
+        # name a position in a sorted batch; TTESentenceTransformer.encode validates in caller order.
+        if type(model) is SentenceTransformer:
+            model.__class__ = TTESentenceTransformer
+
+
+class TTESentenceTransformer(SentenceTransformer):
+    """The class a `SentenceTransformer` holding a `TTETransformer` gets (set by its ``on_model_ready``).
+
+    ``encode`` (and so ``encode_query``/``encode_document``) validates and loads every input in the
+    caller's order first, so a bad input is named by its index in the call, then runs ST's own encode
+    on the loaded inputs. `get_reasoning` returns the traces the embedder reads.
+    """
+
+    def encode(self, inputs=None, *args, **kwargs):
+        if inputs is None and "sentences" in kwargs:
+            inputs = kwargs.pop("sentences")
+        module = self[0]
+        if self.is_singular_input(inputs):
+            return super().encode(module.parse_inputs([inputs])[0], *args, **kwargs)
+        return super().encode(module.parse_inputs(list(inputs)), *args, **kwargs)
+
+    def get_reasoning(
+        self,
+        inputs,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        task: str | None = "query",
+        think: bool | None = None,
+    ) -> list[str | None]:
+        """The traces the embedder reads for ``inputs`` with ``task``'s prompt (as ``encode_query``
+        uses it), in input order; ``None`` where it reads none. Cached inputs are not regenerated."""
+        if prompt_name is None and prompt is None and task in self.prompts:
+            prompt_name = task
+        prompt = self._resolve_prompt(prompt, prompt_name)
+        return self[0].get_reasoning(inputs, task=task, prompt=prompt, think=think)
 
 
 def _is_image_like(value: Any) -> bool:
