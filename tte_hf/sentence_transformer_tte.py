@@ -178,131 +178,15 @@ def _image_digest(image) -> str:
     return hashlib.sha256(f"{image.mode}{image.size}".encode() + image.tobytes()).hexdigest()
 
 
-class TTETransformer(Transformer):
-    """ST input module for Think-Then-Embed: reason about each input, then run the embedder backbone
-    on prompt + trace. Follow it with ``Pooling(pooling_mode="lasttoken")`` and ``Normalize``.
-
-    Inputs: text, PIL image, `pathlib.Path`, numpy/tensor image, ``{"text", "image" | "images",
-    "video", "reasoning", "task"}`` dicts (a ``"reasoning"`` trace is used as is), or a chat
-    conversation (system / one user turn / optional assistant turn = the trace).
-
-    Args (saved in ``sentence_bert_config.json``, besides ST's own):
-        reasoning_source: ``"off"``, ``"transformers"`` (``reasoner_name_or_path``, a VLM checkpoint)
-            or ``"openai"`` (``reasoner_endpoint`` + ``reasoner_model``). A backend object set with
-            `set_reasoner` at runtime (vLLM, ``tte_hf.reasoning.load_reasoner``, ...) wins over it.
-        query_reasoning / document_reasoning: reason in ``encode_query`` / ``encode_document``
-            (plain ``encode`` follows ``document_reasoning``); ``think=`` overrides per call.
-        reasoning_task: task prompt name for the reasoner (an input's ``"task"`` key overrides it).
-        trace_mode: ``"full"`` (thought + final) or ``"final"``, see ``ecr.parse_ecr``.
-        max_new_tokens: cap on the trace length of the built-in reasoners.
-        system_prompt: system message of the embedder sequence (``None``: none).
-        min_pixels / max_pixels: image pixel budget; max_image_pixels: decompression-bomb limit.
-        allow_image_urls: fetch ``http(s)`` image URLs (off by default) with ``url_timeout`` and
-            ``max_url_bytes`` limits.
-    """
-
-    config_keys: list[str] = [
-        *Transformer.config_keys,
-        "reasoning_source",
-        "reasoner_name_or_path",
-        "reasoner_endpoint",
-        "reasoner_model",
-        "query_reasoning",
-        "document_reasoning",
-        "reasoning_task",
-        "trace_mode",
-        "max_new_tokens",
-        "system_prompt",
-        "min_pixels",
-        "max_pixels",
-        "max_image_pixels",
-        "allow_image_urls",
-        "url_timeout",
-        "max_url_bytes",
-    ]
-    forward_kwargs = {"think"}
-
-    def __init__(
-        self,
-        model_name_or_path: str,
-        *,
-        reasoning_source: str = "off",
-        reasoner_name_or_path: str | None = None,
-        reasoner_endpoint: str | None = None,
-        reasoner_model: str | None = None,
-        query_reasoning: bool = True,
-        document_reasoning: bool = False,
-        reasoning_task: str = "generic",
-        trace_mode: str = "full",
-        max_new_tokens: int = 256,
-        system_prompt: str | None = None,
-        min_pixels: int | None = None,
-        max_pixels: int | None = None,
-        max_image_pixels: int = 178_956_970,
-        allow_image_urls: bool = False,
-        url_timeout: float = 10.0,
-        max_url_bytes: int = 20 * 1024 * 1024,
-        **transformer_kwargs,
-    ):
-        if reasoning_source not in REASONING_SOURCES:
-            raise ValueError(f"reasoning_source={reasoning_source!r} is not one of {REASONING_SOURCES}.")
-        if reasoning_source == "transformers" and not reasoner_name_or_path:
-            raise ValueError("reasoning_source='transformers' needs reasoner_name_or_path (a VLM checkpoint).")
-        if reasoning_source == "openai" and not (reasoner_endpoint and reasoner_model):
-            raise ValueError("reasoning_source='openai' needs reasoner_endpoint and reasoner_model.")
-        parse_ecr("").for_embedder(trace_mode)  # validates the mode early
-        # Qwen2-VL cannot take unpadded (flattened) batches; the pooled token must stay last.
-        transformer_kwargs.setdefault("unpad_inputs", False)
-        super().__init__(model_name_or_path, **transformer_kwargs)
-        self.model_name_or_path = model_name_or_path
-        self.reasoning_source = reasoning_source
-        self.reasoner_name_or_path = reasoner_name_or_path
-        self.reasoner_endpoint = reasoner_endpoint
-        self.reasoner_model = reasoner_model
-        self.query_reasoning = query_reasoning
-        self.document_reasoning = document_reasoning
-        self.reasoning_task = reasoning_task
-        self.trace_mode = trace_mode
-        self.max_new_tokens = max_new_tokens
-        self.system_prompt = system_prompt
-        self.min_pixels, self.max_pixels, self.max_image_pixels = min_pixels, max_pixels, max_image_pixels
-        self.allow_image_urls, self.url_timeout, self.max_url_bytes = allow_image_urls, url_timeout, max_url_bytes
-        self._reasoner = None
-        #: raw reasoner outputs by input fingerprint; any MutableMapping[str, str] can replace it
-        self.ecr_cache: MutableMapping[str, str] = {}
-        #: traces of the last preprocessed batch, in that batch's order (``None`` = no trace)
-        self.last_reasoning: list[str | None] = []
-        self._prompt_by_task: dict[str | None, str | None] = {}
-
-    # --- reasoner -------------------------------------------------------------------------------
-
-    @property
-    def reasoner(self):
-        """The reasoning backend: the one given to `set_reasoner`, else built from the config on first use."""
-        if self._reasoner is None and self.reasoning_source == "transformers":
-            device = self.model.device if self.model.device.type != "meta" else None
-            self._reasoner = TransformersReasoner(
-                self._resolve_reasoner_path(), max_new_tokens=self.max_new_tokens, device=device
-            )
-        elif self._reasoner is None and self.reasoning_source == "openai":
-            self._reasoner = OpenAIReasoner(self.reasoner_endpoint, self.reasoner_model, max_tokens=self.max_new_tokens)
-        return self._reasoner
+class TTEInputsMixin:
+    """Input parsing and loading, the reasoning step and its ECR cache, shared by `TTETransformer`
+    and `TTEUnifiedTransformer`. Subclasses provide ``reasoner`` and the image settings."""
 
     def set_reasoner(self, backend) -> None:
         """Use ``backend`` (an object with ``generate(requests) -> list[str]``) to write the traces."""
         if backend is not None and not callable(getattr(backend, "generate", None)):
             raise TypeError(f"reasoner {type(backend).__name__} has no generate(requests) method.")
         self._reasoner = backend
-
-    def _resolve_reasoner_path(self) -> str:
-        # A reasoner bundled inside the model repo is referenced by a relative folder name.
-        path = self.reasoner_name_or_path
-        if os.path.isdir(path) or os.path.isabs(path):
-            return path
-        bundled = self.load_dir_path(self.model_name_or_path, subfolder=path) if "/" not in path else None
-        if bundled and os.path.isdir(bundled):
-            return bundled
-        return path
 
     def _reasoner_id(self) -> str:
         backend = self.reasoner
@@ -514,11 +398,138 @@ class TTETransformer(Transformer):
         items = self.parse_inputs(inputs)
         return self._traces(items, prompt, self._wants_reasoning(task, think))
 
-    # --- ST interface ---------------------------------------------------------------------------
-
     @property
     def modalities(self) -> list:
         return ["text", "image", "video", "message"]
+
+    def on_model_ready(self, model) -> None:
+        # ST sorts inputs by length before `preprocess` sees them, so an error raised there could only
+        # name a position in a sorted batch; TTESentenceTransformer.encode validates in caller order.
+        if type(model) is SentenceTransformer:
+            model.__class__ = TTESentenceTransformer
+
+
+class TTETransformer(TTEInputsMixin, Transformer):
+    """ST input module for Think-Then-Embed: reason about each input, then run the embedder backbone
+    on prompt + trace. Follow it with ``Pooling(pooling_mode="lasttoken")`` and ``Normalize``.
+
+    Inputs: text, PIL image, `pathlib.Path`, numpy/tensor image, ``{"text", "image" | "images",
+    "video", "reasoning", "task"}`` dicts (a ``"reasoning"`` trace is used as is), or a chat
+    conversation (system / one user turn / optional assistant turn = the trace).
+
+    Args (saved in ``sentence_bert_config.json``, besides ST's own):
+        reasoning_source: ``"off"``, ``"transformers"`` (``reasoner_name_or_path``, a VLM checkpoint)
+            or ``"openai"`` (``reasoner_endpoint`` + ``reasoner_model``). A backend object set with
+            `set_reasoner` at runtime (vLLM, ``tte_hf.reasoning.load_reasoner``, ...) wins over it.
+        query_reasoning / document_reasoning: reason in ``encode_query`` / ``encode_document``
+            (plain ``encode`` follows ``document_reasoning``); ``think=`` overrides per call.
+        reasoning_task: task prompt name for the reasoner (an input's ``"task"`` key overrides it).
+        trace_mode: ``"full"`` (thought + final) or ``"final"``, see ``ecr.parse_ecr``.
+        max_new_tokens: cap on the trace length of the built-in reasoners.
+        system_prompt: system message of the embedder sequence (``None``: none).
+        min_pixels / max_pixels: image pixel budget; max_image_pixels: decompression-bomb limit.
+        allow_image_urls: fetch ``http(s)`` image URLs (off by default) with ``url_timeout`` and
+            ``max_url_bytes`` limits.
+    """
+
+    config_keys: list[str] = [
+        *Transformer.config_keys,
+        "reasoning_source",
+        "reasoner_name_or_path",
+        "reasoner_endpoint",
+        "reasoner_model",
+        "query_reasoning",
+        "document_reasoning",
+        "reasoning_task",
+        "trace_mode",
+        "max_new_tokens",
+        "system_prompt",
+        "min_pixels",
+        "max_pixels",
+        "max_image_pixels",
+        "allow_image_urls",
+        "url_timeout",
+        "max_url_bytes",
+    ]
+    forward_kwargs = {"think"}
+
+    def __init__(
+        self,
+        model_name_or_path: str,
+        *,
+        reasoning_source: str = "off",
+        reasoner_name_or_path: str | None = None,
+        reasoner_endpoint: str | None = None,
+        reasoner_model: str | None = None,
+        query_reasoning: bool = True,
+        document_reasoning: bool = False,
+        reasoning_task: str = "generic",
+        trace_mode: str = "full",
+        max_new_tokens: int = 256,
+        system_prompt: str | None = None,
+        min_pixels: int | None = None,
+        max_pixels: int | None = None,
+        max_image_pixels: int = 178_956_970,
+        allow_image_urls: bool = False,
+        url_timeout: float = 10.0,
+        max_url_bytes: int = 20 * 1024 * 1024,
+        **transformer_kwargs,
+    ):
+        if reasoning_source not in REASONING_SOURCES:
+            raise ValueError(f"reasoning_source={reasoning_source!r} is not one of {REASONING_SOURCES}.")
+        if reasoning_source == "transformers" and not reasoner_name_or_path:
+            raise ValueError("reasoning_source='transformers' needs reasoner_name_or_path (a VLM checkpoint).")
+        if reasoning_source == "openai" and not (reasoner_endpoint and reasoner_model):
+            raise ValueError("reasoning_source='openai' needs reasoner_endpoint and reasoner_model.")
+        parse_ecr("").for_embedder(trace_mode)  # validates the mode early
+        # Qwen2-VL cannot take unpadded (flattened) batches; the pooled token must stay last.
+        transformer_kwargs.setdefault("unpad_inputs", False)
+        super().__init__(model_name_or_path, **transformer_kwargs)
+        self.model_name_or_path = model_name_or_path
+        self.reasoning_source = reasoning_source
+        self.reasoner_name_or_path = reasoner_name_or_path
+        self.reasoner_endpoint = reasoner_endpoint
+        self.reasoner_model = reasoner_model
+        self.query_reasoning = query_reasoning
+        self.document_reasoning = document_reasoning
+        self.reasoning_task = reasoning_task
+        self.trace_mode = trace_mode
+        self.max_new_tokens = max_new_tokens
+        self.system_prompt = system_prompt
+        self.min_pixels, self.max_pixels, self.max_image_pixels = min_pixels, max_pixels, max_image_pixels
+        self.allow_image_urls, self.url_timeout, self.max_url_bytes = allow_image_urls, url_timeout, max_url_bytes
+        self._reasoner = None
+        #: raw reasoner outputs by input fingerprint; any MutableMapping[str, str] can replace it
+        self.ecr_cache: MutableMapping[str, str] = {}
+        #: traces of the last preprocessed batch, in that batch's order (``None`` = no trace)
+        self.last_reasoning: list[str | None] = []
+        self._prompt_by_task: dict[str | None, str | None] = {}
+
+    # --- reasoner -------------------------------------------------------------------------------
+
+    @property
+    def reasoner(self):
+        """The reasoning backend: the one given to `set_reasoner`, else built from the config on first use."""
+        if self._reasoner is None and self.reasoning_source == "transformers":
+            device = self.model.device if self.model.device.type != "meta" else None
+            self._reasoner = TransformersReasoner(
+                self._resolve_reasoner_path(), max_new_tokens=self.max_new_tokens, device=device
+            )
+        elif self._reasoner is None and self.reasoning_source == "openai":
+            self._reasoner = OpenAIReasoner(self.reasoner_endpoint, self.reasoner_model, max_tokens=self.max_new_tokens)
+        return self._reasoner
+
+    def _resolve_reasoner_path(self) -> str:
+        # A reasoner bundled inside the model repo is referenced by a relative folder name.
+        path = self.reasoner_name_or_path
+        if os.path.isdir(path) or os.path.isabs(path):
+            return path
+        bundled = self.load_dir_path(self.model_name_or_path, subfolder=path) if "/" not in path else None
+        if bundled and os.path.isdir(bundled):
+            return bundled
+        return path
+
+    # --- ST interface ---------------------------------------------------------------------------
 
     def embedder_texts(self, items: list[ParsedInput], traces: list[str | None], instruction: str | None) -> list[str]:
         """The sequences the backbone reads: the TTE generation prompt + trace + end token."""
@@ -558,12 +569,6 @@ class TTETransformer(Transformer):
 
     def forward(self, features: dict[str, Any], think: bool | None = None, **kwargs) -> dict[str, Any]:
         return super().forward(features, **kwargs)
-
-    def on_model_ready(self, model) -> None:
-        # ST sorts inputs by length before `preprocess` sees them, so an error raised there could only
-        # name a position in a sorted batch; TTESentenceTransformer.encode validates in caller order.
-        if type(model) is SentenceTransformer:
-            model.__class__ = TTESentenceTransformer
 
 
 class TTESentenceTransformer(SentenceTransformer):
