@@ -127,7 +127,7 @@ class CountingReasoner:
 
     def __init__(self, backend):
         self.backend, self.requests = backend, 0
-        self.name = backend.name
+        self.name, self.describe = backend.name, backend.describe  # same identity: same cache keys
 
     def generate(self, requests):
         self.requests += len(requests)
@@ -284,23 +284,27 @@ def test_unreadable_image_and_decompression_bomb(st_off, tmp_path, images):
 
 
 class BrokenReasoner:
+    """Returns nothing for the request about "second ...", or too few outputs."""
+
     name = "broken"
 
-    def __init__(self, outputs):
-        self.outputs = outputs
+    def __init__(self, failure):
+        self.failure = failure
 
     def generate(self, requests):
-        return self.outputs[: len(requests)]
+        if self.failure == "too few":
+            return ["only one"]
+        return ["" if request.text.startswith("second") else "<think>ok</think> ok" for request in requests]
 
 
 @pytest.mark.parametrize(
-    ("outputs", "match"),
-    [(["fine", ""], r"Input 1: the reasoner returned no trace"), (["only one"], r"returned 1 outputs for 2 inputs")],
+    ("failure", "match"),
+    [("empty", r"Input 1: the reasoner returned no trace"), ("too few", r"returned 1 outputs for 2 inputs")],
 )
-def test_reasoner_that_returns_nothing_is_an_error(tiny_vlm, outputs, match):
-    model = build_sentence_transformer(tiny_vlm, reasoner=BrokenReasoner(outputs))
+def test_reasoner_that_returns_nothing_is_an_error(tiny_vlm, failure, match):
+    model = build_sentence_transformer(tiny_vlm, reasoner=BrokenReasoner(failure))
     with pytest.raises(ValueError, match=match):
-        model.encode_query(["first question", "second question"])
+        model.encode_query(["first question", "second question, sorted first by ST as the longer one"])
     assert model[0].ecr_cache == {}  # nothing half-written
 
 
@@ -412,3 +416,59 @@ def test_saved_code_has_no_tte_hf_imports(st_off, tmp_path):
     for name in ("sentence_transformer_tte.py", "inputs.py", "ecr.py"):
         source = (tmp_path / "m" / name).read_text()
         assert "import tte_hf" not in source and "from tte_hf" not in source, name
+
+
+# --- unified model: its own backbone reasons, its head embeds --------------------------------------
+
+
+@pytest.fixture(scope="module")
+def unified_dir(tiny_vlm, tmp_path_factory):
+    from tte_hf.modeling_tte import TTEUnifiedModel
+
+    path = tmp_path_factory.mktemp("unified")
+    model = TTEUnifiedModel.from_backbone(tiny_vlm, head_type="mhsa", head_kwargs={"head_num_layers": 2})
+    model.save_pretrained(path)
+    AutoProcessor.from_pretrained(tiny_vlm).save_pretrained(path)
+    return str(path)
+
+
+def test_unified_model_generates_and_embeds_in_one_pass(unified_dir, images, tmp_path):
+    from tte_hf.modeling_tte import TTEUnifiedModel
+
+    st = build_sentence_transformer(unified_dir, max_new_tokens=8, prompts={"query": INSTRUCTION})
+    inputs = ["what color is the bus", {"text": "which dog", "image": images[0]}]
+    queries = st.encode_query(inputs, convert_to_tensor=True)
+
+    reference = TTEUnifiedModel.from_pretrained(unified_dir).eval()
+    proc = AutoProcessor.from_pretrained(unified_dir)
+    proc.tokenizer.padding_side = "left"
+    prompts = [
+        render_prompt(proc, build_messages(text, n, False, INSTRUCTION, task_prompt("generic")))
+        for text, n in [("what color is the bus", 0), ("which dog", 1)]
+    ]
+    batch = proc(text=prompts, images=[images[0]], padding=True, return_tensors="pt")
+    out = reference.generate_and_embed(**batch, max_new_tokens=8)
+    torch.testing.assert_close(queries, out.embeddings, atol=1e-5, rtol=0)
+    traces = proc.batch_decode([ids.tolist() for ids in out.trace_ids], skip_special_tokens=True)
+    assert st.get_reasoning(inputs) == traces
+
+    counting = CountingReasoner(st[0].reasoner)
+    st[0].set_reasoner(counting)
+    again = st.encode_query(inputs, convert_to_tensor=True)  # cached trace: one forward pass, same vector
+    assert counting.requests == 0
+    torch.testing.assert_close(again, queries, atol=1e-5, rtol=0)
+
+    documents = st.encode_document(inputs, convert_to_tensor=True)  # no reasoning: prompt + end token
+    texts = [
+        embedder_text(render_prompt(proc, build_messages(text, n, False, None, task_prompt("generic"))), None)
+        for text, n in [("what color is the bus", 0), ("which dog", 1)]
+    ]
+    with torch.no_grad():
+        expected = reference(**proc(text=texts, images=[images[0]], padding=True, return_tensors="pt")).embeddings
+    torch.testing.assert_close(documents, expected, atol=1e-5, rtol=0)
+
+    st.save(str(tmp_path / "saved"))
+    from sentence_transformers import SentenceTransformer
+
+    reloaded = SentenceTransformer(str(tmp_path / "saved"), trust_remote_code=True)
+    torch.testing.assert_close(reloaded.encode_document(inputs, convert_to_tensor=True), documents, atol=1e-5, rtol=0)

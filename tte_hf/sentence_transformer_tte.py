@@ -27,10 +27,10 @@ from typing import Any
 
 import torch
 from sentence_transformers import SentenceTransformer
-from sentence_transformers.base.modules import Transformer
+from sentence_transformers.base.modules import InputModule, Transformer
 
 from .ecr import parse_ecr, task_prompt
-from .inputs import build_messages, embedder_text, load_image, load_video, render_prompt
+from .inputs import END_OF_TURN, build_messages, embedder_text, load_image, load_video, render_prompt
 
 REASONING_SOURCES = ("off", "transformers", "openai")
 INPUT_KEYS = ("text", "image", "images", "video", "reasoning", "task")
@@ -54,8 +54,10 @@ class ParsedInput(dict):
     """An input validated and loaded (PIL images): ``text``, ``images``, ``video``, ``reasoning``,
     ``task``, ``system``. A dict, so ST's length sort still sees its size; `preprocess` takes it as is."""
 
-    def __init__(self, text=None, images=(), video=None, reasoning=None, task=None, system=None):
-        super().__init__(text=text, images=list(images), video=video, reasoning=reasoning, task=task, system=system)
+    def __init__(self, text=None, images=(), video=None, reasoning=None, task=None, system=None, index=None):
+        super().__init__(
+            text=text, images=list(images), video=video, reasoning=reasoning, task=task, system=system, index=index
+        )
 
     text = property(lambda self: self["text"])
     images = property(lambda self: self["images"])
@@ -63,6 +65,8 @@ class ParsedInput(dict):
     reasoning = property(lambda self: self["reasoning"])
     task = property(lambda self: self["task"])
     system = property(lambda self: self["system"])
+    #: position in the caller's list, so that errors raised after ST's length sort still name it
+    index = property(lambda self: self["index"])
 
 
 class TransformersReasoner:
@@ -307,7 +311,9 @@ class TTEInputsMixin:
                 items.append(value)
                 continue
             try:
-                items.append(self._parse_input(value))
+                item = self._parse_input(value)
+                item["index"] = index
+                items.append(item)
             except (TypeError, ValueError) as err:
                 raise type(err)(f"Input {index}: {err}") from err
         return items
@@ -347,6 +353,7 @@ class TTEInputsMixin:
     def _traces(self, items: list[ParsedInput], instruction: str | None, enabled: bool) -> list[str | None]:
         """Each item's trace: its own ``"reasoning"``, else the (cached) reasoner output, else ``None``."""
         traces: list[str | None] = [item.reasoning for item in items]
+        self._last_trace_keys: dict[int, str] = {}
         todo = [i for i, item in enumerate(items) if item.reasoning is None] if enabled else []
         if not todo:
             return traces
@@ -369,15 +376,19 @@ class TTEInputsMixin:
                 raise ValueError(f"the reasoner returned {got} outputs for {len(missing)} inputs.")
             for i, output in zip(missing.values(), outputs):
                 if not isinstance(output, str) or not output.strip():
-                    raise ValueError(f"Input {i}: the reasoner returned no trace ({output!r}).")
+                    raise ValueError(f"Input {items[i].index}: the reasoner returned no trace ({output!r}).")
             for key, output in zip(missing, outputs):
                 self.ecr_cache[key] = output
         for i in todo:
-            trace = parse_ecr(self.ecr_cache[keys[i]]).for_embedder(self.trace_mode)
+            trace = self._trace_from_output(self.ecr_cache[keys[i]])
             if not trace.strip():
-                raise ValueError(f"Input {i}: the reasoner's output has an empty trace after parsing.")
+                raise ValueError(f"Input {items[i].index}: the reasoner's output has an empty trace after parsing.")
             traces[i] = trace
+        self._last_trace_keys = keys
         return traces
+
+    def _trace_from_output(self, raw: str) -> str:
+        return parse_ecr(raw).for_embedder(self.trace_mode)
 
     def get_reasoning(
         self,
@@ -571,6 +582,224 @@ class TTETransformer(TTEInputsMixin, Transformer):
         return super().forward(features, **kwargs)
 
 
+class _UnifiedBackboneReasoner:
+    """The unified model's own backbone as the reasoner: ``generate`` runs `generate_and_embed` and
+    hands each row's embedding (from the hidden states computed while generating) to the module."""
+
+    def __init__(self, module: TTEUnifiedTransformer):
+        self.module = module
+        self.name = f"unified:{module.model_name_or_path}"
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "max_new_tokens": self.module.max_new_tokens, "do_sample": False}
+
+    @torch.no_grad()
+    def generate(self, requests: Sequence[ReasoningRequest]) -> list[str]:
+        module = self.module
+        prompts = [module.prompt_text(r.text, len(r.images), bool(r.video), r.instruction, r.task) for r in requests]
+        batch = module.process(prompts, [list(r.images) for r in requests], [r.video for r in requests])
+        out = module.model.generate_and_embed(**batch, max_new_tokens=module.max_new_tokens)
+        texts = module.processor.batch_decode([ids.tolist() for ids in out.trace_ids], skip_special_tokens=True)
+        reasoner_id = module._reasoner_id()
+        for request, embedding, ids in zip(requests, out.embeddings, out.trace_ids):
+            key = module._cache_key(reasoner_id, request)
+            module._fresh_embeddings[key] = embedding
+            module.trace_token_ids[key] = ids.tolist()
+        return texts
+
+
+class TTEUnifiedTransformer(TTEInputsMixin, InputModule):
+    """ST input module for the unified TTE model (`TTEUnifiedModel`: frozen reasoner + embedding head).
+
+    Inputs that need a trace are reasoned about by the model's own backbone and embedded from the
+    hidden states of that same generation (no second pass); inputs with a trace (given or cached)
+    and inputs without reasoning take one forward pass over prompt + trace + end token. The module
+    outputs ``sentence_embedding`` (the head pools and normalises), so it stands alone in the model.
+    The sequence is the reasoner's own: system = the task prompt, the ST prompt = the instruction.
+    """
+
+    config_file_name = "tte_unified_config.json"
+    config_keys: list[str] = [
+        "query_reasoning",
+        "document_reasoning",
+        "reasoning_task",
+        "max_new_tokens",
+        "min_pixels",
+        "max_pixels",
+        "max_image_pixels",
+        "allow_image_urls",
+        "url_timeout",
+        "max_url_bytes",
+    ]
+    save_in_root = True
+    forward_kwargs = {"think"}
+
+    def __init__(
+        self,
+        model_name_or_path: str,
+        *,
+        query_reasoning: bool = True,
+        document_reasoning: bool = False,
+        reasoning_task: str = "generic",
+        max_new_tokens: int | None = None,
+        min_pixels: int | None = None,
+        max_pixels: int | None = None,
+        max_image_pixels: int = 178_956_970,
+        allow_image_urls: bool = False,
+        url_timeout: float = 10.0,
+        max_url_bytes: int = 20 * 1024 * 1024,
+        model_kwargs: dict | None = None,
+        processor_kwargs: dict | None = None,
+    ):
+        super().__init__()
+        from transformers import AutoProcessor
+
+        from .modeling_tte import TTEUnifiedModel
+
+        self.model = TTEUnifiedModel.from_pretrained(model_name_or_path, **(model_kwargs or {})).eval()
+        self.processor = AutoProcessor.from_pretrained(model_name_or_path, **(processor_kwargs or {}))
+        self.processor.tokenizer.padding_side = "left"  # generate_and_embed needs left-padded prompts
+        self.model_name_or_path = model_name_or_path
+        self.query_reasoning, self.document_reasoning = query_reasoning, document_reasoning
+        self.reasoning_task = reasoning_task
+        self.max_new_tokens = max_new_tokens or self.model.config.max_new_tokens
+        self.min_pixels, self.max_pixels, self.max_image_pixels = min_pixels, max_pixels, max_image_pixels
+        self.allow_image_urls, self.url_timeout, self.max_url_bytes = allow_image_urls, url_timeout, max_url_bytes
+        self._reasoner = _UnifiedBackboneReasoner(self)
+        self.ecr_cache: MutableMapping[str, str] = {}
+        self.last_reasoning: list[str | None] = []
+        self._prompt_by_task: dict[str | None, str | None] = {}
+        self._fresh_embeddings: dict[str, torch.Tensor] = {}
+        #: generated trace token ids by cache key: a repeated input re-reads exactly the tokens that were
+        #: generated (decoded text need not re-tokenize to them); text-only caches fall back to the text
+        self.trace_token_ids: dict[str, list[int]] = {}
+
+    @property
+    def reasoner(self):
+        return self._reasoner
+
+    @property
+    def tokenizer(self):
+        return self.processor.tokenizer
+
+    def get_embedding_dimension(self) -> int:
+        return self.model.config.truncate_dim or self.model.config.output_dim
+
+    def _trace_from_output(self, raw: str) -> str:
+        return raw  # the generated text as is: the embedding read exactly these tokens
+
+    def prompt_text(self, text, num_images, has_video, instruction, task) -> str:
+        system = task_prompt(task or self.reasoning_task)
+        return render_prompt(self.processor, build_messages(text, num_images, has_video, instruction, system))
+
+    def process(
+        self, prompts: list[str], images: list[list], videos: list, suffixes: list[list[int]] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Processor outputs for ``prompts`` (left-padded), each row followed by its ``suffixes`` token ids."""
+        flat_images = [image for row in images for image in row]
+        flat_videos = [list(video) for video in videos if video]
+        batch = dict(
+            self.processor(
+                text=prompts, images=flat_images or None, videos=flat_videos or None, padding=True, return_tensors="pt"
+            )
+        )
+        if suffixes is not None:
+            batch = _append_suffixes(batch, suffixes, self.processor.tokenizer.pad_token_id)
+        return {k: v.to(self.model.device) for k, v in batch.items()}
+
+    def preprocess(self, inputs, prompt: str | None = None, task: str | None = None, think=None, **kwargs):
+        """Reason (generating and embedding at once) where needed; tokenise the rest for `forward`."""
+        if not inputs:
+            return {}
+        items = self.parse_inputs(inputs)
+        self._prompt_by_task[task] = prompt
+        self._fresh_embeddings = {}
+        traces = self._traces(items, prompt, self._wants_reasoning(task, think))
+        self.last_reasoning = traces
+        fresh = {
+            i: self._fresh_embeddings[key] for i, key in self._last_trace_keys.items() if key in self._fresh_embeddings
+        }
+        self._fresh_embeddings = {}
+        rows = [i for i in range(len(items)) if i not in fresh]
+        features: dict[str, Any] = {"batch_size": torch.tensor(len(items))}
+        if fresh:
+            features["generated_rows"] = torch.tensor(list(fresh))
+            features["generated_embeddings"] = torch.stack(list(fresh.values()))
+        if rows:
+            end_id = self.processor.tokenizer.convert_tokens_to_ids(END_OF_TURN)
+            suffixes = []
+            for i in rows:
+                key = self._last_trace_keys.get(i)
+                if key in self.trace_token_ids:
+                    suffixes.append([*self.trace_token_ids[key], end_id])
+                else:
+                    suffixes.append(
+                        self.processor.tokenizer(embedder_text("", traces[i]), add_special_tokens=False).input_ids
+                    )
+            prompts = [
+                self.prompt_text(items[i].text, len(items[i].images), items[i].video is not None, prompt, items[i].task)
+                for i in rows
+            ]
+            features |= self.process(prompts, [items[i].images for i in rows], [items[i].video for i in rows], suffixes)
+            features["forward_rows"] = torch.tensor(rows)
+        return features
+
+    def forward(self, features: dict[str, Any], think=None, **kwargs) -> dict[str, Any]:
+        size = int(features["batch_size"])
+        embeddings = torch.zeros(size, self.get_embedding_dimension(), device=self.model.device)
+        if "forward_rows" in features:
+            inputs = {
+                k: v
+                for k, v in features.items()
+                if k not in ("batch_size", "forward_rows", "generated_rows", "generated_embeddings")
+            }
+            computed = self.model(**inputs).embeddings
+            embeddings = embeddings.to(computed.dtype)
+            embeddings[features["forward_rows"]] = computed
+        if "generated_rows" in features:
+            generated = features["generated_embeddings"]
+            embeddings = embeddings.to(generated.dtype)
+            embeddings[features["generated_rows"]] = generated
+        features["sentence_embedding"] = embeddings
+        return features
+
+    def save(self, output_path: str, *args, safe_serialization: bool = True, **kwargs) -> None:
+        self.model.save_pretrained(output_path, safe_serialization=safe_serialization)
+        self.processor.save_pretrained(output_path)
+        self.save_config(output_path)
+
+    @classmethod
+    def load(
+        cls,
+        model_name_or_path: str,
+        subfolder: str = "",
+        token: bool | str | None = None,
+        cache_folder: str | None = None,
+        revision: str | None = None,
+        local_files_only: bool = False,
+        model_kwargs: dict | None = None,
+        processor_kwargs: dict | None = None,
+        **kwargs,
+    ) -> TTEUnifiedTransformer:
+        config = cls.load_config(
+            model_name_or_path,
+            subfolder=subfolder,
+            token=token,
+            cache_folder=cache_folder,
+            revision=revision,
+            local_files_only=local_files_only,
+        )
+        hub = {"token": token, "cache_dir": cache_folder, "revision": revision, "local_files_only": local_files_only}
+        if subfolder:
+            hub["subfolder"] = subfolder
+        return cls(
+            model_name_or_path,
+            model_kwargs={**hub, **(model_kwargs or {})},
+            processor_kwargs={**hub, **(processor_kwargs or {})},
+            **config,
+        )
+
+
 class TTESentenceTransformer(SentenceTransformer):
     """The class a `SentenceTransformer` holding a `TTETransformer` gets (set by its ``on_model_ready``).
 
@@ -601,6 +830,32 @@ class TTESentenceTransformer(SentenceTransformer):
             prompt_name = task
         prompt = self._resolve_prompt(prompt, prompt_name)
         return self[0].get_reasoning(inputs, task=task, prompt=prompt, think=think)
+
+
+def _append_suffixes(batch: dict, suffixes: list[list[int]], pad_id: int) -> dict:
+    """Append token ids to each row of a left-padded batch and re-pad on the left. Per-token tensors
+    other than the ids (e.g. ``mm_token_type_ids``) get 0 for the appended tokens."""
+    mask = batch["attention_mask"].bool()
+    per_token = [k for k, v in batch.items() if k != "input_ids" and v.shape[:2] == mask.shape]
+    rows = [batch["input_ids"][r][mask[r]].tolist() + suffix for r, suffix in enumerate(suffixes)]
+    width = max(len(row) for row in rows)
+    out = dict(batch)
+    out["input_ids"] = torch.tensor([[pad_id] * (width - len(row)) + row for row in rows])
+    for key in per_token:
+        fill = 1 if key == "attention_mask" else 0
+        out[key] = torch.stack(
+            [
+                torch.cat(
+                    [
+                        torch.zeros(width - len(rows[r]), dtype=batch[key].dtype),
+                        batch[key][r][mask[r]],
+                        torch.full((len(suffix),), fill, dtype=batch[key].dtype),
+                    ]
+                )
+                for r, suffix in enumerate(suffixes)
+            ]
+        )
+    return out
 
 
 def _is_image_like(value: Any) -> bool:

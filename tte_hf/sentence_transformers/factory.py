@@ -12,8 +12,9 @@ SHIPPED_MODULE = "sentence_transformer_tte"
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 
 
-def load_tte_transformer_class():
-    """`TTETransformer` imported the way ``trust_remote_code`` imports it (transformers' dynamic modules).
+def load_tte_transformer_class(name: str = "TTETransformer"):
+    """``name`` (`TTETransformer` or `TTEUnifiedTransformer`) imported the way ``trust_remote_code``
+    imports it (transformers' dynamic modules).
 
     Then ST's own ``save`` sees a repo-local class: it writes ``sentence_transformer_tte.TTETransformer``
     to ``modules.json`` and copies the file and its sibling imports (``inputs.py``, ``ecr.py``) next to
@@ -21,13 +22,17 @@ def load_tte_transformer_class():
     """
     from transformers.dynamic_module_utils import get_class_from_dynamic_module
 
-    return get_class_from_dynamic_module(f"{SHIPPED_MODULE}.TTETransformer", str(PACKAGE_DIR))
+    return get_class_from_dynamic_module(f"{SHIPPED_MODULE}.{name}", str(PACKAGE_DIR))
+
+
+def _model_type(path: str) -> str | None:
+    config_file = Path(path) / "config.json"
+    return json.loads(config_file.read_text()).get("model_type") if config_file.is_file() else None
 
 
 def _plain_backbone_path(embedder_path: str, model_kwargs: dict) -> str:
     """A `TTEEmbedderModel` checkpoint becomes its plain backbone (what ST's Transformer loads)."""
-    config_file = Path(embedder_path) / "config.json"
-    if not config_file.is_file() or json.loads(config_file.read_text()).get("model_type") != "tte_embedder":
+    if _model_type(embedder_path) != "tte_embedder":
         return embedder_path
     from transformers import AutoProcessor
 
@@ -56,6 +61,10 @@ def build_sentence_transformer(
     """A `SentenceTransformer` that reasons (reasoner), then embeds (``embedder_path``: a Qwen2-VL /
     Qwen2.5-VL / Qwen3-VL backbone or a `TTEEmbedderModel` checkpoint).
 
+    A local `TTEUnifiedModel` checkpoint (``model_type="tte_unified"``) gives the unified model: its
+    own backbone reasons and its head embeds (`TTEUnifiedTransformer`, alone in the model);
+    ``reasoner`` must then be ``None`` or a backend object that replaces the backbone as reasoner.
+
     ``reasoner``: ``None`` (off, unless ``reasoner_endpoint`` + ``reasoner_model`` name an
     OpenAI-compatible server), a checkpoint path / repo id (run with transformers; saved in the
     config), or a backend object with ``generate(requests)`` (vLLM, ``tte_hf.reasoning`` backends;
@@ -79,6 +88,21 @@ def build_sentence_transformer(
             "reasoner_endpoint": reasoner_endpoint,
             "reasoner_model": reasoner_model,
         }
+    if _model_type(os.fspath(embedder_path)) == "tte_unified":
+        if module_kwargs.get("reasoning_source") or reasoner_endpoint:
+            raise ValueError(
+                "a unified TTE model reasons with its own backbone; pass reasoner=None or a backend object."
+            )
+        module = load_tte_transformer_class("TTEUnifiedTransformer")(
+            os.fspath(embedder_path),
+            query_reasoning=query_reasoning,
+            document_reasoning=document_reasoning,
+            model_kwargs=model_kwargs,
+            **module_kwargs,
+        )
+        if backend is not None:
+            module.set_reasoner(backend)
+        return SentenceTransformer(modules=[module], prompts=prompts, truncate_dim=truncate_dim, device=device)
     tte_transformer_cls = load_tte_transformer_class()
     module = tte_transformer_cls(
         _plain_backbone_path(os.fspath(embedder_path), model_kwargs),
