@@ -65,7 +65,7 @@ def main() -> None:
             chunk = texts[start : start + bs]
             prompts = [embedder_text(render_prompt(module.processor, build_messages(t)), None) for t in chunk]
             batch = module.processor(text=prompts, padding=True, return_tensors="pt").to(args.device)
-            hidden = module.model(**batch).last_hidden_state
+            hidden = module.model(**batch, use_cache=False).last_hidden_state
             F.normalize(last_token_pool(hidden, batch["attention_mask"]), dim=-1).cpu()
 
     def st_encode():
