@@ -472,3 +472,24 @@ def test_unified_model_generates_and_embeds_in_one_pass(unified_dir, images, tmp
 
     reloaded = SentenceTransformer(str(tmp_path / "saved"), trust_remote_code=True)
     torch.testing.assert_close(reloaded.encode_document(inputs, convert_to_tensor=True), documents, atol=1e-5, rtol=0)
+
+
+@pytest.mark.slow  # starts two worker processes (~25 s on 2 cores)
+def test_multi_process_encoding_matches_single_process(st_off, images):
+    inputs = ["a red bus", {"text": "a dog", "image": images[0]}, "a tree near a house", images[1]]
+    single = st_off.encode_document(inputs, convert_to_tensor=True)
+    pooled = st_off.encode_document(inputs, device=["cpu", "cpu"], chunk_size=2, convert_to_tensor=True)
+    torch.testing.assert_close(pooled.cpu(), single.cpu(), atol=1e-5, rtol=0)
+
+
+def test_pixel_budget_from_config_resizes_images(tiny_vlm, embedder, processor):
+    model = build_sentence_transformer(tiny_vlm, max_pixels=28 * 28 * 4)
+    large = _image(7, 280, 168)
+    vector = model.encode_document(large, convert_to_tensor=True)
+    resized = large.resize(
+        (int(round(168 * (3136 / (280 * 168)) ** 0.5)), int(round(280 * (3136 / (280 * 168)) ** 0.5)))
+    )
+    assert resized.size[0] * resized.size[1] <= 28 * 28 * 4
+    torch.testing.assert_close(vector, _embed_by_hand(embedder, processor, None, [resized]), atol=1e-5, rtol=0)
+    unbounded = build_sentence_transformer(tiny_vlm).encode_document(large, convert_to_tensor=True)
+    assert not torch.allclose(vector, unbounded, atol=1e-3)
