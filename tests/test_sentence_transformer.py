@@ -21,7 +21,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 from tte_hf.ecr import parse_ecr, task_prompt
 from tte_hf.inputs import build_messages, embedder_text, render_prompt
 from tte_hf.modeling_tte import TTEEmbedderModel
-from tte_hf.sentence_transformers import build_sentence_transformer
+from tte_hf.sentence_transformers import build_sentence_transformer, save_sentence_transformer
 
 INSTRUCTION = "Find the picture that answers the question."
 
@@ -209,12 +209,10 @@ def test_loads_by_repo_id_offline_without_tte_hf(st_reasoning, tiny_vlm_25, tmp_
     documents = st_reasoning.encode_document(["a red bus", "a blue house"], convert_to_tensor=True)
     saved = tmp_path / "saved"
     module = st_reasoning[0]
-    module.reasoner_name_or_path = "reasoner"  # the reasoner ships inside the repo, in reasoner/
-    try:
-        st_reasoning.save(str(saved))
-    finally:
-        module.reasoner_name_or_path = tiny_vlm_25
-    shutil.copytree(tiny_vlm_25, saved / "reasoner")
+    save_sentence_transformer(st_reasoning, saved)  # the reasoner ships inside the repo, in reasoner/
+    assert module.reasoner_name_or_path == tiny_vlm_25
+    assert json.loads((saved / "sentence_bert_config.json").read_text())["reasoner_name_or_path"] == "reasoner"
+    assert (saved / "reasoner" / "model.safetensors").is_file()
     assert {"modules.json", "config_sentence_transformers.json", "sentence_bert_config.json", "model.safetensors"} <= {
         p.name for p in saved.iterdir()
     }
@@ -493,3 +491,11 @@ def test_pixel_budget_from_config_resizes_images(tiny_vlm, embedder, processor):
     torch.testing.assert_close(vector, _embed_by_hand(embedder, processor, None, [resized]), atol=1e-5, rtol=0)
     unbounded = build_sentence_transformer(tiny_vlm).encode_document(large, convert_to_tensor=True)
     assert not torch.allclose(vector, unbounded, atol=1e-3)
+
+
+def test_tte_embedder_checkpoint_as_embedder(embedder, processor, tmp_path):
+    embedder.save_pretrained(tmp_path / "tte_embedder")
+    processor.save_pretrained(tmp_path / "tte_embedder")
+    model = build_sentence_transformer(tmp_path / "tte_embedder")
+    vector = model.encode_document("a red bus", convert_to_tensor=True)
+    torch.testing.assert_close(vector, _embed_by_hand(embedder, processor, "a red bus", []), atol=1e-5, rtol=0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -120,3 +121,33 @@ def build_sentence_transformer(
         truncate_dim=truncate_dim,
         device=device,
     )
+
+
+BUNDLED_REASONER_DIR = "reasoner"
+
+
+def save_sentence_transformer(model, path: str | os.PathLike, *, bundle_reasoner: bool = True, **save_kwargs) -> None:
+    """``model.save(path)``; with ``bundle_reasoner`` a transformers reasoner checkpoint is copied into
+    ``path/reasoner`` and the saved config points there, so the folder (or its Hub repo) is complete.
+
+    The module resolves a relative ``reasoner_name_or_path`` against the model's own folder or repo.
+    """
+    module = model[0]
+    source = getattr(module, "reasoner_name_or_path", None)
+    if not (bundle_reasoner and getattr(module, "reasoning_source", None) == "transformers" and source):
+        model.save(os.fspath(path), **save_kwargs)
+        return
+    source_dir = module._resolve_reasoner_path()
+    if not os.path.isdir(source_dir):
+        from huggingface_hub import snapshot_download
+
+        source_dir = snapshot_download(source_dir)
+    module.reasoner_name_or_path = BUNDLED_REASONER_DIR
+    try:
+        model.save(os.fspath(path), **save_kwargs)
+    finally:
+        module.reasoner_name_or_path = source
+    target = Path(path) / BUNDLED_REASONER_DIR
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(source_dir, target)
