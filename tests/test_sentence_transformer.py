@@ -270,6 +270,9 @@ def test_unreadable_image_and_decompression_bomb(st_off, tmp_path, images):
     not_an_image.write_bytes(b"these bytes are no image")
     with pytest.raises(ValueError, match="Input 1: image 0: .*notes.png is not a readable image"):
         st_off.encode_document(["ok", {"image": not_an_image}])
+    # images are read batch by batch after ST's length sort; the index is still the caller's
+    with pytest.raises(ValueError, match="Input 0: image 0: .*notes.png is not a readable image"):
+        st_off.encode_document([{"image": not_an_image}, "a much longer text that ST sorts first"], batch_size=1)
     large = tmp_path / "large.png"
     Image.new("RGB", (300, 200)).save(large)
     module = st_off[0]

@@ -74,34 +74,49 @@ def load_image(
 
     from PIL import Image, UnidentifiedImageError
 
+    check_image_source(source, allow_urls=allow_urls)
     if isinstance(source, Image.Image):
         image = source
         _check_pixels(image.size, max_image_pixels)
     elif isinstance(source, (bytes, bytearray)):
         image = _open_image(io.BytesIO(source), "the given bytes", max_image_pixels, Image, UnidentifiedImageError)
     elif isinstance(source, str) and source.startswith(("http://", "https://")):
+        data = _fetch_url(source, url_timeout, max_url_bytes)
+        image = _open_image(io.BytesIO(data), source, max_image_pixels, Image, UnidentifiedImageError)
+    elif isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        image = _open_image(path, path, max_image_pixels, Image, UnidentifiedImageError)
+    else:
+        image = _array_to_image(source, Image)
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    return fit_pixels(image, min_pixels, max_pixels)
+
+
+def check_image_source(source: Any, *, allow_urls: bool = False) -> None:
+    """The checks `load_image` makes before reading anything: a supported type, an existing file,
+    URLs only when allowed. Cheap, so a whole input list can be checked before any image is decoded."""
+    import os
+
+    from PIL import Image
+
+    if isinstance(source, (Image.Image, bytes, bytearray)) or _is_array(source):
+        return
+    if isinstance(source, str) and source.startswith(("http://", "https://")):
         if not allow_urls:
             raise ValueError(
                 f"image URL {source!r} was not fetched: URL loading is off; enable it with allow_image_urls=True "
                 "or pass a local path / PIL image."
             )
-        data = _fetch_url(source, url_timeout, max_url_bytes)
-        image = _open_image(io.BytesIO(data), source, max_image_pixels, Image, UnidentifiedImageError)
-    elif isinstance(source, (str, os.PathLike)):
-        path = os.fspath(source)
-        if not os.path.isfile(path):
-            raise ValueError(f"image file {path!r} does not exist.")
-        image = _open_image(path, path, max_image_pixels, Image, UnidentifiedImageError)
-    elif _is_array(source):
-        image = _array_to_image(source, Image)
-    else:
-        raise TypeError(
-            f"unsupported image type {type(source).__name__}; pass a PIL image, a path, bytes, a numpy array "
-            "or a torch tensor."
-        )
-    if image.mode != "RGB":
-        image = image.convert("RGB")
-    return fit_pixels(image, min_pixels, max_pixels)
+        return
+    if isinstance(source, (str, os.PathLike)):
+        if not os.path.isfile(os.fspath(source)):
+            raise ValueError(f"image file {os.fspath(source)!r} does not exist.")
+        return
+    raise TypeError(
+        f"unsupported image type {type(source).__name__}; pass a PIL image, a path, bytes, a numpy array "
+        "or a torch tensor."
+    )
 
 
 def load_video(frames: Any, **image_kwargs) -> list:

@@ -30,7 +30,15 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.base.modules import InputModule, Transformer
 
 from .ecr import parse_ecr, task_prompt
-from .inputs import END_OF_TURN, build_messages, embedder_text, load_image, load_video, render_prompt
+from .inputs import (
+    END_OF_TURN,
+    build_messages,
+    check_image_source,
+    embedder_text,
+    load_image,
+    load_video,
+    render_prompt,
+)
 
 REASONING_SOURCES = ("off", "transformers", "openai")
 INPUT_KEYS = ("text", "image", "images", "video", "reasoning", "task")
@@ -54,9 +62,18 @@ class ParsedInput(dict):
     """An input validated and loaded (PIL images): ``text``, ``images``, ``video``, ``reasoning``,
     ``task``, ``system``. A dict, so ST's length sort still sees its size; `preprocess` takes it as is."""
 
-    def __init__(self, text=None, images=(), video=None, reasoning=None, task=None, system=None, index=None):
+    def __init__(
+        self, text=None, images=(), video=None, reasoning=None, task=None, system=None, index=None, loaded=True
+    ):
         super().__init__(
-            text=text, images=list(images), video=video, reasoning=reasoning, task=task, system=system, index=index
+            text=text,
+            images=list(images),
+            video=video,
+            reasoning=reasoning,
+            task=task,
+            system=system,
+            index=index,
+            loaded=loaded,
         )
 
     text = property(lambda self: self["text"])
@@ -67,6 +84,8 @@ class ParsedInput(dict):
     system = property(lambda self: self["system"])
     #: position in the caller's list, so that errors raised after ST's length sort still name it
     index = property(lambda self: self["index"])
+    #: False while ``images``/``video`` still hold the caller's sources (paths, arrays, ...), unread
+    loaded = property(lambda self: self["loaded"])
 
 
 class TransformersReasoner:
@@ -200,7 +219,10 @@ class TTEInputsMixin:
 
     # --- inputs ---------------------------------------------------------------------------------
 
-    def _image(self, source):
+    def _image(self, source, load: bool = True):
+        if not load:
+            check_image_source(source, allow_urls=self.allow_image_urls)
+            return source
         return load_image(
             source,
             allow_urls=self.allow_image_urls,
@@ -211,7 +233,16 @@ class TTEInputsMixin:
             max_pixels=self.max_pixels,
         )
 
-    def _video(self, frames):
+    def _video(self, frames, load: bool = True):
+        if not load:
+            if isinstance(frames, (str, bytes)) or not isinstance(frames, Sequence) or not frames:
+                raise ValueError("a video must be a non-empty list of frames (PIL images, paths or arrays).")
+            for index, frame in enumerate(frames):
+                try:
+                    check_image_source(frame, allow_urls=self.allow_image_urls)
+                except (TypeError, ValueError) as err:
+                    raise type(err)(f"video frame {index}: {err}") from err
+            return frames
         return load_video(
             frames,
             allow_urls=self.allow_image_urls,
@@ -222,7 +253,7 @@ class TTEInputsMixin:
             max_pixels=self.max_pixels,
         )
 
-    def _parse_input(self, value: Any) -> ParsedInput:
+    def _parse_input(self, value: Any, load: bool = True) -> ParsedInput:
         if value is None:
             raise TypeError("input is None; pass text, an image or a dict with 'text'/'image'.")
         if isinstance(value, str):
@@ -230,17 +261,18 @@ class TTEInputsMixin:
                 raise ValueError("input is an empty string.")
             return ParsedInput(text=value, images=[], video=None, reasoning=None, task=None)
         if isinstance(value, os.PathLike) or _is_image_like(value):
-            return ParsedInput(text=None, images=[self._image(value)], video=None, reasoning=None, task=None)
+            image = self._image(value, load)
+            return ParsedInput(text=None, images=[image], video=None, reasoning=None, task=None, loaded=load)
         if isinstance(value, Mapping):
-            return self._parse_dict(value)
+            return self._parse_dict(value, load)
         if isinstance(value, (list, tuple)) and value and all(isinstance(m, Mapping) and "role" in m for m in value):
-            return self._parse_conversation(value)
+            return self._parse_conversation(value, load)
         raise TypeError(
             f"unsupported input type {type(value).__name__}; pass text, an image, a dict with "
             f"keys from {INPUT_KEYS} or a chat conversation."
         )
 
-    def _parse_dict(self, value: Mapping) -> ParsedInput:
+    def _parse_dict(self, value: Mapping, load: bool = True) -> ParsedInput:
         unknown = sorted(set(value) - set(INPUT_KEYS))
         if unknown:
             raise ValueError(f"unknown key(s) {unknown}; allowed keys are {INPUT_KEYS}.")
@@ -257,18 +289,19 @@ class TTEInputsMixin:
         images = []
         for index, source in enumerate(raw_images):
             try:
-                images.append(self._image(source))
+                images.append(self._image(source, load))
             except (TypeError, ValueError) as err:
                 raise type(err)(f"image {index}: {err}") from err
-        video = self._video(value["video"]) if value.get("video") is not None else None
+        video = self._video(value["video"], load) if value.get("video") is not None else None
         if not (text and text.strip()) and not images and video is None:
             raise ValueError("dict input has no text, image or video.")
         reasoning = value.get("reasoning")
         if reasoning is not None and not isinstance(reasoning, str):
             raise TypeError(f"'reasoning' must be a string, got {type(reasoning).__name__}.")
-        return ParsedInput(text=text, images=images, video=video, reasoning=reasoning, task=value.get("task"))
+        task = value.get("task")
+        return ParsedInput(text=text, images=images, video=video, reasoning=reasoning, task=task, loaded=load)
 
-    def _parse_conversation(self, messages: Sequence[Mapping]) -> ParsedInput:
+    def _parse_conversation(self, messages: Sequence[Mapping], load: bool = True) -> ParsedInput:
         system, user, assistant = None, None, None
         for message in messages:
             role, content = message["role"], message.get("content")
@@ -299,24 +332,38 @@ class TTEInputsMixin:
             fields["text"] = " ".join(t.strip() for t in texts if t.strip())
         if assistant:
             fields["reasoning"] = assistant
-        item = self._parse_dict(fields)
+        item = self._parse_dict(fields, load)
         item["system"] = system
         return item
 
-    def parse_inputs(self, inputs: Sequence[Any]) -> list[ParsedInput]:
-        """Validate and load every input; errors name the input's index and the reason."""
+    def parse_inputs(self, inputs: Sequence[Any], load: bool = True) -> list[ParsedInput]:
+        """Validate every input and (with ``load``) read its images; errors name the input's index
+        and the reason. ``load=False`` checks types, keys and files but decodes nothing."""
         items = []
         for index, value in enumerate(inputs):
-            if isinstance(value, ParsedInput):
-                items.append(value)
-                continue
             try:
-                item = self._parse_input(value)
-                item["index"] = index
-                items.append(item)
+                if isinstance(value, ParsedInput):
+                    item = value if value.loaded or not load else self._load(value)
+                else:
+                    item = self._parse_input(value, load)
+                    item["index"] = index
             except (TypeError, ValueError) as err:
-                raise type(err)(f"Input {index}: {err}") from err
+                where = value.index if isinstance(value, ParsedInput) else index
+                raise type(err)(f"Input {where}: {err}") from err
+            items.append(item)
         return items
+
+    def _load(self, item: ParsedInput) -> ParsedInput:
+        images = []
+        for index, source in enumerate(item.images):
+            try:
+                images.append(self._image(source))
+            except (TypeError, ValueError) as err:
+                raise type(err)(f"image {index}: {err}") from err
+        loaded = ParsedInput(**{**item, "images": images, "loaded": True})
+        if item.video is not None:
+            loaded["video"] = self._video(item.video)
+        return loaded
 
     # --- reasoning ------------------------------------------------------------------------------
 
@@ -813,8 +860,9 @@ class TTESentenceTransformer(SentenceTransformer):
             inputs = kwargs.pop("sentences")
         module = self[0]
         if self.is_singular_input(inputs):
-            return super().encode(module.parse_inputs([inputs])[0], *args, **kwargs)
-        return super().encode(module.parse_inputs(list(inputs)), *args, **kwargs)
+            return super().encode(module.parse_inputs([inputs], load=False)[0], *args, **kwargs)
+        # Images are read batch by batch later (in `preprocess`); errors there still name the index.
+        return super().encode(module.parse_inputs(list(inputs), load=False), *args, **kwargs)
 
     def get_reasoning(
         self,
