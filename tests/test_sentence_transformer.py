@@ -192,6 +192,9 @@ queries = model.encode_query(["what color is the bus", "which object is red"])
 documents = model.encode_document(["a red bus", "a blue house"])
 np.save(sys.argv[1], np.concatenate([queries, documents]))
 print(model[0].get_reasoning(["what color is the bus"])[0])
+if len(sys.argv) > 2:  # the unified model: its own backbone reasons, its head embeds
+    unified = SentenceTransformer("org/tte-unified-tiny", trust_remote_code=True)
+    np.save(sys.argv[2], unified.encode_query(["what color is the bus", "which object is red"]))
 """
 
 
@@ -204,8 +207,11 @@ def _as_hub_snapshot(folder: Path, cache: Path, repo_id: str) -> None:
     (repo / "refs" / "main").write_text(commit)
 
 
-def test_loads_by_repo_id_offline_without_tte_hf(st_reasoning, tiny_vlm_25, tmp_path):
+def test_loads_by_repo_id_offline_without_tte_hf(st_reasoning, tiny_vlm_25, unified_dir, tmp_path):
     queries = st_reasoning.encode_query(["what color is the bus", "which object is red"], convert_to_tensor=True)
+    unified = build_sentence_transformer(unified_dir, max_new_tokens=8)
+    unified_queries = unified.encode_query(["what color is the bus", "which object is red"], convert_to_tensor=True)
+    unified.save(str(tmp_path / "unified"))
     documents = st_reasoning.encode_document(["a red bus", "a blue house"], convert_to_tensor=True)
     saved = tmp_path / "saved"
     module = st_reasoning[0]
@@ -223,6 +229,7 @@ def test_loads_by_repo_id_offline_without_tte_hf(st_reasoning, tiny_vlm_25, tmp_
 
     cache = tmp_path / "hub"
     _as_hub_snapshot(saved, cache, "org/tte-tiny")
+    _as_hub_snapshot(tmp_path / "unified", cache, "org/tte-unified-tiny")
     script = tmp_path / "load.py"
     script.write_text(_LOAD_SCRIPT)
     out = tmp_path / "vectors.npy"
@@ -235,12 +242,18 @@ def test_loads_by_repo_id_offline_without_tte_hf(st_reasoning, tiny_vlm_25, tmp_
         "OMP_NUM_THREADS": "1",
     }
     result = subprocess.run(
-        [sys.executable, "-I", str(script), str(out)], cwd=tmp_path, env=env, capture_output=True, text=True
+        [sys.executable, "-I", str(script), str(out), str(tmp_path / "unified.npy")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     loaded = torch.from_numpy(np.load(out))
     torch.testing.assert_close(loaded, torch.cat([queries, documents]), atol=1e-5, rtol=0)
     assert result.stdout.strip().endswith(module.get_reasoning(["what color is the bus"])[0].strip())
+    unified_loaded = torch.from_numpy(np.load(tmp_path / "unified.npy"))
+    torch.testing.assert_close(unified_loaded, unified_queries, atol=1e-5, rtol=0)
 
 
 # --- bad input ----------------------------------------------------------------------------------

@@ -824,6 +824,7 @@ class TTEUnifiedTransformer(TTEInputsMixin, InputModule):
         cache_folder: str | None = None,
         revision: str | None = None,
         local_files_only: bool = False,
+        trust_remote_code: bool = False,
         model_kwargs: dict | None = None,
         processor_kwargs: dict | None = None,
         **kwargs,
@@ -837,6 +838,8 @@ class TTEUnifiedTransformer(TTEInputsMixin, InputModule):
             local_files_only=local_files_only,
         )
         hub = {"token": token, "cache_dir": cache_folder, "revision": revision, "local_files_only": local_files_only}
+        # The saved config.json maps to this repo's modeling code: the processor loader asks for consent.
+        hub["trust_remote_code"] = trust_remote_code
         if subfolder:
             hub["subfolder"] = subfolder
         return cls(
