@@ -43,3 +43,172 @@ def render_prompt(processor_or_tokenizer, messages: list[dict[str, Any]]) -> str
 def embedder_text(prompt: str, trace: str | None, end_token: str = END_OF_TURN) -> str:
     """The embedder's input: ``prompt`` + trace as the assistant turn + end token (pooled)."""
     return f"{prompt}{trace or ''}{end_token}"
+
+
+# --- Images and video: load, validate, fit to the pixel budget -------------------------------------
+
+DEFAULT_MAX_IMAGE_PIXELS = 178_956_970  # PIL's own decompression-bomb error threshold (2x its warning limit)
+DEFAULT_MAX_URL_BYTES = 20 * 1024 * 1024
+DEFAULT_URL_TIMEOUT = 10.0
+
+
+def load_image(
+    source: Any,
+    *,
+    allow_urls: bool = False,
+    url_timeout: float = DEFAULT_URL_TIMEOUT,
+    max_url_bytes: int = DEFAULT_MAX_URL_BYTES,
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
+):
+    """Load one image as an RGB ``PIL.Image`` from a PIL image, a path, raw bytes, an ``http(s)`` URL
+    (only with ``allow_urls``), a numpy array (``HxW``, ``HxWxC``) or a torch tensor (``CxHxW``).
+
+    Images over ``max_image_pixels`` (decompression bombs) and bytes that are no image raise
+    ``ValueError``; unsupported types raise ``TypeError``. ``min_pixels``/``max_pixels`` rescale the
+    image (keeping its aspect ratio) into that pixel budget.
+    """
+    import io
+    import os
+
+    from PIL import Image, UnidentifiedImageError
+
+    check_image_source(source, allow_urls=allow_urls)
+    if isinstance(source, Image.Image):
+        image = source
+        _check_pixels(image.size, max_image_pixels)
+    elif isinstance(source, (bytes, bytearray)):
+        image = _open_image(io.BytesIO(source), "the given bytes", max_image_pixels, Image, UnidentifiedImageError)
+    elif isinstance(source, str) and source.startswith(("http://", "https://")):
+        data = _fetch_url(source, url_timeout, max_url_bytes)
+        image = _open_image(io.BytesIO(data), source, max_image_pixels, Image, UnidentifiedImageError)
+    elif isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        image = _open_image(path, path, max_image_pixels, Image, UnidentifiedImageError)
+    else:
+        image = _array_to_image(source, Image)
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    return fit_pixels(image, min_pixels, max_pixels)
+
+
+def check_image_source(source: Any, *, allow_urls: bool = False) -> None:
+    """The checks `load_image` makes before reading anything: a supported type, an existing file,
+    URLs only when allowed. Cheap, so a whole input list can be checked before any image is decoded."""
+    import os
+
+    from PIL import Image
+
+    if isinstance(source, (Image.Image, bytes, bytearray)) or _is_array(source):
+        return
+    if isinstance(source, str) and source.startswith(("http://", "https://")):
+        if not allow_urls:
+            raise ValueError(
+                f"image URL {source!r} was not fetched: URL loading is off; enable it with allow_image_urls=True "
+                "or pass a local path / PIL image."
+            )
+        return
+    if isinstance(source, (str, os.PathLike)):
+        if not os.path.isfile(os.fspath(source)):
+            raise ValueError(f"image file {os.fspath(source)!r} does not exist.")
+        return
+    raise TypeError(
+        f"unsupported image type {type(source).__name__}; pass a PIL image, a path, bytes, a numpy array "
+        "or a torch tensor."
+    )
+
+
+def load_video(frames: Any, **image_kwargs) -> list:
+    """A video given as a non-empty list of frames (anything `load_image` takes), as RGB PIL frames."""
+    if isinstance(frames, (str, bytes)) or not hasattr(frames, "__len__") or len(frames) == 0:
+        raise ValueError("a video must be a non-empty list of frames (PIL images, paths or arrays).")
+    loaded = []
+    for index, frame in enumerate(frames):
+        try:
+            loaded.append(load_image(frame, **image_kwargs))
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"video frame {index}: {err}") from err
+    return loaded
+
+
+def fit_pixels(image, min_pixels: int | None = None, max_pixels: int | None = None):
+    """Rescale ``image`` (aspect ratio kept) so that width x height lies within ``[min_pixels, max_pixels]``."""
+    import math
+
+    from PIL import Image
+
+    width, height = image.size
+    area = width * height
+    scale = 1.0
+    if max_pixels is not None and area > max_pixels:
+        scale = math.sqrt(max_pixels / area)
+    elif min_pixels is not None and area < min_pixels:
+        scale = math.sqrt(min_pixels / area)
+    if scale == 1.0:
+        return image
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return image.resize(size, Image.Resampling.BICUBIC)
+
+
+def _check_pixels(size: tuple[int, int], max_image_pixels: int) -> None:
+    if size[0] * size[1] > max_image_pixels:
+        raise ValueError(
+            f"image of {size[0]}x{size[1]} pixels exceeds max_image_pixels={max_image_pixels} "
+            "(possible decompression bomb); raise the limit only for trusted files."
+        )
+
+
+def _open_image(file, name: str, max_image_pixels: int, Image, UnidentifiedImageError):
+    try:
+        image = Image.open(file)  # lazy: reads the header only, so the size check runs before decoding
+    except UnidentifiedImageError as err:
+        raise ValueError(f"{name} is not a readable image (unknown or corrupt format).") from err
+    except OSError as err:
+        raise ValueError(f"{name} could not be read: {err}") from err
+    _check_pixels(image.size, max_image_pixels)
+    try:
+        image.load()
+    except (OSError, Image.DecompressionBombError) as err:
+        raise ValueError(f"{name} could not be decoded: {err}") from err
+    return image
+
+
+def _fetch_url(url: str, timeout: float, max_bytes: int) -> bytes:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            data = response.read(max_bytes + 1)
+    except (urllib.error.URLError, TimeoutError, OSError) as err:
+        raise ValueError(f"image URL {url!r} could not be fetched within {timeout}s: {err}") from err
+    if len(data) > max_bytes:
+        raise ValueError(f"image URL {url!r} is larger than max_url_bytes={max_bytes}.")
+    return data
+
+
+def _is_array(value: Any) -> bool:
+    return type(value).__module__.split(".")[0] in ("numpy", "torch") and hasattr(value, "shape")
+
+
+def _array_to_image(array: Any, Image):
+    import numpy as np
+
+    if type(array).__module__.split(".")[0] == "torch":
+        array = array.detach().cpu()
+        if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
+            array = array.permute(1, 2, 0)  # CxHxW (torchvision) -> HxWxC
+        array = array.numpy()
+    array = np.asarray(array)
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)) or 0 in array.shape:
+        raise ValueError(f"image array of shape {tuple(array.shape)} is not HxW, HxWx3 or HxWx4 (or CxHxW tensor).")
+    if np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all():
+            raise ValueError("image array contains NaN or infinite values.")
+        array = (np.clip(array, 0.0, 1.0) * 255).round().astype(np.uint8)
+    elif array.dtype != np.uint8:
+        raise ValueError(f"image array dtype {array.dtype} is not supported; use uint8 (0-255) or float (0-1).")
+    return Image.fromarray(array)

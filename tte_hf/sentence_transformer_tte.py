@@ -1,0 +1,920 @@
+"""Sentence-transformers input module that reasons, then embeds (Think-Then-Embed).
+
+`TTETransformer` is ST's own `Transformer` with one step added in `preprocess`: each input gets an
+embedding-centric reasoning trace (ECR) from a reasoner, and the backbone reads the reasoner's
+generation sequence (prompt + trace as the assistant turn + end token). The embedding itself is
+ST's native ``Pooling(pooling_mode="lasttoken")`` + ``Normalize`` after this module.
+
+Why a `Transformer` subclass rather than a wrapper: loading, saving, device handling, training and
+the forward pass are exactly ST's; only the text the backbone reads differs. ST renders chat inputs
+its own way (prompt as a system message, no assistant turn), which is not the TTE sequence, so
+`preprocess` builds the text with ``inputs.render_prompt``/``embedder_text`` instead.
+
+Self-contained (stdlib, torch, transformers, sentence_transformers, PIL and sibling files): shipped
+flat next to the weights for ``trust_remote_code``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import os
+from collections.abc import Mapping, MutableMapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from sentence_transformers import SentenceTransformer
+from sentence_transformers.base.modules import InputModule, Transformer
+
+from .ecr import parse_ecr, task_prompt
+from .inputs import (
+    END_OF_TURN,
+    build_messages,
+    check_image_source,
+    embedder_text,
+    load_image,
+    load_video,
+    render_prompt,
+)
+
+REASONING_SOURCES = ("off", "transformers", "openai")
+INPUT_KEYS = ("text", "image", "images", "video", "reasoning", "task")
+
+
+@dataclass(frozen=True)
+class ReasoningRequest:
+    """Same fields as ``tte_hf.reasoning.ReasoningRequest`` (remote code cannot import ``tte_hf``);
+    backends read these attributes, so either class works with any `ReasoningBackend`."""
+
+    text: str | None = None
+    images: tuple[Any, ...] = ()
+    video: tuple[Any, ...] | None = None
+    instruction: str | None = None
+    task: str = "generic"
+    item_id: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+class ParsedInput(dict):
+    """An input validated and loaded (PIL images): ``text``, ``images``, ``video``, ``reasoning``,
+    ``task``, ``system``. A dict, so ST's length sort still sees its size; `preprocess` takes it as is."""
+
+    def __init__(
+        self, text=None, images=(), video=None, reasoning=None, task=None, system=None, index=None, loaded=True
+    ):
+        super().__init__(
+            text=text,
+            images=list(images),
+            video=video,
+            reasoning=reasoning,
+            task=task,
+            system=system,
+            index=index,
+            loaded=loaded,
+        )
+
+    text = property(lambda self: self["text"])
+    images = property(lambda self: self["images"])
+    video = property(lambda self: self["video"])
+    reasoning = property(lambda self: self["reasoning"])
+    task = property(lambda self: self["task"])
+    system = property(lambda self: self["system"])
+    #: position in the caller's list, so that errors raised after ST's length sort still name it
+    index = property(lambda self: self["index"])
+    #: False while ``images``/``video`` still hold the caller's sources (paths, arrays, ...), unread
+    loaded = property(lambda self: self["loaded"])
+
+
+class TransformersReasoner:
+    """Minimal reasoner: a VLM checkpoint run with transformers ``generate`` (greedy), batched.
+
+    The full-featured backends (vLLM, sharding, SQLite cache) live in ``tte_hf.reasoning``; this one
+    is kept here so that a Hub repo loaded with ``trust_remote_code`` can reason without ``tte_hf``.
+    """
+
+    def __init__(
+        self,
+        name_or_path: str,
+        *,
+        max_new_tokens: int = 256,
+        device: str | None = None,
+        model_kwargs: dict | None = None,
+    ):
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        self.name = f"transformers:{name_or_path}"
+        self.max_new_tokens = max_new_tokens
+        self.processor = AutoProcessor.from_pretrained(name_or_path)
+        self.processor.tokenizer.padding_side = "left"  # generation appends on the right
+        self.model = AutoModelForImageTextToText.from_pretrained(name_or_path, **(model_kwargs or {})).eval()
+        if device is not None:
+            self.model.to(device)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "max_new_tokens": self.max_new_tokens, "do_sample": False}
+
+    @torch.no_grad()
+    def generate(self, requests: Sequence[ReasoningRequest]) -> list[str]:
+        prompts = [
+            render_prompt(
+                self.processor,
+                build_messages(r.text, len(r.images), bool(r.video), r.instruction, task_prompt(r.task)),
+            )
+            for r in requests
+        ]
+        images = [image for r in requests for image in r.images]
+        videos = [list(r.video) for r in requests if r.video]
+        batch = self.processor(
+            text=prompts, images=images or None, videos=videos or None, padding=True, return_tensors="pt"
+        ).to(self.model.device)
+        sequences = self.model.generate(**batch, max_new_tokens=self.max_new_tokens, do_sample=False)
+        generated = sequences[:, batch["input_ids"].shape[1] :]
+        return self.processor.batch_decode(generated, skip_special_tokens=True)
+
+
+class OpenAIReasoner:
+    """Reasoner behind an OpenAI-compatible ``/chat/completions`` endpoint (vLLM serve, TGI, ...).
+
+    Stdlib HTTP so that remote code needs no extra client. Images travel as PNG data URLs; a video as
+    its frames. A separate ``reasoning_content`` field (vLLM reasoning parsers) is put back inside
+    ``<think>`` tags. The API key is read from the environment variable ``api_key_env``, never saved.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        max_tokens: int = 256,
+        timeout: float = 120.0,
+        api_key_env: str = "OPENAI_API_KEY",
+    ):
+        self.base_url, self.model_name = base_url.rstrip("/"), model
+        self.max_tokens, self.timeout, self.api_key_env = max_tokens, timeout, api_key_env
+        self.name = f"openai:{self.base_url}:{model}"
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "max_tokens": self.max_tokens, "temperature": 0}
+
+    def _payload(self, request: ReasoningRequest) -> dict[str, Any]:
+        content: list[dict[str, Any]] = [
+            {"type": "image_url", "image_url": {"url": _png_data_url(image)}}
+            for image in [*request.images, *(request.video or ())]
+        ]
+        words = " ".join(p.strip() for p in (request.instruction, request.text) if p and p.strip())
+        if words:
+            content.append({"type": "text", "text": words})
+        messages = [{"role": "system", "content": task_prompt(request.task)}, {"role": "user", "content": content}]
+        return {"model": self.model_name, "messages": messages, "max_tokens": self.max_tokens, "temperature": 0}
+
+    def generate(self, requests: Sequence[ReasoningRequest]) -> list[str]:
+        import urllib.error
+        import urllib.request
+
+        headers = {"Content-Type": "application/json"}
+        if os.environ.get(self.api_key_env):
+            headers["Authorization"] = f"Bearer {os.environ[self.api_key_env]}"
+        texts = []
+        for index, request in enumerate(requests):
+            body = json.dumps(self._payload(request)).encode()
+            http_request = urllib.request.Request(f"{self.base_url}/chat/completions", body, headers)
+            try:
+                with urllib.request.urlopen(http_request, timeout=self.timeout) as response:
+                    message = json.load(response)["choices"][0]["message"]
+            except (urllib.error.URLError, OSError, KeyError, IndexError, ValueError) as err:
+                raise RuntimeError(f"reasoner endpoint {self.base_url} failed on request {index}: {err}") from err
+            thought, final = message.get("reasoning_content"), message.get("content") or ""
+            texts.append(f"<think>{thought}</think>{final}" if thought else final)
+        return texts
+
+
+def _png_data_url(image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def _image_digest(image) -> str:
+    return hashlib.sha256(f"{image.mode}{image.size}".encode() + image.tobytes()).hexdigest()
+
+
+class TTEInputsMixin:
+    """Input parsing and loading, the reasoning step and its ECR cache, shared by `TTETransformer`
+    and `TTEUnifiedTransformer`. Subclasses provide ``reasoner`` and the image settings."""
+
+    def set_reasoner(self, backend) -> None:
+        """Use ``backend`` (an object with ``generate(requests) -> list[str]``) to write the traces."""
+        if backend is not None and not callable(getattr(backend, "generate", None)):
+            raise TypeError(f"reasoner {type(backend).__name__} has no generate(requests) method.")
+        self._reasoner = backend
+
+    def _reasoner_id(self) -> str:
+        backend = self.reasoner
+        describe = getattr(backend, "describe", None)
+        info = describe() if callable(describe) else {"name": getattr(backend, "name", type(backend).__name__)}
+        return json.dumps(info, sort_keys=True, default=str)
+
+    # --- inputs ---------------------------------------------------------------------------------
+
+    def _image(self, source, load: bool = True):
+        if not load:
+            check_image_source(source, allow_urls=self.allow_image_urls)
+            return source
+        return load_image(
+            source,
+            allow_urls=self.allow_image_urls,
+            url_timeout=self.url_timeout,
+            max_url_bytes=self.max_url_bytes,
+            max_image_pixels=self.max_image_pixels,
+            min_pixels=self.min_pixels,
+            max_pixels=self.max_pixels,
+        )
+
+    def _video(self, frames, load: bool = True):
+        if not load:
+            if isinstance(frames, (str, bytes)) or not isinstance(frames, Sequence) or not frames:
+                raise ValueError("a video must be a non-empty list of frames (PIL images, paths or arrays).")
+            for index, frame in enumerate(frames):
+                try:
+                    check_image_source(frame, allow_urls=self.allow_image_urls)
+                except (TypeError, ValueError) as err:
+                    raise type(err)(f"video frame {index}: {err}") from err
+            return frames
+        return load_video(
+            frames,
+            allow_urls=self.allow_image_urls,
+            url_timeout=self.url_timeout,
+            max_url_bytes=self.max_url_bytes,
+            max_image_pixels=self.max_image_pixels,
+            min_pixels=self.min_pixels,
+            max_pixels=self.max_pixels,
+        )
+
+    def _parse_input(self, value: Any, load: bool = True) -> ParsedInput:
+        if value is None:
+            raise TypeError("input is None; pass text, an image or a dict with 'text'/'image'.")
+        if isinstance(value, str):
+            if not value.strip():
+                raise ValueError("input is an empty string.")
+            return ParsedInput(text=value, images=[], video=None, reasoning=None, task=None)
+        if isinstance(value, os.PathLike) or _is_image_like(value):
+            image = self._image(value, load)
+            return ParsedInput(text=None, images=[image], video=None, reasoning=None, task=None, loaded=load)
+        if isinstance(value, Mapping):
+            return self._parse_dict(value, load)
+        if isinstance(value, (list, tuple)) and value and all(isinstance(m, Mapping) and "role" in m for m in value):
+            return self._parse_conversation(value, load)
+        raise TypeError(
+            f"unsupported input type {type(value).__name__}; pass text, an image, a dict with "
+            f"keys from {INPUT_KEYS} or a chat conversation."
+        )
+
+    def _parse_dict(self, value: Mapping, load: bool = True) -> ParsedInput:
+        unknown = sorted(set(value) - set(INPUT_KEYS))
+        if unknown:
+            raise ValueError(f"unknown key(s) {unknown}; allowed keys are {INPUT_KEYS}.")
+        text = value.get("text")
+        if text is not None and not isinstance(text, str):
+            raise TypeError(f"'text' must be a string, got {type(text).__name__}.")
+        if "image" in value and "images" in value:
+            raise ValueError("give either 'image' or 'images', not both.")
+        raw_images = value.get("images", value.get("image"))
+        if raw_images is None:
+            raw_images = []
+        elif not isinstance(raw_images, (list, tuple)):
+            raw_images = [raw_images]
+        images = []
+        for index, source in enumerate(raw_images):
+            try:
+                images.append(self._image(source, load))
+            except (TypeError, ValueError) as err:
+                raise type(err)(f"image {index}: {err}") from err
+        video = self._video(value["video"], load) if value.get("video") is not None else None
+        if not (text and text.strip()) and not images and video is None:
+            raise ValueError("dict input has no text, image or video.")
+        reasoning = value.get("reasoning")
+        if reasoning is not None and not isinstance(reasoning, str):
+            raise TypeError(f"'reasoning' must be a string, got {type(reasoning).__name__}.")
+        task = value.get("task")
+        return ParsedInput(text=text, images=images, video=video, reasoning=reasoning, task=task, loaded=load)
+
+    def _parse_conversation(self, messages: Sequence[Mapping], load: bool = True) -> ParsedInput:
+        system, user, assistant = None, None, None
+        for message in messages:
+            role, content = message["role"], message.get("content")
+            if role == "system":
+                system = content if isinstance(content, str) else _joined_text(content)
+            elif role == "user" and user is None:
+                user = content
+            elif role == "assistant" and assistant is None:
+                assistant = content if isinstance(content, str) else _joined_text(content)
+            else:
+                raise ValueError(f"conversation has an unsupported or repeated {role!r} turn; use one user turn.")
+        if user is None:
+            raise ValueError("conversation has no user turn.")
+        parts = [{"type": "text", "text": user}] if isinstance(user, str) else list(user)
+        fields: dict[str, Any] = {"images": []}
+        texts = []
+        for part in parts:
+            kind = part.get("type")
+            if kind == "text":
+                texts.append(part.get("text") or "")
+            elif kind == "image":
+                fields["images"].append(part.get("image", part.get("url", part.get("path"))))
+            elif kind == "video":
+                fields["video"] = part.get("video")
+            else:
+                raise ValueError(f"conversation content part of type {kind!r} is not supported.")
+        if texts:
+            fields["text"] = " ".join(t.strip() for t in texts if t.strip())
+        if assistant:
+            fields["reasoning"] = assistant
+        item = self._parse_dict(fields, load)
+        item["system"] = system
+        return item
+
+    def parse_inputs(self, inputs: Sequence[Any], load: bool = True) -> list[ParsedInput]:
+        """Validate every input and (with ``load``) read its images; errors name the input's index
+        and the reason. ``load=False`` checks types, keys and files but decodes nothing."""
+        items = []
+        for index, value in enumerate(inputs):
+            try:
+                if isinstance(value, ParsedInput):
+                    item = value if value.loaded or not load else self._load(value)
+                else:
+                    item = self._parse_input(value, load)
+                    item["index"] = index
+            except (TypeError, ValueError) as err:
+                where = value.index if isinstance(value, ParsedInput) else index
+                raise type(err)(f"Input {where}: {err}") from err
+            items.append(item)
+        return items
+
+    def _load(self, item: ParsedInput) -> ParsedInput:
+        images = []
+        for index, source in enumerate(item.images):
+            try:
+                images.append(self._image(source))
+            except (TypeError, ValueError) as err:
+                raise type(err)(f"image {index}: {err}") from err
+        loaded = ParsedInput(**{**item, "images": images, "loaded": True})
+        if item.video is not None:
+            loaded["video"] = self._video(item.video)
+        return loaded
+
+    # --- reasoning ------------------------------------------------------------------------------
+
+    def _wants_reasoning(self, task: str | None, think: bool | None) -> bool:
+        """``think`` if given; else the side's setting, when a reasoner exists (source ``"off"`` and
+        no runtime backend means no reasoning; an explicit ``think=True`` then raises)."""
+        if think is not None:
+            return bool(think)
+        wanted = self.query_reasoning if task == "query" else self.document_reasoning
+        return wanted and self.reasoner is not None
+
+    def _request(self, item: ParsedInput, instruction: str | None) -> ReasoningRequest:
+        return ReasoningRequest(
+            text=item.text,
+            images=tuple(item.images),
+            video=tuple(item.video) if item.video is not None else None,
+            instruction=instruction,
+            task=item.task or self.reasoning_task,
+        )
+
+    def _cache_key(self, reasoner_id: str, request: ReasoningRequest) -> str:
+        blob = json.dumps(
+            [
+                reasoner_id,
+                request.task,
+                request.instruction,
+                request.text,
+                [_image_digest(i) for i in request.images],
+                None if request.video is None else [_image_digest(f) for f in request.video],
+            ]
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def _traces(self, items: list[ParsedInput], instruction: str | None, enabled: bool) -> list[str | None]:
+        """Each item's trace: its own ``"reasoning"``, else the (cached) reasoner output, else ``None``."""
+        traces: list[str | None] = [item.reasoning for item in items]
+        self._last_trace_keys: dict[int, str] = {}
+        todo = [i for i, item in enumerate(items) if item.reasoning is None] if enabled else []
+        if not todo:
+            return traces
+        if self.reasoner is None:
+            raise ValueError(
+                "reasoning is on for these inputs but no reasoner is configured: set reasoning_source, call "
+                "set_reasoner(backend), pass think=False, or give each input a 'reasoning' trace."
+            )
+        reasoner_id = self._reasoner_id()
+        requests = {i: self._request(items[i], instruction) for i in todo}
+        keys = {i: self._cache_key(reasoner_id, requests[i]) for i in todo}
+        missing: dict[str, int] = {}
+        for i in todo:
+            if keys[i] not in self.ecr_cache:
+                missing.setdefault(keys[i], i)
+        if missing:
+            outputs = self.reasoner.generate([requests[i] for i in missing.values()])
+            if not isinstance(outputs, (list, tuple)) or len(outputs) != len(missing):
+                got = len(outputs) if isinstance(outputs, (list, tuple)) else type(outputs).__name__
+                raise ValueError(f"the reasoner returned {got} outputs for {len(missing)} inputs.")
+            for i, output in zip(missing.values(), outputs):
+                if not isinstance(output, str) or not output.strip():
+                    raise ValueError(f"Input {items[i].index}: the reasoner returned no trace ({output!r}).")
+            for key, output in zip(missing, outputs):
+                self.ecr_cache[key] = output
+        for i in todo:
+            trace = self._trace_from_output(self.ecr_cache[keys[i]])
+            if not trace.strip():
+                raise ValueError(f"Input {items[i].index}: the reasoner's output has an empty trace after parsing.")
+            traces[i] = trace
+        self._last_trace_keys = keys
+        return traces
+
+    def _trace_from_output(self, raw: str) -> str:
+        return parse_ecr(raw).for_embedder(self.trace_mode)
+
+    def get_reasoning(
+        self,
+        inputs: Sequence[Any] | Any,
+        task: str | None = "query",
+        prompt: str | None = ...,
+        think: bool | None = None,
+    ) -> list[str | None]:
+        """The traces the embedder reads for ``inputs`` (``None`` where it reads none), in input order.
+
+        Served from the ECR cache after an ``encode_query``/``encode_document`` call (the reasoner
+        runs only for inputs it has not seen). ``prompt`` defaults to the one last used for ``task``.
+        """
+        if not isinstance(inputs, list) or (inputs and isinstance(inputs[0], Mapping) and "role" in inputs[0]):
+            inputs = [inputs]
+        if prompt is ...:
+            prompt = self._prompt_by_task.get(task)
+        items = self.parse_inputs(inputs)
+        return self._traces(items, prompt, self._wants_reasoning(task, think))
+
+    @property
+    def modalities(self) -> list:
+        return ["text", "image", "video", "message"]
+
+    def on_model_ready(self, model) -> None:
+        # ST sorts inputs by length before `preprocess` sees them, so an error raised there could only
+        # name a position in a sorted batch; TTESentenceTransformer.encode validates in caller order.
+        if type(model) is SentenceTransformer:
+            model.__class__ = TTESentenceTransformer
+
+
+class TTETransformer(TTEInputsMixin, Transformer):
+    """ST input module for Think-Then-Embed: reason about each input, then run the embedder backbone
+    on prompt + trace. Follow it with ``Pooling(pooling_mode="lasttoken")`` and ``Normalize``.
+
+    Inputs: text, PIL image, `pathlib.Path`, numpy/tensor image, ``{"text", "image" | "images",
+    "video", "reasoning", "task"}`` dicts (a ``"reasoning"`` trace is used as is), or a chat
+    conversation (system / one user turn / optional assistant turn = the trace).
+
+    Args (saved in ``sentence_bert_config.json``, besides ST's own):
+        reasoning_source: ``"off"``, ``"transformers"`` (``reasoner_name_or_path``, a VLM checkpoint)
+            or ``"openai"`` (``reasoner_endpoint`` + ``reasoner_model``). A backend object set with
+            `set_reasoner` at runtime (vLLM, ``tte_hf.reasoning.load_reasoner``, ...) wins over it.
+        query_reasoning / document_reasoning: reason in ``encode_query`` / ``encode_document``
+            (plain ``encode`` follows ``document_reasoning``); ``think=`` overrides per call.
+        reasoning_task: task prompt name for the reasoner (an input's ``"task"`` key overrides it).
+        trace_mode: ``"full"`` (thought + final) or ``"final"``, see ``ecr.parse_ecr``.
+        max_new_tokens: cap on the trace length of the built-in reasoners.
+        system_prompt: system message of the embedder sequence (``None``: none).
+        min_pixels / max_pixels: image pixel budget; max_image_pixels: decompression-bomb limit.
+        allow_image_urls: fetch ``http(s)`` image URLs (off by default) with ``url_timeout`` and
+            ``max_url_bytes`` limits.
+    """
+
+    config_keys: list[str] = [
+        *Transformer.config_keys,
+        "reasoning_source",
+        "reasoner_name_or_path",
+        "reasoner_endpoint",
+        "reasoner_model",
+        "query_reasoning",
+        "document_reasoning",
+        "reasoning_task",
+        "trace_mode",
+        "max_new_tokens",
+        "system_prompt",
+        "min_pixels",
+        "max_pixels",
+        "max_image_pixels",
+        "allow_image_urls",
+        "url_timeout",
+        "max_url_bytes",
+    ]
+    forward_kwargs = {"think"}
+
+    def __init__(
+        self,
+        model_name_or_path: str,
+        *,
+        reasoning_source: str = "off",
+        reasoner_name_or_path: str | None = None,
+        reasoner_endpoint: str | None = None,
+        reasoner_model: str | None = None,
+        query_reasoning: bool = True,
+        document_reasoning: bool = False,
+        reasoning_task: str = "generic",
+        trace_mode: str = "full",
+        max_new_tokens: int = 256,
+        system_prompt: str | None = None,
+        min_pixels: int | None = None,
+        max_pixels: int | None = None,
+        max_image_pixels: int = 178_956_970,
+        allow_image_urls: bool = False,
+        url_timeout: float = 10.0,
+        max_url_bytes: int = 20 * 1024 * 1024,
+        **transformer_kwargs,
+    ):
+        if reasoning_source not in REASONING_SOURCES:
+            raise ValueError(f"reasoning_source={reasoning_source!r} is not one of {REASONING_SOURCES}.")
+        if reasoning_source == "transformers" and not reasoner_name_or_path:
+            raise ValueError("reasoning_source='transformers' needs reasoner_name_or_path (a VLM checkpoint).")
+        if reasoning_source == "openai" and not (reasoner_endpoint and reasoner_model):
+            raise ValueError("reasoning_source='openai' needs reasoner_endpoint and reasoner_model.")
+        parse_ecr("").for_embedder(trace_mode)  # validates the mode early
+        # Qwen2-VL cannot take unpadded (flattened) batches; the pooled token must stay last.
+        transformer_kwargs.setdefault("unpad_inputs", False)
+        super().__init__(model_name_or_path, **transformer_kwargs)
+        self.model_name_or_path = model_name_or_path
+        self.reasoning_source = reasoning_source
+        self.reasoner_name_or_path = reasoner_name_or_path
+        self.reasoner_endpoint = reasoner_endpoint
+        self.reasoner_model = reasoner_model
+        self.query_reasoning = query_reasoning
+        self.document_reasoning = document_reasoning
+        self.reasoning_task = reasoning_task
+        self.trace_mode = trace_mode
+        self.max_new_tokens = max_new_tokens
+        self.system_prompt = system_prompt
+        self.min_pixels, self.max_pixels, self.max_image_pixels = min_pixels, max_pixels, max_image_pixels
+        self.allow_image_urls, self.url_timeout, self.max_url_bytes = allow_image_urls, url_timeout, max_url_bytes
+        self._reasoner = None
+        #: raw reasoner outputs by input fingerprint; any MutableMapping[str, str] can replace it
+        self.ecr_cache: MutableMapping[str, str] = {}
+        #: traces of the last preprocessed batch, in that batch's order (``None`` = no trace)
+        self.last_reasoning: list[str | None] = []
+        self._prompt_by_task: dict[str | None, str | None] = {}
+
+    # --- reasoner -------------------------------------------------------------------------------
+
+    @property
+    def reasoner(self):
+        """The reasoning backend: the one given to `set_reasoner`, else built from the config on first use."""
+        if self._reasoner is None and self.reasoning_source == "transformers":
+            device = self.model.device if self.model.device.type != "meta" else None
+            self._reasoner = TransformersReasoner(
+                self._resolve_reasoner_path(), max_new_tokens=self.max_new_tokens, device=device
+            )
+        elif self._reasoner is None and self.reasoning_source == "openai":
+            self._reasoner = OpenAIReasoner(self.reasoner_endpoint, self.reasoner_model, max_tokens=self.max_new_tokens)
+        return self._reasoner
+
+    def _resolve_reasoner_path(self) -> str:
+        # A reasoner bundled inside the model repo is referenced by a relative folder name.
+        path = self.reasoner_name_or_path
+        if os.path.isdir(path) or os.path.isabs(path):
+            return path
+        bundled = self.load_dir_path(self.model_name_or_path, subfolder=path) if "/" not in path else None
+        if bundled and os.path.isdir(bundled):
+            return bundled
+        return path
+
+    # --- ST interface ---------------------------------------------------------------------------
+
+    def embedder_texts(self, items: list[ParsedInput], traces: list[str | None], instruction: str | None) -> list[str]:
+        """The sequences the backbone reads: the TTE generation prompt + trace + end token."""
+        texts = []
+        for item, trace in zip(items, traces):
+            messages = build_messages(
+                item.text, len(item.images), item.video is not None, instruction, item.system or self.system_prompt
+            )
+            texts.append(embedder_text(render_prompt(self.processor, messages), trace))
+        return texts
+
+    def preprocess(
+        self,
+        inputs: Sequence[Any],
+        prompt: str | None = None,
+        task: str | None = None,
+        think: bool | None = None,
+        **kwargs,
+    ) -> dict[str, Any]:
+        """Validate and load ``inputs``, get their traces (reasoner or cache), build the TTE sequences
+        and run the processor. ``prompt`` (ST prompts) is the task instruction."""
+        if not inputs:
+            return {}
+        items = self.parse_inputs(inputs)
+        self._prompt_by_task[task] = prompt
+        traces = self._traces(items, prompt, self._wants_reasoning(task, think))
+        self.last_reasoning = traces
+        texts = self.embedder_texts(items, traces, prompt)
+        images = [image for item in items for image in item.images]
+        videos = [item.video for item in items if item.video is not None]
+        # No truncation: it would cut the end token whose hidden state is the embedding.
+        features = dict(
+            self.processor(text=texts, images=images or None, videos=videos or None, padding=True, return_tensors="pt")
+        )
+        features["modality"] = "message"
+        return features
+
+    def forward(self, features: dict[str, Any], think: bool | None = None, **kwargs) -> dict[str, Any]:
+        return super().forward(features, **kwargs)
+
+
+class _UnifiedBackboneReasoner:
+    """The unified model's own backbone as the reasoner: ``generate`` runs `generate_and_embed` and
+    hands each row's embedding (from the hidden states computed while generating) to the module."""
+
+    def __init__(self, module: TTEUnifiedTransformer):
+        self.module = module
+        self.name = f"unified:{module.model_name_or_path}"
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "max_new_tokens": self.module.max_new_tokens, "do_sample": False}
+
+    @torch.no_grad()
+    def generate(self, requests: Sequence[ReasoningRequest]) -> list[str]:
+        module = self.module
+        prompts = [module.prompt_text(r.text, len(r.images), bool(r.video), r.instruction, r.task) for r in requests]
+        batch = module.process(prompts, [list(r.images) for r in requests], [r.video for r in requests])
+        out = module.model.generate_and_embed(**batch, max_new_tokens=module.max_new_tokens)
+        texts = module.processor.batch_decode([ids.tolist() for ids in out.trace_ids], skip_special_tokens=True)
+        reasoner_id = module._reasoner_id()
+        for request, embedding, ids in zip(requests, out.embeddings, out.trace_ids):
+            key = module._cache_key(reasoner_id, request)
+            module._fresh_embeddings[key] = embedding
+            module.trace_token_ids[key] = ids.tolist()
+        return texts
+
+
+class TTEUnifiedTransformer(TTEInputsMixin, InputModule):
+    """ST input module for the unified TTE model (`TTEUnifiedModel`: frozen reasoner + embedding head).
+
+    Inputs that need a trace are reasoned about by the model's own backbone and embedded from the
+    hidden states of that same generation (no second pass); inputs with a trace (given or cached)
+    and inputs without reasoning take one forward pass over prompt + trace + end token. The module
+    outputs ``sentence_embedding`` (the head pools and normalises), so it stands alone in the model.
+    The sequence is the reasoner's own: system = the task prompt, the ST prompt = the instruction.
+    """
+
+    config_file_name = "tte_unified_config.json"
+    config_keys: list[str] = [
+        "query_reasoning",
+        "document_reasoning",
+        "reasoning_task",
+        "max_new_tokens",
+        "min_pixels",
+        "max_pixels",
+        "max_image_pixels",
+        "allow_image_urls",
+        "url_timeout",
+        "max_url_bytes",
+    ]
+    save_in_root = True
+    forward_kwargs = {"think"}
+
+    def __init__(
+        self,
+        model_name_or_path: str,
+        *,
+        query_reasoning: bool = True,
+        document_reasoning: bool = False,
+        reasoning_task: str = "generic",
+        max_new_tokens: int | None = None,
+        min_pixels: int | None = None,
+        max_pixels: int | None = None,
+        max_image_pixels: int = 178_956_970,
+        allow_image_urls: bool = False,
+        url_timeout: float = 10.0,
+        max_url_bytes: int = 20 * 1024 * 1024,
+        model_kwargs: dict | None = None,
+        processor_kwargs: dict | None = None,
+    ):
+        super().__init__()
+        from transformers import AutoProcessor
+
+        from .modeling_tte import TTEUnifiedModel
+
+        self.model = TTEUnifiedModel.from_pretrained(model_name_or_path, **(model_kwargs or {})).eval()
+        self.processor = AutoProcessor.from_pretrained(model_name_or_path, **(processor_kwargs or {}))
+        self.processor.tokenizer.padding_side = "left"  # generate_and_embed needs left-padded prompts
+        self.model_name_or_path = model_name_or_path
+        self.query_reasoning, self.document_reasoning = query_reasoning, document_reasoning
+        self.reasoning_task = reasoning_task
+        self.max_new_tokens = max_new_tokens or self.model.config.max_new_tokens
+        self.min_pixels, self.max_pixels, self.max_image_pixels = min_pixels, max_pixels, max_image_pixels
+        self.allow_image_urls, self.url_timeout, self.max_url_bytes = allow_image_urls, url_timeout, max_url_bytes
+        self._reasoner = _UnifiedBackboneReasoner(self)
+        self.ecr_cache: MutableMapping[str, str] = {}
+        self.last_reasoning: list[str | None] = []
+        self._prompt_by_task: dict[str | None, str | None] = {}
+        self._fresh_embeddings: dict[str, torch.Tensor] = {}
+        #: generated trace token ids by cache key: a repeated input re-reads exactly the tokens that were
+        #: generated (decoded text need not re-tokenize to them); text-only caches fall back to the text
+        self.trace_token_ids: dict[str, list[int]] = {}
+
+    @property
+    def reasoner(self):
+        return self._reasoner
+
+    @property
+    def tokenizer(self):
+        return self.processor.tokenizer
+
+    def get_embedding_dimension(self) -> int:
+        return self.model.config.truncate_dim or self.model.config.output_dim
+
+    def _trace_from_output(self, raw: str) -> str:
+        return raw  # the generated text as is: the embedding read exactly these tokens
+
+    def prompt_text(self, text, num_images, has_video, instruction, task) -> str:
+        system = task_prompt(task or self.reasoning_task)
+        return render_prompt(self.processor, build_messages(text, num_images, has_video, instruction, system))
+
+    def process(
+        self, prompts: list[str], images: list[list], videos: list, suffixes: list[list[int]] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Processor outputs for ``prompts`` (left-padded), each row followed by its ``suffixes`` token ids."""
+        flat_images = [image for row in images for image in row]
+        flat_videos = [list(video) for video in videos if video]
+        batch = dict(
+            self.processor(
+                text=prompts, images=flat_images or None, videos=flat_videos or None, padding=True, return_tensors="pt"
+            )
+        )
+        if suffixes is not None:
+            batch = _append_suffixes(batch, suffixes, self.processor.tokenizer.pad_token_id)
+        return {k: v.to(self.model.device) for k, v in batch.items()}
+
+    def preprocess(self, inputs, prompt: str | None = None, task: str | None = None, think=None, **kwargs):
+        """Reason (generating and embedding at once) where needed; tokenise the rest for `forward`."""
+        if not inputs:
+            return {}
+        items = self.parse_inputs(inputs)
+        self._prompt_by_task[task] = prompt
+        self._fresh_embeddings = {}
+        traces = self._traces(items, prompt, self._wants_reasoning(task, think))
+        self.last_reasoning = traces
+        fresh = {
+            i: self._fresh_embeddings[key] for i, key in self._last_trace_keys.items() if key in self._fresh_embeddings
+        }
+        self._fresh_embeddings = {}
+        rows = [i for i in range(len(items)) if i not in fresh]
+        features: dict[str, Any] = {"batch_size": torch.tensor(len(items))}
+        if fresh:
+            features["generated_rows"] = torch.tensor(list(fresh))
+            features["generated_embeddings"] = torch.stack(list(fresh.values()))
+        if rows:
+            end_id = self.processor.tokenizer.convert_tokens_to_ids(END_OF_TURN)
+            suffixes = []
+            for i in rows:
+                key = self._last_trace_keys.get(i)
+                if key in self.trace_token_ids:
+                    suffixes.append([*self.trace_token_ids[key], end_id])
+                else:
+                    suffixes.append(
+                        self.processor.tokenizer(embedder_text("", traces[i]), add_special_tokens=False).input_ids
+                    )
+            prompts = [
+                self.prompt_text(items[i].text, len(items[i].images), items[i].video is not None, prompt, items[i].task)
+                for i in rows
+            ]
+            features |= self.process(prompts, [items[i].images for i in rows], [items[i].video for i in rows], suffixes)
+            features["forward_rows"] = torch.tensor(rows)
+        return features
+
+    def forward(self, features: dict[str, Any], think=None, **kwargs) -> dict[str, Any]:
+        size = int(features["batch_size"])
+        embeddings = torch.zeros(size, self.get_embedding_dimension(), device=self.model.device)
+        if "forward_rows" in features:
+            inputs = {
+                k: v
+                for k, v in features.items()
+                if k not in ("batch_size", "forward_rows", "generated_rows", "generated_embeddings")
+            }
+            computed = self.model(**inputs).embeddings
+            embeddings = embeddings.to(computed.dtype)
+            embeddings[features["forward_rows"]] = computed
+        if "generated_rows" in features:
+            generated = features["generated_embeddings"]
+            embeddings = embeddings.to(generated.dtype)
+            embeddings[features["generated_rows"]] = generated
+        features["sentence_embedding"] = embeddings
+        return features
+
+    def save(self, output_path: str, *args, safe_serialization: bool = True, **kwargs) -> None:
+        self.model.save_pretrained(output_path, safe_serialization=safe_serialization)
+        self.processor.save_pretrained(output_path)
+        self.save_config(output_path)
+
+    @classmethod
+    def load(
+        cls,
+        model_name_or_path: str,
+        subfolder: str = "",
+        token: bool | str | None = None,
+        cache_folder: str | None = None,
+        revision: str | None = None,
+        local_files_only: bool = False,
+        trust_remote_code: bool = False,
+        model_kwargs: dict | None = None,
+        processor_kwargs: dict | None = None,
+        **kwargs,
+    ) -> TTEUnifiedTransformer:
+        config = cls.load_config(
+            model_name_or_path,
+            subfolder=subfolder,
+            token=token,
+            cache_folder=cache_folder,
+            revision=revision,
+            local_files_only=local_files_only,
+        )
+        hub = {"token": token, "cache_dir": cache_folder, "revision": revision, "local_files_only": local_files_only}
+        # The saved config.json maps to this repo's modeling code: the processor loader asks for consent.
+        hub["trust_remote_code"] = trust_remote_code
+        if subfolder:
+            hub["subfolder"] = subfolder
+        return cls(
+            model_name_or_path,
+            model_kwargs={**hub, **(model_kwargs or {})},
+            processor_kwargs={**hub, **(processor_kwargs or {})},
+            **config,
+        )
+
+
+class TTESentenceTransformer(SentenceTransformer):
+    """The class a `SentenceTransformer` holding a `TTETransformer` gets (set by its ``on_model_ready``).
+
+    ``encode`` (and so ``encode_query``/``encode_document``) validates and loads every input in the
+    caller's order first, so a bad input is named by its index in the call, then runs ST's own encode
+    on the loaded inputs. `get_reasoning` returns the traces the embedder reads.
+    """
+
+    def encode(self, inputs=None, *args, **kwargs):
+        if inputs is None and "sentences" in kwargs:
+            inputs = kwargs.pop("sentences")
+        module = self[0]
+        if self.is_singular_input(inputs):
+            return super().encode(module.parse_inputs([inputs], load=False)[0], *args, **kwargs)
+        # Images are read batch by batch later (in `preprocess`); errors there still name the index.
+        return super().encode(module.parse_inputs(list(inputs), load=False), *args, **kwargs)
+
+    def get_reasoning(
+        self,
+        inputs,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        task: str | None = "query",
+        think: bool | None = None,
+    ) -> list[str | None]:
+        """The traces the embedder reads for ``inputs`` with ``task``'s prompt (as ``encode_query``
+        uses it), in input order; ``None`` where it reads none. Cached inputs are not regenerated."""
+        if prompt_name is None and prompt is None and task in self.prompts:
+            prompt_name = task
+        prompt = self._resolve_prompt(prompt, prompt_name)
+        return self[0].get_reasoning(inputs, task=task, prompt=prompt, think=think)
+
+
+def _append_suffixes(batch: dict, suffixes: list[list[int]], pad_id: int) -> dict:
+    """Append token ids to each row of a left-padded batch and re-pad on the left. Per-token tensors
+    other than the ids (e.g. ``mm_token_type_ids``) get 0 for the appended tokens."""
+    mask = batch["attention_mask"].bool()
+    per_token = [k for k, v in batch.items() if k != "input_ids" and v.shape[:2] == mask.shape]
+    rows = [batch["input_ids"][r][mask[r]].tolist() + suffix for r, suffix in enumerate(suffixes)]
+    width = max(len(row) for row in rows)
+    out = dict(batch)
+    out["input_ids"] = torch.tensor([[pad_id] * (width - len(row)) + row for row in rows])
+    for key in per_token:
+        fill = 1 if key == "attention_mask" else 0
+        out[key] = torch.stack(
+            [
+                torch.cat(
+                    [
+                        torch.zeros(width - len(rows[r]), dtype=batch[key].dtype),
+                        batch[key][r][mask[r]],
+                        torch.full((len(suffix),), fill, dtype=batch[key].dtype),
+                    ]
+                )
+                for r, suffix in enumerate(suffixes)
+            ]
+        )
+    return out
+
+
+def _is_image_like(value: Any) -> bool:
+    module = type(value).__module__.split(".")[0]
+    return module in ("PIL", "numpy", "torch") and (hasattr(value, "size") or hasattr(value, "shape"))
+
+
+def _joined_text(content: Any) -> str:
+    if content is None:
+        return ""
+    return " ".join(part.get("text", "") for part in content if isinstance(part, Mapping))
