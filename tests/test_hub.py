@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 import torch
 from hub_helpers import populate_hf_cache, run_offline
 from PIL import Image
+from transformers import AutoProcessor
 
 from tte_hf.hub import CardInfo, ExportError, export_model, export_vllm, push_folder
 from tte_hf.inputs import build_messages, embedder_text, render_prompt
@@ -319,8 +321,8 @@ def test_vllm_export_refuses_unified_models(unified_ckpt, tmp_path):
 
 
 def test_sentence_transformers_repo_loads_offline_with_same_vectors(embedder_ckpt, tiny_vlm, tmp_path, monkeypatch):
-    pytest.importorskip("tte_hf.sentence_transformers", reason="the ST module is built on another branch")
     from huggingface_hub import constants
+
     from tte_hf.sentence_transformers import build_sentence_transformer
 
     # The reasoner is referenced by repo id and resolves from the cache, here and in the subprocess.
@@ -344,7 +346,11 @@ def test_sentence_transformers_repo_loads_offline_with_same_vectors(embedder_ckp
                    "d": model.encode_document({queries!r}, convert_to_tensor=True).tolist()}}, open(RESULT_PATH, "w"))
     """
     result = run_offline(script, cache, tmp_path)
-    reference = build_sentence_transformer(str(embedder_ckpt[0]), reasoner=tiny_vlm)
+    # The in-process reference reads the same checkpoint, given the processor the export was given.
+    reference_dir = tmp_path / "reference"
+    shutil.copytree(embedder_ckpt[0], reference_dir)
+    AutoProcessor.from_pretrained(tiny_vlm).save_pretrained(reference_dir)
+    reference = build_sentence_transformer(str(reference_dir), reasoner=tiny_vlm)
     for key, encode in (("q", reference.encode_query), ("d", reference.encode_document)):
         expected = encode(queries, convert_to_tensor=True)
         torch.testing.assert_close(torch.tensor(result[key]), expected.cpu(), atol=1e-5, rtol=0)
@@ -354,18 +360,6 @@ def card_library(folder: Path) -> str:
     from huggingface_hub import ModelCard
 
     return ModelCard.load(folder / "README.md").data.library_name
-
-
-def test_sentence_transformers_files_without_the_st_module_fail_clearly(embedder_ckpt, tiny_vlm, tmp_path):
-    try:
-        import tte_hf.sentence_transformers  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        pytest.skip("the ST module is installed")
-    with pytest.raises(ExportError, match="needs tte_hf.sentence_transformers"):
-        export_model(embedder_ckpt[0], tmp_path / "out", processor=tiny_vlm)
-    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".*partial*"))
 
 
 # --- push -------------------------------------------------------------------------------------------

@@ -409,7 +409,7 @@ def test_openai_compatible_reasoner(tiny_vlm, embedder, processor, images):
     assert payload["model"] == "teacher"
     assert payload["messages"][0] == {"role": "system", "content": task_prompt("generic")}
     assert payload["messages"][1]["content"][0]["image_url"]["url"].startswith("data:image/png;base64,")
-    trace = "<think>about which dog</think>an answer"
+    trace = parse_ecr("<think>about which dog</think>an answer").for_embedder("full")  # the canonical layout
     expected = _embed_by_hand(embedder, processor, "which dog", [images[0]], trace=trace)
     torch.testing.assert_close(vector, expected, atol=1e-5, rtol=0)
 
