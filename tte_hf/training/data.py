@@ -36,6 +36,8 @@ class PairExample:
     query: Side
     positive: Side
     negative: Side | None = None
+    instruction: str | None = None
+    task: str | None = None
 
 
 @dataclass
@@ -168,5 +170,5 @@ def load_pairs(spec: DatasetSpec) -> list[PairExample]:
         if spec.hard_negatives:
             neg_trace = _lookup(target_traces, f"{key}:neg", spec.target_ecr, where)
             negative = _side(row, "neg_text", "neg_image_path", image_root, neg_trace, where)
-        examples.append(PairExample(key, query, positive, negative))
+        examples.append(PairExample(key, query, positive, negative, spec.instruction, spec.task))
     return examples
