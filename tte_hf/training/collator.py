@@ -22,6 +22,13 @@ def side_text(processor, side: Side, instruction: str | None = None, task: str |
     return embedder_text(render_prompt(processor, messages), side.trace)
 
 
+def input_key(text: str, images: Sequence[str]) -> str:
+    """A stable content key for one rendered input (text + image paths)."""
+    import hashlib
+
+    return hashlib.sha256("\0".join([text, *images]).encode()).hexdigest()
+
+
 def load_image(path: str):
     from PIL import Image
 
@@ -36,10 +43,10 @@ class ContrastiveCollator:
     ``negative`` list is empty when the batch has no hard negatives.
     """
 
-    def __init__(self, processor, chunk_size: int | None = None):
+    def __init__(self, processor, chunk_size: int | None = None, with_keys: bool = False):
         # No truncation: cutting a sequence would drop the end token the embedding is read from (or
         # image tokens); traces are length-capped when they are generated.
-        self.processor, self.chunk_size = processor, chunk_size
+        self.processor, self.chunk_size, self.with_keys = processor, chunk_size, with_keys
 
     def encode(self, sides: Sequence[Side], examples: Sequence[PairExample]) -> list[dict[str, Any]]:
         size = self.chunk_size or len(sides)
@@ -49,13 +56,18 @@ class ContrastiveCollator:
             texts = [side_text(self.processor, side, ex.instruction, ex.task) for side, ex in part]
             images = [load_image(path) for side, _ in part for path in side.images]
             batch = self.processor(text=texts, images=images or None, padding=True, return_tensors="pt")
-            chunks.append(dict(batch))
+            chunk = dict(batch)
+            if self.with_keys:  # content keys for the unified trainer's hidden-state cache
+                chunk["keys"] = [input_key(text, side.images) for text, (side, _) in zip(texts, part)]
+            chunks.append(chunk)
         return chunks
 
     def __call__(self, examples: Sequence[PairExample]) -> dict[str, list[dict[str, Any]]]:
         with_neg = [ex.negative is not None for ex in examples]
         if any(with_neg) and not all(with_neg):
-            raise ValueError("A batch mixes rows with and without hard negatives; one dataset per batch keeps them apart.")
+            raise ValueError(
+                "A batch mixes rows with and without hard negatives; one dataset per batch keeps them apart."
+            )
         return {
             "query": self.encode([ex.query for ex in examples], examples),
             "positive": self.encode([ex.positive for ex in examples], examples),

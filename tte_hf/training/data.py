@@ -163,7 +163,9 @@ def load_pairs(spec: DatasetSpec) -> list[PairExample]:
     for index, (line_no, row) in enumerate(rows):
         where = f"{spec.path}:{line_no}"
         key = item_id(row, spec.name, index)
-        query = _side(row, "qry", "qry_image_path", image_root, _lookup(query_traces, key, spec.query_ecr, where), where)
+        query = _side(
+            row, "qry", "qry_image_path", image_root, _lookup(query_traces, key, spec.query_ecr, where), where
+        )
         pos_trace = _lookup(target_traces, key, spec.target_ecr, where)
         positive = _side(row, "pos_text", "pos_image_path", image_root, pos_trace, where)
         negative = None

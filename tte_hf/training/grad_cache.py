@@ -69,7 +69,7 @@ def grad_cache_step(
     for position, (g, c) in enumerate(flat):
         chunk = groups[g][c]
         last = position == len(flat) - 1
-        with states[g][c].replay(), (contextlib.nullcontext() if last else no_sync()):
+        with states[g][c].replay(), contextlib.nullcontext() if last else no_sync():
             reps = encode(chunk)
             grad = grads[g][offsets[g] : offsets[g] + reps.shape[0]]
             offsets[g] += reps.shape[0]

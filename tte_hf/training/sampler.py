@@ -33,7 +33,9 @@ class InterleavedBatchSampler:
         self.offsets = [sum(self.sizes[:i]) for i in range(len(self.sizes))]
         self.epoch = 0
         names = list(names) if names is not None else [str(i) for i in range(len(self.sizes))]
-        self.batches_per_dataset = [max(0, round(w * (n // self.global_batch))) for n, w in zip(self.sizes, self.weights)]
+        self.batches_per_dataset = [
+            max(0, round(w * (n // self.global_batch))) for n, w in zip(self.sizes, self.weights)
+        ]
         for name, size, count in zip(names, self.sizes, self.batches_per_dataset):
             if size < self.global_batch:
                 raise ValueError(

@@ -41,7 +41,9 @@ def sft_rows(spec: DatasetSpec, side: str = "query") -> list[dict[str, Any]]:
         where = f"{spec.path}:{line_no}"
         key = item_id(row, spec.name, index)
         if key not in traces:
-            raise KeyError(f"{where}: no ECR trace with id {key!r} in {ecr_path}; the trace file must come from this data.")
+            raise KeyError(
+                f"{where}: no ECR trace with id {key!r} in {ecr_path}; the trace file must come from this data."
+            )
         trace = traces[key].strip()
         if not trace:
             raise ValueError(f"{ecr_path}: the trace of id {key!r} is empty; regenerate it or drop the row.")

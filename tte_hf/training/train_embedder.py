@@ -1,7 +1,7 @@
 """Contrastive training of the TTE embedder: InfoNCE q->t with GradCache, LoRA or full fine-tune.
 
-    accelerate launch -m tte_hf.training.train_embedder --config recipes/embedder/qwen2vl_2b.yaml
-    tte-hf train-embedder --config recipes/embedder/tiny.yaml
+accelerate launch -m tte_hf.training.train_embedder --config recipes/embedder/qwen2vl_2b.yaml
+tte-hf train-embedder --config recipes/embedder/tiny.yaml
 """
 
 from __future__ import annotations

@@ -1,0 +1,19 @@
+"""``tte-hf train-embedder --config RECIPE.yaml``: Contrastive training of the TTE embedder (InfoNCE, GradCache, LoRA) from a YAML recipe."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="The YAML recipe (see recipes/).")
+    parser.add_argument(
+        "overrides", nargs=argparse.REMAINDER, help="Recipe keys to override, e.g. --learning_rate 1e-4."
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..training.train_embedder import train_embedder
+
+    train_embedder(args.config, args.overrides)
+    return 0

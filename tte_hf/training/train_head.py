@@ -1,0 +1,145 @@
+"""Unified TTE, stage 2: freeze the (SFT-trained) reasoner and train only an embedding head with the
+embedder's contrastive loss on the backbone's hidden states.
+
+    tte-hf train-head --config recipes/unified/tiny.yaml
+    accelerate launch -m tte_hf.training.train_head --config recipes/unified/qwen2vl_2b.yaml
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+
+@dataclass
+class HeadArguments:
+    """The head recipe's arguments (plus `ContrastiveTrainingArguments`).
+
+    ``reasoner_name_or_path``: the frozen backbone (a ``...ForConditionalGeneration`` checkpoint).
+    ``head_type`` and ``head_*``: see `tte_hf.TTEUnifiedConfig`. ``hidden_cache_dir``: cache the
+    frozen hidden states on disk between epochs (``null``: recompute). ``save_full_model``: also
+    write the backbone (default: the head alone, referring to ``reasoner_name_or_path``).
+    """
+
+    reasoner_name_or_path: str | None = field(default=None, metadata={"help": "Frozen reasoner checkpoint."})
+    datasets: list[dict[str, Any]] = field(default_factory=list, metadata={"help": "Training datasets (YAML)."})
+    head_type: str = field(default="mhsa", metadata={"help": "attention_pooler | latent_attention | qformer | mhsa"})
+    head_num_layers: int = field(default=8, metadata={"help": "QFormer blocks / copied MHSA layers."})
+    head_num_queries: int = field(default=16, metadata={"help": "Learned queries / latents."})
+    head_num_heads: int = field(default=8, metadata={"help": "Attention heads of the pooler heads."})
+    embedding_dim: int | None = field(default=None, metadata={"help": "Output size (null: hidden size)."})
+    dtype: str | None = field(default=None, metadata={"help": "Backbone dtype (float32, bfloat16, ...)."})
+    attn_implementation: str | None = field(default=None, metadata={"help": "sdpa | eager | flash_attention_2"})
+    hidden_cache_dir: str | None = field(default=None, metadata={"help": "On-disk cache of frozen hidden states."})
+    save_full_model: bool = field(default=False, metadata={"help": "Save backbone + head, not the head alone."})
+
+
+def train_head(config: str | os.PathLike | dict[str, Any] | None = None, argv: list[str] | None = None):
+    """Run the unified-head recipe ``config`` (YAML path or dict; ``argv`` = overrides). Returns the trainer."""
+    from .config import parse_recipe
+    from .contrastive_trainer import ContrastiveTrainingArguments
+
+    head_args, training_args = parse_recipe((HeadArguments, ContrastiveTrainingArguments), config, argv)
+    return run_head_training(head_args, training_args)
+
+
+class UnifiedEncoder:
+    """chunk -> embeddings: frozen backbone hidden states (cached when a cache is given), then the head."""
+
+    def __init__(self, cache=None):
+        self.cache = cache
+
+    def hidden_states(self, model, chunk) -> tuple[torch.Tensor, torch.Tensor]:
+        keys = chunk["keys"]
+        inputs = {k: v for k, v in chunk.items() if k != "keys"}
+        rows = [self.cache.get(k) for k in keys] if self.cache is not None else [None] * len(keys)
+        if any(row is None for row in rows):
+            with torch.no_grad():
+                hidden = model(**inputs).last_hidden_state
+            mask = inputs["attention_mask"].bool()
+            rows = [hidden[i][mask[i]] for i in range(len(keys))]
+            if self.cache is not None:
+                for key, row in zip(keys, rows):
+                    self.cache.put(key, row)
+        device = inputs["attention_mask"].device
+        length = max(row.shape[0] for row in rows)
+        padded = rows[0].new_zeros(len(rows), length, rows[0].shape[-1])
+        mask = torch.zeros(len(rows), length, dtype=torch.long, device=device)
+        for i, row in enumerate(rows):  # right padding; the heads handle either side
+            padded[i, : row.shape[0]] = row
+            mask[i, : row.shape[0]] = 1
+        return padded.to(device), mask
+
+    def __call__(self, model, chunk) -> torch.Tensor:
+        hidden, mask = self.hidden_states(model, chunk)
+        return model.embed_hidden_states(hidden, mask)
+
+
+def run_head_training(head_args, training_args):
+    from transformers import AutoProcessor
+
+    from ..modeling_tte import TTEUnifiedModel
+    from .collator import ContrastiveCollator
+    from .contrastive_trainer import ContrastiveTrainer
+    from .hidden_cache import HiddenStateCache
+    from .train_embedder import load_training_pairs
+
+    if not head_args.reasoner_name_or_path:
+        raise ValueError("The recipe needs `reasoner_name_or_path` (the frozen reasoner).")
+    examples, sizes, weights, names = load_training_pairs(head_args.datasets)  # fails before any model load
+
+    load_kwargs = {}
+    if head_args.dtype not in (None, "auto"):
+        load_kwargs["dtype"] = getattr(torch, head_args.dtype)
+    if head_args.attn_implementation:
+        load_kwargs["attn_implementation"] = head_args.attn_implementation
+    head_kwargs = {
+        "head_num_layers": head_args.head_num_layers,
+        "head_num_queries": head_args.head_num_queries,
+        "head_num_heads": head_args.head_num_heads,
+        "embedding_dim": head_args.embedding_dim,
+    }
+    model = TTEUnifiedModel.from_backbone(
+        head_args.reasoner_name_or_path, head_type=head_args.head_type, head_kwargs=head_kwargs, **load_kwargs
+    )
+    model.head.float()  # the head trains in fp32 whatever the frozen backbone's dtype
+    processor = AutoProcessor.from_pretrained(head_args.reasoner_name_or_path)
+    cache = None
+    if head_args.hidden_cache_dir:
+        namespace = f"layer{model.head.reads_layer}"
+        cache = HiddenStateCache(head_args.hidden_cache_dir, namespace)
+    trainer = ContrastiveTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=examples,
+        data_collator=ContrastiveCollator(processor, training_args.gradcache_chunk_size, with_keys=True),
+        processing_class=processor,
+        dataset_sizes=sizes,
+        dataset_weights=weights,
+        dataset_names=names,
+        encode=UnifiedEncoder(cache),
+    )
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.accelerator.wait_for_everyone()
+    if trainer.accelerator.is_main_process:
+        unwrapped = trainer.accelerator.unwrap_model(trainer.model)
+        if head_args.save_full_model:
+            unwrapped.save_pretrained(training_args.output_dir)
+        else:
+            unwrapped.save_head(training_args.output_dir)
+        processor.save_pretrained(training_args.output_dir)
+        print(f"Saved the unified model's head to {training_args.output_dir}.")
+    return trainer
+
+
+def main(argv: list[str] | None = None) -> int:
+    train_head(None, list(sys.argv[1:] if argv is None else argv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
