@@ -8,12 +8,18 @@ import argparse
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="The YAML recipe (see recipes/).")
     parser.add_argument(
-        "overrides", nargs=argparse.REMAINDER, help="Recipe keys to override, e.g. --learning_rate 1e-4."
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Override a recipe key, e.g. --set learning_rate=1e-4 (repeatable).",
     )
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..training.config import override_args
     from ..training.train_embedder import train_embedder
 
-    train_embedder(args.config, args.overrides)
+    train_embedder(args.config, override_args(args.overrides))
     return 0

@@ -1,30 +1,15 @@
 """Training recipes of the three TTE stages: student reasoner SFT, contrastive embedder, unified head.
 
-Heavy libraries load inside the entry points, so importing this package stays cheap.
+Each entry point takes a YAML recipe path (or a dict of the same keys) plus optional CLI-style
+overrides and returns the trainer; heavy libraries load inside them.
 """
 
 from __future__ import annotations
 
-
-def train_reasoner(config, argv=None):
-    """Student reasoner SFT (TRL `SFTTrainer`) from a YAML recipe or dict; returns the trainer."""
-    from .train_reasoner import train_reasoner as run
-
-    return run(config, argv)
-
-
-def train_embedder(config, argv=None):
-    """Contrastive TTE embedder training from a YAML recipe or dict; returns the trainer."""
-    from .train_embedder import train_embedder as run
-
-    return run(config, argv)
-
-
-def train_head(config, argv=None):
-    """Unified-model head training on a frozen reasoner from a YAML recipe or dict; returns the trainer."""
-    from .train_head import train_head as run
-
-    return run(config, argv)
-
+# The functions shadow their same-named modules on purpose: `tte_hf.training.train_embedder(cfg)`
+# is the API, `python -m tte_hf.training.train_embedder` the launcher.
+from .train_embedder import train_embedder
+from .train_head import train_head
+from .train_reasoner import train_reasoner
 
 __all__ = ["train_embedder", "train_head", "train_reasoner"]

@@ -29,7 +29,7 @@ def parse_recipe(dataclass_types: Sequence[type], config: str | os.PathLike | di
         with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
             yaml.safe_dump(config, handle)
         try:
-            return _parse(parser, handle.name, argv)
+            return _parse(parser, handle.name, argv, label="(recipe given as a dict)")
         finally:
             os.unlink(handle.name)
     if not Path(config).is_file():
@@ -37,8 +37,19 @@ def parse_recipe(dataclass_types: Sequence[type], config: str | os.PathLike | di
     return _parse(parser, str(config), argv)
 
 
-def _parse(parser, path: str, argv: list[str]):
+def _parse(parser, path: str, argv: list[str], label: str | None = None):
     try:
         return parser.parse_args_and_config(["--config", path, *argv])
     except ValueError as err:
-        raise ValueError(f"Recipe {path}: {err}") from err
+        raise ValueError(f"Recipe {label or path}: {err}") from err
+
+
+def override_args(pairs: list[str]) -> list[str]:
+    """``["lr=1e-4", ...]`` (the CLI's ``--set``) -> ``["--lr", "1e-4", ...]`` for the recipe parser."""
+    argv = []
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set expects KEY=VALUE, got {pair!r}.")
+        argv += [f"--{key}", value]
+    return argv

@@ -1,0 +1,129 @@
+"""Training data: ECR join, validation errors before any step, and the one-dataset-per-batch sampler."""
+
+import json
+from collections import Counter
+
+import pytest
+
+from tte_hf.training.config import override_args, parse_recipe
+from tte_hf.training.data import DatasetSpec, load_pairs
+from tte_hf.training.sampler import InterleavedBatchSampler
+from tte_hf.training.sft_data import sft_rows
+from tte_hf.training.synthetic import write_synthetic_retrieval
+
+
+@pytest.fixture
+def data(tmp_path):
+    return write_synthetic_retrieval(tmp_path / "data", num_items=8)
+
+
+def spec(data, **kw):
+    raw = {"name": "shapes", "path": str(data["data"]), "image_root": str(data["image_root"])}
+    raw |= {"query_ecr": str(data["query_ecr"]), "target_ecr": str(data["target_ecr"]), "hard_negatives": True}
+    return DatasetSpec.from_dict(raw | kw, 0)
+
+
+def test_pairs_join_each_side_with_its_own_trace(data):
+    pairs = load_pairs(spec(data))
+    rows = [json.loads(line) for line in data["data"].read_text().splitlines()]
+    q = {json.loads(line)["id"]: json.loads(line)["ecr"] for line in data["query_ecr"].read_text().splitlines()}
+    t = {json.loads(line)["id"]: json.loads(line)["ecr"] for line in data["target_ecr"].read_text().splitlines()}
+    assert [p.item_id for p in pairs] == [r["id"] for r in rows]
+    for pair, row in zip(pairs, rows):
+        assert pair.query.trace == q[row["id"]]
+        assert pair.positive.trace == t[row["id"]] and pair.negative.trace == t[row["id"] + ":neg"]
+        assert pair.query.text == "Find the color and shape of the object in this image"  # <|image_1|> tag gone
+        assert pair.query.images == (str(data["image_root"] / row["qry_image_path"]),)
+        assert pair.positive.text == row["pos_text"] and pair.positive.images == ()
+
+
+def test_rows_without_id_get_name_and_index_ids(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"qry": "a", "pos_text": "b"}\n\n{"qry": "c", "pos_text": "d"}\n')
+    ecr = tmp_path / "e.jsonl"
+    ecr.write_text('{"id": "ds-0", "ecr": "x"}\n{"id": "ds-1", "ecr": "y"}\n')
+    pairs = load_pairs(DatasetSpec.from_dict({"name": "ds", "path": str(path), "query_ecr": str(ecr)}, 0))
+    assert [(p.item_id, p.query.trace) for p in pairs] == [("ds-0", "x"), ("ds-1", "y")]
+
+
+def test_trace_file_from_other_data_names_line_and_id(data, tmp_path):
+    other = tmp_path / "other.jsonl"
+    other.write_text('{"id": "someone-else", "ecr": "<think> t </think> f"}\n')
+    with pytest.raises(KeyError, match=r"train.jsonl:1: no ECR trace with id 'shape-0'"):
+        load_pairs(spec(data, query_ecr=str(other)))
+    with pytest.raises(KeyError, match="train.jsonl:1: no ECR trace with id 'shape-0'"):
+        sft_rows(spec(data, query_ecr=str(other)))
+
+
+def test_sft_rejects_traces_that_match_no_row(data, tmp_path):
+    extra = tmp_path / "extra.jsonl"
+    extra.write_text(data["query_ecr"].read_text() + '{"id": "ghost", "ecr": "<think> a </think> b"}\n')
+    with pytest.raises(KeyError, match="'ghost'"):
+        sft_rows(spec(data, query_ecr=str(extra)))
+
+
+def test_missing_image_names_line_and_field(data):
+    (data["image_root"] / "images" / "shape-3.png").unlink()
+    with pytest.raises(FileNotFoundError, match=r"train.jsonl:4 field `qry_image_path`: image .*shape-3.png"):
+        load_pairs(spec(data))
+
+
+def test_empty_dataset_and_empty_row_are_errors(tmp_path, data):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    with pytest.raises(ValueError, match="has no rows"):
+        load_pairs(DatasetSpec.from_dict({"name": "e", "path": str(empty)}, 0))
+    blank = tmp_path / "blank.jsonl"
+    blank.write_text('{"qry": "q", "pos_text": ""}\n')
+    with pytest.raises(ValueError, match=r"blank.jsonl:1: both `pos_text` and `pos_image_path` are empty"):
+        load_pairs(DatasetSpec.from_dict({"name": "b", "path": str(blank)}, 0))
+
+
+def test_unknown_keys_are_refused(tmp_path):
+    from trl import ModelConfig
+
+    from tte_hf.training.train_embedder import EmbedderArguments
+
+    with pytest.raises(ValueError, match="learning_rat"):
+        parse_recipe((ModelConfig, EmbedderArguments), {"learning_rat": 1e-4})
+    with pytest.raises(ValueError, match=r"datasets\[0\] has unknown key\(s\) \['imag_root'\]"):
+        DatasetSpec.from_dict({"name": "a", "path": "p", "imag_root": "x"}, 0)
+    assert override_args(["learning_rate=1e-4"]) == ["--learning_rate", "1e-4"]
+
+
+@pytest.mark.parametrize("entry", ["train_embedder", "train_head", "train_reasoner"])
+def test_bad_input_fails_before_any_model_is_loaded(entry, data, tmp_path):
+    import tte_hf.training as training
+
+    other = tmp_path / "other.jsonl"
+    other.write_text('{"id": "x", "ecr": "y"}\n')
+    dataset = {"name": "s", "path": str(data["data"]), "image_root": str(data["image_root"]), "query_ecr": str(other)}
+    model_key = "reasoner_name_or_path" if entry == "train_head" else "model_name_or_path"
+    config = {model_key: str(tmp_path / "no-such-model"), "datasets": [dataset], "output_dir": str(tmp_path / "o")}
+    config |= {"use_cpu": True, "bf16": False, "report_to": "none"}
+    with pytest.raises(KeyError, match="no ECR trace"):  # not an error about the missing model
+        getattr(training, entry)(config)
+
+
+def test_sampler_one_dataset_per_global_batch_and_ranks_split_it():
+    sizes, batch, world = [20, 12, 40], 2, 2
+    weights = [1.0, 2.0, 0.5]
+    ranks = [InterleavedBatchSampler(sizes, batch, weights, world_size=world, rank=r, seed=3) for r in range(world)]
+    global_batches = ranks[0].global_batches()
+    per_rank = [list(s) for s in ranks]
+    assert len(per_rank[0]) == len(ranks[0]) == len(global_batches)
+    bounds = [0, 20, 32, 72]
+    owner = Counter()
+    for step, global_batch in enumerate(global_batches):
+        assert per_rank[0][step] + per_rank[1][step] == global_batch
+        datasets = {next(d for d in range(3) if bounds[d] <= i < bounds[d + 1]) for i in global_batch}
+        assert len(datasets) == 1
+        owner[datasets.pop()] += 1
+    assert owner == {0: 5, 1: 6, 2: 5}  # round(weight * full batches): 1*5, 2*3, 0.5*10
+    ranks[0].set_epoch(1)
+    assert ranks[0].global_batches() != global_batches
+
+
+def test_sampler_refuses_datasets_smaller_than_a_global_batch():
+    with pytest.raises(ValueError, match="'tiny' has 3 items, fewer than one global batch"):
+        InterleavedBatchSampler([3], 2, world_size=2, names=["tiny"])
