@@ -112,7 +112,9 @@ def run_sft(script_args, training_args, model_args, reasoner_args):
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(training_args.output_dir)
     if trainer.accelerator.is_main_process:
-        processor.chat_template = inference_template  # SFTTrainer swapped in the training template
+        # SFTTrainer swapped in the training template; the checkpoint ships the inference one.
+        training_template, processor.chat_template = processor.chat_template, inference_template
         processor.save_pretrained(training_args.output_dir)
+        processor.chat_template = training_template
     trainer.accelerator.print(f"Saved the student reasoner to {training_args.output_dir}.")
     return trainer
