@@ -123,13 +123,17 @@ def run_embedder_training(model_args, embedder_args, training_args):
 
 
 def save_embedder(trainer, processor, output_dir: str, merge_lora: bool = True) -> None:
-    """Save the final model (LoRA merged on request) and the processor; main process only."""
+    """Save the final model and the processor (main process only). With LoRA and ``merge_lora``, the
+    merged model goes to ``output_dir`` and the adapter to ``output_dir/adapter``; without
+    ``merge_lora``, ``output_dir`` holds the adapter alone (load it with `peft.PeftModel`)."""
     trainer.accelerator.wait_for_everyone()
+    trainer.save_state()  # trainer_state.json: the loss log next to the model
     if not trainer.accelerator.is_main_process:
         return
     model = trainer.accelerator.unwrap_model(trainer.model)
     if hasattr(model, "merge_and_unload") and merge_lora:
-        model = model.merge_and_unload()
+        model.save_pretrained(os.path.join(output_dir, "adapter"))  # to resume or re-merge later
+        model = model.merge_and_unload()  # in place: the trainer's model is merged from here on
     model.save_pretrained(output_dir)
     processor.save_pretrained(output_dir)
     print(f"Saved the embedder to {output_dir}.")

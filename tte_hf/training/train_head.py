@@ -125,6 +125,7 @@ def run_head_training(head_args, training_args):
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.accelerator.wait_for_everyone()
+    trainer.save_state()
     if trainer.accelerator.is_main_process:
         unwrapped = trainer.accelerator.unwrap_model(trainer.model)
         if head_args.save_full_model:
