@@ -52,11 +52,17 @@ class UnifiedEncoder:
 
     def __init__(self, cache=None):
         self.cache = cache
+        # GradCache embeds each chunk twice (without, then with autograd); the frozen backbone's
+        # output is the same both times, so the first pass leaves it here for the second to take.
+        self._pending: dict[str, torch.Tensor] = {}
 
     def hidden_states(self, model, chunk) -> tuple[torch.Tensor, torch.Tensor]:
         keys = chunk["keys"]
         inputs = {k: v for k, v in chunk.items() if k != "keys"}
-        rows = [self.cache.get(k) for k in keys] if self.cache is not None else [None] * len(keys)
+        first_pass = not torch.is_grad_enabled()
+        rows = [self._pending.pop(k, None) for k in keys]
+        if self.cache is not None:
+            rows = [row if row is not None else self.cache.get(k) for row, k in zip(rows, keys)]
         if any(row is None for row in rows):
             with torch.no_grad():
                 hidden = model(**inputs).last_hidden_state
@@ -65,6 +71,8 @@ class UnifiedEncoder:
             if self.cache is not None:
                 for key, row in zip(keys, rows):
                     self.cache.put(key, row)
+        if first_pass:
+            self._pending.update(zip(keys, rows))
         device = inputs["attention_mask"].device
         length = max(row.shape[0] for row in rows)
         padded = rows[0].new_zeros(len(rows), length, rows[0].shape[-1])
