@@ -127,3 +127,32 @@ def test_sampler_one_dataset_per_global_batch_and_ranks_split_it():
 def test_sampler_refuses_datasets_smaller_than_a_global_batch():
     with pytest.raises(ValueError, match="'tiny' has 3 items, fewer than one global batch"):
         InterleavedBatchSampler([3], 2, world_size=2, names=["tiny"])
+
+
+def test_shipped_recipes_parse_and_carry_the_paper_settings():
+    """Every key of the real recipes is known (parsed on CPU: bf16 off), and the key numbers hold."""
+    from pathlib import Path
+
+    from trl import ModelConfig, ScriptArguments, SFTConfig
+
+    from tte_hf.training.contrastive_trainer import ContrastiveTrainingArguments
+    from tte_hf.training.train_embedder import EmbedderArguments
+    from tte_hf.training.train_head import HeadArguments
+    from tte_hf.training.train_reasoner import ReasonerArguments
+
+    recipes = Path(__file__).resolve().parents[1] / "recipes"
+    cpu = ["--bf16", "false", "--use_cpu", "true"]
+    for name in ("qwen2vl_2b", "qwen2vl_7b"):
+        _, sft, model, reasoner = parse_recipe(
+            (ScriptArguments, SFTConfig, ModelConfig, ReasonerArguments), recipes / "reasoner" / f"{name}.yaml", cpu
+        )
+        assert sft.per_device_train_batch_size * sft.gradient_accumulation_steps * 8 == 128
+        assert (sft.learning_rate, sft.num_train_epochs, sft.assistant_only_loss) == (2e-5, 1, True)
+        assert reasoner.freeze_vision_tower and len(reasoner.datasets) == 20
+    model, embedder, args = parse_recipe(
+        (ModelConfig, EmbedderArguments, ContrastiveTrainingArguments), recipes / "embedder" / "qwen2vl_2b.yaml", cpu
+    )
+    assert (model.lora_r, model.lora_alpha, model.lora_dropout, args.temperature) == (16, 64, 0.1, 0.02)
+    assert (args.gradcache_chunk_size, args.learning_rate, args.max_steps, args.warmup_steps) == (8, 5e-5, 5000, 100)
+    head, _ = parse_recipe((HeadArguments, ContrastiveTrainingArguments), recipes / "unified" / "qwen2vl_2b.yaml", cpu)
+    assert (head.head_type, head.head_num_layers) == ("mhsa", 8)

@@ -102,10 +102,9 @@ def run_embedder_training(model_args, embedder_args, training_args):
         from peft import get_peft_model
 
         model = get_peft_model(model, _lora_config(model_args))
-    if training_args.gradient_checkpointing:
-        training_args.gradient_checkpointing_kwargs = training_args.gradient_checkpointing_kwargs or {
-            "use_reentrant": False
-        }
+    if training_args.activation_checkpointing and not training_args.activation_checkpointing_kwargs:
+        # Non-reentrant: works with frozen inputs (LoRA) and with GradCache's second forward.
+        training_args.activation_checkpointing_kwargs = {"use_reentrant": False}
 
     trainer = ContrastiveTrainer(
         model=model,
