@@ -4,6 +4,7 @@ import json
 from collections import Counter
 
 import pytest
+from PIL import Image
 
 from tte_hf.training.config import override_args, parse_recipe
 from tte_hf.training.data import DatasetSpec, load_pairs
@@ -37,13 +38,29 @@ def test_pairs_join_each_side_with_its_own_trace(data):
         assert pair.positive.text == row["pos_text"] and pair.positive.images == ()
 
 
-def test_rows_without_id_get_name_and_index_ids(tmp_path):
+def test_rows_without_id_use_the_ids_generate_ecr_writes(tmp_path):
+    """Rows without `id` are matched by generate-ecr's content id of each side (or, before the
+    reasoning package is installed, by a positional id)."""
     path = tmp_path / "d.jsonl"
-    path.write_text('{"qry": "a", "pos_text": "b"}\n\n{"qry": "c", "pos_text": "d"}\n')
-    ecr = tmp_path / "e.jsonl"
-    ecr.write_text('{"id": "ds-0", "ecr": "x"}\n{"id": "ds-1", "ecr": "y"}\n')
-    pairs = load_pairs(DatasetSpec.from_dict({"name": "ds", "path": str(path), "query_ecr": str(ecr)}, 0))
-    assert [(p.item_id, p.query.trace) for p in pairs] == [("ds-0", "x"), ("ds-1", "y")]
+    rows = [{"qry": "<|image_1|>\nfind a", "qry_image_path": "i.png", "pos_text": "b"}, {"qry": "c", "pos_text": "d"}]
+    path.write_text("\n\n".join(json.dumps(r) for r in rows) + "\n")
+    Image.new("RGB", (8, 8)).save(tmp_path / "i.png")
+    try:
+        from tte_hf.reasoning.sources import stable_id
+
+        q_ids = [
+            stable_id("query", "vqa", "find a", None, ["i.png"], None),
+            stable_id("query", "vqa", "c", None, [], None),
+        ]
+        t_ids = [stable_id("target", "vqa", "b", None, [], None), stable_id("target", "vqa", "d", None, [], None)]
+    except ImportError:
+        q_ids, t_ids = ["ds-query-0", "ds-query-1"], ["ds-target-0", "ds-target-1"]
+    q, t = tmp_path / "q.jsonl", tmp_path / "t.jsonl"
+    q.write_text("".join(json.dumps({"id": i, "ecr": f"trace {n}"}) + "\n" for n, i in enumerate(q_ids)))
+    t.write_text("".join(json.dumps({"id": i, "ecr": f"target {n}"}) + "\n" for n, i in enumerate(t_ids)))
+    raw = {"name": "ds", "task": "vqa", "path": str(path), "image_root": str(tmp_path)}
+    pairs = load_pairs(DatasetSpec.from_dict(raw | {"query_ecr": str(q), "target_ecr": str(t)}, 0))
+    assert [(p.query.trace, p.positive.trace) for p in pairs] == [("trace 0", "target 0"), ("trace 1", "target 1")]
 
 
 def test_trace_file_from_other_data_names_line_and_id(data, tmp_path):
@@ -53,13 +70,6 @@ def test_trace_file_from_other_data_names_line_and_id(data, tmp_path):
         load_pairs(spec(data, query_ecr=str(other)))
     with pytest.raises(KeyError, match="train.jsonl:1: no ECR trace with id 'shape-0'"):
         sft_rows(spec(data, query_ecr=str(other)))
-
-
-def test_sft_rejects_traces_that_match_no_row(data, tmp_path):
-    extra = tmp_path / "extra.jsonl"
-    extra.write_text(data["query_ecr"].read_text() + '{"id": "ghost", "ecr": "<think> a </think> b"}\n')
-    with pytest.raises(KeyError, match="'ghost'"):
-        sft_rows(spec(data, query_ecr=str(extra)))
 
 
 def test_missing_image_names_line_and_field(data):

@@ -31,6 +31,7 @@ def data(tmp_path_factory):
 
 def dataset_entry(data):
     return {
+        "task": "classification",  # as in recipes/embedder/tiny.yaml: the same system prompt
         "path": str(data["data"]),
         "image_root": str(data["image_root"]),
         "query_ecr": str(data["query_ecr"]),
@@ -103,7 +104,7 @@ def test_recipe_loss_falls_hit_at_1_rises_and_checkpoint_reloads(data, tiny_vlm,
     processor = AutoProcessor.from_pretrained(tiny_vlm)
     pairs = load_pairs(DatasetSpec.from_dict({"name": "s", **dataset_entry(data)}, 0))
     before = hit_at_1(TTEEmbedderModel.from_backbone(tiny_vlm).eval(), processor, pairs)
-    trainer = train_embedder(tiny_recipe(data, tiny_vlm, tmp_path, max_steps=12, learning_rate=1e-4))
+    trainer = train_embedder(tiny_recipe(data, tiny_vlm, tmp_path))  # the recipe as shipped
     losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
     assert losses[-1] < losses[0] - 0.5
     model = trainer.model.eval()

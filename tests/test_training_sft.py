@@ -89,3 +89,25 @@ def test_lora_trains_only_language_model_adapters(data, tiny_vlm, tmp_path):
     trainable = [n for n, p in trainer.model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n and "language_model" in n for n in trainable)
     assert (tmp_path / "adapter_model.safetensors").is_file()
+
+
+def test_trl_sft_cli_runs_the_exported_rows(data, tiny_vlm, tmp_path):
+    """`tte-hf prepare-sft` + `trl sft --config recipes/reasoner/trl_sft_lora_tiny.yaml` (TRL's own
+    script, parsed by its own parser): LoRA adapters land on the language model only."""
+    from trl.scripts.sft import main, make_parser
+
+    from tte_hf.cli import main as cli
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_recipe(data, tiny_vlm, tmp_path / "unused")))
+    parquet = tmp_path / "sft" / "train.parquet"
+    assert cli(["prepare-sft", "--config", str(config), "--output", str(parquet)]) == 0
+    trl_recipe = yaml.safe_load((RECIPES / "reasoner" / "trl_sft_lora_tiny.yaml").read_text())
+    trl_recipe |= {"model_name_or_path": tiny_vlm, "output_dir": str(tmp_path / "out"), "max_steps": 2}
+    trl_recipe["datasets"] = [{"path": "parquet", "data_files": str(parquet)}]
+    trl_recipe["chat_template_path"] = str(RECIPES.parent / trl_recipe["chat_template_path"])
+    trl_config = tmp_path / "trl.yaml"
+    trl_config.write_text(yaml.safe_dump(trl_recipe))
+    main(*make_parser().parse_args_and_config(["--config", str(trl_config)], fail_with_unknown_args=True))
+    adapter = load_file(tmp_path / "out" / "adapter_model.safetensors")
+    assert adapter and all("lora_" in k and "language_model" in k for k in adapter)

@@ -11,6 +11,7 @@ import sys
 # extras (vLLM, ...) are only needed by the commands that use them.
 COMMANDS = {
     "make-tiny": "make_tiny",
+    "prepare-sft": "prepare_sft",
     "train-reasoner": "train_reasoner",
     "train-embedder": "train_embedder",
     "train-head": "train_head",

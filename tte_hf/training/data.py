@@ -3,9 +3,9 @@
 Every check runs when a dataset is loaded, before any model is built, so a bad file fails in seconds
 with the file, line and field that is wrong.
 
-Item ids: a row's ``id`` field when it has one, else ``"{dataset name}-{0-based line index}"`` (the
-line index counts non-blank lines). ECR files (``tte-hf generate-ecr``) are keyed by the same ids; a
-target-side ECR file holds the positive under the item id and a hard negative under ``"{id}:neg"``.
+Item ids are the ones ``tte-hf generate-ecr`` writes: a row's ``id`` field when it has one, else the
+content hash `tte_hf.reasoning.sources.stable_id` of that side (side, task, text, images as written).
+A hard negative of a row with an ``id`` is looked up as ``"{id}:neg"`` in the target-side ECR file.
 """
 
 from __future__ import annotations
@@ -55,6 +55,17 @@ class DatasetSpec:
     hard_negatives: bool = False
     max_examples: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def resolved_task(self) -> str | None:
+        """``task``, else the meta-task of an MMEB-train subset called ``name``."""
+        if self.task is not None:
+            return self.task
+        try:
+            from tte_hf.ecr import MMEB_TRAIN_TASKS
+        except ImportError:
+            return None
+        return MMEB_TRAIN_TASKS.get(self.name)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], index: int) -> DatasetSpec:
@@ -109,8 +120,35 @@ def load_ecr(path: str | Path) -> dict[str, str]:
     return traces
 
 
-def item_id(row: dict[str, Any], dataset_name: str, index: int) -> str:
-    return str(row["id"]) if "id" in row else f"{dataset_name}-{index}"
+def _content_id(side: str, task: str | None, text: str, images: Any, dataset_name: str, index: int) -> str:
+    try:
+        from tte_hf.reasoning.sources import stable_id
+    except ImportError:  # the reasoning package is on another branch until merged: a positional id
+        return f"{dataset_name}-{side}-{index}"
+    if task is None:
+        raise ValueError(
+            f"Dataset {dataset_name!r}: rows without `id` are matched to ECR by content, which needs `task`."
+        )
+    values = images if isinstance(images, list) else [images]
+    return stable_id(side, task, text or None, None, [v for v in values if v not in (None, "")], None)
+
+
+def side_id(row: dict[str, Any], side: str, spec: DatasetSpec, index: int) -> str:
+    """The ECR id of one side (``query``, ``target`` or ``negative``) of a data row."""
+    if "id" in row:
+        return f"{row['id']}:neg" if side == "negative" else str(row["id"])
+    text_key, image_key = _FIELDS[side]
+    hashed_side = "query" if side == "query" else "target"
+    return _content_id(
+        hashed_side, spec.resolved_task, _clean_text(row.get(text_key)), row.get(image_key), spec.name, index
+    )
+
+
+_FIELDS = {
+    "query": ("qry", "qry_image_path"),
+    "target": ("pos_text", "pos_image_path"),
+    "negative": ("neg_text", "neg_image_path"),
+}
 
 
 def _clean_text(text: Any) -> str:
@@ -162,15 +200,14 @@ def load_pairs(spec: DatasetSpec) -> list[PairExample]:
     examples = []
     for index, (line_no, row) in enumerate(rows):
         where = f"{spec.path}:{line_no}"
-        key = item_id(row, spec.name, index)
-        query = _side(
-            row, "qry", "qry_image_path", image_root, _lookup(query_traces, key, spec.query_ecr, where), where
-        )
-        pos_trace = _lookup(target_traces, key, spec.target_ecr, where)
+        key = side_id(row, "query", spec, index)
+        query_trace = _lookup(query_traces, key, spec.query_ecr, where)
+        query = _side(row, "qry", "qry_image_path", image_root, query_trace, where)
+        pos_trace = _lookup(target_traces, side_id(row, "target", spec, index), spec.target_ecr, where)
         positive = _side(row, "pos_text", "pos_image_path", image_root, pos_trace, where)
         negative = None
         if spec.hard_negatives:
-            neg_trace = _lookup(target_traces, f"{key}:neg", spec.target_ecr, where)
+            neg_trace = _lookup(target_traces, side_id(row, "negative", spec, index), spec.target_ecr, where)
             negative = _side(row, "neg_text", "neg_image_path", image_root, neg_trace, where)
-        examples.append(PairExample(key, query, positive, negative, spec.instruction, spec.task))
+        examples.append(PairExample(key, query, positive, negative, spec.instruction, spec.resolved_task))
     return examples

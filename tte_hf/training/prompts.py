@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-# Used until `tte_hf.ecr.task_prompt` (the reasoning engineer's task prompts) is available, and for
-# data with no task set.
+# Used only while `tte_hf.ecr` (the reasoning branch's task prompts) is not installed.
 GENERIC_REASONER_PROMPT = (
     "Think step by step about the input inside <think> </think>, focusing on what matters for retrieving "
     "related content, then give a short final answer or summary."
@@ -11,11 +10,10 @@ GENERIC_REASONER_PROMPT = (
 
 
 def reasoner_system_prompt(task: str | None) -> str:
-    """``tte_hf.ecr.task_prompt(task)`` when that module exists and a task is given, else a generic prompt."""
-    if task is None:
-        return GENERIC_REASONER_PROMPT
+    """``tte_hf.ecr.task_prompt(task or "generic")`` -- the prompt ``generate-ecr`` uses -- when that
+    module is available, else a generic prompt of this module."""
     try:
         from tte_hf.ecr import task_prompt
     except ImportError:
         return GENERIC_REASONER_PROMPT
-    return task_prompt(task)
+    return task_prompt(task or "generic")

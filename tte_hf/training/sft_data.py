@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..inputs import build_messages
-from .data import DatasetSpec, _clean_text, _image_paths, item_id, load_ecr, read_jsonl
+from .data import DatasetSpec, _clean_text, _image_paths, load_ecr, read_jsonl, side_id
 from .prompts import reasoner_system_prompt
 
 _SIDES = {"query": ("qry", "qry_image_path"), "target": ("pos_text", "pos_image_path")}
@@ -20,7 +20,7 @@ def sft_rows(spec: DatasetSpec, side: str = "query") -> list[dict[str, Any]]:
     """One SFT row per data row: ``{"id", "images": [path, ...], "messages": [system, user, assistant]}``.
 
     ``side`` picks which input the traces describe (``spec.query_ecr`` or ``spec.target_ecr``). Every data
-    row must have a trace; traces without a data row are an error too (ids from another file).
+    row must have a trace (the file may hold more, e.g. one file for several datasets).
     """
     if side not in _SIDES:
         raise ValueError(f"side must be one of {sorted(_SIDES)}, got {side!r}.")
@@ -35,11 +35,11 @@ def sft_rows(spec: DatasetSpec, side: str = "query") -> list[dict[str, Any]]:
         raise ValueError(f"Dataset {spec.name!r} ({spec.path}) has no rows.")
     text_key, image_key = _SIDES[side]
     image_root = None if spec.image_root is None else Path(spec.image_root)
-    system = reasoner_system_prompt(spec.task)
-    out, used = [], set()
+    system = reasoner_system_prompt(spec.resolved_task)
+    out = []
     for index, (line_no, row) in enumerate(rows):
         where = f"{spec.path}:{line_no}"
-        key = item_id(row, spec.name, index)
+        key = side_id(row, side, spec, index)
         if key not in traces:
             raise KeyError(
                 f"{where}: no ECR trace with id {key!r} in {ecr_path}; the trace file must come from this data."
@@ -47,7 +47,6 @@ def sft_rows(spec: DatasetSpec, side: str = "query") -> list[dict[str, Any]]:
         trace = traces[key].strip()
         if not trace:
             raise ValueError(f"{ecr_path}: the trace of id {key!r} is empty; regenerate it or drop the row.")
-        used.add(key)
         images = _image_paths(row.get(image_key), image_root, f"{where} field `{image_key}`")
         text = _clean_text(row.get(text_key))
         messages = build_messages(text, num_images=len(images), instruction=spec.instruction, system=system)
@@ -55,12 +54,6 @@ def sft_rows(spec: DatasetSpec, side: str = "query") -> list[dict[str, Any]]:
         messages = [{**m, "content": _as_blocks(m["content"])} for m in messages]
         messages.append({"role": "assistant", "content": [{"type": "text", "text": trace}]})
         out.append({"id": key, "images": list(images), "messages": messages})
-    unused = [k for k in traces if k not in used]
-    if unused and spec.max_examples is None:
-        raise KeyError(
-            f"{ecr_path}: {len(unused)} trace id(s) match no row of {spec.path} (first: {unused[0]!r}); "
-            "the trace file comes from other data."
-        )
     return out
 
 

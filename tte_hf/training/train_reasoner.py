@@ -46,6 +46,22 @@ def build_sft_dataset(reasoner_args: ReasonerArguments):
     return dataset.cast_column("images", List(Image()))
 
 
+def export_sft_dataset(
+    config: str | os.PathLike | dict[str, Any], output: str | os.PathLike, argv: list[str] | None = None
+) -> Path:
+    """Write the recipe's SFT rows (images embedded) as one Parquet file that TRL's own CLI loads:
+    ``datasets: [{path: parquet, data_files: OUTPUT}]`` in a ``trl sft`` config."""
+    from trl import ModelConfig, ScriptArguments, SFTConfig
+
+    from .config import parse_recipe
+
+    *_, reasoner_args = parse_recipe((ScriptArguments, SFTConfig, ModelConfig, ReasonerArguments), config, argv)
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    build_sft_dataset(reasoner_args).to_parquet(str(output))
+    return output
+
+
 def freeze_vision(model) -> int:
     """Freeze the vision tower of a (possibly PEFT-wrapped) VLM; returns how many tensors were frozen."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
