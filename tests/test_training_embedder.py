@@ -161,3 +161,22 @@ def test_two_processes_match_one_process_with_the_same_global_batch(data, tiny_v
         losses[procs] = [log["loss"] for log in state["log_history"] if "loss" in log]
     assert len(losses[1]) == 3
     assert losses[1] == pytest.approx(losses[2], abs=1e-4), losses
+
+
+def test_resuming_mid_epoch_continues_exactly(data, tiny_vlm, tmp_path):
+    """Stopped after step 2 of an epoch of 4 batches and resumed: the same losses as a run never stopped
+    (the sampler's batches, the skipped batches and the optimiser state all carry over)."""
+    settings = {"max_steps": 4, "per_device_train_batch_size": 2, "gradcache_chunk_size": None}
+    settings |= {"save_strategy": "steps", "save_steps": 2, "learning_rate": 3e-4}
+    straight = train_embedder(tiny_recipe(data, tiny_vlm, tmp_path / "a", **settings))
+    train_embedder(tiny_recipe(data, tiny_vlm, tmp_path / "b", **settings | {"max_steps": 2}))
+    resumed = train_embedder(
+        tiny_recipe(data, tiny_vlm, tmp_path / "b", **settings),
+        ["--resume_from_checkpoint", str(tmp_path / "b" / "checkpoint-2")],
+    )
+
+    def losses(trainer):
+        return [log["loss"] for log in trainer.state.log_history if "loss" in log]
+
+    assert len(losses(straight)) == 4 and len(set(losses(straight))) == 4
+    assert losses(resumed) == pytest.approx(losses(straight), abs=1e-5)
