@@ -96,6 +96,14 @@ def run_sft(script_args, training_args, model_args, reasoner_args):
     if not model_args.model_name_or_path:
         raise ValueError("The recipe needs `model_name_or_path` (the student VLM).")
     train_dataset = build_sft_dataset(reasoner_args)  # validates everything before the model loads
+    if model_args.attn_implementation == "flash_attention_2":
+        try:
+            import flash_attn  # noqa: F401
+        except ImportError as err:
+            raise ImportError(
+                "attn_implementation: flash_attention_2 needs flash-attn: `pip install 'tte-hf[flash]'` "
+                "(CUDA only), or set attn_implementation: sdpa."
+            ) from err
 
     dtype = model_args.dtype if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
     model = AutoModelForImageTextToText.from_pretrained(
