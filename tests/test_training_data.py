@@ -72,6 +72,24 @@ def test_trace_file_from_other_data_names_line_and_id(data, tmp_path):
         sft_rows(spec(data, query_ecr=str(other)))
 
 
+def test_skip_missing_traces_drops_only_those_rows(data, tmp_path, caplog):
+    lines = data["query_ecr"].read_text().splitlines()
+    partial = tmp_path / "partial.jsonl"
+    partial.write_text("\n".join(lines[:3] + lines[4:]) + "\n")  # shape-3's trace is missing
+    with pytest.raises(KeyError, match="shape-3"):
+        load_pairs(spec(data, query_ecr=str(partial)))
+    pairs = load_pairs(spec(data, query_ecr=str(partial), skip_missing_traces=True))
+    assert [p.item_id for p in pairs] == [f"shape-{i}" for i in range(8) if i != 3]
+    assert "skipped 1 of 8 rows" in caplog.text
+    assert [r["id"] for r in sft_rows(spec(data, query_ecr=str(partial), skip_missing_traces=True))] == [
+        p.item_id for p in pairs
+    ]
+    other = tmp_path / "other.jsonl"
+    other.write_text('{"id": "x", "ecr": "y"}\n')
+    with pytest.raises(KeyError, match="none of its 8 rows has a trace"):
+        load_pairs(spec(data, query_ecr=str(other), skip_missing_traces=True))
+
+
 def test_missing_image_names_line_and_field(data):
     (data["image_root"] / "images" / "shape-3.png").unlink()
     with pytest.raises(FileNotFoundError, match=r"train.jsonl:4 field `qry_image_path`: image .*shape-3.png"):

@@ -11,10 +11,13 @@ A hard negative of a row with an ``id`` is looked up as ``"{id}:neg"`` in the ta
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 # MMEB-train marks where its (single) image goes with Phi-3-V's tag; the chat messages place images
 # themselves, so the tag is removed from the text.
@@ -54,6 +57,7 @@ class DatasetSpec:
     target_ecr: str | None = None
     hard_negatives: bool = False
     max_examples: int | None = None
+    skip_missing_traces: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -176,15 +180,42 @@ def _side(row, text_key, image_key, image_root, trace, where) -> Side:
     return Side(text=text, images=images, trace=trace)
 
 
+class MissingTraceError(KeyError):
+    """A data row has no trace in its ECR file."""
+
+
 def _lookup(traces: dict[str, str] | None, key: str, source: str | None, where: str) -> str | None:
     if traces is None:
         return None
     if key not in traces:
-        raise KeyError(
+        raise MissingTraceError(
             f"{where}: no ECR trace with id {key!r} in {source}. The trace file must come from the same data "
-            "(regenerate it with `tte-hf generate-ecr` over this file, or fix the `id` fields)."
+            "(regenerate it with `tte-hf generate-ecr` over this file, or fix the `id` fields; "
+            "`skip_missing_traces: true` drops such rows, e.g. those generate-ecr skipped)."
         )
     return traces[key]
+
+
+def _pair(spec, row, index, where, image_root, query_traces, target_traces) -> PairExample:
+    key = side_id(row, "query", spec, index)
+    query_trace = _lookup(query_traces, key, spec.query_ecr, where)
+    query = _side(row, "qry", "qry_image_path", image_root, query_trace, where)
+    pos_trace = _lookup(target_traces, side_id(row, "target", spec, index), spec.target_ecr, where)
+    positive = _side(row, "pos_text", "pos_image_path", image_root, pos_trace, where)
+    negative = None
+    if spec.hard_negatives:
+        neg_trace = _lookup(target_traces, side_id(row, "negative", spec, index), spec.target_ecr, where)
+        negative = _side(row, "neg_text", "neg_image_path", image_root, neg_trace, where)
+    return PairExample(key, query, positive, negative, spec.instruction, spec.resolved_task)
+
+
+def report_skipped(spec: DatasetSpec, skipped: int, total: int) -> None:
+    """Say how many rows had no trace; all of them is an error (wrong trace file)."""
+    if not skipped:
+        return
+    if skipped == total:
+        raise MissingTraceError(f"Dataset {spec.name!r}: none of its {total} rows has a trace; wrong ECR file?")
+    logger.warning("Dataset %r: skipped %d of %d rows without an ECR trace.", spec.name, skipped, total)
 
 
 def load_pairs(spec: DatasetSpec) -> list[PairExample]:
@@ -197,17 +228,14 @@ def load_pairs(spec: DatasetSpec) -> list[PairExample]:
         rows = rows[: spec.max_examples]
     if not rows:
         raise ValueError(f"Dataset {spec.name!r} ({spec.path}) has no rows.")
-    examples = []
+    examples, skipped = [], 0
     for index, (line_no, row) in enumerate(rows):
         where = f"{spec.path}:{line_no}"
-        key = side_id(row, "query", spec, index)
-        query_trace = _lookup(query_traces, key, spec.query_ecr, where)
-        query = _side(row, "qry", "qry_image_path", image_root, query_trace, where)
-        pos_trace = _lookup(target_traces, side_id(row, "target", spec, index), spec.target_ecr, where)
-        positive = _side(row, "pos_text", "pos_image_path", image_root, pos_trace, where)
-        negative = None
-        if spec.hard_negatives:
-            neg_trace = _lookup(target_traces, side_id(row, "negative", spec, index), spec.target_ecr, where)
-            negative = _side(row, "neg_text", "neg_image_path", image_root, neg_trace, where)
-        examples.append(PairExample(key, query, positive, negative, spec.instruction, spec.resolved_task))
+        try:
+            examples.append(_pair(spec, row, index, where, image_root, query_traces, target_traces))
+        except MissingTraceError:
+            if not spec.skip_missing_traces:
+                raise
+            skipped += 1
+    report_skipped(spec, skipped, len(rows))
     return examples

@@ -10,7 +10,16 @@ from pathlib import Path
 from typing import Any
 
 from ..inputs import build_messages
-from .data import DatasetSpec, _clean_text, _image_paths, load_ecr, read_jsonl, side_id
+from .data import (
+    DatasetSpec,
+    MissingTraceError,
+    _clean_text,
+    _image_paths,
+    load_ecr,
+    read_jsonl,
+    report_skipped,
+    side_id,
+)
 from .prompts import reasoner_system_prompt
 
 _SIDES = {"query": ("qry", "qry_image_path"), "target": ("pos_text", "pos_image_path")}
@@ -36,12 +45,15 @@ def sft_rows(spec: DatasetSpec, side: str = "query") -> list[dict[str, Any]]:
     text_key, image_key = _SIDES[side]
     image_root = None if spec.image_root is None else Path(spec.image_root)
     system = reasoner_system_prompt(spec.resolved_task)
-    out = []
+    out, skipped = [], 0
     for index, (line_no, row) in enumerate(rows):
         where = f"{spec.path}:{line_no}"
         key = side_id(row, side, spec, index)
         if key not in traces:
-            raise KeyError(
+            if spec.skip_missing_traces:
+                skipped += 1
+                continue
+            raise MissingTraceError(
                 f"{where}: no ECR trace with id {key!r} in {ecr_path}; the trace file must come from this data."
             )
         trace = traces[key].strip()
@@ -54,6 +66,7 @@ def sft_rows(spec: DatasetSpec, side: str = "query") -> list[dict[str, Any]]:
         messages = [{**m, "content": _as_blocks(m["content"])} for m in messages]
         messages.append({"role": "assistant", "content": [{"type": "text", "text": trace}]})
         out.append({"id": key, "images": list(images), "messages": messages})
+    report_skipped(spec, skipped, len(rows))
     return out
 
 
