@@ -1,15 +1,12 @@
 """Contrastive embedder: GradCache == full batch, loss falls and Hit@1 rises, reloads, 2 processes == 1."""
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from training_launch import launch_losses
 from transformers import AutoModel, AutoProcessor
 
 import tte_hf  # noqa: F401  (registers the TTE classes with AutoModel)
@@ -146,19 +143,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(data, tiny_v
     for procs, per_device in ((1, 8), (2, 4)):
         recipe = tiny_recipe(data, tiny_vlm, tmp_path / f"p{procs}", max_steps=3, learning_rate=3e-4)
         recipe |= {"per_device_train_batch_size": per_device, "gradcache_chunk_size": 2}
-        path = tmp_path / f"p{procs}.yaml"
-        path.write_text(yaml.safe_dump(recipe))
-        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(procs)]
-        cmd += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-        # `--multi_gpu` is accelerate's torchrun launcher; without CUDA (and with `use_cpu` in the
-        # recipe) the processes run DDP on CPU with gloo.
-        cmd += ["--multi_gpu", "--main_process_port", str(29611)] if procs > 1 else ["--cpu"]
-        cmd += ["-m", "tte_hf.training.train_embedder", "--config", str(path)]
-        env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr[-3000:]
-        state = json.loads((tmp_path / f"p{procs}" / "trainer_state.json").read_text())
-        losses[procs] = [log["loss"] for log in state["log_history"] if "loss" in log]
+        losses[procs] = launch_losses("tte_hf.training.train_embedder", recipe, procs, tmp_path)
     assert len(losses[1]) == 3
     assert losses[1] == pytest.approx(losses[2], abs=1e-4), losses
 

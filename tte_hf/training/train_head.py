@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch import nn
+
+from .contrastive_trainer import ContrastiveTrainer
 
 
 @dataclass
@@ -47,8 +50,45 @@ def train_head(config: str | os.PathLike | dict[str, Any] | None = None, argv: l
     return run_head_training(head_args, training_args)
 
 
+class HeadTrainingModule(nn.Module):
+    """The module the Trainer (and DDP) wrap: ``forward(hidden_states, attention_mask)`` runs the head.
+
+    The head's forward must go through the DDP wrapper, or DDP never all-reduces its gradients; the
+    frozen backbone pass needs no gradients and calls ``unified`` directly.
+    """
+
+    def __init__(self, unified):
+        super().__init__()
+        self.unified = unified
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.unified.embed_hidden_states(hidden_states, attention_mask)
+
+
+class HeadTrainer(ContrastiveTrainer):
+    """Checkpoints hold the head alone (`TTEUnifiedModel.save_head`), not the frozen backbone."""
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        output_dir = output_dir or self.args.output_dir
+        self.accelerator.unwrap_model(self.model).unified.save_head(output_dir)
+        if self.processing_class is not None:
+            self.processing_class.save_pretrained(output_dir)
+        torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        from safetensors.torch import load_file
+
+        from ..modeling_tte import HEAD_WEIGHTS_NAME
+
+        path = os.path.join(resume_from_checkpoint, HEAD_WEIGHTS_NAME)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{resume_from_checkpoint} has no {HEAD_WEIGHTS_NAME}; not a head checkpoint.")
+        (model or self.model).unified.head.load_state_dict(load_file(path))
+
+
 class UnifiedEncoder:
-    """chunk -> embeddings: frozen backbone hidden states (cached when a cache is given), then the head."""
+    """(head module, chunk) -> embeddings: the frozen backbone's hidden states (cached when a cache is
+    given), then the head through ``head_module`` (a `HeadTrainingModule`, possibly DDP-wrapped)."""
 
     def __init__(self, cache=None):
         self.cache = cache
@@ -56,7 +96,7 @@ class UnifiedEncoder:
         # output is the same both times, so the first pass leaves it here for the second to take.
         self._pending: dict[str, torch.Tensor] = {}
 
-    def hidden_states(self, model, chunk) -> tuple[torch.Tensor, torch.Tensor]:
+    def hidden_states(self, head_module, chunk) -> tuple[torch.Tensor, torch.Tensor]:
         keys = chunk["keys"]
         inputs = {k: v for k, v in chunk.items() if k != "keys"}
         first_pass = not torch.is_grad_enabled()
@@ -64,8 +104,9 @@ class UnifiedEncoder:
         if self.cache is not None:
             rows = [row if row is not None else self.cache.get(k) for row, k in zip(rows, keys)]
         if any(row is None for row in rows):
+            unified = getattr(head_module, "module", head_module).unified  # past a DDP wrapper
             with torch.no_grad():
-                hidden = model(**inputs).last_hidden_state
+                hidden = unified(**inputs).last_hidden_state
             mask = inputs["attention_mask"].bool()
             rows = [hidden[i][mask[i]] for i in range(len(keys))]
             if self.cache is not None:
@@ -82,9 +123,9 @@ class UnifiedEncoder:
             mask[i, : row.shape[0]] = 1
         return padded.to(device), mask
 
-    def __call__(self, model, chunk) -> torch.Tensor:
-        hidden, mask = self.hidden_states(model, chunk)
-        return model.embed_hidden_states(hidden, mask)
+    def __call__(self, head_module, chunk) -> torch.Tensor:
+        hidden, mask = self.hidden_states(head_module, chunk)
+        return head_module(hidden, mask)
 
 
 def run_head_training(head_args, training_args):
@@ -92,7 +133,6 @@ def run_head_training(head_args, training_args):
 
     from ..modeling_tte import TTEUnifiedModel
     from .collator import ContrastiveCollator
-    from .contrastive_trainer import ContrastiveTrainer
     from .hidden_cache import HiddenStateCache
     from .train_embedder import load_training_pairs
 
@@ -120,8 +160,8 @@ def run_head_training(head_args, training_args):
     if head_args.hidden_cache_dir:
         namespace = f"layer{model.head.reads_layer}"
         cache = HiddenStateCache(head_args.hidden_cache_dir, namespace)
-    trainer = ContrastiveTrainer(
-        model=model,
+    trainer = HeadTrainer(
+        model=HeadTrainingModule(model),
         args=training_args,
         train_dataset=examples,
         data_collator=ContrastiveCollator(processor, training_args.gradcache_chunk_size, with_keys=True),
@@ -135,7 +175,7 @@ def run_head_training(head_args, training_args):
     trainer.accelerator.wait_for_everyone()
     trainer.save_state()
     if trainer.accelerator.is_main_process:
-        unwrapped = trainer.accelerator.unwrap_model(trainer.model)
+        unwrapped = trainer.accelerator.unwrap_model(trainer.model).unified
         if head_args.save_full_model:
             unwrapped.save_pretrained(training_args.output_dir)
         else:
