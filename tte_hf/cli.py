@@ -15,6 +15,10 @@ COMMANDS = {
     "export": "export",
     "push": "push",
     "eval": "eval",
+    "prepare-sft": "prepare_sft",
+    "train-reasoner": "train_reasoner",
+    "train-embedder": "train_embedder",
+    "train-head": "train_head",
 }
 
 

@@ -1,0 +1,167 @@
+"""Contrastive embedder: GradCache == full batch, loss falls and Hit@1 rises, reloads, 2 processes == 1."""
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+from training_launch import launch_losses
+from transformers import AutoModel, AutoProcessor
+
+import tte_hf  # noqa: F401  (registers the TTE classes with AutoModel)
+from tte_hf import TTEEmbedderModel
+from tte_hf.training import train_embedder
+from tte_hf.training.collator import ContrastiveCollator
+from tte_hf.training.data import DatasetSpec, load_pairs
+from tte_hf.training.grad_cache import grad_cache_step
+from tte_hf.training.losses import info_nce
+from tte_hf.training.synthetic import write_synthetic_retrieval
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return write_synthetic_retrieval(tmp_path_factory.mktemp("emb_data"), num_items=8)
+
+
+def dataset_entry(data):
+    return {
+        "task": "classification",  # as in recipes/embedder/tiny.yaml: the same system prompt
+        "path": str(data["data"]),
+        "image_root": str(data["image_root"]),
+        "query_ecr": str(data["query_ecr"]),
+    }
+
+
+def tiny_recipe(data, tiny_vlm, output_dir, **overrides):
+    recipe = yaml.safe_load((ROOT / "recipes" / "embedder" / "tiny.yaml").read_text())
+    recipe["model_name_or_path"] = tiny_vlm
+    recipe["datasets"][0] |= dataset_entry(data)
+    return recipe | {"output_dir": str(output_dir)} | overrides
+
+
+@torch.no_grad()
+def hit_at_1(model, processor, pairs) -> float:
+    """Each query ranks all positives; Hit@1 = share whose own positive scores highest."""
+    collate = ContrastiveCollator(processor)
+    batch = collate(pairs)
+    q = model(**batch["query"][0]).embeddings
+    t = model(**batch["positive"][0]).embeddings
+    return ((q @ t.T).argmax(-1) == torch.arange(len(pairs))).float().mean().item()
+
+
+def test_gradcache_gradients_equal_full_batch_gradients(data, tiny_vlm):
+    torch.manual_seed(0)
+    model = TTEEmbedderModel.from_backbone(tiny_vlm, attn_implementation="eager").eval()  # no dropout
+    processor = AutoProcessor.from_pretrained(tiny_vlm)
+    spec = DatasetSpec.from_dict({"name": "s", **dataset_entry(data), "hard_negatives": True}, 0)
+    pairs = load_pairs(spec)[:8]
+    loss_fn = lambda q, p, n: info_nce(q, p, n, 0.02)  # noqa: E731
+    encode = lambda chunk: model(**chunk).embeddings  # noqa: E731
+
+    # Reference: one plain forward/backward over the whole batch.
+    full = ContrastiveCollator(processor)(pairs)
+    reps = [model(**full[k][0]).embeddings for k in ("query", "positive", "negative")]
+    reference = loss_fn(*reps)
+    reference.backward()
+    expected = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+
+    chunked = ContrastiveCollator(processor, chunk_size=3)(pairs)
+    assert [len(chunked[k]) for k in ("query", "positive", "negative")] == [3, 3, 3]
+    loss = grad_cache_step(encode, [chunked["query"], chunked["positive"], chunked["negative"]], loss_fn)
+    assert torch.allclose(loss, reference.detach(), atol=1e-5)
+    got = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    assert got.keys() == expected.keys() and len(got) > 20
+    for name, grad in got.items():
+        torch.testing.assert_close(grad, expected[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_gradcache_replays_dropout_masks():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.Dropout(0.5), torch.nn.Linear(16, 4)).train()
+    x = torch.randn(8, 6)
+    encode = lambda chunk: F.normalize(net(chunk), dim=-1)  # noqa: E731
+    loss_fn = lambda q, t: info_nce(q, t, None, 0.1)  # noqa: E731
+    state = torch.get_rng_state()
+    grad_cache_step(encode, [[x[:4], x[4:]], [x[:4] + 1, x[4:] + 1]], loss_fn)
+    cached = [p.grad.clone() for p in net.parameters()]
+    net.zero_grad()
+    # Reference with the same dropout masks: the chunks in the order GradCache first drew them.
+    torch.set_rng_state(state)
+    reps = [encode(c) for c in (x[:4], x[4:], x[:4] + 1, x[4:] + 1)]
+    loss_fn(torch.cat(reps[:2]), torch.cat(reps[2:])).backward()
+    for got, want in zip(cached, (p.grad for p in net.parameters())):
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+
+
+def test_recipe_loss_falls_hit_at_1_rises_and_checkpoint_reloads(data, tiny_vlm, tmp_path):
+    processor = AutoProcessor.from_pretrained(tiny_vlm)
+    pairs = load_pairs(DatasetSpec.from_dict({"name": "s", **dataset_entry(data)}, 0))
+    before = hit_at_1(TTEEmbedderModel.from_backbone(tiny_vlm).eval(), processor, pairs)
+    trainer = train_embedder(tiny_recipe(data, tiny_vlm, tmp_path))  # the recipe as shipped
+    losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
+    assert losses[-1] < losses[0] - 0.5
+    model = trainer.model.eval()
+    after = hit_at_1(model, processor, pairs)
+    assert after >= before + 0.25, (before, after)
+
+    reloaded = AutoModel.from_pretrained(tmp_path)
+    assert isinstance(reloaded, TTEEmbedderModel)
+    batch = ContrastiveCollator(processor)(pairs[:4])["query"][0]
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded.eval()(**batch).embeddings, model(**batch).embeddings)
+
+
+def test_lora_is_merged_on_request(data, tiny_vlm, tmp_path):
+    from peft import PeftModel
+    from safetensors.torch import load_file
+
+    recipe = tiny_recipe(data, tiny_vlm, tmp_path, max_steps=2, use_peft=True, lora_r=16, lora_alpha=64)
+    train_embedder(recipe | {"lora_dropout": 0.1})
+    adapter = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
+    assert adapter and all("lora_" in k and "language_model" in k for k in adapter)
+    assert any(v.abs().sum() > 0 for k, v in adapter.items() if "lora_B" in k)  # trained, not the zero init
+    processor = AutoProcessor.from_pretrained(tmp_path)
+    pairs = load_pairs(DatasetSpec.from_dict({"name": "s", **dataset_entry(data)}, 0))
+    batch = ContrastiveCollator(processor)(pairs[:4])["query"][0]
+    base = TTEEmbedderModel.from_backbone(tiny_vlm)
+    with torch.no_grad():
+        expected = PeftModel.from_pretrained(base, tmp_path / "adapter").eval()(**batch).embeddings
+        merged = TTEEmbedderModel.from_pretrained(tmp_path).eval()
+        torch.testing.assert_close(merged(**batch).embeddings, expected, atol=1e-5, rtol=1e-4)
+    assert not any("lora" in k for k in merged.state_dict())
+
+
+@pytest.mark.slow  # ~1 min: three `accelerate launch` start-ups
+def test_two_processes_match_one_process_with_the_same_global_batch(data, tiny_vlm, tmp_path):
+    """2 CPU processes (gloo) x 4 rows == 1 process x 8 rows: same loss at every step, so also the
+    same gradients (the steps after the first depend on them)."""
+    losses = {}
+    for procs, per_device in ((1, 8), (2, 4)):
+        recipe = tiny_recipe(data, tiny_vlm, tmp_path / f"p{procs}", max_steps=3, learning_rate=3e-4)
+        recipe |= {"per_device_train_batch_size": per_device, "gradcache_chunk_size": 2}
+        losses[procs] = launch_losses("tte_hf.training.train_embedder", recipe, procs, tmp_path)
+    assert len(losses[1]) == 3
+    assert losses[1] == pytest.approx(losses[2], abs=1e-4), losses
+
+
+def test_resuming_mid_epoch_continues_exactly(data, tiny_vlm, tmp_path):
+    """Stopped after step 2 of an epoch of 4 batches and resumed: the same losses as a run never stopped
+    (the sampler's batches, the skipped batches and the optimiser state all carry over)."""
+    settings = {"max_steps": 4, "per_device_train_batch_size": 2, "gradcache_chunk_size": None}
+    settings |= {"save_strategy": "steps", "save_steps": 2, "learning_rate": 3e-4}
+    straight = train_embedder(tiny_recipe(data, tiny_vlm, tmp_path / "a", **settings))
+    train_embedder(tiny_recipe(data, tiny_vlm, tmp_path / "b", **settings | {"max_steps": 2}))
+    resumed = train_embedder(
+        tiny_recipe(data, tiny_vlm, tmp_path / "b", **settings),
+        ["--resume_from_checkpoint", str(tmp_path / "b" / "checkpoint-2")],
+    )
+
+    def losses(trainer):
+        return [log["loss"] for log in trainer.state.log_history if "loss" in log]
+
+    assert len(losses(straight)) == 4 and len(set(losses(straight))) == 4
+    assert losses(resumed) == pytest.approx(losses(straight), abs=1e-5)

@@ -1,0 +1,128 @@
+"""Unified head training: frozen backbone stays bit-identical, loss falls, the cache is exact, reload."""
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+from training_launch import launch_losses
+from transformers import AutoModel, AutoProcessor
+
+import tte_hf  # noqa: F401  (registers the TTE classes with AutoModel)
+from tte_hf import TTEUnifiedModel
+from tte_hf.training import train_head
+from tte_hf.training.collator import ContrastiveCollator
+from tte_hf.training.data import DatasetSpec, load_pairs
+from tte_hf.training.hidden_cache import HiddenStateCache
+from tte_hf.training.synthetic import write_synthetic_retrieval
+from tte_hf.training.train_head import HeadTrainingModule, UnifiedEncoder
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return write_synthetic_retrieval(tmp_path_factory.mktemp("head_data"), num_items=8)
+
+
+def recipe(data, tiny_vlm, tmp_path, **overrides):
+    cfg = yaml.safe_load((ROOT / "recipes" / "unified" / "tiny.yaml").read_text())
+    cfg["reasoner_name_or_path"] = tiny_vlm
+    cfg["datasets"][0] |= {
+        "path": str(data["data"]),
+        "image_root": str(data["image_root"]),
+        "query_ecr": str(data["query_ecr"]),
+    }
+    cfg |= {"output_dir": str(tmp_path / "out"), "hidden_cache_dir": str(tmp_path / "cache")}
+    return cfg | overrides
+
+
+@pytest.mark.parametrize("head_type", ["mhsa", "qformer"])
+def test_head_trains_backbone_stays_bit_identical_and_reloads(head_type, data, tiny_vlm, tmp_path):
+    trainer = train_head(recipe(data, tiny_vlm, tmp_path, head_type=head_type, max_steps=10))
+    losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
+    assert losses[-1] < losses[0] - 0.3, losses
+    model = trainer.model.unified.eval()
+    original = load_file(Path(tiny_vlm) / "model.safetensors")
+    fresh = TTEUnifiedModel.from_backbone(tiny_vlm, head_type=head_type, head_kwargs={"head_num_layers": 1})
+    backbone_now, backbone_then = model.backbone.state_dict(), fresh.backbone.state_dict()
+    assert backbone_now.keys() == backbone_then.keys() and len(original) == len(backbone_now)
+    assert all(torch.equal(backbone_now[k], backbone_then[k]) for k in backbone_now)
+    assert any(
+        not torch.equal(a, b) for a, b in zip(model.head.state_dict().values(), fresh.head.state_dict().values())
+    )
+
+    out = tmp_path / "out"
+    assert (out / "head.safetensors").is_file() and not (out / "model.safetensors").exists()
+    reloaded = AutoModel.from_pretrained(out)
+    assert isinstance(reloaded, TTEUnifiedModel)
+    processor = AutoProcessor.from_pretrained(out)
+    pairs = load_pairs(DatasetSpec.from_dict({"name": "s", **recipe(data, tiny_vlm, tmp_path)["datasets"][0]}, 0))
+    batch = ContrastiveCollator(processor)(pairs[:4])["query"][0]
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(**batch).embeddings, model(**batch).embeddings)
+
+
+def test_cached_hidden_states_give_the_same_embeddings(data, tiny_vlm, tmp_path):
+    model = TTEUnifiedModel.from_backbone(tiny_vlm, head_type="mhsa", head_kwargs={"head_num_layers": 1}).eval()
+    processor = AutoProcessor.from_pretrained(tiny_vlm)
+    pairs = load_pairs(DatasetSpec.from_dict({"name": "s", **recipe(data, tiny_vlm, tmp_path)["datasets"][0]}, 0))
+    chunk = ContrastiveCollator(processor, with_keys=True)(pairs[:4])["query"][0]
+    cache = HiddenStateCache(tmp_path / "cache", "layer3")
+    with torch.no_grad():
+        direct = model(**{k: v for k, v in chunk.items() if k != "keys"}).embeddings
+        first = UnifiedEncoder(cache)(HeadTrainingModule(model), chunk)
+    assert (cache.hits, cache.misses) == (0, 4)
+    second = UnifiedEncoder(cache)(
+        HeadTrainingModule(model), chunk
+    )  # a later epoch: read back, with autograd for the head
+    assert (cache.hits, cache.misses) == (4, 4)
+    torch.testing.assert_close(first, direct, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(second, first, atol=0, rtol=0)
+    assert second.requires_grad
+
+
+def test_gradcache_second_pass_reuses_the_backbone_output(data, tiny_vlm, tmp_path):
+    model = TTEUnifiedModel.from_backbone(tiny_vlm, head_type="attention_pooler", head_kwargs={"head_num_heads": 4})
+    processor = AutoProcessor.from_pretrained(tiny_vlm)
+    pairs = load_pairs(DatasetSpec.from_dict({"name": "s", **recipe(data, tiny_vlm, tmp_path)["datasets"][0]}, 0))
+    chunk = ContrastiveCollator(processor, with_keys=True)(pairs[:4])["query"][0]
+    calls = []
+    handle = model.backbone.model.register_forward_hook(lambda *args: calls.append(1))
+    encode = UnifiedEncoder()
+    with torch.no_grad():
+        first = encode(HeadTrainingModule(model), chunk)
+    second = encode(HeadTrainingModule(model), chunk)
+    handle.remove()
+    assert len(calls) == 1 and not encode._pending
+    torch.testing.assert_close(second, first)
+
+
+@pytest.mark.slow  # ~30 s: two `accelerate launch` start-ups
+def test_two_processes_train_the_head_like_one(data, tiny_vlm, tmp_path):
+    """The head's gradients are all-reduced (DDP sees its forward): 2 processes x 4 rows give the
+    losses of 1 process x 8 rows at every step."""
+    losses = {}
+    for procs, per_device in ((1, 8), (2, 4)):
+        cfg = recipe(data, tiny_vlm, tmp_path, max_steps=3, per_device_train_batch_size=per_device)
+        cfg |= {"output_dir": str(tmp_path / f"p{procs}"), "hidden_cache_dir": None, "gradcache_chunk_size": 2}
+        losses[procs] = launch_losses("tte_hf.training.train_head", cfg, procs, tmp_path, port=29623)
+    assert len(losses[1]) == 3 and len(set(losses[1])) == 3
+    assert losses[1] == pytest.approx(losses[2], abs=1e-4), losses
+
+
+def test_head_checkpoints_hold_the_head_and_resume(data, tiny_vlm, tmp_path):
+    settings = {"max_steps": 4, "per_device_train_batch_size": 2, "save_strategy": "steps", "save_steps": 2}
+    straight = train_head(recipe(data, tiny_vlm, tmp_path / "a", **settings))
+    train_head(recipe(data, tiny_vlm, tmp_path / "b", **settings | {"max_steps": 2}))
+    checkpoint = tmp_path / "b" / "out" / "checkpoint-2"
+    assert (checkpoint / "head.safetensors").is_file() and not (checkpoint / "model.safetensors").exists()
+    resumed = train_head(
+        recipe(data, tiny_vlm, tmp_path / "b", **settings), ["--resume_from_checkpoint", str(checkpoint)]
+    )
+
+    def losses(trainer):
+        return [log["loss"] for log in trainer.state.log_history if "loss" in log]
+
+    assert len(losses(straight)) == 4 and losses(resumed) == pytest.approx(losses(straight), abs=1e-5)

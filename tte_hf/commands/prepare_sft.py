@@ -1,0 +1,27 @@
+"""``tte-hf prepare-sft --config RECIPE.yaml --output FILE.parquet``: the reasoner recipe's SFT rows for `trl sft`."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="A reasoner recipe (recipes/reasoner/*.yaml).")
+    parser.add_argument("--output", required=True, help="Parquet file to write (images embedded).")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Override a recipe key, e.g. --set bf16=false (repeatable).",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..training.config import override_args
+    from ..training.train_reasoner import export_sft_dataset
+
+    path = export_sft_dataset(args.config, args.output, override_args(args.overrides))
+    print(f"Wrote the SFT rows to {path}")
+    return 0

@@ -1,0 +1,25 @@
+"""``tte-hf train-reasoner --config RECIPE.yaml``: Student reasoner SFT on teacher ECR traces (TRL SFTTrainer) from a YAML recipe."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="The YAML recipe (see recipes/).")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Override a recipe key, e.g. --set learning_rate=1e-4 (repeatable).",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..training.config import override_args
+    from ..training.train_reasoner import train_reasoner
+
+    train_reasoner(args.config, override_args(args.overrides))
+    return 0

@@ -1,0 +1,75 @@
+"""Pair examples -> processor inputs for the embedder, split into GradCache mini-batch chunks.
+
+Every text goes through `tte_hf.inputs` (`build_messages`, `render_prompt`, `embedder_text`): the
+embedder reads exactly the reasoner's generation sequence, prompt + ECR trace + end token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ..inputs import build_messages, embedder_text, render_prompt
+from .data import PairExample, Side
+from .prompts import reasoner_system_prompt
+
+
+def side_text(processor, side: Side, instruction: str | None = None, task: str | None = None) -> str:
+    """The embedder's input text for one side. With a trace, the system prompt is the reasoner's (the
+    sequence the reasoner generated); without one, the template's default."""
+    system = reasoner_system_prompt(task) if side.trace is not None else None
+    messages = build_messages(side.text, num_images=len(side.images), instruction=instruction, system=system)
+    return embedder_text(render_prompt(processor, messages), side.trace)
+
+
+def input_key(text: str, images: Sequence[str]) -> str:
+    """A stable content key for one rendered input (text + image paths)."""
+    import hashlib
+
+    return hashlib.sha256("\0".join([text, *images]).encode()).hexdigest()
+
+
+def load_image(path: str):
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
+class ContrastiveCollator:
+    """``collator(examples)`` -> ``{"query": [chunk, ...], "positive": [...], "negative": [...]}``.
+
+    Each chunk is a dict of tensors for at most ``chunk_size`` inputs (``None``: one chunk). The
+    ``negative`` list is empty when the batch has no hard negatives.
+    """
+
+    def __init__(self, processor, chunk_size: int | None = None, with_keys: bool = False):
+        # No truncation: cutting a sequence would drop the end token the embedding is read from (or
+        # image tokens); traces are length-capped when they are generated.
+        self.processor, self.chunk_size, self.with_keys = processor, chunk_size, with_keys
+
+    def encode(self, sides: Sequence[Side], examples: Sequence[PairExample]) -> list[dict[str, Any]]:
+        size = self.chunk_size or len(sides)
+        chunks = []
+        for start in range(0, len(sides), size):
+            part = list(zip(sides[start : start + size], examples[start : start + size]))
+            texts = [side_text(self.processor, side, ex.instruction, ex.task) for side, ex in part]
+            images = [load_image(path) for side, _ in part for path in side.images]
+            batch = self.processor(text=texts, images=images or None, padding=True, return_tensors="pt")
+            chunk = dict(batch)
+            if self.with_keys:  # content keys for the unified trainer's hidden-state cache
+                chunk["keys"] = [input_key(text, side.images) for text, (side, _) in zip(texts, part)]
+            chunks.append(chunk)
+        return chunks
+
+    def __call__(self, examples: Sequence[PairExample]) -> dict[str, list[dict[str, Any]]]:
+        with_neg = [ex.negative is not None for ex in examples]
+        if any(with_neg) and not all(with_neg):
+            raise ValueError(
+                "A batch mixes rows with and without hard negatives; one dataset per batch keeps them apart."
+            )
+        return {
+            "query": self.encode([ex.query for ex in examples], examples),
+            "positive": self.encode([ex.positive for ex in examples], examples),
+            "negative": self.encode([ex.negative for ex in examples], examples) if all(with_neg) else [],
+        }

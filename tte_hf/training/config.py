@@ -1,0 +1,55 @@
+"""Recipe parsing: a YAML file (or a dict) plus CLI overrides into the recipe's dataclasses.
+
+TRL's `TrlParser` already does this (``--config recipe.yaml``, CLI overrides, ``env:`` block) and
+rejects keys no dataclass knows, so every recipe of this package goes through it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+
+def parse_recipe(dataclass_types: Sequence[type], config: str | os.PathLike | dict[str, Any] | None, argv=None):
+    """Parse ``config`` (a YAML path or a dict) and ``argv`` overrides into instances of ``dataclass_types``.
+
+    An unknown key raises ``ValueError`` naming it, before anything is loaded.
+    """
+    import yaml
+    from trl import TrlParser
+
+    argv = list(argv or [])
+    parser = TrlParser(list(dataclass_types))
+    if config is None:
+        return parser.parse_args_and_config(argv)
+    if isinstance(config, dict):
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
+            yaml.safe_dump(config, handle)
+        try:
+            return _parse(parser, handle.name, argv, label="(recipe given as a dict)")
+        finally:
+            os.unlink(handle.name)
+    if not Path(config).is_file():
+        raise FileNotFoundError(f"Recipe file {config} does not exist.")
+    return _parse(parser, str(config), argv)
+
+
+def _parse(parser, path: str, argv: list[str], label: str | None = None):
+    try:
+        return parser.parse_args_and_config(["--config", path, *argv])
+    except ValueError as err:
+        raise ValueError(f"Recipe {label or path}: {err}") from err
+
+
+def override_args(pairs: list[str]) -> list[str]:
+    """``["lr=1e-4", ...]`` (the CLI's ``--set``) -> ``["--lr", "1e-4", ...]`` for the recipe parser."""
+    argv = []
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set expects KEY=VALUE, got {pair!r}.")
+        argv += [f"--{key}", value]
+    return argv

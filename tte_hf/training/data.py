@@ -1,0 +1,241 @@
+"""Training data: MMEB-train style JSONL rows joined with ECR traces by item id, validated up front.
+
+Every check runs when a dataset is loaded, before any model is built, so a bad file fails in seconds
+with the file, line and field that is wrong.
+
+Item ids are the ones ``tte-hf generate-ecr`` writes: a row's ``id`` field when it has one, else the
+content hash `tte_hf.reasoning.sources.stable_id` of that side (side, task, text, images as written).
+A hard negative of a row with an ``id`` is looked up as ``"{id}:neg"`` in the target-side ECR file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+# MMEB-train marks where its (single) image goes with Phi-3-V's tag; the chat messages place images
+# themselves, so the tag is removed from the text.
+_IMAGE_TAG = re.compile(r"<\|image_\d+\|>")
+
+
+@dataclass(frozen=True)
+class Side:
+    """One side of a pair: text, image paths (absolute) and the ECR trace, if any."""
+
+    text: str
+    images: tuple[str, ...] = ()
+    trace: str | None = None
+
+
+@dataclass(frozen=True)
+class PairExample:
+    item_id: str
+    query: Side
+    positive: Side
+    negative: Side | None = None
+    instruction: str | None = None
+    task: str | None = None
+
+
+@dataclass
+class DatasetSpec:
+    """One training dataset of a recipe (a dict in the YAML ``datasets:`` list)."""
+
+    name: str
+    path: str
+    image_root: str | None = None
+    weight: float = 1.0
+    task: str | None = None
+    instruction: str | None = None
+    query_ecr: str | None = None
+    target_ecr: str | None = None
+    hard_negatives: bool = False
+    max_examples: int | None = None
+    skip_missing_traces: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def resolved_task(self) -> str | None:
+        """``task``, else the meta-task of an MMEB-train subset called ``name``."""
+        if self.task is not None:
+            return self.task
+        try:
+            from tte_hf.ecr import MMEB_TRAIN_TASKS
+        except ImportError:
+            return None
+        return MMEB_TRAIN_TASKS.get(self.name)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], index: int) -> DatasetSpec:
+        if not isinstance(raw, dict):
+            raise ValueError(f"datasets[{index}] must be a mapping with at least `name` and `path`, got {raw!r}.")
+        known = {f for f in cls.__dataclass_fields__ if f != "extra"}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ValueError(f"datasets[{index}] has unknown key(s) {unknown}; known keys: {sorted(known)}.")
+        missing = [k for k in ("name", "path") if not raw.get(k)]
+        if missing:
+            raise ValueError(f"datasets[{index}] is missing {missing}.")
+        spec = cls(**raw)
+        if not spec.weight > 0:
+            raise ValueError(f"datasets[{index}] ({spec.name}): weight must be > 0, got {spec.weight}.")
+        return spec
+
+
+def read_jsonl(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
+    """(1-based line number, row) for each non-blank line; a malformed line raises naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist.")
+    rows = []
+    with path.open(encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{line_no}: not valid JSON ({err.msg}).") from err
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}:{line_no}: each line must be a JSON object.")
+            rows.append((line_no, row))
+    return rows
+
+
+def load_ecr(path: str | Path) -> dict[str, str]:
+    """id -> ECR trace from a ``generate-ecr`` JSONL file (fields ``id`` and ``ecr``)."""
+    traces: dict[str, str] = {}
+    for line_no, row in read_jsonl(path):
+        for key in ("id", "ecr"):
+            if key not in row:
+                raise ValueError(f"{path}:{line_no}: ECR row has no `{key}` field.")
+        if not isinstance(row["ecr"], str):
+            raise ValueError(f"{path}:{line_no}: `ecr` must be a string, got {type(row['ecr']).__name__}.")
+        item_id = str(row["id"])
+        if item_id in traces:
+            raise ValueError(f"{path}:{line_no}: duplicate id {item_id!r}.")
+        traces[item_id] = row["ecr"]
+    return traces
+
+
+def _content_id(side: str, task: str | None, text: str, images: Any, dataset_name: str, index: int) -> str:
+    try:
+        from tte_hf.reasoning.sources import stable_id
+    except ImportError:  # the reasoning package is on another branch until merged: a positional id
+        return f"{dataset_name}-{side}-{index}"
+    if task is None:
+        raise ValueError(
+            f"Dataset {dataset_name!r}: rows without `id` are matched to ECR by content, which needs `task`."
+        )
+    values = images if isinstance(images, list) else [images]
+    return stable_id(side, task, text or None, None, [v for v in values if v not in (None, "")], None)
+
+
+def side_id(row: dict[str, Any], side: str, spec: DatasetSpec, index: int) -> str:
+    """The ECR id of one side (``query``, ``target`` or ``negative``) of a data row."""
+    if "id" in row:
+        return f"{row['id']}:neg" if side == "negative" else str(row["id"])
+    text_key, image_key = _FIELDS[side]
+    hashed_side = "query" if side == "query" else "target"
+    return _content_id(
+        hashed_side, spec.resolved_task, _clean_text(row.get(text_key)), row.get(image_key), spec.name, index
+    )
+
+
+_FIELDS = {
+    "query": ("qry", "qry_image_path"),
+    "target": ("pos_text", "pos_image_path"),
+    "negative": ("neg_text", "neg_image_path"),
+}
+
+
+def _clean_text(text: Any) -> str:
+    return _IMAGE_TAG.sub("", text or "").strip() if isinstance(text, str) or text is None else str(text)
+
+
+def _image_paths(value: Any, image_root: Path | None, where: str) -> tuple[str, ...]:
+    if value in (None, "", []):
+        return ()
+    values = value if isinstance(value, list) else [value]
+    paths = []
+    for rel in values:
+        path = Path(rel) if image_root is None else image_root / rel
+        if not path.is_file():
+            raise FileNotFoundError(f"{where}: image {path} does not exist (check `image_root`).")
+        paths.append(str(path))
+    return tuple(paths)
+
+
+def _side(row, text_key, image_key, image_root, trace, where) -> Side:
+    text = _clean_text(row.get(text_key))
+    images = _image_paths(row.get(image_key), image_root, f"{where} field `{image_key}`")
+    if not text and not images:
+        raise ValueError(f"{where}: both `{text_key}` and `{image_key}` are empty; an input needs one of them.")
+    return Side(text=text, images=images, trace=trace)
+
+
+class MissingTraceError(KeyError):
+    """A data row has no trace in its ECR file."""
+
+
+def _lookup(traces: dict[str, str] | None, key: str, source: str | None, where: str) -> str | None:
+    if traces is None:
+        return None
+    if key not in traces:
+        raise MissingTraceError(
+            f"{where}: no ECR trace with id {key!r} in {source}. The trace file must come from the same data "
+            "(regenerate it with `tte-hf generate-ecr` over this file, or fix the `id` fields; "
+            "`skip_missing_traces: true` drops such rows, e.g. those generate-ecr skipped)."
+        )
+    return traces[key]
+
+
+def _pair(spec, row, index, where, image_root, query_traces, target_traces) -> PairExample:
+    key = side_id(row, "query", spec, index)
+    query_trace = _lookup(query_traces, key, spec.query_ecr, where)
+    query = _side(row, "qry", "qry_image_path", image_root, query_trace, where)
+    pos_trace = _lookup(target_traces, side_id(row, "target", spec, index), spec.target_ecr, where)
+    positive = _side(row, "pos_text", "pos_image_path", image_root, pos_trace, where)
+    negative = None
+    if spec.hard_negatives:
+        neg_trace = _lookup(target_traces, side_id(row, "negative", spec, index), spec.target_ecr, where)
+        negative = _side(row, "neg_text", "neg_image_path", image_root, neg_trace, where)
+    return PairExample(key, query, positive, negative, spec.instruction, spec.resolved_task)
+
+
+def report_skipped(spec: DatasetSpec, skipped: int, total: int) -> None:
+    """Say how many rows had no trace; all of them is an error (wrong trace file)."""
+    if not skipped:
+        return
+    if skipped == total:
+        raise MissingTraceError(f"Dataset {spec.name!r}: none of its {total} rows has a trace; wrong ECR file?")
+    logger.warning("Dataset %r: skipped %d of %d rows without an ECR trace.", spec.name, skipped, total)
+
+
+def load_pairs(spec: DatasetSpec) -> list[PairExample]:
+    """Read, validate and join one dataset; raises on the first bad row, naming file, line and field."""
+    query_traces = load_ecr(spec.query_ecr) if spec.query_ecr else None
+    target_traces = load_ecr(spec.target_ecr) if spec.target_ecr else None
+    image_root = Path(spec.image_root) if spec.image_root else None
+    rows = read_jsonl(spec.path)
+    if spec.max_examples is not None:
+        rows = rows[: spec.max_examples]
+    if not rows:
+        raise ValueError(f"Dataset {spec.name!r} ({spec.path}) has no rows.")
+    examples, skipped = [], 0
+    for index, (line_no, row) in enumerate(rows):
+        where = f"{spec.path}:{line_no}"
+        try:
+            examples.append(_pair(spec, row, index, where, image_root, query_traces, target_traces))
+        except MissingTraceError:
+            if not spec.skip_missing_traces:
+                raise
+            skipped += 1
+    report_skipped(spec, skipped, len(rows))
+    return examples

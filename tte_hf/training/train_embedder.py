@@ -1,0 +1,148 @@
+"""Contrastive training of the TTE embedder: InfoNCE q->t with GradCache, LoRA or full fine-tune.
+
+accelerate launch -m tte_hf.training.train_embedder --config recipes/embedder/qwen2vl_2b.yaml
+tte-hf train-embedder --config recipes/embedder/tiny.yaml
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+LANGUAGE_MODEL_LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+
+
+@dataclass
+class EmbedderArguments:
+    """The embedder recipe's own arguments (model and LoRA settings come from TRL's `ModelConfig`).
+
+    ``datasets``: list of `tte_hf.training.data.DatasetSpec` dicts (``name``, ``path``, ``image_root``,
+    ``weight``, ``task``, ``instruction``, ``query_ecr``, ``target_ecr``, ``hard_negatives``,
+    ``max_examples``). ``merge_lora``: save a merged full model (loads with `TTEEmbedderModel` /
+    `AutoModel`) instead of the adapter alone.
+    """
+
+    datasets: list[dict[str, Any]] = field(default_factory=list, metadata={"help": "Training datasets (YAML)."})
+    normalize: bool = field(default=True, metadata={"help": "L2-normalise embeddings."})
+    freeze_vision_tower: bool = field(default=True, metadata={"help": "Keep the vision encoder fixed."})
+    merge_lora: bool = field(default=True, metadata={"help": "Merge LoRA into the saved model."})
+
+
+def load_training_pairs(datasets: list[dict[str, Any]]):
+    """Validate and load every dataset: (examples, sizes, weights, names)."""
+    from .data import DatasetSpec, load_pairs
+
+    if not datasets:
+        raise ValueError("The recipe names no `datasets`; add at least one (name, path, ...).")
+    specs = [DatasetSpec.from_dict(raw, i) for i, raw in enumerate(datasets)]
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"Dataset names must be unique, got {names}.")
+    examples, sizes = [], []
+    for spec in specs:
+        pairs = load_pairs(spec)
+        examples.extend(pairs)
+        sizes.append(len(pairs))
+    return examples, sizes, [s.weight for s in specs], names
+
+
+def train_embedder(config: str | os.PathLike | dict[str, Any] | None = None, argv: list[str] | None = None):
+    """Run the embedder recipe ``config`` (YAML path or dict; ``argv`` = CLI overrides). Returns the trainer."""
+    from trl import ModelConfig
+
+    from .config import parse_recipe
+    from .contrastive_trainer import ContrastiveTrainingArguments
+
+    model_args, embedder_args, training_args = parse_recipe(
+        (ModelConfig, EmbedderArguments, ContrastiveTrainingArguments), config, argv
+    )
+    return run_embedder_training(model_args, embedder_args, training_args)
+
+
+def _lora_config(model_args):
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=model_args.lora_r,
+        lora_alpha=model_args.lora_alpha,
+        lora_dropout=model_args.lora_dropout,
+        target_modules=model_args.lora_target_modules or LANGUAGE_MODEL_LORA_TARGETS,
+        use_dora=model_args.use_dora,
+        use_rslora=model_args.use_rslora,
+        init_lora_weights="gaussian",
+        bias="none",
+    )
+
+
+def run_embedder_training(model_args, embedder_args, training_args):
+    import torch
+    from transformers import AutoProcessor
+
+    from ..modeling_tte import TTEEmbedderModel
+    from .collator import ContrastiveCollator
+    from .contrastive_trainer import ContrastiveTrainer
+
+    if not model_args.model_name_or_path:
+        raise ValueError("The recipe needs `model_name_or_path` (the backbone VLM).")
+    examples, sizes, weights, names = load_training_pairs(embedder_args.datasets)  # fails before any model load
+
+    dtype = None if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
+    load_kwargs = {"dtype": dtype} if dtype is not None else {}
+    if model_args.attn_implementation:
+        load_kwargs["attn_implementation"] = model_args.attn_implementation
+    model = TTEEmbedderModel.from_backbone(
+        model_args.model_name_or_path, normalize=embedder_args.normalize, **load_kwargs
+    )
+    processor = AutoProcessor.from_pretrained(model_args.model_name_or_path)
+    if embedder_args.freeze_vision_tower:
+        model.backbone.visual.requires_grad_(False)
+    if model_args.use_peft:
+        from peft import get_peft_model
+
+        model = get_peft_model(model, _lora_config(model_args))
+    if training_args.activation_checkpointing and not training_args.activation_checkpointing_kwargs:
+        # Non-reentrant: works with frozen inputs (LoRA) and with GradCache's second forward.
+        training_args.activation_checkpointing_kwargs = {"use_reentrant": False}
+
+    trainer = ContrastiveTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=examples,
+        data_collator=ContrastiveCollator(processor, training_args.gradcache_chunk_size),
+        processing_class=processor,
+        dataset_sizes=sizes,
+        dataset_weights=weights,
+        dataset_names=names,
+    )
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    save_embedder(trainer, processor, training_args.output_dir, merge_lora=embedder_args.merge_lora)
+    return trainer
+
+
+def save_embedder(trainer, processor, output_dir: str, merge_lora: bool = True) -> None:
+    """Save the final model and the processor (main process only). With LoRA and ``merge_lora``, the
+    merged model goes to ``output_dir`` and the adapter to ``output_dir/adapter``; without
+    ``merge_lora``, ``output_dir`` holds the adapter alone (load it with `peft.PeftModel`)."""
+    trainer.accelerator.wait_for_everyone()
+    trainer.save_state()  # trainer_state.json: the loss log next to the model
+    if not trainer.accelerator.is_main_process:
+        return
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if hasattr(model, "merge_and_unload") and merge_lora:
+        model.save_pretrained(os.path.join(output_dir, "adapter"))  # to resume or re-merge later
+        model = model.merge_and_unload()  # in place: the trainer's model is merged from here on
+    model.save_pretrained(output_dir)
+    processor.save_pretrained(output_dir)
+    print(f"Saved the embedder to {output_dir}.")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    train_embedder(None, argv)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
