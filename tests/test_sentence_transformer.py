@@ -58,8 +58,10 @@ def st_reasoning(tiny_vlm, tiny_vlm_25):
 
 
 def _embed_by_hand(embedder, processor, text, images, instruction=None, trace=None) -> torch.Tensor:
-    """The reference: TTEEmbedderModel on render_prompt + trace + end token, one input at a time."""
-    prompt = render_prompt(processor, build_messages(text, len(images), False, instruction))
+    """The reference: TTEEmbedderModel on render_prompt + trace + end token, one input at a time. With a
+    trace the sequence is the reasoner's own, so it starts with the reasoner's task prompt."""
+    system = task_prompt("generic") if trace is not None else None
+    prompt = render_prompt(processor, build_messages(text, len(images), False, instruction, system))
     batch = processor(text=[embedder_text(prompt, trace)], images=images or None, return_tensors="pt")
     with torch.no_grad():
         return embedder(**batch).embeddings[0]
@@ -474,7 +476,7 @@ def test_unified_model_generates_and_embeds_in_one_pass(unified_dir, images, tmp
 
     documents = st.encode_document(inputs, convert_to_tensor=True)  # no reasoning: prompt + end token
     texts = [
-        embedder_text(render_prompt(proc, build_messages(text, n, False, None, task_prompt("generic"))), None)
+        embedder_text(render_prompt(proc, build_messages(text, n, False, None)), None)
         for text, n in [("what color is the bus", 0), ("which dog", 1)]
     ]
     with torch.no_grad():

@@ -104,7 +104,7 @@ def test_empty_dataset_and_empty_row_are_errors(tmp_path, data):
     blank = tmp_path / "blank.jsonl"
     blank.write_text('{"qry": "q", "pos_text": ""}\n')
     with pytest.raises(ValueError, match=r"blank.jsonl:1: both `pos_text` and `pos_image_path` are empty"):
-        load_pairs(DatasetSpec.from_dict({"name": "b", "path": str(blank)}, 0))
+        load_pairs(DatasetSpec.from_dict({"name": "b", "path": str(blank), "task": "vqa"}, 0))
 
 
 def test_unknown_keys_are_refused(tmp_path):

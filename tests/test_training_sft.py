@@ -7,10 +7,10 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from tte_hf.ecr import task_prompt
 from tte_hf.inputs import build_messages, render_prompt
 from tte_hf.training import train_reasoner
 from tte_hf.training.data import DatasetSpec
-from tte_hf.training.prompts import reasoner_system_prompt
 from tte_hf.training.sft_data import sft_rows
 from tte_hf.training.synthetic import write_synthetic_retrieval
 
@@ -48,7 +48,7 @@ def test_supervised_tokens_are_exactly_trace_and_end_of_turn(trained, data, tiny
     rows = sft_rows(DatasetSpec.from_dict(tiny_recipe(data, tiny_vlm, "x")["datasets"][0], 0))
     examples = [trainer.train_dataset[i] for i in range(4)]
     batch = trainer.data_collator(examples)  # the collator SFTTrainer trains with
-    system = reasoner_system_prompt("classification")
+    system = task_prompt("classification")
     for i, row in enumerate(rows[:4]):
         supervised = batch["labels"][i] != -100
         trace = row["messages"][-1]["content"][0]["text"]

@@ -19,6 +19,7 @@ COMMANDS = {
     "train-reasoner": "train_reasoner",
     "train-embedder": "train_embedder",
     "train-head": "train_head",
+    "demo": "demo",
 }
 
 

@@ -35,6 +35,16 @@ def build_messages(
     return messages
 
 
+def embedder_system_prompt(task: str | None, has_trace: bool, default: str | None = None) -> str | None:
+    """System prompt of an embedder sequence. With a trace the sequence is the reasoner's own, so it
+    carries the reasoner's task prompt; without one it is ``default`` (``None``: the template's)."""
+    if has_trace:
+        from .ecr import task_prompt
+
+        return task_prompt(task or "generic")
+    return default
+
+
 def render_prompt(processor_or_tokenizer, messages: list[dict[str, Any]]) -> str:
     """The prompt the reasoner generates from: the chat template with the assistant cue."""
     return processor_or_tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

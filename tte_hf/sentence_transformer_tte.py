@@ -34,6 +34,7 @@ from .inputs import (
     END_OF_TURN,
     build_messages,
     check_image_source,
+    embedder_system_prompt,
     embedder_text,
     load_image,
     load_video,
@@ -593,9 +594,10 @@ class TTETransformer(TTEInputsMixin, Transformer):
         """The sequences the backbone reads: the TTE generation prompt + trace + end token."""
         texts = []
         for item, trace in zip(items, traces):
-            messages = build_messages(
-                item.text, len(item.images), item.video is not None, instruction, item.system or self.system_prompt
+            system = item.system or embedder_system_prompt(
+                item.task or self.reasoning_task, trace is not None, self.system_prompt
             )
+            messages = build_messages(item.text, len(item.images), item.video is not None, instruction, system)
             texts.append(embedder_text(render_prompt(self.processor, messages), trace))
         return texts
 
@@ -735,8 +737,8 @@ class TTEUnifiedTransformer(TTEInputsMixin, InputModule):
     def _trace_from_output(self, raw: str) -> str:
         return raw  # the generated text as is: the embedding read exactly these tokens
 
-    def prompt_text(self, text, num_images, has_video, instruction, task) -> str:
-        system = task_prompt(task or self.reasoning_task)
+    def prompt_text(self, text, num_images, has_video, instruction, task, has_trace: bool = True) -> str:
+        system = embedder_system_prompt(task or self.reasoning_task, has_trace)
         return render_prompt(self.processor, build_messages(text, num_images, has_video, instruction, system))
 
     def process(
@@ -784,7 +786,14 @@ class TTEUnifiedTransformer(TTEInputsMixin, InputModule):
                         self.processor.tokenizer(embedder_text("", traces[i]), add_special_tokens=False).input_ids
                     )
             prompts = [
-                self.prompt_text(items[i].text, len(items[i].images), items[i].video is not None, prompt, items[i].task)
+                self.prompt_text(
+                    items[i].text,
+                    len(items[i].images),
+                    items[i].video is not None,
+                    prompt,
+                    items[i].task,
+                    has_trace=traces[i] is not None,
+                )
                 for i in rows
             ]
             features |= self.process(prompts, [items[i].images for i in rows], [items[i].video for i in rows], suffixes)

@@ -34,9 +34,10 @@ class SceneTeacher(ReasoningBackend):
     def generate(self, requests: Sequence[ReasoningRequest]) -> list[str]:
         traces = []
         for request in requests:
-            if request.item_id not in self.scenes:
+            scene_id = (request.item_id or "").rsplit("/", 1)[-1]  # evaluation ids are "<task>/<row id>"
+            if scene_id not in self.scenes:
                 raise KeyError(f"The demo teacher knows no scene with id {request.item_id!r}.")
-            traces.append(scene_trace(self.scenes[request.item_id]))
+            traces.append(scene_trace(self.scenes[scene_id]))
         return traces
 
     def describe(self) -> dict[str, Any]:

@@ -19,8 +19,8 @@ __all__ = [
 ]
 
 
-def generate_ecr(config):
+def generate_ecr(config, reasoner: ReasoningBackend | None = None):
     """Run ECR generation from a config (see `tte_hf.reasoning.generate.generate_ecr`)."""
     from .generate import generate_ecr as _generate_ecr
 
-    return _generate_ecr(config)
+    return _generate_ecr(config, reasoner=reasoner)

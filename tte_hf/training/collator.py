@@ -9,15 +9,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..inputs import build_messages, embedder_text, render_prompt
+from ..inputs import build_messages, embedder_system_prompt, embedder_text, render_prompt
 from .data import PairExample, Side
-from .prompts import reasoner_system_prompt
 
 
 def side_text(processor, side: Side, instruction: str | None = None, task: str | None = None) -> str:
     """The embedder's input text for one side. With a trace, the system prompt is the reasoner's (the
     sequence the reasoner generated); without one, the template's default."""
-    system = reasoner_system_prompt(task) if side.trace is not None else None
+    system = embedder_system_prompt(task, side.trace is not None)
     messages = build_messages(side.text, num_images=len(side.images), instruction=instruction, system=system)
     return embedder_text(render_prompt(processor, messages), side.trace)
 

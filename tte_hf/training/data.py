@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..ecr import MMEB_TRAIN_TASKS
+from ..reasoning.sources import stable_id
+
 logger = logging.getLogger(__name__)
 
 # MMEB-train marks where its (single) image goes with Phi-3-V's tag; the chat messages place images
@@ -65,10 +68,6 @@ class DatasetSpec:
         """``task``, else the meta-task of an MMEB-train subset called ``name``."""
         if self.task is not None:
             return self.task
-        try:
-            from tte_hf.ecr import MMEB_TRAIN_TASKS
-        except ImportError:
-            return None
         return MMEB_TRAIN_TASKS.get(self.name)
 
     @classmethod
@@ -125,10 +124,6 @@ def load_ecr(path: str | Path) -> dict[str, str]:
 
 
 def _content_id(side: str, task: str | None, text: str, images: Any, dataset_name: str, index: int) -> str:
-    try:
-        from tte_hf.reasoning.sources import stable_id
-    except ImportError:  # the reasoning package is on another branch until merged: a positional id
-        return f"{dataset_name}-{side}-{index}"
     if task is None:
         raise ValueError(
             f"Dataset {dataset_name!r}: rows without `id` are matched to ECR by content, which needs `task`."

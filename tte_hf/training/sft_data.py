@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..ecr import task_prompt
 from ..inputs import build_messages
 from .data import (
     DatasetSpec,
@@ -20,7 +21,6 @@ from .data import (
     report_skipped,
     side_id,
 )
-from .prompts import reasoner_system_prompt
 
 _SIDES = {"query": ("qry", "qry_image_path"), "target": ("pos_text", "pos_image_path")}
 
@@ -44,7 +44,7 @@ def sft_rows(spec: DatasetSpec, side: str = "query") -> list[dict[str, Any]]:
         raise ValueError(f"Dataset {spec.name!r} ({spec.path}) has no rows.")
     text_key, image_key = _SIDES[side]
     image_root = None if spec.image_root is None else Path(spec.image_root)
-    system = reasoner_system_prompt(spec.resolved_task)
+    system = task_prompt(spec.resolved_task or "generic")
     out, skipped = [], 0
     for index, (line_no, row) in enumerate(rows):
         where = f"{spec.path}:{line_no}"
