@@ -39,14 +39,15 @@ class DemoSettings:
     sft_learning_rate: float = 2e-3
     embed_epochs: int = 3
     embed_learning_rate: float = 1e-3
-    head_epochs: int = 3
+    head_layers: int = 3
+    head_epochs: int = 12
     head_learning_rate: float = 1e-3
     batch_size: int = 32
     max_trace_tokens: int = 40
 
     @classmethod
     def quick(cls, seed: int = 0) -> DemoSettings:
-        return cls(seed=seed, num_train=128, num_test=32, sft_epochs=8, embed_epochs=1, head_epochs=1)
+        return cls(seed=seed, num_train=256, num_test=32, sft_epochs=8, embed_epochs=1, head_epochs=1)
 
 
 def _done(path: Path) -> bool:
@@ -70,6 +71,7 @@ def _common_training(settings: DemoSettings, output_dir: Path, epochs: int, lear
         "num_train_epochs": epochs,
         "learning_rate": learning_rate,
         "lr_scheduler_type": "constant",
+        "activation_checkpointing": False,
         "logging_steps": 10,
         "save_strategy": "no",
         "report_to": "none",
@@ -210,9 +212,11 @@ class Demo:
         train_head(
             {
                 "reasoner_name_or_path": str(self.models / "student"),
-                "head_type": "mhsa",
-                "head_num_layers": 2,
+                "head_type": "mhsa",  # the paper's best head: the reasoner's last n layers, copied
+                "head_num_layers": s.head_layers,
                 "datasets": _train_rows(self.data, self.ecr / "student-train.jsonl"),
+                # The reasoner is frozen, so its hidden states are computed once and reused every epoch.
+                "hidden_cache_dir": str(self.out / "cache" / "unified-hidden-states"),
                 "temperature": 0.02,
                 "gradcache_chunk_size": None,
                 **_common_training(s, target, s.head_epochs, s.head_learning_rate),

@@ -1,0 +1,81 @@
+"""`tte-hf demo --quick`: every stage runs through the real recipes; the report matches its embeddings."""
+
+import json
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tte_hf.demo.data import split_compositions, write_benchmark
+from tte_hf.demo.pipeline import EVAL_TASK_NAME, MODELS, DemoSettings, run_demo
+from tte_hf.demo.report import summarize
+from tte_hf.evaluation.data import load_task
+from tte_hf.evaluation.tasks import TaskSpec
+
+
+def _recomputed_hit_at_1(output, name) -> float:
+    """Hit@1 from the saved embedding chunks, independent of the runner's scorer: the gold candidate
+    (first in each list) must score strictly highest."""
+    task_dir = output / "eval" / name / "tasks" / EVAL_TASK_NAME
+    queries = torch.cat([load_file(p)["embeddings"] for p in sorted(task_dir.glob("query-*.safetensors"))])
+    candidates = torch.cat([load_file(p)["embeddings"] for p in sorted(task_dir.glob("candidate-*.safetensors"))])
+    data = load_task(
+        TaskSpec(
+            name=EVAL_TASK_NAME,
+            modality="image",
+            meta_task="VQA",
+            data_files=str((output / "data" / "test.jsonl").resolve()),
+            image_root=str((output / "data").resolve()),
+        )
+    )
+    hits = 0
+    for q, own in enumerate(data.query_candidates):
+        scores = candidates[own] @ queries[q]
+        hits += int((scores[1:] < scores[0]).all())
+    return 100.0 * hits / len(data.query_candidates)
+
+
+@pytest.mark.slow
+def test_quick_demo_report_matches_saved_embeddings(tmp_path):
+    start = time.perf_counter()
+    summary = run_demo(tmp_path, seed=3, quick=True)
+    elapsed = time.perf_counter() - start
+    assert elapsed < 240, f"--quick took {elapsed:.0f}s"
+
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report == json.loads(json.dumps(summary))
+    assert list(report["hit_at_1"]) == list(MODELS)
+    assert report["settings"]["seed"] == 3 and report["settings"]["num_test"] == DemoSettings.quick().num_test
+    for name in MODELS:
+        assert report["hit_at_1"][name] == pytest.approx(_recomputed_hit_at_1(tmp_path, name), abs=1e-9)
+    assert report == {**report, **summarize(report["hit_at_1"])}
+    assert (tmp_path / "hit_at_1.png").read_bytes()[:4] == b"\x89PNG"
+    table = (tmp_path / "report.md").read_text()
+    for name in MODELS:
+        assert f"{report['hit_at_1'][name]:.1f}" in table
+    # every artefact stays: data, traces, checkpoints
+    for path in ("data/train.jsonl", "ecr/teacher-train.jsonl", "ecr/student-test.jsonl", "models/student/config.json",
+                 "models/embedder-teacher/config.json", "models/unified/config.json"):  # fmt: skip
+        assert (tmp_path / path).exists(), path
+
+
+def test_held_out_compositions_are_unseen_in_training(tmp_path):
+    train_pairs, held_out = split_compositions()
+    assert not set(train_pairs) & set(held_out)
+    assert {c for c, _ in held_out} == {c for c, _ in train_pairs}  # every colour and object is seen alone
+    assert {o for _, o in held_out} == {o for _, o in train_pairs}
+    paths = write_benchmark(tmp_path, seed=1, num_train=64, num_test=16)
+    scenes = [json.loads(line) for line in paths["scenes"].open()]
+    train_answers = {s["answer"] for s in scenes if s["split"] == "train"}
+    test_rows = [json.loads(line) for line in paths["test"].open()]
+    assert all(row["tgt_text"][0] not in train_answers for row in test_rows)
+    assert all(len(set(row["tgt_text"])) == len(row["tgt_text"]) == 16 for row in test_rows)
+
+
+def test_benchmark_is_deterministic_for_a_seed(tmp_path):
+    a = write_benchmark(tmp_path / "a", seed=5, num_train=8, num_test=4)
+    b = write_benchmark(tmp_path / "b", seed=5, num_train=8, num_test=4)
+    c = write_benchmark(tmp_path / "c", seed=6, num_train=8, num_test=4)
+    assert a["test"].read_text() == b["test"].read_text() != c["test"].read_text()
+    assert (tmp_path / "a/images/test-00001.png").read_bytes() == (tmp_path / "b/images/test-00001.png").read_bytes()
