@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-SUPPORTED_TINY_ARCHS = ("qwen2_vl", "qwen2_5_vl")
+from ..testing import SUPPORTED_TINY_ARCHS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -4,18 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+from . import add_recipe_arguments
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="A reasoner recipe (recipes/reasoner/*.yaml).")
+    add_recipe_arguments(parser, "A reasoner recipe (recipes/reasoner/*.yaml).")
     parser.add_argument("--output", required=True, help="Parquet file to write (images embedded).")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="Override a recipe key, e.g. --set bf16=false (repeatable).",
-    )
 
 
 def run(args: argparse.Namespace) -> int:

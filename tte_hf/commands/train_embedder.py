@@ -4,17 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from . import add_recipe_arguments
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="The YAML recipe (see recipes/).")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="Override a recipe key, e.g. --set learning_rate=1e-4 (repeatable).",
-    )
+    add_recipe_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
