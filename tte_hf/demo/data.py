@@ -41,9 +41,6 @@ RIDDLES = {
 SHAPES = ("circle", "square", "triangle", "star")
 INSTRUCTION = "Find the object the riddle describes, in the colour of the shape in the picture."
 QUERY_TEMPLATES = ("Which {riddle} has this colour?", "Find the {riddle}, painted like this shape.")
-DEMO_VOCABULARY = " ".join(
-    [*COLOURS, *RIDDLES, *SHAPES, *(" ".join(r) for r in RIDDLES.values()), INSTRUCTION, *QUERY_TEMPLATES]
-)
 
 
 @dataclass(frozen=True)
