@@ -40,7 +40,7 @@ class DemoSettings:
     embed_epochs: int = 3
     embed_learning_rate: float = 1e-3
     head_layers: int = 3
-    head_epochs: int = 20
+    head_epochs: int = 30
     head_learning_rate: float = 1e-3
     batch_size: int = 32
     max_trace_tokens: int = 40
