@@ -18,7 +18,7 @@ def summarize(scores: dict[str, float]) -> dict[str, Any]:
     """The demo's claims, from Hit@1 scores in points: thinking first helps, a student keeps most of
     the gain, and the unified model stays close to the student."""
     gain = scores["tte-teacher"] - scores["baseline"]
-    recovered = (scores["tte-student"] - scores["baseline"]) / gain if gain > 0 else float("nan")
+    recovered = (scores["tte-student"] - scores["baseline"]) / gain if gain > 0 else None  # no gain to recover
     unified_gap = abs(scores["tte-unified"] - scores["tte-student"])
     return {
         "teacher_gain": gain,
@@ -26,7 +26,7 @@ def summarize(scores: dict[str, float]) -> dict[str, Any]:
         "unified_gap": unified_gap,
         "checks": {
             "teacher >= baseline + 10": gain >= 10,
-            "student recovers >= 50% of the gain": recovered >= 0.5,
+            "student recovers >= 50% of the gain": recovered is not None and recovered >= 0.5,
             "unified within 5 of student": unified_gap <= 5,
         },
     }
@@ -69,7 +69,12 @@ def write_demo_report(
         *(f"| {LABELS[name]} | {score:.1f} |" for name, score in scores.items()),
         "",
         f"- Teacher gain over the baseline: **{summary['teacher_gain']:+.1f}** points",
-        f"- Share of that gain the student keeps: **{100 * summary['student_recovery']:.0f}%**",
+        "- Share of that gain the student keeps: "
+        + (
+            f"**{100 * summary['student_recovery']:.0f}%**"
+            if summary["student_recovery"] is not None
+            else "n/a (no gain)"
+        ),
         f"- Unified model vs student: **{summary['unified_gap']:.1f}** points apart",
         "",
         *(f"- [{'x' if ok else ' '}] {claim}" for claim, ok in summary["checks"].items()),
