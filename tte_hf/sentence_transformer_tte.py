@@ -220,19 +220,21 @@ class TTEInputsMixin:
 
     # --- inputs ---------------------------------------------------------------------------------
 
+    def _load_options(self) -> dict[str, Any]:
+        return {
+            "allow_urls": self.allow_image_urls,
+            "url_timeout": self.url_timeout,
+            "max_url_bytes": self.max_url_bytes,
+            "max_image_pixels": self.max_image_pixels,
+            "min_pixels": self.min_pixels,
+            "max_pixels": self.max_pixels,
+        }
+
     def _image(self, source, load: bool = True):
         if not load:
             check_image_source(source, allow_urls=self.allow_image_urls)
             return source
-        return load_image(
-            source,
-            allow_urls=self.allow_image_urls,
-            url_timeout=self.url_timeout,
-            max_url_bytes=self.max_url_bytes,
-            max_image_pixels=self.max_image_pixels,
-            min_pixels=self.min_pixels,
-            max_pixels=self.max_pixels,
-        )
+        return load_image(source, **self._load_options())
 
     def _video(self, frames, load: bool = True):
         if not load:
@@ -244,15 +246,7 @@ class TTEInputsMixin:
                 except (TypeError, ValueError) as err:
                     raise type(err)(f"video frame {index}: {err}") from err
             return frames
-        return load_video(
-            frames,
-            allow_urls=self.allow_image_urls,
-            url_timeout=self.url_timeout,
-            max_url_bytes=self.max_url_bytes,
-            max_image_pixels=self.max_image_pixels,
-            min_pixels=self.min_pixels,
-            max_pixels=self.max_pixels,
-        )
+        return load_video(frames, **self._load_options())
 
     def _parse_input(self, value: Any, load: bool = True) -> ParsedInput:
         if value is None:
