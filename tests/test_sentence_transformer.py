@@ -151,6 +151,68 @@ def test_repeated_queries_hit_the_ecr_cache(st_reasoning, images):
         module.set_reasoner(counting.backend)
 
 
+class ForwardCounter:
+    """Counts forward passes of a module (a forward pre-hook)."""
+
+    def __init__(self, module):
+        self.calls = 0
+        self.handle = module.register_forward_pre_hook(self._count)
+
+    def _count(self, *args):
+        self.calls += 1
+
+
+def test_embedding_cache_skips_reasoner_and_embedder_and_is_never_stale(tiny_vlm, tiny_vlm_25, images, tmp_path):
+    model = build_sentence_transformer(tiny_vlm, reasoner=tiny_vlm_25, max_new_tokens=8)
+    module = model[0]
+    counting = CountingReasoner(module.reasoner)
+    module.set_reasoner(counting)
+    picture = tmp_path / "picture.png"
+    images[0].save(picture)
+    inputs = ["is it a cat", {"text": "which one", "image": str(picture)}, {"text": "and this", "image": images[2]}]
+    uncached = model.encode_query(inputs, convert_to_tensor=True)
+
+    model.embedding_cache = {}
+    forwards = ForwardCounter(module.model.get_input_embeddings())
+    try:
+        first = model.encode_query(inputs, convert_to_tensor=True)
+        torch.testing.assert_close(first, uncached, atol=1e-6, rtol=0)
+        requests, calls = counting.requests, forwards.calls
+        assert requests > 0 and calls > 0
+        second = model.encode_query(list(reversed(inputs)), convert_to_tensor=True)
+        assert (counting.requests, forwards.calls) == (requests, calls)  # neither model ran
+        torch.testing.assert_close(second, first.flip(0), atol=0, rtol=0)
+
+        # Each of these changes the vector, so each must miss and equal an uncached encode.
+        changed = {
+            "document side": lambda: model.encode_document(inputs, convert_to_tensor=True),
+            "think=False": lambda: model.encode_query(inputs, think=False, convert_to_tensor=True),
+            "prompt": lambda: model.encode_query(inputs, prompt="Find a picture.", convert_to_tensor=True),
+            "truncate_dim": lambda: model.encode_query(inputs, truncate_dim=16, convert_to_tensor=True),
+        }
+        for name, encode in changed.items():
+            cached = encode()
+            model.embedding_cache, kept = None, model.embedding_cache
+            torch.testing.assert_close(cached, encode(), atol=1e-6, rtol=0, msg=name)
+            model.embedding_cache = kept
+
+        images[3].save(picture)  # same path, new pixels
+        calls = forwards.calls
+        vector = model.encode_query(inputs[1], convert_to_tensor=True)
+        assert forwards.calls == calls + 1
+        assert not torch.allclose(vector, first[1], atol=1e-3)
+
+        with torch.no_grad():  # an in-place weight update, as an optimizer step makes
+            weight = module.model.get_input_embeddings().weight
+            weight.add_(0.05 * torch.randn(weight.shape, generator=torch.Generator().manual_seed(0)))
+        after_step = model.encode_query(inputs, convert_to_tensor=True)
+        model.embedding_cache = None
+        torch.testing.assert_close(after_step, model.encode_query(inputs, convert_to_tensor=True), atol=1e-6, rtol=0)
+        assert not torch.allclose(after_step, first, atol=1e-3)
+    finally:
+        forwards.handle.remove()
+
+
 # --- batch invariance ---------------------------------------------------------------------------
 
 

@@ -859,7 +859,60 @@ class TTESentenceTransformer(SentenceTransformer):
     ``encode`` (and so ``encode_query``/``encode_document``) validates and loads every input in the
     caller's order first, so a bad input is named by its index in the call, then runs ST's own encode
     on the loaded inputs. `get_reasoning` returns the traces the embedder reads.
+
+    ``embedding_cache`` (off by default; set it to ``{}`` or any mutable mapping) memoises finished
+    sentence embeddings: a repeated input then costs neither reasoning nor the embedder's forward pass.
+    The ECR cache alone removes the reasoner; this removes the rest, for query-serving workloads.
     """
+
+    #: Finished embeddings by fingerprint, or ``None`` (off). The fingerprint covers the input's
+    #: content (image pixels, not paths), prompt, task, ``think``, truncation, normalisation, the
+    #: module's config, the reasoner, and every parameter's storage and in-place version counter, so
+    #: a training step, ``load_state_dict`` or ``.to()`` never serves a stale vector.
+    embedding_cache: MutableMapping[str, torch.Tensor] | None = None
+
+    def _inference(self, inputs, **kwargs):
+        cache = self.embedding_cache
+        if cache is None or kwargs.get("output_value") != "sentence_embedding":
+            return super()._inference(inputs, **kwargs)
+        items = self[0].parse_inputs(inputs)  # loads images once: their pixels are part of the key
+        keys = self._embedding_keys(items, kwargs)
+        missing: dict[str, int] = {}
+        for i, key in enumerate(keys):
+            if key not in cache:
+                missing.setdefault(key, i)
+        if missing:
+            vectors = super()._inference([items[i] for i in missing.values()], **kwargs)
+            for key, vector in zip(missing, vectors):
+                cache[key] = vector.detach().cpu()
+        target = "cpu" if kwargs.get("save_to_cpu") else self._resolve_inference_device(kwargs.get("device"))
+        return torch.stack([cache[key] for key in keys]).to(target)
+
+    def _embedding_keys(self, items: list[ParsedInput], kwargs: dict[str, Any]) -> list[str]:
+        module = self[0]
+        task, think = kwargs.get("task"), kwargs.get("think")
+        weights = hashlib.sha256()
+        for param in self.parameters():
+            weights.update(f"{param.data_ptr()}:{param._version}:{param.dtype};".encode())
+        reasoner = module._reasoner_id() if module._wants_reasoning(task, think) else None
+        shared = [
+            weights.hexdigest(),
+            json.dumps(module.get_config_dict(), sort_keys=True, default=str),
+            reasoner,
+            [kwargs.get(name) for name in ("prompt", "task", "think", "normalize_embeddings", "truncate_dim")],
+        ]
+        keys = []
+        for item in items:
+            content = [
+                item.text,
+                [_image_digest(image) for image in item.images],
+                None if item.video is None else [_image_digest(frame) for frame in item.video],
+                item.reasoning,
+                item.task,
+                item.system,
+            ]
+            keys.append(hashlib.sha256(json.dumps([shared, content], default=str).encode()).hexdigest())
+        return keys
 
     def encode(self, inputs=None, *args, **kwargs):
         if inputs is None and "sentences" in kwargs:
