@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..ecr import PROMPT_VERSION
+
 
 @dataclass(frozen=True)
 class ReasoningRequest:
@@ -37,3 +39,16 @@ class ReasoningBackend(abc.ABC):
     def describe(self) -> dict[str, Any]:
         """Everything that changes the output (model, revision, sampling, prompt version)."""
         return {"name": self.name}
+
+    def _sampling_description(self, backend: str, model: str) -> dict[str, Any]:
+        """`describe` for a backend that keeps ``revision``, ``max_new_tokens`` and sampling settings."""
+        return {
+            "backend": backend,
+            "model": model,
+            "revision": self.revision,
+            "prompt_version": PROMPT_VERSION,
+            "max_new_tokens": self.max_new_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "seed": self.seed,
+        }

@@ -21,7 +21,6 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from ..ecr import PROMPT_VERSION
 from .base import ReasoningBackend, ReasoningRequest
 from .prompting import describe_request, request_messages
 
@@ -105,16 +104,7 @@ class OpenAIReasoner(ReasoningBackend):
         return f"OpenAIReasoner(model={self.model!r}, url={self.url!r})"
 
     def describe(self) -> dict[str, Any]:
-        return {
-            "backend": "openai",
-            "model": self.model,
-            "revision": self.revision,
-            "prompt_version": PROMPT_VERSION,
-            "max_new_tokens": self.max_new_tokens,
-            "temperature": self.temperature,
-            "top_p": self.top_p,
-            "seed": self.seed,
-        }
+        return self._sampling_description("openai", self.model)
 
     def generate(self, requests: Sequence[ReasoningRequest]) -> list[str]:
         if not requests:

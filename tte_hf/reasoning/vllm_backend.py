@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..ecr import PROMPT_VERSION
 from .base import ReasoningBackend, ReasoningRequest
 from .prompting import request_prompt
 
@@ -79,16 +78,7 @@ class VLLMReasoner(ReasoningBackend):
         self.name = f"vllm:{self.model_name}@{revision or 'local'}"
 
     def describe(self) -> dict[str, Any]:
-        return {
-            "backend": "vllm",
-            "model": self.model_name,
-            "revision": self.revision,
-            "prompt_version": PROMPT_VERSION,
-            "max_new_tokens": self.max_new_tokens,
-            "temperature": self.temperature,
-            "top_p": self.top_p,
-            "seed": self.seed,
-        }
+        return self._sampling_description("vllm", self.model_name)
 
     def engine_prompt(self, request: ReasoningRequest) -> dict[str, Any]:
         """vLLM's prompt dict for ``request``: text, ``multi_modal_data`` and ``multi_modal_uuids``."""
