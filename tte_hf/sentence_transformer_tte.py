@@ -875,44 +875,44 @@ class TTESentenceTransformer(SentenceTransformer):
         cache = self.embedding_cache
         if cache is None or kwargs.get("output_value") != "sentence_embedding":
             return super()._inference(inputs, **kwargs)
-        items = self[0].parse_inputs(inputs)  # loads images once: their pixels are part of the key
-        keys = self._embedding_keys(items, kwargs)
+        shared = self._embedding_key_context(kwargs)
+        # Each input's images are decoded for its key and dropped; misses are decoded again in
+        # `preprocess`, batch by batch, so a large call never holds all its images at once.
+        keys = [self._embedding_key(self[0].parse_inputs([item])[0], shared) for item in inputs]
         missing: dict[str, int] = {}
         for i, key in enumerate(keys):
             if key not in cache:
                 missing.setdefault(key, i)
         if missing:
-            vectors = super()._inference([items[i] for i in missing.values()], **kwargs)
+            vectors = super()._inference([inputs[i] for i in missing.values()], **kwargs)
             for key, vector in zip(missing, vectors):
                 cache[key] = vector.detach().cpu()
         target = "cpu" if kwargs.get("save_to_cpu") else self._resolve_inference_device(kwargs.get("device"))
         return torch.stack([cache[key] for key in keys]).to(target)
 
-    def _embedding_keys(self, items: list[ParsedInput], kwargs: dict[str, Any]) -> list[str]:
+    def _embedding_key_context(self, kwargs: dict[str, Any]) -> str:
+        """The part of every key that does not depend on the input: model state, config, call options."""
         module = self[0]
         task, think = kwargs.get("task"), kwargs.get("think")
         weights = hashlib.sha256()
         for param in self.parameters():
             weights.update(f"{param.data_ptr()}:{param._version}:{param.dtype};".encode())
         reasoner = module._reasoner_id() if module._wants_reasoning(task, think) else None
-        shared = [
-            weights.hexdigest(),
-            json.dumps(module.get_config_dict(), sort_keys=True, default=str),
-            reasoner,
-            [kwargs.get(name) for name in ("prompt", "task", "think", "normalize_embeddings", "truncate_dim")],
+        options = [kwargs.get(name) for name in ("prompt", "task", "think", "normalize_embeddings", "truncate_dim")]
+        config = json.dumps(module.get_config_dict(), sort_keys=True, default=str)
+        return json.dumps([weights.hexdigest(), config, reasoner, options], default=str)
+
+    @staticmethod
+    def _embedding_key(item: ParsedInput, context: str) -> str:
+        content = [
+            item.text,
+            [_image_digest(image) for image in item.images],
+            None if item.video is None else [_image_digest(frame) for frame in item.video],
+            item.reasoning,
+            item.task,
+            item.system,
         ]
-        keys = []
-        for item in items:
-            content = [
-                item.text,
-                [_image_digest(image) for image in item.images],
-                None if item.video is None else [_image_digest(frame) for frame in item.video],
-                item.reasoning,
-                item.task,
-                item.system,
-            ]
-            keys.append(hashlib.sha256(json.dumps([shared, content], default=str).encode()).hexdigest())
-        return keys
+        return hashlib.sha256(json.dumps([context, content], default=str).encode()).hexdigest()
 
     def encode(self, inputs=None, *args, **kwargs):
         if inputs is None and "sentences" in kwargs:
