@@ -75,6 +75,9 @@ class ChatServer:
         with self._lock:
             self.concurrent += 1
             self.max_concurrent = max(self.max_concurrent, self.concurrent)
+        # A request stops counting as in flight *before* its answer is written: once the client reads
+        # the answer it may send the next request, which must not overlap this one in the count.
+        handler.leave = self._leave_once()
         try:
             with self._lock:
                 self.paths.append(handler.path)
@@ -103,11 +106,23 @@ class ChatServer:
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (timeout test)
         finally:
+            handler.leave()
+
+    def _leave_once(self):
+        left = False
+
+        def leave() -> None:
+            nonlocal left
             with self._lock:
-                self.concurrent -= 1
+                if not left:
+                    self.concurrent -= 1
+                    left = True
+
+        return leave
 
     @staticmethod
     def _send(handler, status: int, payload: bytes, retry_after: str | None = None) -> None:
+        handler.leave()
         handler.send_response(status)
         handler.send_header("Content-Type", "application/json")
         handler.send_header("Content-Length", str(len(payload)))

@@ -1,7 +1,6 @@
 """`tte-hf demo --quick`: every stage runs through the real recipes; the report matches its embeddings."""
 
 import json
-import time
 
 import pytest
 import torch
@@ -38,10 +37,7 @@ def _recomputed_hit_at_1(output, name) -> float:
 
 @pytest.mark.slow
 def test_quick_demo_report_matches_saved_embeddings(tmp_path):
-    start = time.perf_counter()
     summary = run_demo(tmp_path, seed=3, quick=True)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 240, f"--quick took {elapsed:.0f}s"
 
     report = json.loads((tmp_path / "report.json").read_text())
     assert report == json.loads(json.dumps(summary))

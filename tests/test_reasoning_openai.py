@@ -38,7 +38,8 @@ def test_requests_carry_prompt_images_key_and_keep_order(server, monkeypatch):
     image = Image.fromarray(pixels)
     requests = [ReasoningRequest(text=f"question {i}", task="vqa", item_id=f"q{i}") for i in range(8)]
     requests[3] = ReasoningRequest(text="question 3", images=(image,), task="grounding", item_id="q3")
-    traces = _reasoner(server).generate(requests)
+    # A generous timeout: a retried timeout would leave the abandoned request running on the server.
+    traces = _reasoner(server, timeout=30.0).generate(requests)
     assert traces == [f"<think> question {i} </think> ok" for i in range(8)]
     assert 1 < server.max_concurrent <= 3  # bounded concurrency, and really concurrent
     with_image = [b for b in server.received if ChatServer.user_text(b) == "question 3"][0]
