@@ -83,6 +83,37 @@ def test_cached_hidden_states_give_the_same_embeddings(data, tiny_vlm, tmp_path)
     assert second.requires_grad
 
 
+def test_cached_epochs_skip_preprocessing_and_train_exactly_like_no_cache(data, tiny_vlm, tmp_path, monkeypatch):
+    """Once an epoch has filled the cache, later batches carry keys alone (no image decoding, no
+    tokenization) and the head trains to the same losses as without any cache."""
+    import tte_hf.training.collator as collator
+
+    loads = []
+    real_load_image = collator.load_image
+    monkeypatch.setattr(collator, "load_image", lambda path: loads.append(path) or real_load_image(path))
+    settings = {"max_steps": -1, "num_train_epochs": 3, "logging_steps": 1}
+    cached = train_head(recipe(data, tiny_vlm, tmp_path / "a", **settings))
+    first_epoch = len(loads)  # with the cache, epochs 2 and 3 decode no image
+    no_cache = train_head(recipe(data, tiny_vlm, tmp_path / "b", **settings | {"hidden_cache_dir": None}))
+    assert first_epoch > 0 and len(loads) - first_epoch == 3 * first_epoch  # without, every epoch decodes all
+
+    def losses(trainer):
+        return [log["loss"] for log in trainer.state.log_history if "loss" in log]
+
+    assert len(losses(cached)) == 3 and losses(cached) == pytest.approx(losses(no_cache), abs=1e-5)
+
+    cache = HiddenStateCache(tmp_path / "a" / "cache", "layer3")
+    processor = AutoProcessor.from_pretrained(tiny_vlm)
+    pairs = load_pairs(DatasetSpec.from_dict({"name": "s", **recipe(data, tiny_vlm, tmp_path)["datasets"][0]}, 0))
+    chunk = ContrastiveCollator(processor, with_keys=True, is_cached=cache.__contains__)(pairs[:2])["query"][0]
+    assert set(chunk) == {"keys"}
+    for entry in cache.directory.rglob("*.safetensors"):
+        entry.unlink()
+    model = TTEUnifiedModel.from_backbone(tiny_vlm, head_type="mhsa", head_kwargs={"head_num_layers": 1})
+    with pytest.raises(RuntimeError, match="lost entry .* during training"):
+        UnifiedEncoder(cache)(HeadTrainingModule(model), chunk)
+
+
 def test_gradcache_second_pass_reuses_the_backbone_output(data, tiny_vlm, tmp_path):
     model = TTEUnifiedModel.from_backbone(tiny_vlm, head_type="attention_pooler", head_kwargs={"head_num_heads": 4})
     processor = AutoProcessor.from_pretrained(tiny_vlm)

@@ -6,7 +6,7 @@ embedder reads exactly the reasoner's generation sequence, prompt + ECR trace + 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..inputs import build_messages, embedder_system_prompt, embedder_text, render_prompt
@@ -39,13 +39,22 @@ class ContrastiveCollator:
     """``collator(examples)`` -> ``{"query": [chunk, ...], "positive": [...], "negative": [...]}``.
 
     Each chunk is a dict of tensors for at most ``chunk_size`` inputs (``None``: one chunk). The
-    ``negative`` list is empty when the batch has no hard negatives.
+    ``negative`` list is empty when the batch has no hard negatives. ``with_keys`` adds each input's
+    content key; with ``is_cached(key)`` as well, a chunk whose every input is cached holds its keys
+    alone: the model reads it from the cache, so images are not decoded nor texts tokenized again.
     """
 
-    def __init__(self, processor, chunk_size: int | None = None, with_keys: bool = False):
+    def __init__(
+        self,
+        processor,
+        chunk_size: int | None = None,
+        with_keys: bool = False,
+        is_cached: Callable[[str], bool] | None = None,
+    ):
         # No truncation: cutting a sequence would drop the end token the embedding is read from (or
         # image tokens); traces are length-capped when they are generated.
         self.processor, self.chunk_size, self.with_keys = processor, chunk_size, with_keys
+        self.is_cached = is_cached if with_keys else None
 
     def encode(self, sides: Sequence[Side], examples: Sequence[PairExample]) -> list[dict[str, Any]]:
         size = self.chunk_size or len(sides)
@@ -53,11 +62,12 @@ class ContrastiveCollator:
         for start in range(0, len(sides), size):
             part = list(zip(sides[start : start + size], examples[start : start + size]))
             texts = [side_text(self.processor, side, ex.instruction, ex.task) for side, ex in part]
-            images = [load_image(path) for side, _ in part for path in side.images]
-            batch = self.processor(text=texts, images=images or None, padding=True, return_tensors="pt")
-            chunk = dict(batch)
+            chunk = {}
             if self.with_keys:  # content keys for the unified trainer's hidden-state cache
                 chunk["keys"] = [input_key(text, side.images) for text, (side, _) in zip(texts, part)]
+            if self.is_cached is None or not all(map(self.is_cached, chunk["keys"])):
+                images = [load_image(path) for side, _ in part for path in side.images]
+                chunk |= self.processor(text=texts, images=images or None, padding=True, return_tensors="pt")
             chunks.append(chunk)
         return chunks
 

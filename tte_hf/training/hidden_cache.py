@@ -23,6 +23,9 @@ class HiddenStateCache:
     def _path(self, key: str) -> Path:
         return self.directory / key[:2] / f"{key}.safetensors"
 
+    def __contains__(self, key: str) -> bool:
+        return self._path(key).is_file()
+
     def get(self, key: str) -> torch.Tensor | None:
         from safetensors.torch import load_file
 

@@ -104,6 +104,12 @@ class UnifiedEncoder:
         if self.cache is not None:
             rows = [row if row is not None else self.cache.get(k) for row, k in zip(rows, keys)]
         if any(row is None for row in rows):
+            if "attention_mask" not in inputs:  # the collator skipped the processor: all were cached
+                missing = keys[[row is None for row in rows].index(True)]
+                raise RuntimeError(
+                    f"The hidden-state cache lost entry {missing} during training ({self.cache.directory}). "
+                    "Do not clear `hidden_cache_dir` while a run uses it; rerun to rebuild the missing entries."
+                )
             unified = getattr(head_module, "module", head_module).unified  # past a DDP wrapper
             with torch.no_grad():
                 hidden = unified(**inputs).last_hidden_state
@@ -114,7 +120,7 @@ class UnifiedEncoder:
                     self.cache.put(key, row)
         if first_pass:
             self._pending.update(zip(keys, rows))
-        device = inputs["attention_mask"].device
+        device = inputs["attention_mask"].device if inputs else next(head_module.parameters()).device
         length = max(row.shape[0] for row in rows)
         padded = rows[0].new_zeros(len(rows), length, rows[0].shape[-1])
         mask = torch.zeros(len(rows), length, dtype=torch.long, device=device)
@@ -164,7 +170,12 @@ def run_head_training(head_args, training_args):
         model=HeadTrainingModule(model),
         args=training_args,
         train_dataset=examples,
-        data_collator=ContrastiveCollator(processor, training_args.gradcache_chunk_size, with_keys=True),
+        data_collator=ContrastiveCollator(
+            processor,
+            training_args.gradcache_chunk_size,
+            with_keys=True,
+            is_cached=cache.__contains__ if cache is not None else None,
+        ),
         processing_class=processor,
         dataset_sizes=sizes,
         dataset_weights=weights,
