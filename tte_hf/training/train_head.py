@@ -24,8 +24,8 @@ class HeadArguments:
 
     ``reasoner_name_or_path``: the frozen backbone (a ``...ForConditionalGeneration`` checkpoint).
     ``head_type`` and ``head_*``: see `tte_hf.TTEUnifiedConfig`. ``hidden_cache_dir``: cache the
-    frozen hidden states on disk between epochs (``null``: recompute). ``save_full_model``: also
-    write the backbone (default: the head alone, referring to ``reasoner_name_or_path``).
+    frozen hidden states on disk, so epochs after the first skip the backbone and the processor
+    (``null``: recompute). ``save_full_model``: also write the backbone (default: the head alone, referring to ``reasoner_name_or_path``).
     """
 
     reasoner_name_or_path: str | None = field(default=None, metadata={"help": "Frozen reasoner checkpoint."})
