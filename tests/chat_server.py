@@ -75,9 +75,7 @@ class ChatServer:
         with self._lock:
             self.concurrent += 1
             self.max_concurrent = max(self.max_concurrent, self.concurrent)
-        # A request stops counting as in flight *before* its answer is written: once the client reads
-        # the answer it may send the next request, which must not overlap this one in the count.
-        handler.leave = self._leave_once()
+            handler.in_flight = True
         try:
             with self._lock:
                 self.paths.append(handler.path)
@@ -106,23 +104,18 @@ class ChatServer:
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (timeout test)
         finally:
-            handler.leave()
+            self._leave(handler)
 
-    def _leave_once(self):
-        left = False
+    def _leave(self, handler: BaseHTTPRequestHandler) -> None:
+        with self._lock:
+            if handler.in_flight:
+                handler.in_flight = False
+                self.concurrent -= 1
 
-        def leave() -> None:
-            nonlocal left
-            with self._lock:
-                if not left:
-                    self.concurrent -= 1
-                    left = True
-
-        return leave
-
-    @staticmethod
-    def _send(handler, status: int, payload: bytes, retry_after: str | None = None) -> None:
-        handler.leave()
+    def _send(self, handler, status: int, payload: bytes, retry_after: str | None = None) -> None:
+        # A request stops counting as in flight *before* its answer is written: once the client reads
+        # the answer it may send the next request, which must not overlap this one in the count.
+        self._leave(handler)
         handler.send_response(status)
         handler.send_header("Content-Type", "application/json")
         handler.send_header("Content-Length", str(len(payload)))

@@ -25,7 +25,8 @@ class HeadArguments:
     ``reasoner_name_or_path``: the frozen backbone (a ``...ForConditionalGeneration`` checkpoint).
     ``head_type`` and ``head_*``: see `tte_hf.TTEUnifiedConfig`. ``hidden_cache_dir``: cache the
     frozen hidden states on disk, so epochs after the first skip the backbone and the processor
-    (``null``: recompute). ``save_full_model``: also write the backbone (default: the head alone, referring to ``reasoner_name_or_path``).
+    (``null``: recompute). ``save_full_model``: also write the backbone (default: the head alone,
+    referring to ``reasoner_name_or_path``).
     """
 
     reasoner_name_or_path: str | None = field(default=None, metadata={"help": "Frozen reasoner checkpoint."})
@@ -105,7 +106,7 @@ class UnifiedEncoder:
             rows = [row if row is not None else self.cache.get(k) for row, k in zip(rows, keys)]
         if any(row is None for row in rows):
             if "attention_mask" not in inputs:  # the collator skipped the processor: all were cached
-                missing = keys[[row is None for row in rows].index(True)]
+                missing = next(key for key, row in zip(keys, rows) if row is None)
                 raise RuntimeError(
                     f"The hidden-state cache lost entry {missing} during training ({self.cache.directory}). "
                     "Do not clear `hidden_cache_dir` while a run uses it; rerun to rebuild the missing entries."
