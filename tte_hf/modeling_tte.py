@@ -28,6 +28,8 @@ from .configuration_tte import TTEEmbedderConfig, TTEUnifiedConfig
 from .heads import build_head, last_token_pool
 
 HEAD_WEIGHTS_NAME = "head.safetensors"
+_REPO_KEYS = ("revision", "subfolder")
+_SHARED_HUB_KEYS = ("token", "cache_dir", "local_files_only", "force_download", "proxies")
 _HEAD_CONFIG_KEYS = (
     "head_num_layers",
     "head_num_queries",
@@ -225,18 +227,23 @@ class TTEUnifiedModel(TTEPreTrainedModel):
             return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         from safetensors.torch import load_file
 
-        config = kwargs.pop("config", None) or cls.config_class.from_pretrained(pretrained_model_name_or_path)
+        # `revision`/`subfolder` locate this (head) repo only; token, cache and offline settings reach
+        # the backbone repo too.
+        hub = {k: kwargs.pop(k) for k in (*_REPO_KEYS, *_SHARED_HUB_KEYS) if k in kwargs}
+        kwargs.pop("trust_remote_code", None)
+        config = kwargs.pop("config", None) or cls.config_class.from_pretrained(pretrained_model_name_or_path, **hub)
         if not config.backbone_name_or_path:
             raise ValueError(f"{pretrained_model_name_or_path} holds only a head but its config names no backbone.")
-        for key in ("trust_remote_code", "cache_dir", "local_files_only", "token"):
-            kwargs.pop(key, None)
+        shared = {k: v for k, v in hub.items() if k in _SHARED_HUB_KEYS}
         model = cls.from_backbone(
             config.backbone_name_or_path,
             head_type=config.head_type,
             head_kwargs={k: getattr(config, k) for k in _HEAD_CONFIG_KEYS},
+            **shared,
             **kwargs,
         )
         model.head.load_state_dict(load_file(head_file))
+        model.loaded_head_only = True  # `save_head` then writes the same small repo back
         return model.eval()
 
     def save_head(self, save_directory: str | os.PathLike) -> None:
@@ -351,7 +358,7 @@ class TTEUnifiedModel(TTEPreTrainedModel):
 
 def _resolve_file(name_or_path, filename: str, kwargs: dict) -> str | None:
     if os.path.isdir(name_or_path):
-        path = os.path.join(name_or_path, filename)
+        path = os.path.join(name_or_path, kwargs.get("subfolder") or "", filename)
         return path if os.path.isfile(path) else None
     from transformers.utils import cached_file
 
@@ -359,8 +366,10 @@ def _resolve_file(name_or_path, filename: str, kwargs: dict) -> str | None:
         name_or_path,
         filename,
         revision=kwargs.get("revision"),
+        subfolder=kwargs.get("subfolder") or "",
         cache_dir=kwargs.get("cache_dir"),
         token=kwargs.get("token"),
+        local_files_only=bool(kwargs.get("local_files_only")),
         _raise_exceptions_for_missing_entries=False,
         _raise_exceptions_for_connection_errors=False,
     )

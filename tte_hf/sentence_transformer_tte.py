@@ -42,6 +42,7 @@ from .inputs import (
 )
 
 REASONING_SOURCES = ("off", "transformers", "openai")
+_HUB_KEYS = ("token", "cache_dir", "revision", "subfolder", "local_files_only")
 INPUT_KEYS = ("text", "image", "images", "video", "reasoning", "task")
 
 
@@ -103,14 +104,18 @@ class TransformersReasoner:
         max_new_tokens: int = 256,
         device: str | None = None,
         model_kwargs: dict | None = None,
+        hub_kwargs: dict | None = None,
     ):
+        """``hub_kwargs`` (``revision``, ``token``, ``cache_dir``, ``local_files_only``) locate the checkpoint."""
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
-        self.name = f"transformers:{name_or_path}"
+        hub = {k: v for k, v in (hub_kwargs or {}).items() if v is not None}
+        revision = hub.get("revision")
+        self.name = f"transformers:{name_or_path}" + (f"@{revision}" if revision else "")
         self.max_new_tokens = max_new_tokens
-        self.processor = AutoProcessor.from_pretrained(name_or_path)
+        self.processor = AutoProcessor.from_pretrained(name_or_path, **hub)
         self.processor.tokenizer.padding_side = "left"  # generation appends on the right
-        self.model = AutoModelForImageTextToText.from_pretrained(name_or_path, **(model_kwargs or {})).eval()
+        self.model = AutoModelForImageTextToText.from_pretrained(name_or_path, **hub, **(model_kwargs or {})).eval()
         if device is not None:
             self.model.to(device)
 
@@ -489,6 +494,7 @@ class TTETransformer(TTEInputsMixin, Transformer):
         *Transformer.config_keys,
         "reasoning_source",
         "reasoner_name_or_path",
+        "reasoner_revision",
         "reasoner_endpoint",
         "reasoner_model",
         "query_reasoning",
@@ -512,6 +518,7 @@ class TTETransformer(TTEInputsMixin, Transformer):
         *,
         reasoning_source: str = "off",
         reasoner_name_or_path: str | None = None,
+        reasoner_revision: str | None = None,
         reasoner_endpoint: str | None = None,
         reasoner_model: str | None = None,
         query_reasoning: bool = True,
@@ -537,10 +544,15 @@ class TTETransformer(TTEInputsMixin, Transformer):
         parse_ecr("").for_embedder(trace_mode)  # validates the mode early
         # Qwen2-VL cannot take unpadded (flattened) batches; the pooled token must stay last.
         transformer_kwargs.setdefault("unpad_inputs", False)
+        # Where this model was loaded from (ST's `load` passes them in model_kwargs): the bundled reasoner is
+        # read from the same repo, revision and cache, and a reasoner repo gets the same token and cache.
+        model_kwargs = transformer_kwargs.get("model_kwargs") or {}
+        self._hub_kwargs = {k: model_kwargs[k] for k in _HUB_KEYS if model_kwargs.get(k) not in (None, "")}
         super().__init__(model_name_or_path, **transformer_kwargs)
         self.model_name_or_path = model_name_or_path
         self.reasoning_source = reasoning_source
         self.reasoner_name_or_path = reasoner_name_or_path
+        self.reasoner_revision = reasoner_revision
         self.reasoner_endpoint = reasoner_endpoint
         self.reasoner_model = reasoner_model
         self.query_reasoning = query_reasoning
@@ -565,22 +577,62 @@ class TTETransformer(TTEInputsMixin, Transformer):
         """The reasoning backend: the one given to `set_reasoner`, else built from the config on first use."""
         if self._reasoner is None and self.reasoning_source == "transformers":
             device = self.model.device if self.model.device.type != "meta" else None
+            path = self._resolve_reasoner_path()
+            hub = {k: self._hub_kwargs[k] for k in ("token", "cache_dir", "local_files_only") if k in self._hub_kwargs}
+            if not os.path.isdir(path) and self.reasoner_revision:
+                hub["revision"] = self.reasoner_revision
             self._reasoner = TransformersReasoner(
-                self._resolve_reasoner_path(), max_new_tokens=self.max_new_tokens, device=device
+                path, max_new_tokens=self.max_new_tokens, device=device, hub_kwargs=hub
             )
         elif self._reasoner is None and self.reasoning_source == "openai":
             self._reasoner = OpenAIReasoner(self.reasoner_endpoint, self.reasoner_model, max_tokens=self.max_new_tokens)
         return self._reasoner
 
     def _resolve_reasoner_path(self) -> str:
-        # A reasoner bundled inside the model repo is referenced by a relative folder name.
+        # A reasoner bundled inside the model repo is referenced by a relative folder name; it is read from
+        # the revision, subfolder and cache the model itself came from.
         path = self.reasoner_name_or_path
         if os.path.isdir(path) or os.path.isabs(path):
             return path
-        bundled = self.load_dir_path(self.model_name_or_path, subfolder=path) if "/" not in path else None
-        if bundled and os.path.isdir(bundled):
-            return bundled
+        if "/" not in path:
+            hub = self._hub_kwargs
+            subfolder = "/".join(p for p in (hub.get("subfolder"), path) if p)
+            local = os.path.join(self.model_name_or_path, subfolder)
+            if os.path.isdir(self.model_name_or_path):
+                return local if os.path.isdir(local) else path
+            bundled = self.load_dir_path(
+                self.model_name_or_path,
+                subfolder=subfolder,
+                token=hub.get("token"),
+                cache_folder=hub.get("cache_dir"),
+                revision=hub.get("revision"),
+                local_files_only=bool(hub.get("local_files_only")),
+            )
+            if bundled and os.path.isdir(bundled) and os.listdir(bundled):
+                return bundled
         return path
+
+    # --- TTE checkpoints ------------------------------------------------------------------------
+    # A `TTEEmbedderModel` checkpoint is loaded as itself (its forward also returns ``last_hidden_state``,
+    # which ST's lasttoken Pooling + Normalize turn into the same vector as its own ``embeddings``) and
+    # saved as itself. So one repo holds ONE copy of the weights under the TTE ``config.json`` (with
+    # ``auto_map``): `AutoModel` and `SentenceTransformer` both read it, and no plain-backbone copy is made.
+
+    def _load_config(self, model_name_or_path: str, backend: str, config_kwargs: dict[str, Any]):
+        hub = {k: v for k, v in config_kwargs.items() if k != "trust_remote_code"}
+        if _config_model_type(model_name_or_path, hub) == "tte_embedder":
+            from .configuration_tte import TTEEmbedderConfig
+
+            return TTEEmbedderConfig.from_pretrained(model_name_or_path, **hub), False
+        return super()._load_config(model_name_or_path, backend, config_kwargs)
+
+    def _load_model(self, model_name_or_path, transformer_task, config, backend, is_peft_model, **model_kwargs):
+        if getattr(config, "model_type", None) == "tte_embedder":
+            from .modeling_tte import TTEEmbedderModel
+
+            model_kwargs.pop("trust_remote_code", None)  # the class is this repo's own sibling file
+            return TTEEmbedderModel.from_pretrained(model_name_or_path, config=config, **model_kwargs)
+        return super()._load_model(model_name_or_path, transformer_task, config, backend, is_peft_model, **model_kwargs)
 
     # --- ST interface ---------------------------------------------------------------------------
 
@@ -814,7 +866,10 @@ class TTEUnifiedTransformer(TTEInputsMixin, InputModule):
         return features
 
     def save(self, output_path: str, *args, safe_serialization: bool = True, **kwargs) -> None:
-        self.model.save_pretrained(output_path, safe_serialization=safe_serialization)
+        if getattr(self.model, "loaded_head_only", False):  # a head-only repo stays one (backbone referenced)
+            self.model.save_head(output_path)
+        else:
+            self.model.save_pretrained(output_path, safe_serialization=safe_serialization)
         self.processor.save_pretrained(output_path)
         self.save_config(output_path)
 
@@ -963,6 +1018,17 @@ def _append_suffixes(batch: dict, suffixes: list[list[int]], pad_id: int) -> dic
             ]
         )
     return out
+
+
+def _config_model_type(name_or_path: str, hub_kwargs: dict[str, Any]) -> str | None:
+    """``model_type`` of the checkpoint's ``config.json`` (local folder or Hub repo), or None."""
+    from transformers import PretrainedConfig
+
+    try:
+        config, _ = PretrainedConfig.get_config_dict(name_or_path, **hub_kwargs)
+    except OSError:
+        return None
+    return config.get("model_type")
 
 
 def _is_image_like(value: Any) -> bool:

@@ -278,11 +278,18 @@ def export_model(
     model = load_model(src, merge_lora=merge_lora)
     processor_obj = load_processor(processor_dir)
     adapter_only = src.is_adapter and not merge_lora
+    head_only = False
     with staged_output(output_dir, overwrite) as staging:
         if src.kind == "unified" and not adapter_only:
             # A repo id or nothing, never a path on the training machine.
             model.config.backbone_name_or_path = hub_id(model.config.backbone_name_or_path)
-        model.save_pretrained(str(staging))
+            # A head-only checkpoint on a Hub backbone stays head-only: the repo references the backbone
+            # instead of shipping a second copy of it.
+            head_only = bool(getattr(model, "loaded_head_only", False) and model.config.backbone_name_or_path)
+        if head_only:
+            model.save_head(str(staging))
+        else:
+            model.save_pretrained(str(staging))
         save_processor(processor_obj, staging)
         if src.kind != "reasoner" and not adapter_only:
             copy_remote_code(staging)
@@ -312,7 +319,14 @@ def export_model(
                 "prompts": prompts or {},
             },
         )
-        write_manifest(staging, src, ref, merged_lora=src.is_adapter and merge_lora, adapter_only=adapter_only)
+        write_manifest(
+            staging,
+            src,
+            ref,
+            merged_lora=src.is_adapter and merge_lora,
+            adapter_only=adapter_only,
+            head_only=head_only,
+        )
     return output_dir
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,29 +25,16 @@ def load_tte_transformer_class(name: str = "TTETransformer"):
     return get_class_from_dynamic_module(f"{SHIPPED_MODULE}.{name}", str(PACKAGE_DIR))
 
 
-def _model_type(path: str) -> str | None:
+def _config(path: str) -> dict[str, Any]:
     config_file = Path(path) / "config.json"
-    return json.loads(config_file.read_text()).get("model_type") if config_file.is_file() else None
-
-
-def _plain_backbone_path(embedder_path: str, model_kwargs: dict) -> str:
-    """A `TTEEmbedderModel` checkpoint becomes its plain backbone (what ST's Transformer loads)."""
-    if _model_type(embedder_path) != "tte_embedder":
-        return embedder_path
-    from transformers import AutoProcessor
-
-    from tte_hf.modeling_tte import TTEEmbedderModel
-
-    target = tempfile.mkdtemp(prefix="tte_backbone_")
-    TTEEmbedderModel.from_pretrained(embedder_path, **model_kwargs).backbone.save_pretrained(target)
-    AutoProcessor.from_pretrained(embedder_path).save_pretrained(target)
-    return target
+    return json.loads(config_file.read_text()) if config_file.is_file() else {}
 
 
 def build_sentence_transformer(
     embedder_path: str | os.PathLike,
     *,
     reasoner: Any = None,
+    reasoner_revision: str | None = None,
     query_reasoning: bool = True,
     document_reasoning: bool = False,
     prompts: dict[str, str] | None = None,
@@ -68,7 +54,7 @@ def build_sentence_transformer(
 
     ``reasoner``: ``None`` (off, unless ``reasoner_endpoint`` + ``reasoner_model`` name an
     OpenAI-compatible server), a checkpoint path / repo id (run with transformers; saved in the
-    config), or a backend object with ``generate(requests)`` (vLLM, ``tte_hf.reasoning`` backends;
+    config, with ``reasoner_revision`` pinning a repo id's branch, tag or commit), or a backend object with ``generate(requests)`` (vLLM, ``tte_hf.reasoning`` backends;
     used at runtime, not saved). ``prompts`` are ST prompts, i.e. the task instructions, e.g.
     ``{"query": "Find the image that answers the question."}``. Other keyword arguments go to
     `TTETransformer` (``system_prompt``, ``trace_mode``, ``max_new_tokens``, ``min_pixels``, ...).
@@ -79,8 +65,12 @@ def build_sentence_transformer(
 
     model_kwargs = dict(model_kwargs or {})
     backend = None
+    if reasoner_revision is not None and not isinstance(reasoner, str):
+        raise ValueError(f"reasoner_revision={reasoner_revision!r} pins a reasoner repo id; reasoner is {reasoner!r}.")
     if isinstance(reasoner, (str, os.PathLike)):
         module_kwargs |= {"reasoning_source": "transformers", "reasoner_name_or_path": os.fspath(reasoner)}
+        if reasoner_revision is not None:
+            module_kwargs["reasoner_revision"] = reasoner_revision
     elif reasoner is not None:
         backend = reasoner
     elif reasoner_endpoint or reasoner_model:
@@ -89,7 +79,8 @@ def build_sentence_transformer(
             "reasoner_endpoint": reasoner_endpoint,
             "reasoner_model": reasoner_model,
         }
-    if _model_type(os.fspath(embedder_path)) == "tte_unified":
+    config = _config(os.fspath(embedder_path))
+    if config.get("model_type") == "tte_unified":
         if module_kwargs.get("reasoning_source") or reasoner_endpoint:
             raise ValueError(
                 "a unified TTE model reasons with its own backbone; pass reasoner=None or a backend object."
@@ -106,7 +97,7 @@ def build_sentence_transformer(
         return SentenceTransformer(modules=[module], prompts=prompts, truncate_dim=truncate_dim, device=device)
     tte_transformer_cls = load_tte_transformer_class()
     module = tte_transformer_cls(
-        _plain_backbone_path(os.fspath(embedder_path), model_kwargs),
+        os.fspath(embedder_path),  # a TTEEmbedderModel checkpoint loads as itself (one copy of the weights)
         query_reasoning=query_reasoning,
         document_reasoning=document_reasoning,
         model_kwargs=model_kwargs,
@@ -115,8 +106,10 @@ def build_sentence_transformer(
     if backend is not None:
         module.set_reasoner(backend)
     pooling = Pooling(module.get_embedding_dimension(), pooling_mode="lasttoken")
+    # The embedder's own settings: its vectors are then the same through ST as through AutoModel.
+    normalize = config.get("normalize", True) if config.get("model_type") == "tte_embedder" else True
     return SentenceTransformer(
-        modules=[module, pooling, Normalize()],
+        modules=[module, pooling, *([Normalize()] if normalize else [])],
         prompts=prompts,
         truncate_dim=truncate_dim,
         device=device,
@@ -138,15 +131,17 @@ def save_sentence_transformer(model, path: str | os.PathLike, *, bundle_reasoner
         model.save(os.fspath(path), **save_kwargs)
         return
     source_dir = module._resolve_reasoner_path()
+    revision = getattr(module, "reasoner_revision", None)
     if not os.path.isdir(source_dir):
         from huggingface_hub import snapshot_download
 
-        source_dir = snapshot_download(source_dir)
-    module.reasoner_name_or_path = BUNDLED_REASONER_DIR
+        source_dir = snapshot_download(source_dir, revision=revision)
+    # The bundled copy is the pinned revision; it lives at the model's own revision from now on.
+    module.reasoner_name_or_path, module.reasoner_revision = BUNDLED_REASONER_DIR, None
     try:
         model.save(os.fspath(path), **save_kwargs)
     finally:
-        module.reasoner_name_or_path = source
+        module.reasoner_name_or_path, module.reasoner_revision = source, revision
     target = Path(path) / BUNDLED_REASONER_DIR
     if target.exists():
         shutil.rmtree(target)
