@@ -42,6 +42,24 @@ class EvalReport:
     summary: dict[str, float] = field(default_factory=dict)
 
 
+def _from_eval_command(report: dict) -> dict:
+    """The ``report.json`` that ``tte-hf eval`` writes (tasks by name, ``main_score``), in the shape above."""
+    tasks = [
+        {
+            "task": name,
+            "metric": row.get("metric") if isinstance(row, dict) else None,
+            "score": row.get("main_score") if isinstance(row, dict) else None,
+            "meta_task": row.get("meta_task") if isinstance(row, dict) else None,
+            "modality": row.get("modality") if isinstance(row, dict) else None,
+        }
+        for name, row in report["tasks"].items()
+    ]
+    summary = {"overall": report.get("overall")} if report.get("overall") is not None else {}
+    modality = (report.get("modality") or {}).items()
+    summary |= {name: entry["score"] for name, entry in modality if entry.get("score") is not None}
+    return {"benchmark": report.get("benchmark"), "tasks": tasks, "summary": summary}
+
+
 def load_eval_report(path: str | Path) -> EvalReport:
     """Read and check an eval report (shape in the module docstring); errors name the bad entry."""
     path = Path(path)
@@ -51,6 +69,8 @@ def load_eval_report(path: str | Path) -> EvalReport:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise ExportError(f"Eval report {path} is not valid JSON: {err}.") from err
+    if isinstance(data, dict) and isinstance(data.get("tasks"), dict):
+        data = _from_eval_command(data)
     if not isinstance(data, dict) or not isinstance(data.get("tasks"), list) or not data["tasks"]:
         raise ExportError(f"Eval report {path} needs a non-empty 'tasks' list (see tte_hf.hub.cards for the shape).")
     tasks = []
