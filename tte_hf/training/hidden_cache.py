@@ -13,7 +13,9 @@ import torch
 
 
 class HiddenStateCache:
-    """``get(key)`` -> ``(seq, hidden)`` tensor or ``None``; ``put(key, tensor)`` stores an unpadded row."""
+    """``get(key)`` -> ``(hidden, position_ids)`` of one unpadded row, ``(seq, hidden)`` and ``(3, seq)``,
+    or ``None``; ``put(key, hidden, position_ids)`` stores them (the positions are the backbone's
+    multimodal RoPE positions, which the MHSA head runs its layers with)."""
 
     def __init__(self, directory: str | os.PathLike, namespace: str):
         self.directory = Path(directory) / namespace
@@ -26,7 +28,7 @@ class HiddenStateCache:
     def __contains__(self, key: str) -> bool:
         return self._path(key).is_file()
 
-    def get(self, key: str) -> torch.Tensor | None:
+    def get(self, key: str) -> tuple[torch.Tensor, torch.Tensor] | None:
         from safetensors.torch import load_file
 
         path = self._path(key)
@@ -34,13 +36,15 @@ class HiddenStateCache:
             self.misses += 1
             return None
         self.hits += 1
-        return load_file(path)["hidden"]
+        entry = load_file(path)
+        return entry["hidden"], entry["position_ids"]
 
-    def put(self, key: str, hidden: torch.Tensor) -> None:
+    def put(self, key: str, hidden: torch.Tensor, position_ids: torch.Tensor) -> None:
         from safetensors.torch import save_file
 
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        save_file({"hidden": hidden.detach().cpu().contiguous()}, tmp)
+        entry = {"hidden": hidden, "position_ids": position_ids}
+        save_file({name: t.detach().cpu().contiguous() for name, t in entry.items()}, tmp)
         os.replace(tmp, path)  # atomic: a killed run never leaves a half-written entry
