@@ -16,7 +16,7 @@ from tte_hf import TTEEmbedderConfig, TTEEmbedderModel, TTEUnifiedConfig, TTEUni
 from tte_hf.inputs import build_messages, embedder_text, render_prompt
 
 HEAD_KWARGS = {"head_num_layers": 2, "head_num_heads": 4, "head_num_queries": 4}
-ARCH_FIXTURES = ["tiny_vlm", "tiny_vlm_25"]
+ARCH_FIXTURES = ["tiny_vlm", "tiny_vlm_25", "tiny_vlm_3"]
 
 
 def _items():
@@ -55,7 +55,7 @@ def _reference_embeddings(path, processor, items, trace=None):
     return torch.stack(out)
 
 
-@pytest.mark.parametrize("fixture", ["tiny_vlm", "tiny_vlm_25"])
+@pytest.mark.parametrize("fixture", ARCH_FIXTURES)
 @pytest.mark.parametrize("padding_side", ["left", "right"])
 def test_embedder_matches_raw_backbone(request, fixture, padding_side):
     path = request.getfixturevalue(fixture)
@@ -103,10 +103,12 @@ class _EndRowsEarly(LogitsProcessor):
         return scores
 
 
+@pytest.mark.parametrize("fixture", ARCH_FIXTURES)
 @pytest.mark.parametrize("head_type", ["attention_pooler", "latent_attention", "qformer", "mhsa"])
-def test_generate_and_embed_equals_second_forward(tiny_vlm, head_type):
-    processor = AutoProcessor.from_pretrained(tiny_vlm)
-    model = TTEUnifiedModel.from_backbone(tiny_vlm, head_type=head_type, head_kwargs=HEAD_KWARGS).eval()
+def test_generate_and_embed_equals_second_forward(request, fixture, head_type):
+    path = request.getfixturevalue(fixture)
+    processor = AutoProcessor.from_pretrained(path)
+    model = TTEUnifiedModel.from_backbone(path, head_type=head_type, head_kwargs=HEAD_KWARGS).eval()
     items = _items()
     processor.tokenizer.padding_side = "left"
     prompts = [render_prompt(processor, build_messages(t, num_images=int(i is not None))) for t, i in items]
@@ -219,7 +221,7 @@ def test_fresh_mhsa_head_in_generate_and_embed_equals_the_backbones_final_state(
     torch.testing.assert_close(out.embeddings, _final_state_reference(path, singles), atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("fixture", ["tiny_vlm", "tiny_vlm_25"])
+@pytest.mark.parametrize("fixture", ARCH_FIXTURES)
 def test_save_load_roundtrip_native(request, fixture, tmp_path):
     path = request.getfixturevalue(fixture)
     processor = AutoProcessor.from_pretrained(path)
@@ -277,7 +279,7 @@ REMOTE_CODE_SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("fixture", ["tiny_vlm", "tiny_vlm_25"])
+@pytest.mark.parametrize("fixture", ARCH_FIXTURES)
 def test_trust_remote_code_without_tte_hf(request, fixture, tmp_path):
     path = request.getfixturevalue(fixture)
     processor = AutoProcessor.from_pretrained(path)
@@ -339,6 +341,14 @@ def test_unified_config_errors_name_the_field(tiny_vlm, kwargs, field):
         TTEUnifiedConfig(backbone_config=backbone_config, **kwargs)
 
 
+def test_mhsa_head_over_qwen3_vl_deepstack_layers_is_refused(tiny_vlm_3):
+    """The tiny Qwen3-VL adds deepstack features to layers 0 and 1 of 4: a 3-layer head would miss them."""
+    backbone_config = AutoConfig.from_pretrained(tiny_vlm_3)
+    TTEUnifiedConfig(backbone_config=backbone_config, head_num_layers=2)
+    with pytest.raises(ValueError, match="head_num_layers <= 2"):
+        TTEUnifiedConfig(backbone_config=backbone_config, head_num_layers=3)
+
+
 def test_mismatched_head_and_backbone_sizes(tiny_vlm):
     small = AutoConfig.from_pretrained(tiny_vlm)
     config = TTEUnifiedConfig(backbone_config=small, head_type="attention_pooler", head_num_heads=4)
@@ -374,3 +384,25 @@ def test_unified_backbone_is_frozen(tiny_vlm):
     assert not any(p.requires_grad for p in model.backbone.parameters())
     assert all(p.requires_grad for p in model.head.parameters())
     assert not model.backbone.training
+
+
+def test_make_tiny_writes_a_qwen3_vl_with_its_own_features(tmp_path):
+    """`tte-hf make-tiny --arch qwen3_vl`: the Auto classes load a Qwen3-VL whose RoPE is interleaved and
+    whose deepstack visual features really reach the text layers; its template has no default system."""
+    from tte_hf.cli import main
+
+    assert main(["make-tiny", str(tmp_path / "q3"), "--arch", "qwen3_vl"]) == 0
+    model = AutoModelForImageTextToText.from_pretrained(tmp_path / "q3").eval()
+    processor = AutoProcessor.from_pretrained(tmp_path / "q3")
+    assert type(model).__name__ == "Qwen3VLForConditionalGeneration"
+    assert type(processor).__name__ == "Qwen3VLProcessor"
+    assert model.config.text_config.rope_parameters["mrope_interleaved"]
+    prompt = render_prompt(processor, build_messages("a red star", num_images=1))
+    assert prompt.startswith("<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>")
+    assert len(processor.tokenizer.tokenize("<think>")) == 1
+    batch = processor(text=[prompt], images=[Image.new("RGB", (64, 64), (200, 30, 30))], return_tensors="pt")
+    with torch.no_grad():
+        with_deepstack = model(**batch).logits
+        model.model.language_model._deepstack_process = lambda hidden, *args: hidden
+        without = model(**batch).logits
+    assert (with_deepstack - without).abs().max() > 1e-3

@@ -125,8 +125,13 @@ class MHSAHead(EmbeddingHead):
     def __init__(self, config):
         super().__init__(config)
         text_config = config.backbone_config.get_text_config()
-        overrides = {"num_hidden_layers": config.head_num_layers, "layer_types": None, "vocab_size": 1}
-        overrides |= {"bos_token_id": None, "eos_token_id": None, "pad_token_id": None}
+        n = config.head_num_layers
+        overrides = {"num_hidden_layers": n, "vocab_size": 1, "pad_token_id": None}
+        if getattr(text_config, "layer_types", None) is not None:  # the copied layers' own attention types
+            overrides["layer_types"] = list(text_config.layer_types[-n:])
+        for key in ("bos_token_id", "eos_token_id"):
+            if hasattr(text_config, key):
+                overrides[key] = None
         text_config = type(text_config)(**{**text_config.to_dict(), **overrides})
         self.decoder = AutoModel.from_config(text_config, attn_implementation=config._attn_implementation)
 

@@ -342,6 +342,11 @@ class TTEUnifiedModel(TTEPreTrainedModel):
         cap = max_new_tokens or self.config.max_new_tokens
         end_id = self.backbone.generation_config.eos_token_id
         end_id = end_id[0] if isinstance(end_id, (list, tuple)) else end_id
+        if end_id is None:
+            raise ValueError(
+                "generate_and_embed needs the end-of-turn token: set backbone.generation_config.eos_token_id "
+                "(the backbone config's text_config.eos_token_id is missing)."
+            )
         prompt_len = input_ids.shape[1]
         logits_processor = LogitsProcessorList(generate_kwargs.pop("logits_processor", None) or [])
         logits_processor.append(_ForceTraceEnd(prompt_len, cap, end_id))
