@@ -25,7 +25,8 @@ class HeadArguments:
     ``reasoner_name_or_path``: the frozen backbone (a ``...ForConditionalGeneration`` checkpoint).
     ``head_type`` and ``head_*``: see `tte_hf.TTEUnifiedConfig`. ``hidden_cache_dir``: cache the
     frozen hidden states on disk, so epochs after the first skip the backbone and the processor
-    (``null``: recompute). ``save_full_model``: also write the backbone (default: the head alone,
+    (``null``: recompute); runs may share it, entries are keyed by backbone, dtype, processor and
+    image content. ``save_full_model``: also write the backbone (default: the head alone,
     referring to ``reasoner_name_or_path``).
     """
 
@@ -147,7 +148,7 @@ def run_head_training(head_args, training_args):
 
     from ..modeling_tte import TTEUnifiedModel
     from .collator import ContrastiveCollator
-    from .hidden_cache import HiddenStateCache
+    from .hidden_cache import HiddenStateCache, cache_fingerprint
     from .train_embedder import load_training_pairs
 
     if not head_args.reasoner_name_or_path:
@@ -172,8 +173,8 @@ def run_head_training(head_args, training_args):
     processor = AutoProcessor.from_pretrained(head_args.reasoner_name_or_path)
     cache = None
     if head_args.hidden_cache_dir:
-        namespace = f"layer{model.head.reads_layer}"
-        cache = HiddenStateCache(head_args.hidden_cache_dir, namespace)
+        fingerprint = cache_fingerprint(model, processor, head_args.reasoner_name_or_path)
+        cache = HiddenStateCache(head_args.hidden_cache_dir, fingerprint)
     trainer = HeadTrainer(
         model=HeadTrainingModule(model),
         args=training_args,
