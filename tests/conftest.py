@@ -23,3 +23,9 @@ def tiny_vlm(tmp_path_factory) -> str:
 def tiny_vlm_25(tmp_path_factory) -> str:
     """A tiny random Qwen2.5-VL checkpoint, built once per test session."""
     return str(build_tiny_vlm(tmp_path_factory.mktemp("tiny_qwen2_5_vl"), arch="qwen2_5_vl"))
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm_3(tmp_path_factory) -> str:
+    """A tiny random Qwen3-VL checkpoint (interleaved M-RoPE, deepstack), built once per test session."""
+    return str(build_tiny_vlm(tmp_path_factory.mktemp("tiny_qwen3_vl"), arch="qwen3_vl"))

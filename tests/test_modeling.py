@@ -16,6 +16,7 @@ from tte_hf import TTEEmbedderConfig, TTEEmbedderModel, TTEUnifiedConfig, TTEUni
 from tte_hf.inputs import build_messages, embedder_text, render_prompt
 
 HEAD_KWARGS = {"head_num_layers": 2, "head_num_heads": 4, "head_num_queries": 4}
+ARCH_FIXTURES = ["tiny_vlm", "tiny_vlm_25", "tiny_vlm_3"]
 
 
 def _items():
@@ -54,7 +55,7 @@ def _reference_embeddings(path, processor, items, trace=None):
     return torch.stack(out)
 
 
-@pytest.mark.parametrize("fixture", ["tiny_vlm", "tiny_vlm_25"])
+@pytest.mark.parametrize("fixture", ARCH_FIXTURES)
 @pytest.mark.parametrize("padding_side", ["left", "right"])
 def test_embedder_matches_raw_backbone(request, fixture, padding_side):
     path = request.getfixturevalue(fixture)
@@ -102,10 +103,12 @@ class _EndRowsEarly(LogitsProcessor):
         return scores
 
 
+@pytest.mark.parametrize("fixture", ARCH_FIXTURES)
 @pytest.mark.parametrize("head_type", ["attention_pooler", "latent_attention", "qformer", "mhsa"])
-def test_generate_and_embed_equals_second_forward(tiny_vlm, head_type):
-    processor = AutoProcessor.from_pretrained(tiny_vlm)
-    model = TTEUnifiedModel.from_backbone(tiny_vlm, head_type=head_type, head_kwargs=HEAD_KWARGS).eval()
+def test_generate_and_embed_equals_second_forward(request, fixture, head_type):
+    path = request.getfixturevalue(fixture)
+    processor = AutoProcessor.from_pretrained(path)
+    model = TTEUnifiedModel.from_backbone(path, head_type=head_type, head_kwargs=HEAD_KWARGS).eval()
     items = _items()
     processor.tokenizer.padding_side = "left"
     prompts = [render_prompt(processor, build_messages(t, num_images=int(i is not None))) for t, i in items]
@@ -137,19 +140,88 @@ def test_generate_and_embed_equals_second_forward(tiny_vlm, head_type):
         torch.testing.assert_close(out.embeddings[i], separate, atol=1e-4, rtol=0)
 
 
-def test_mhsa_head_starts_as_the_backbones_last_layers(tiny_vlm):
-    """Self-initialised MHSA head: on text it reproduces the backbone's final last-token state."""
-    processor = AutoProcessor.from_pretrained(tiny_vlm)
-    model = TTEUnifiedModel.from_backbone(tiny_vlm, head_type="mhsa", head_kwargs={"head_num_layers": 2}).eval()
-    model.config.normalize = False
-    batch = _batch(processor, [("a red star", None), ("two blue circles above a green square", None)], "left")
-    with torch.no_grad():
-        embeddings = model(**batch).embeddings
-        hidden = model.backbone(**batch, output_hidden_states=True).hidden_states[-1][:, -1]
-    torch.testing.assert_close(embeddings, hidden, atol=1e-5, rtol=0)
+def _mm_rows():
+    """(text, images, video) rows: text only, one image, two images, a video of four frames."""
+    red = Image.new("RGB", (64, 48), (200, 30, 30))
+    noise = Image.effect_noise((56, 84), 40).convert("RGB")
+    frames = [Image.effect_noise((56, 56), 30 + 10 * i).convert("RGB") for i in range(4)]
+    return [
+        ("a red star left of a blue circle", [], None),
+        ("which shape is closest to the top?", [noise], None),
+        ("compare the two pictures", [red, noise], None),
+        ("what happens in the clip?", [], frames),
+    ]
 
 
-@pytest.mark.parametrize("fixture", ["tiny_vlm", "tiny_vlm_25"])
+def _mm_prompts(processor, rows):
+    return [
+        render_prompt(processor, build_messages(t, num_images=len(imgs), has_video=v is not None))
+        for t, imgs, v in rows
+    ]
+
+
+def _mm_inputs(processor, texts, rows, padding_side="left"):
+    processor.tokenizer.padding_side = padding_side
+    images = [image for _, imgs, _ in rows for image in imgs]
+    videos = [video for _, _, video in rows if video is not None]
+    return processor(text=texts, images=images or None, videos=videos or None, padding=True, return_tensors="pt")
+
+
+def _final_state_reference(path, rows_inputs):
+    """Independent reference: the backbone's own ``output_hidden_states`` final state at the last
+    token of each row run alone, L2-normalised."""
+    backbone = AutoModelForImageTextToText.from_pretrained(path).eval()
+    out = []
+    for inputs in rows_inputs:
+        with torch.no_grad():
+            hidden = backbone(**inputs, output_hidden_states=True).hidden_states[-1]
+        out.append(F.normalize(hidden[0, -1], dim=-1))
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("fixture", ARCH_FIXTURES)
+def test_fresh_mhsa_head_equals_the_backbones_final_state_on_every_modality(request, fixture):
+    """A freshly copied MHSA head reproduces the backbone's final last-token state on text, image,
+    multi-image and video rows: it runs its layers with the backbone's multimodal positions."""
+    path = request.getfixturevalue(fixture)
+    processor = AutoProcessor.from_pretrained(path)
+    model = TTEUnifiedModel.from_backbone(path, head_type="mhsa", head_kwargs={"head_num_layers": 2}).eval()
+    rows = _mm_rows()
+    texts = [embedder_text(p, "<think> red </think> red") for p in _mm_prompts(processor, rows)]
+    reference = _final_state_reference(path, [_mm_inputs(processor, [t], [r]) for t, r in zip(texts, rows)])
+    for padding_side in ("left", "right"):
+        batch = _mm_inputs(processor, texts, rows, padding_side)
+        with torch.no_grad():
+            embeddings = model(**batch).embeddings
+        torch.testing.assert_close(embeddings, reference, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("fixture", ARCH_FIXTURES)
+def test_fresh_mhsa_head_in_generate_and_embed_equals_the_backbones_final_state(request, fixture):
+    """Through the single pass: the generated tokens' positions come from the backbone's rope deltas."""
+    path = request.getfixturevalue(fixture)
+    processor = AutoProcessor.from_pretrained(path)
+    model = TTEUnifiedModel.from_backbone(path, head_type="mhsa", head_kwargs={"head_num_layers": 2}).eval()
+    rows = _mm_rows()
+    prompts = _mm_prompts(processor, rows)
+    batch = _mm_inputs(processor, prompts, rows, "left")
+    end_id = model.backbone.generation_config.eos_token_id
+    ends_early = _EndRowsEarly(batch["input_ids"].shape[1], end_id, rows=3)
+    out = model.generate_and_embed(**batch, max_new_tokens=4, logits_processor=[ends_early])
+    assert [len(t) for t in out.trace_ids] == [0, 1, 2, 4]
+
+    singles = []
+    for prompt, row, trace in zip(prompts, rows, out.trace_ids):
+        single = _mm_inputs(processor, [prompt], [row])
+        ids = torch.cat([single["input_ids"][0], trace, torch.tensor([end_id])])[None]
+        extra = ids.shape[1] - single["input_ids"].shape[1]
+        single["input_ids"], single["attention_mask"] = ids, torch.ones_like(ids)
+        single["mm_token_type_ids"] = F.pad(single["mm_token_type_ids"], (0, extra))
+        singles.append(single)
+    torch.testing.assert_close(out.embeddings, _final_state_reference(path, singles), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("fixture", ARCH_FIXTURES)
 def test_save_load_roundtrip_native(request, fixture, tmp_path):
     path = request.getfixturevalue(fixture)
     processor = AutoProcessor.from_pretrained(path)
@@ -207,7 +279,7 @@ REMOTE_CODE_SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("fixture", ["tiny_vlm", "tiny_vlm_25"])
+@pytest.mark.parametrize("fixture", ARCH_FIXTURES)
 def test_trust_remote_code_without_tte_hf(request, fixture, tmp_path):
     path = request.getfixturevalue(fixture)
     processor = AutoProcessor.from_pretrained(path)
@@ -269,6 +341,14 @@ def test_unified_config_errors_name_the_field(tiny_vlm, kwargs, field):
         TTEUnifiedConfig(backbone_config=backbone_config, **kwargs)
 
 
+def test_mhsa_head_over_qwen3_vl_deepstack_layers_is_refused(tiny_vlm_3):
+    """The tiny Qwen3-VL adds deepstack features to layers 0 and 1 of 4: a 3-layer head would miss them."""
+    backbone_config = AutoConfig.from_pretrained(tiny_vlm_3)
+    TTEUnifiedConfig(backbone_config=backbone_config, head_num_layers=2)
+    with pytest.raises(ValueError, match="head_num_layers <= 2"):
+        TTEUnifiedConfig(backbone_config=backbone_config, head_num_layers=3)
+
+
 def test_mismatched_head_and_backbone_sizes(tiny_vlm):
     small = AutoConfig.from_pretrained(tiny_vlm)
     config = TTEUnifiedConfig(backbone_config=small, head_type="attention_pooler", head_num_heads=4)
@@ -304,3 +384,25 @@ def test_unified_backbone_is_frozen(tiny_vlm):
     assert not any(p.requires_grad for p in model.backbone.parameters())
     assert all(p.requires_grad for p in model.head.parameters())
     assert not model.backbone.training
+
+
+def test_make_tiny_writes_a_qwen3_vl_with_its_own_features(tmp_path):
+    """`tte-hf make-tiny --arch qwen3_vl`: the Auto classes load a Qwen3-VL whose RoPE is interleaved and
+    whose deepstack visual features really reach the text layers; its template has no default system."""
+    from tte_hf.cli import main
+
+    assert main(["make-tiny", str(tmp_path / "q3"), "--arch", "qwen3_vl"]) == 0
+    model = AutoModelForImageTextToText.from_pretrained(tmp_path / "q3").eval()
+    processor = AutoProcessor.from_pretrained(tmp_path / "q3")
+    assert type(model).__name__ == "Qwen3VLForConditionalGeneration"
+    assert type(processor).__name__ == "Qwen3VLProcessor"
+    assert model.config.text_config.rope_parameters["mrope_interleaved"]
+    prompt = render_prompt(processor, build_messages("a red star", num_images=1))
+    assert prompt.startswith("<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>")
+    assert len(processor.tokenizer.tokenize("<think>")) == 1
+    batch = processor(text=[prompt], images=[Image.new("RGB", (64, 64), (200, 30, 30))], return_tensors="pt")
+    with torch.no_grad():
+        with_deepstack = model(**batch).logits
+        model.model.language_model._deepstack_process = lambda hidden, *args: hidden
+        without = model(**batch).logits
+    assert (with_deepstack - without).abs().max() > 1e-3

@@ -82,7 +82,11 @@ def _generate_by_hand(reasoner_path, text, images, instruction) -> str:
 # --- equality with the model classes ------------------------------------------------------------
 
 
-def test_reasoning_off_equals_tte_embedder_model(st_off, embedder, processor, images):
+@pytest.mark.parametrize("fixture", ["tiny_vlm", "tiny_vlm_25", "tiny_vlm_3"])
+def test_reasoning_off_equals_tte_embedder_model(request, fixture, images):
+    path = request.getfixturevalue(fixture)
+    st_off = build_sentence_transformer(path, prompts={"query": INSTRUCTION})
+    embedder, processor = TTEEmbedderModel.from_backbone(path).eval(), AutoProcessor.from_pretrained(path)
     cases = [
         ("a red bus on the left", []),
         (None, [images[0]]),
@@ -499,19 +503,25 @@ def test_saved_code_has_no_tte_hf_imports(st_off, tmp_path):
 # --- unified model: its own backbone reasons, its head embeds --------------------------------------
 
 
-@pytest.fixture(scope="module")
-def unified_dir(tiny_vlm, tmp_path_factory):
+def _save_unified(backbone: str, path: Path) -> str:
     from tte_hf.modeling_tte import TTEUnifiedModel
 
-    path = tmp_path_factory.mktemp("unified")
-    model = TTEUnifiedModel.from_backbone(tiny_vlm, head_type="mhsa", head_kwargs={"head_num_layers": 2})
+    model = TTEUnifiedModel.from_backbone(backbone, head_type="mhsa", head_kwargs={"head_num_layers": 2})
     model.save_pretrained(path)
-    AutoProcessor.from_pretrained(tiny_vlm).save_pretrained(path)
+    AutoProcessor.from_pretrained(backbone).save_pretrained(path)
     return str(path)
 
 
-def test_unified_model_generates_and_embeds_in_one_pass(unified_dir, images, tmp_path):
+@pytest.fixture(scope="module")
+def unified_dir(tiny_vlm, tmp_path_factory):
+    return _save_unified(tiny_vlm, tmp_path_factory.mktemp("unified"))
+
+
+@pytest.mark.parametrize("fixture", ["tiny_vlm", "tiny_vlm_3"])
+def test_unified_model_generates_and_embeds_in_one_pass(request, fixture, images, tmp_path):
     from tte_hf.modeling_tte import TTEUnifiedModel
+
+    unified_dir = _save_unified(request.getfixturevalue(fixture), tmp_path / "unified")
 
     st = build_sentence_transformer(unified_dir, max_new_tokens=8, prompts={"query": INSTRUCTION})
     inputs = ["what color is the bus", {"text": "which dog", "image": images[0]}]

@@ -1,20 +1,24 @@
 """Unified head training: frozen backbone stays bit-identical, loss falls, the cache is exact, reload."""
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from safetensors.torch import load_file
+from PIL import Image, ImageOps
+from safetensors.torch import load_file, save_file
 from training_launch import launch_losses
 from transformers import AutoModel, AutoProcessor
 
 import tte_hf  # noqa: F401  (registers the TTE classes with AutoModel)
 from tte_hf import TTEUnifiedModel
+from tte_hf.testing import build_tiny_vlm
 from tte_hf.training import train_head
 from tte_hf.training.collator import ContrastiveCollator
 from tte_hf.training.data import DatasetSpec, load_pairs
-from tte_hf.training.hidden_cache import HiddenStateCache
+from tte_hf.training.hidden_cache import HiddenStateCache, backbone_fingerprint, cache_fingerprint
 from tte_hf.training.synthetic import write_synthetic_retrieval
 from tte_hf.training.train_head import HeadTrainingModule, UnifiedEncoder
 
@@ -69,7 +73,7 @@ def test_cached_hidden_states_give_the_same_embeddings(data, tiny_vlm, tmp_path)
     processor = AutoProcessor.from_pretrained(tiny_vlm)
     pairs = load_pairs(DatasetSpec.from_dict({"name": "s", **recipe(data, tiny_vlm, tmp_path)["datasets"][0]}, 0))
     chunk = ContrastiveCollator(processor, with_keys=True)(pairs[:4])["query"][0]
-    cache = HiddenStateCache(tmp_path / "cache", "layer3")
+    cache = HiddenStateCache(tmp_path / "cache", cache_fingerprint(model, processor, tiny_vlm))
     with torch.no_grad():
         direct = model(**{k: v for k, v in chunk.items() if k != "keys"}).embeddings
         first = UnifiedEncoder(cache)(HeadTrainingModule(model), chunk)
@@ -102,16 +106,72 @@ def test_cached_epochs_skip_preprocessing_and_train_exactly_like_no_cache(data, 
 
     assert len(losses(cached)) == 3 and losses(cached) == pytest.approx(losses(no_cache), abs=1e-5)
 
-    cache = HiddenStateCache(tmp_path / "a" / "cache", "layer3")
+    model = TTEUnifiedModel.from_backbone(tiny_vlm, head_type="mhsa", head_kwargs={"head_num_layers": 1})
     processor = AutoProcessor.from_pretrained(tiny_vlm)
+    cache = HiddenStateCache(tmp_path / "a" / "cache", cache_fingerprint(model, processor, tiny_vlm))
+    assert [p.name for p in (tmp_path / "a" / "cache").iterdir()] == [cache.directory.name]  # the run's folder
     pairs = load_pairs(DatasetSpec.from_dict({"name": "s", **recipe(data, tiny_vlm, tmp_path)["datasets"][0]}, 0))
     chunk = ContrastiveCollator(processor, with_keys=True, is_cached=cache.__contains__)(pairs[:2])["query"][0]
     assert set(chunk) == {"keys"}
     for entry in cache.directory.rglob("*.safetensors"):
         entry.unlink()
-    model = TTEUnifiedModel.from_backbone(tiny_vlm, head_type="mhsa", head_kwargs={"head_num_layers": 1})
     with pytest.raises(RuntimeError, match="lost entry .* during training"):
         UnifiedEncoder(cache)(HeadTrainingModule(model), chunk)
+
+
+def _losses(trainer):
+    return [log["loss"] for log in trainer.state.log_history if "loss" in log]
+
+
+def _edit_processor(tiny_vlm, out):
+    """A copy of the backbone folder whose image processor upscales small images (more image tokens)."""
+    shutil.copytree(tiny_vlm, out)
+    config = json.loads((out / "processor_config.json").read_text())
+    config["image_processor"]["size"]["shortest_edge"] = 28 * 28 * 8
+    (out / "processor_config.json").write_text(json.dumps(config))
+    return str(out)
+
+
+@pytest.mark.parametrize("change", ["backbone", "dtype", "processor", "image edited in place"])
+def test_a_shared_hidden_cache_never_serves_stale_states(change, tiny_vlm, tmp_path):
+    """A run that shares ``hidden_cache_dir`` with an earlier one but differs in backbone weights, dtype,
+    image processor or the content of an image (same path) trains exactly like a run without cache."""
+    data = write_synthetic_retrieval(tmp_path / "data", num_items=8)
+    settings = {"max_steps": 2, "hidden_cache_dir": str(tmp_path / "shared_cache")}
+    train_head(recipe(data, tiny_vlm, tmp_path / "first", **settings))
+    second = {}
+    if change == "backbone":
+        second["reasoner_name_or_path"] = str(build_tiny_vlm(tmp_path / "other_backbone", seed=1))
+    elif change == "dtype":
+        second["dtype"] = "bfloat16"
+    elif change == "processor":
+        second["reasoner_name_or_path"] = _edit_processor(tiny_vlm, tmp_path / "other_processor")
+    else:
+        for image_path in Path(data["image_root"]).glob("images/*.png"):
+            with Image.open(image_path) as image:
+                ImageOps.invert(image.convert("RGB")).save(image_path)
+    cached = train_head(recipe(data, tiny_vlm, tmp_path / "second", **settings | second))
+    uncached = train_head(
+        recipe(data, tiny_vlm, tmp_path / "reference", **settings | second | {"hidden_cache_dir": None})
+    )
+    assert len(_losses(uncached)) == 2 and _losses(cached) == pytest.approx(_losses(uncached), abs=1e-5)
+
+
+def test_backbone_fingerprint_is_the_hub_commit_or_the_folders_bytes(tiny_vlm, tmp_path, monkeypatch):
+    from hub_helpers import populate_hf_cache
+    from huggingface_hub import constants
+
+    commit = populate_hf_cache(tiny_vlm, "tte-test/reasoner", tmp_path / "hub")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert backbone_fingerprint("tte-test/reasoner") == {"repo_id": "tte-test/reasoner", "commit": commit}
+    copy = Path(shutil.copytree(tiny_vlm, tmp_path / "copy"))
+    assert backbone_fingerprint(copy) == backbone_fingerprint(tiny_vlm)  # content, not path
+    weights = load_file(copy / "model.safetensors")
+    name = next(iter(weights))
+    weights[name] = weights[name] + 1e-3
+    save_file(weights, copy / "model.safetensors", metadata={"format": "pt"})
+    assert backbone_fingerprint(copy) != backbone_fingerprint(tiny_vlm)
 
 
 def test_gradcache_second_pass_reuses_the_backbone_output(data, tiny_vlm, tmp_path):

@@ -136,6 +136,14 @@ class TTEUnifiedConfig(PretrainedConfig):
                 f"TTEUnifiedConfig.head_num_layers={self.head_num_layers} must be smaller than the backbone's "
                 f"num_hidden_layers={text.num_hidden_layers} for the MHSA head (it reads layer L - n)."
             )
+        vision = getattr(self.backbone_config, "vision_config", None)
+        deepstack = len(getattr(vision, "deepstack_visual_indexes", None) or ())
+        if self.head_type == "mhsa" and text.num_hidden_layers - self.head_num_layers < deepstack:
+            raise ValueError(
+                f"TTEUnifiedConfig.head_num_layers={self.head_num_layers} is too large for this Qwen3-VL backbone: "
+                f"its first {deepstack} layers receive deepstack visual features, which the MHSA head does not "
+                f"add; use head_num_layers <= {text.num_hidden_layers - deepstack}."
+            )
         if (
             self.head_type in ("attention_pooler", "latent_attention", "qformer")
             and text.hidden_size % self.head_num_heads

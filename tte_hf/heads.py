@@ -1,7 +1,8 @@
 """Embedding heads of the unified TTE model: the four designs the paper compares.
 
-Each head maps the hidden states of one backbone layer, ``(batch, seq, hidden)``, and their
-attention mask to one vector per row. Self-contained (torch + transformers only): this file is
+Each head maps the hidden states of one backbone layer, ``(batch, seq, hidden)``, their attention
+mask and the backbone's RoPE positions, ``(3, batch, seq)``, to one vector per row (only the MHSA
+head reads the positions). Self-contained (torch + transformers only): this file is
 shipped next to the weights for ``trust_remote_code``.
 """
 
@@ -37,7 +38,9 @@ class EmbeddingHead(nn.Module):
     def reads_layer(self) -> int:
         return self.config.backbone_config.get_text_config().num_hidden_layers
 
-    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
         raise NotImplementedError
 
 
@@ -50,7 +53,7 @@ class AttentionPoolerHead(EmbeddingHead):
         self.queries = nn.Parameter(torch.randn(config.head_num_queries, hidden) * hidden**-0.5)
         self.attention = nn.MultiheadAttention(hidden, config.head_num_heads, batch_first=True)
 
-    def forward(self, hidden_states, attention_mask):
+    def forward(self, hidden_states, attention_mask, position_ids=None):
         queries = self.queries.unsqueeze(0).expand(hidden_states.shape[0], -1, -1).to(hidden_states.dtype)
         pooled, _ = self.attention(queries, hidden_states, hidden_states, key_padding_mask=~attention_mask.bool())
         return self.proj(pooled.mean(1))
@@ -66,7 +69,7 @@ class LatentAttentionHead(EmbeddingHead):
         self.attention = nn.MultiheadAttention(hidden, config.head_num_heads, batch_first=True)
         self.mlp = nn.Sequential(nn.Linear(hidden, 4 * hidden), nn.GELU(), nn.Linear(4 * hidden, hidden))
 
-    def forward(self, hidden_states, attention_mask):
+    def forward(self, hidden_states, attention_mask, position_ids=None):
         latents = self.latents.unsqueeze(0).expand(hidden_states.shape[0], -1, -1).to(hidden_states.dtype)
         attended, _ = self.attention(hidden_states, latents, latents)
         tokens = attended + self.mlp(attended)
@@ -101,7 +104,7 @@ class QFormerHead(EmbeddingHead):
         self.blocks = nn.ModuleList(QFormerBlock(hidden, config.head_num_heads) for _ in range(config.head_num_layers))
         self.norm = nn.LayerNorm(hidden)
 
-    def forward(self, hidden_states, attention_mask):
+    def forward(self, hidden_states, attention_mask, position_ids=None):
         queries = self.queries.unsqueeze(0).expand(hidden_states.shape[0], -1, -1).to(hidden_states.dtype)
         padding = ~attention_mask.bool()
         for block in self.blocks:
@@ -113,15 +116,22 @@ class MHSAHead(EmbeddingHead):
     """The paper's best head: n decoder layers (+ final norm) initialised as copies of the backbone's
     last n layers, reading the hidden states of layer L - n; last-token pooling.
 
-    The layers run with 1-D positions (from the attention mask). For text this equals the backbone's
-    multimodal RoPE, so a freshly copied head reproduces the backbone's final hidden states exactly.
+    The layers run with the backbone's own multimodal RoPE positions (``position_ids``, as the backbone's
+    rotary embedding received them), so a freshly copied head reproduces the backbone's final hidden
+    states exactly, on text, image and video tokens alike. Without ``position_ids`` it falls back to
+    1-D positions from the mask, which equal the backbone's only on text-only rows.
     """
 
     def __init__(self, config):
         super().__init__(config)
         text_config = config.backbone_config.get_text_config()
-        overrides = {"num_hidden_layers": config.head_num_layers, "layer_types": None, "vocab_size": 1}
-        overrides |= {"bos_token_id": None, "eos_token_id": None, "pad_token_id": None}
+        n = config.head_num_layers
+        overrides = {"num_hidden_layers": n, "vocab_size": 1, "pad_token_id": None}
+        if getattr(text_config, "layer_types", None) is not None:  # the copied layers' own attention types
+            overrides["layer_types"] = list(text_config.layer_types[-n:])
+        for key in ("bos_token_id", "eos_token_id"):
+            if hasattr(text_config, key):
+                overrides[key] = None
         text_config = type(text_config)(**{**text_config.to_dict(), **overrides})
         self.decoder = AutoModel.from_config(text_config, attn_implementation=config._attn_implementation)
 
@@ -136,10 +146,12 @@ class MHSAHead(EmbeddingHead):
             target.load_state_dict(source.state_dict())
         self.decoder.norm.load_state_dict(language_model.norm.state_dict())
 
-    def forward(self, hidden_states, attention_mask):
-        positions = (attention_mask.to(torch.long).cumsum(-1) - 1).clamp(min=0)
+    def forward(self, hidden_states, attention_mask, position_ids=None):
+        if position_ids is None:
+            position_ids = (attention_mask.to(torch.long).cumsum(-1) - 1).clamp(min=0)
+            position_ids = position_ids.unsqueeze(0).expand(3, -1, -1)
         out = self.decoder(
-            inputs_embeds=hidden_states, attention_mask=attention_mask, position_ids=positions, use_cache=False
+            inputs_embeds=hidden_states, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
         )
         return self.proj(last_token_pool(out.last_hidden_state, attention_mask))
 

@@ -55,6 +55,16 @@ class TTEEmbedderOutput(ModelOutput):
 
 
 @dataclass
+class TTEUnifiedOutput(ModelOutput):
+    """``last_hidden_state``: the states the head read (layer ``head.reads_layer``); ``position_ids``:
+    the backbone's RoPE positions of those states, ``(3, batch, seq)``."""
+
+    embeddings: torch.FloatTensor | None = None
+    last_hidden_state: torch.FloatTensor | None = None
+    position_ids: torch.LongTensor | None = None
+
+
+@dataclass
 class TTEGenerateOutput(ModelOutput):
     """``sequences``: prompt + generated ids; ``trace_ids``: each row's trace (no end token);
     ``embeddings``: computed from the hidden states captured while generating."""
@@ -268,45 +278,57 @@ class TTEUnifiedModel(TTEPreTrainedModel):
         self.backbone.eval()  # frozen: no dropout, whatever the head does
         return self
 
-    def _head_input_module(self) -> nn.Module:
+    def _capture_head_inputs(self) -> tuple[list[torch.Tensor], list[torch.Tensor], list]:
+        """Hooks that collect, per backbone pass, the hidden states the head reads and the RoPE
+        positions the backbone's layers ran with. Remove the returned handles when done."""
+        hidden: list[torch.Tensor] = []
+        positions: list[torch.Tensor] = []
         layer = self.head.reads_layer
-        return (
-            self.language_model.norm
-            if layer == len(self.language_model.layers)
-            else self.language_model.layers[layer - 1]
-        )
+        if layer == len(self.language_model.layers):
+            hook = self.language_model.norm.register_forward_hook(lambda module, args, output: hidden.append(output))
+        else:
+            # The input of layer k, not the output of layer k - 1: Qwen3-VL adds its deepstack visual
+            # features to the early layers' outputs in between.
+            def read_input(module, args, kwargs):
+                hidden.append(args[0] if args else kwargs["hidden_states"])
 
-    def _capture_head_inputs(self):
-        captured: list[torch.Tensor] = []
+            hook = self.language_model.layers[layer].register_forward_pre_hook(read_input, with_kwargs=True)
 
-        def hook(module, args, output):
-            captured.append(output[0] if isinstance(output, tuple) else output)
+        def read_positions(module, args, kwargs):
+            ids = args[1] if len(args) > 1 else kwargs["position_ids"]
+            positions.append(ids.expand(3, *ids.shape[-2:]) if ids.ndim == 2 else ids)
 
-        return captured, self._head_input_module().register_forward_hook(hook)
+        rotary = self.language_model.rotary_emb.register_forward_pre_hook(read_positions, with_kwargs=True)
+        return hidden, positions, [hook, rotary]
 
-    def embed_hidden_states(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Head + Matryoshka truncation + normalisation over the captured layer's hidden states."""
+    def embed_hidden_states(
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Head + Matryoshka truncation + normalisation over the captured layer's hidden states.
+        ``position_ids``: the backbone's RoPE positions ``(3, batch, seq)`` of those states (the MHSA
+        head needs them on image and video rows)."""
         head_dtype = next(self.head.parameters()).dtype
-        pooled = self.head(hidden_states.to(head_dtype), attention_mask)
+        pooled = self.head(hidden_states.to(head_dtype), attention_mask, position_ids)
         return finalize_embeddings(pooled, self.config.truncate_dim, self.config.normalize)
 
     def forward(
         self, input_ids: torch.LongTensor | None = None, attention_mask: torch.Tensor | None = None, **backbone_inputs
-    ) -> TTEEmbedderOutput:
+    ) -> TTEUnifiedOutput:
         """Embed complete sequences (prompt + trace + end token) with one backbone pass."""
         if attention_mask is None:
             raise ValueError("TTEUnifiedModel.forward needs the attention_mask the processor returns.")
         backbone_inputs.pop("labels", None)
-        captured, handle = self._capture_head_inputs()
+        hidden, positions, handles = self._capture_head_inputs()
         try:
             with torch.no_grad():
                 self.backbone.model(
                     input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **backbone_inputs
                 )
         finally:
-            handle.remove()
-        hidden = captured[0]
-        return TTEEmbedderOutput(embeddings=self.embed_hidden_states(hidden, attention_mask), last_hidden_state=hidden)
+            for handle in handles:
+                handle.remove()
+        embeddings = self.embed_hidden_states(hidden[0], attention_mask, positions[0])
+        return TTEUnifiedOutput(embeddings=embeddings, last_hidden_state=hidden[0], position_ids=positions[0])
 
     @torch.no_grad()
     def generate_and_embed(
@@ -327,12 +349,17 @@ class TTEUnifiedModel(TTEPreTrainedModel):
         cap = max_new_tokens or self.config.max_new_tokens
         end_id = self.backbone.generation_config.eos_token_id
         end_id = end_id[0] if isinstance(end_id, (list, tuple)) else end_id
+        if end_id is None:
+            raise ValueError(
+                "generate_and_embed needs the end-of-turn token: set backbone.generation_config.eos_token_id "
+                "(the backbone config's text_config.eos_token_id is missing)."
+            )
         prompt_len = input_ids.shape[1]
         logits_processor = LogitsProcessorList(generate_kwargs.pop("logits_processor", None) or [])
         logits_processor.append(_ForceTraceEnd(prompt_len, cap, end_id))
         stopping_criteria = StoppingCriteriaList(generate_kwargs.pop("stopping_criteria", None) or [])
         stopping_criteria.append(_TraceEndFed(prompt_len, end_id))
-        captured, handle = self._capture_head_inputs()
+        captured, captured_positions, handles = self._capture_head_inputs()
         try:
             sequences = self.backbone.generate(
                 input_ids=input_ids,
@@ -344,14 +371,17 @@ class TTEUnifiedModel(TTEPreTrainedModel):
                 **generate_kwargs,
             )
         finally:
-            handle.remove()
+            for handle in handles:
+                handle.remove()
         hidden = torch.cat(captured, dim=1)  # prompt + every generated token that was fed back
+        # The generated tokens' positions follow the prompt's rope deltas, as generate computed them.
+        position_ids = torch.cat(captured_positions, dim=-1)
         generated = sequences[:, prompt_len:]
         end_pos = (generated == end_id).to(torch.long).argmax(-1)
         positions = torch.arange(generated.shape[1], device=generated.device)
         trace_mask = (positions[None, :] <= end_pos[:, None]).to(attention_mask.dtype)
         mask = torch.cat([attention_mask, trace_mask], dim=1)[:, : hidden.shape[1]]
-        embeddings = self.embed_hidden_states(hidden, mask)
+        embeddings = self.embed_hidden_states(hidden, mask, position_ids)
         traces = [generated[i, : end_pos[i]] for i in range(generated.shape[0])]
         return TTEGenerateOutput(sequences=sequences, trace_ids=traces, embeddings=embeddings)
 

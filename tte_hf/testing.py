@@ -1,7 +1,7 @@
 """Tiny, random, offline vision-language checkpoints for tests, the demo and trying commands.
 
-`build_tiny_vlm` writes a complete Qwen2-VL (or Qwen2.5-VL) checkpoint — tokenizer trained on the
-spot, image/video processor, random weights — that the stock ``from_pretrained`` loaders read.
+`build_tiny_vlm` writes a complete Qwen2-VL, Qwen2.5-VL or Qwen3-VL checkpoint — tokenizer trained on
+the spot, image/video processor, random weights — that the stock ``from_pretrained`` loaders read.
 """
 
 from __future__ import annotations
@@ -35,7 +35,11 @@ _WORDS = (
     "sea vessel sail painted like riddle describes means colour has you"
 ).split()
 
-SUPPORTED_TINY_ARCHS = ("qwen2_vl", "qwen2_5_vl")
+SUPPORTED_TINY_ARCHS = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+# Qwen3-VL's tokenizer has <think> and </think> as added (not special) tokens; its chat template
+# (TRL's copy of Qwen3-VL-Instruct's) has no default system prompt.
+_QWEN3_ADDED_TOKENS = ["<think>", "</think>"]
+_CHAT_TEMPLATES = {"qwen2_vl": "qwen2_5_vl", "qwen2_5_vl": "qwen2_5_vl", "qwen3_vl": "qwen3_vl"}
 
 
 def _chat_template(name: str) -> str:
@@ -59,8 +63,9 @@ def _corpus(seed: int, n_lines: int = 2000) -> list[str]:
     return lines
 
 
-def build_tiny_tokenizer(seed: int = 0, vocab_size: int = 1000):
-    """A byte-level BPE `Qwen2TokenizerFast` with Qwen's special tokens, trained on a tiny corpus."""
+def build_tiny_tokenizer(seed: int = 0, vocab_size: int = 1000, arch: str = "qwen2_vl"):
+    """A byte-level BPE `Qwen2TokenizerFast` with Qwen's special tokens (and ``arch``'s chat
+    template and added tokens), trained on a tiny corpus."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast, Qwen2TokenizerFast
 
@@ -75,19 +80,22 @@ def build_tiny_tokenizer(seed: int = 0, vocab_size: int = 1000):
     )
     tok.train_from_iterator(_corpus(seed), trainer=trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok)
-    return Qwen2TokenizerFast(
+    tokenizer = Qwen2TokenizerFast(
         tokenizer_object=fast._tokenizer,
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
         unk_token=None,
         bos_token=None,
         additional_special_tokens=QWEN_SPECIAL_TOKENS[1:],
-        chat_template=_chat_template("qwen2_5_vl.jinja"),
+        chat_template=_chat_template(f"{_CHAT_TEMPLATES[arch]}.jinja"),
     )
+    if arch == "qwen3_vl":
+        tokenizer.add_tokens(_QWEN3_ADDED_TOKENS)
+    return tokenizer
 
 
 def _tiny_config(arch: str, tokenizer, hidden_size: int, num_layers: int):
-    from transformers import Qwen2_5_VLConfig, Qwen2VLConfig
+    from transformers import Qwen2_5_VLConfig, Qwen2VLConfig, Qwen3VLConfig
 
     ids = {name.strip("<|>"): tokenizer.convert_tokens_to_ids(name) for name in QWEN_SPECIAL_TOKENS}
     half_head_dim = hidden_size // 4 // 2  # 4 attention heads; M-RoPE splits half the head dim in t/h/w
@@ -115,6 +123,24 @@ def _tiny_config(arch: str, tokenizer, hidden_size: int, num_layers: int):
         vision_end_token_id=ids["vision_end"],
         tie_word_embeddings=False,
     )
+    if arch == "qwen3_vl":
+        # Interleaved M-RoPE in Qwen3-VL's proportions (24/20/20 of 64); deepstack adds the vision tower's layer-0 and -1 features to the
+        # outputs of the first two text layers (an MHSA head of n <= num_layers - 2 layers is valid).
+        text_config["head_dim"] = hidden_size // 4
+        spatial = half_head_dim * 5 // 16
+        mrope_section = [half_head_dim - 2 * spatial, spatial, spatial]
+        text_config["rope_parameters"] |= {"mrope_section": mrope_section, "mrope_interleaved": True}
+        vision = dict(
+            depth=2,
+            hidden_size=32,
+            intermediate_size=64,
+            num_heads=2,
+            out_hidden_size=hidden_size,
+            patch_size=16,
+            num_position_embeddings=64,
+            deepstack_visual_indexes=[0, 1],
+        )
+        return Qwen3VLConfig(vision_config=vision, **common)
     if arch == "qwen2_vl":
         vision = dict(depth=2, embed_dim=32, hidden_size=hidden_size, num_heads=2, mlp_ratio=2)
         return Qwen2VLConfig(vision_config=vision, **common)
@@ -153,6 +179,9 @@ def build_tiny_vlm(
         Qwen2VLImageProcessor,
         Qwen2VLProcessor,
         Qwen2VLVideoProcessor,
+        Qwen3VLForConditionalGeneration,
+        Qwen3VLProcessor,
+        Qwen3VLVideoProcessor,
     )
 
     if arch not in SUPPORTED_TINY_ARCHS:
@@ -160,23 +189,40 @@ def build_tiny_vlm(
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
 
-    tokenizer = build_tiny_tokenizer(seed)
+    tokenizer = build_tiny_tokenizer(seed, arch=arch)
     config = _tiny_config(arch, tokenizer, hidden_size, num_layers)
-    model_cls = Qwen2VLForConditionalGeneration if arch == "qwen2_vl" else Qwen2_5_VLForConditionalGeneration
+    model_cls = {
+        "qwen2_vl": Qwen2VLForConditionalGeneration,
+        "qwen2_5_vl": Qwen2_5_VLForConditionalGeneration,
+        "qwen3_vl": Qwen3VLForConditionalGeneration,
+    }[arch]
     torch.manual_seed(seed)
     model = model_cls(config).eval()
-    model.generation_config.eos_token_id = config.text_config.eos_token_id
-    model.generation_config.pad_token_id = config.text_config.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.do_sample = False
     model.save_pretrained(output_dir)
 
-    pixel_limits = {"shortest_edge": 28 * 28 * 4, "longest_edge": max_pixels}
-    processor = Qwen2VLProcessor(
-        image_processor=Qwen2VLImageProcessor(size=pixel_limits),
-        video_processor=Qwen2VLVideoProcessor(size=pixel_limits),
-        tokenizer=tokenizer,
-        chat_template=tokenizer.chat_template,
-    )
+    if arch == "qwen3_vl":  # 16-pixel patches merged 2x2: sizes come in multiples of 32
+        pixel_limits = {"shortest_edge": 32 * 32 * 4, "longest_edge": max_pixels}
+        patches = {"patch_size": 16, "merge_size": 2, "temporal_patch_size": 2}
+        half = {"image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}
+        processor = Qwen3VLProcessor(
+            image_processor=Qwen2VLImageProcessor(size=pixel_limits, **patches, **half),
+            # Frames are taken as given (ST passes a video as its list of frames), not resampled.
+            video_processor=Qwen3VLVideoProcessor(size=pixel_limits, do_sample_frames=False, **patches, **half),
+            tokenizer=tokenizer,
+            chat_template=tokenizer.chat_template,
+        )
+    else:
+        pixel_limits = {"shortest_edge": 28 * 28 * 4, "longest_edge": max_pixels}
+        processor = Qwen2VLProcessor(
+            image_processor=Qwen2VLImageProcessor(size=pixel_limits),
+            video_processor=Qwen2VLVideoProcessor(size=pixel_limits),
+            tokenizer=tokenizer,
+            chat_template=tokenizer.chat_template,
+        )
     processor.save_pretrained(output_dir)
-    (output_dir / "chat_template_training.jinja").write_text(_chat_template("qwen2_5_vl_training.jinja"))
+    training_template = f"{_CHAT_TEMPLATES[arch]}_training.jinja"
+    (output_dir / "chat_template_training.jinja").write_text(_chat_template(training_template))
     return output_dir

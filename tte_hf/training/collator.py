@@ -22,10 +22,13 @@ def side_text(processor, side: Side, instruction: str | None = None, task: str |
 
 
 def input_key(text: str, images: Sequence[str]) -> str:
-    """A stable content key for one rendered input (text + image paths)."""
+    """A content key for one rendered input: its text and its images' bytes (not their paths, so an
+    image edited in place gets a new key). Reads the files but does not decode them."""
     import hashlib
 
-    return hashlib.sha256("\0".join([text, *images]).encode()).hexdigest()
+    from .hidden_cache import file_digest
+
+    return hashlib.sha256("\0".join([text, *map(file_digest, images)]).encode()).hexdigest()
 
 
 def load_image(path: str):

@@ -25,7 +25,8 @@ class HeadArguments:
     ``reasoner_name_or_path``: the frozen backbone (a ``...ForConditionalGeneration`` checkpoint).
     ``head_type`` and ``head_*``: see `tte_hf.TTEUnifiedConfig`. ``hidden_cache_dir``: cache the
     frozen hidden states on disk, so epochs after the first skip the backbone and the processor
-    (``null``: recompute). ``save_full_model``: also write the backbone (default: the head alone,
+    (``null``: recompute); runs may share it, entries are keyed by backbone, dtype, processor and
+    image content. ``save_full_model``: also write the backbone (default: the head alone,
     referring to ``reasoner_name_or_path``).
     """
 
@@ -52,7 +53,8 @@ def train_head(config: str | os.PathLike | dict[str, Any] | None = None, argv: l
 
 
 class HeadTrainingModule(nn.Module):
-    """The module the Trainer (and DDP) wrap: ``forward(hidden_states, attention_mask)`` runs the head.
+    """The module the Trainer (and DDP) wrap: ``forward(hidden_states, attention_mask, position_ids)``
+    runs the head.
 
     The head's forward must go through the DDP wrapper, or DDP never all-reduces its gradients; the
     frozen backbone pass needs no gradients and calls ``unified`` directly.
@@ -62,8 +64,10 @@ class HeadTrainingModule(nn.Module):
         super().__init__()
         self.unified = unified
 
-    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.unified.embed_hidden_states(hidden_states, attention_mask)
+    def forward(
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return self.unified.embed_hidden_states(hidden_states, attention_mask, position_ids)
 
 
 class HeadTrainer(ContrastiveTrainer):
@@ -97,7 +101,8 @@ class UnifiedEncoder:
         # output is the same both times, so the first pass leaves it here for the second to take.
         self._pending: dict[str, torch.Tensor] = {}
 
-    def hidden_states(self, head_module, chunk) -> tuple[torch.Tensor, torch.Tensor]:
+    def hidden_states(self, head_module, chunk) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The chunk's frozen hidden states (right-padded), their mask and their RoPE positions."""
         keys = chunk["keys"]
         inputs = {k: v for k, v in chunk.items() if k != "keys"}
         first_pass = not torch.is_grad_enabled()
@@ -113,26 +118,29 @@ class UnifiedEncoder:
                 )
             unified = getattr(head_module, "module", head_module).unified  # past a DDP wrapper
             with torch.no_grad():
-                hidden = unified(**inputs).last_hidden_state
+                out = unified(**inputs)
             mask = inputs["attention_mask"].bool()
-            rows = [hidden[i][mask[i]] for i in range(len(keys))]
+            rows = [(out.last_hidden_state[i][mask[i]], out.position_ids[:, i][:, mask[i]]) for i in range(len(keys))]
             if self.cache is not None:
                 for key, row in zip(keys, rows):
-                    self.cache.put(key, row)
+                    self.cache.put(key, *row)
         if first_pass:
             self._pending.update(zip(keys, rows))
         device = inputs["attention_mask"].device if inputs else next(head_module.parameters()).device
-        length = max(row.shape[0] for row in rows)
-        padded = rows[0].new_zeros(len(rows), length, rows[0].shape[-1])
+        length = max(hidden.shape[0] for hidden, _ in rows)
+        first_hidden, first_positions = rows[0]
+        padded = first_hidden.new_zeros(len(rows), length, first_hidden.shape[-1])
+        positions = first_positions.new_zeros(first_positions.shape[0], len(rows), length)
         mask = torch.zeros(len(rows), length, dtype=torch.long, device=device)
-        for i, row in enumerate(rows):  # right padding; the heads handle either side
-            padded[i, : row.shape[0]] = row
-            mask[i, : row.shape[0]] = 1
-        return padded.to(device), mask
+        for i, (hidden, row_positions) in enumerate(rows):  # right padding; the heads handle either side
+            padded[i, : hidden.shape[0]] = hidden
+            positions[:, i, : hidden.shape[0]] = row_positions
+            mask[i, : hidden.shape[0]] = 1
+        return padded.to(device), mask, positions.to(device)
 
     def __call__(self, head_module, chunk) -> torch.Tensor:
-        hidden, mask = self.hidden_states(head_module, chunk)
-        return head_module(hidden, mask)
+        hidden, mask, positions = self.hidden_states(head_module, chunk)
+        return head_module(hidden, mask, positions)
 
 
 def run_head_training(head_args, training_args):
@@ -140,7 +148,7 @@ def run_head_training(head_args, training_args):
 
     from ..modeling_tte import TTEUnifiedModel
     from .collator import ContrastiveCollator
-    from .hidden_cache import HiddenStateCache
+    from .hidden_cache import HiddenStateCache, cache_fingerprint
     from .train_embedder import load_training_pairs
 
     if not head_args.reasoner_name_or_path:
@@ -165,8 +173,8 @@ def run_head_training(head_args, training_args):
     processor = AutoProcessor.from_pretrained(head_args.reasoner_name_or_path)
     cache = None
     if head_args.hidden_cache_dir:
-        namespace = f"layer{model.head.reads_layer}"
-        cache = HiddenStateCache(head_args.hidden_cache_dir, namespace)
+        fingerprint = cache_fingerprint(model, processor, head_args.reasoner_name_or_path)
+        cache = HiddenStateCache(head_args.hidden_cache_dir, fingerprint)
     trainer = HeadTrainer(
         model=HeadTrainingModule(model),
         args=training_args,
