@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from transformers import AutoProcessor, LogitsProcessor
+from transformers import AutoProcessor
 from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
+from unified_capture import generated_sequences, sorted_like
 
 from tte_hf.ecr import TASK_PROMPTS
 from tte_hf.inputs import build_messages, embedder_system_prompt, embedder_text, render_prompt
@@ -52,20 +53,6 @@ class FixedReasoner(ReasoningBackend):
 
     def generate(self, requests):
         return [TRACE for _ in requests]
-
-
-class ForceTrace(LogitsProcessor):
-    """Makes the model generate ``ids`` after the prompt (then the end token is forced at the cap)."""
-
-    def __init__(self, prompt_len: int, ids: list[int]):
-        self.prompt_len, self.ids = prompt_len, ids
-
-    def __call__(self, input_ids, scores):
-        step = input_ids.shape[1] - self.prompt_len
-        if step < len(self.ids):
-            scores[:] = float("-inf")
-            scores[:, self.ids[step]] = 0
-        return scores
 
 
 def _rows(batch) -> list[list[int]]:
@@ -202,27 +189,11 @@ def test_every_path_reads_the_reasoners_generation_sequence(setting, tiny_vlm, t
 
     # 6. ... and generate_and_embed inside it: the trace generated (forced to TRACE's tokens), the
     # sequence the head pools is prompt + generated ids + end token
-    model = unified[0].model
-    pooled = []
-    real_generate, real_embed = model.generate_and_embed, model.embed_hidden_states
-
-    def generate_and_embed(input_ids, attention_mask, **kwargs):
-        force = ForceTrace(input_ids.shape[1], trace_ids)
-        out = real_generate(input_ids, attention_mask, logits_processor=[force], **kwargs)
-        mask = pooled[-1]
-        pooled[-1] = [out.sequences[i, : mask.shape[1]][mask[i].bool()].tolist() for i in range(mask.shape[0])]
-        return out
-
-    def embed_hidden_states(hidden, mask):
-        pooled.append(mask)
-        return real_embed(hidden, mask)
-
-    monkeypatch.setattr(model, "generate_and_embed", generate_and_embed)
-    monkeypatch.setattr(model, "embed_hidden_states", embed_hidden_states)
-    unified.encode_query([_st_input(t, i, image, trace=None) for _, t, i in ROWS])
+    read = generated_sequences(
+        unified, [_st_input(t, i, image, trace=None) for _, t, i in ROWS], monkeypatch, trace_ids
+    )
     assert unified[0].last_reasoning == [TRACE] * len(ROWS)
-    assert len(pooled) == 1
-    seen["generate_and_embed"] = _sorted_like(pooled[0], want)
+    seen["generate_and_embed"] = sorted_like(read, want)
 
     # 7. the SFT recipe: prepare-sft rows rendered by TRL's collator with the recipe's training template
     rows = sft_rows(DatasetSpec.from_dict({**setting["spec"], "query_ecr": setting["embedder_ecr"]}, 0))
@@ -243,16 +214,3 @@ def test_every_path_reads_the_reasoners_generation_sequence(setting, tiny_vlm, t
 
     wrong = {path: ids for path, ids in seen.items() if ids != want}
     assert not wrong, f"paths off the contract: {sorted(wrong)}"
-
-
-def _sorted_like(rows: list[list[int]], reference: list[list[int]]) -> list[list[int]]:
-    """ST sorts a batch by length before `preprocess`; put the rows back in the reference's order."""
-    remaining = list(rows)
-    out = []
-    for ref in reference:
-        match = next((r for r in remaining if r == ref), None)
-        if match is None:
-            return rows  # no match: report the rows as they are (the assertion names the path)
-        remaining.remove(match)
-        out.append(match)
-    return out
