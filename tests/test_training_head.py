@@ -104,8 +104,10 @@ def test_cached_epochs_skip_preprocessing_and_train_exactly_like_no_cache(data, 
 
     cache = HiddenStateCache(tmp_path / "a" / "cache", "layer3")
     processor = AutoProcessor.from_pretrained(tiny_vlm)
-    pairs = load_pairs(DatasetSpec.from_dict({"name": "s", **recipe(data, tiny_vlm, tmp_path)["datasets"][0]}, 0))
-    chunk = ContrastiveCollator(processor, with_keys=True, is_cached=cache.__contains__)(pairs[:2])["query"][0]
+    spec = DatasetSpec.from_dict({"name": "s", **recipe(data, tiny_vlm, tmp_path)["datasets"][0]}, 0)
+    pairs = load_pairs(spec, traces="raw")  # as train_head reads them
+    collate = ContrastiveCollator(processor, with_keys=True, is_cached=cache.__contains__, token_traces=True)
+    chunk = collate(pairs[:2])["query"][0]
     assert set(chunk) == {"keys"}
     for entry in cache.directory.rglob("*.safetensors"):
         entry.unlink()
