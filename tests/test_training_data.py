@@ -85,7 +85,7 @@ def test_skip_missing_traces_drops_only_those_rows(data, tmp_path, caplog):
         p.item_id for p in pairs
     ]
     other = tmp_path / "other.jsonl"
-    other.write_text('{"id": "x", "ecr": "y"}\n')
+    other.write_text('{"id": "x", "ecr": "y", "raw": "y"}\n')  # a generate-ecr row, of other data
     with pytest.raises(KeyError, match="none of its 8 rows has a trace"):
         load_pairs(spec(data, query_ecr=str(other), skip_missing_traces=True))
 
@@ -124,7 +124,7 @@ def test_bad_input_fails_before_any_model_is_loaded(entry, data, tmp_path):
     import tte_hf.training as training
 
     other = tmp_path / "other.jsonl"
-    other.write_text('{"id": "x", "ecr": "y"}\n')
+    other.write_text('{"id": "x", "ecr": "y", "raw": "y"}\n')  # a generate-ecr row, of other data
     dataset = {"name": "s", "path": str(data["data"]), "image_root": str(data["image_root"]), "query_ecr": str(other)}
     model_key = "reasoner_name_or_path" if entry == "train_head" else "model_name_or_path"
     config = {model_key: str(tmp_path / "no-such-model"), "datasets": [dataset], "output_dir": str(tmp_path / "o")}

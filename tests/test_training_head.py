@@ -110,8 +110,10 @@ def test_cached_epochs_skip_preprocessing_and_train_exactly_like_no_cache(data, 
     processor = AutoProcessor.from_pretrained(tiny_vlm)
     cache = HiddenStateCache(tmp_path / "a" / "cache", cache_fingerprint(model, processor, tiny_vlm))
     assert [p.name for p in (tmp_path / "a" / "cache").iterdir()] == [cache.directory.name]  # the run's folder
-    pairs = load_pairs(DatasetSpec.from_dict({"name": "s", **recipe(data, tiny_vlm, tmp_path)["datasets"][0]}, 0))
-    chunk = ContrastiveCollator(processor, with_keys=True, is_cached=cache.__contains__)(pairs[:2])["query"][0]
+    spec = DatasetSpec.from_dict({"name": "s", **recipe(data, tiny_vlm, tmp_path)["datasets"][0]}, 0)
+    pairs = load_pairs(spec, traces="raw")  # as train_head reads them
+    collate = ContrastiveCollator(processor, with_keys=True, is_cached=cache.__contains__, token_traces=True)
+    chunk = collate(pairs[:2])["query"][0]
     assert set(chunk) == {"keys"}
     for entry in cache.directory.rglob("*.safetensors"):
         entry.unlink()
@@ -217,3 +219,71 @@ def test_head_checkpoints_hold_the_head_and_resume(data, tiny_vlm, tmp_path):
         return [log["loss"] for log in trainer.state.log_history if "loss" in log]
 
     assert len(losses(straight)) == 4 and losses(resumed) == pytest.approx(losses(straight), abs=1e-5)
+
+
+def test_head_trains_on_exactly_the_tokens_generate_and_embed_embeds(data, tiny_vlm, tmp_path, monkeypatch):
+    """Traces written by the reasoner itself (generate-ecr, transformers backend): the ids `train_head`
+    feeds the backbone equal the ids `generate_and_embed` pools at query time for the same inputs."""
+    import json
+
+    from unified_capture import generated_sequences, sorted_like
+
+    import tte_hf.training.collator as collator_module
+    from tte_hf.reasoning import generate_ecr
+    from tte_hf.reasoning.transformers_backend import TransformersReasoner
+    from tte_hf.sentence_transformers import build_sentence_transformer
+
+    cap, task, instruction = 10, "classification", "Name the shape."
+    rows = [json.loads(line) for line in Path(data["data"]).read_text().splitlines()][:4]
+    source = tmp_path / "rows.jsonl"
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    ecr = tmp_path / "ecr.jsonl"
+    reasoner = TransformersReasoner(tiny_vlm, max_new_tokens=cap, batch_size=4)
+    generate_ecr(
+        {"input": str(source), "image_root": str(data["image_root"]), "task": task, "output": str(ecr)},
+        reasoner=reasoner,
+    )
+    records = [json.loads(line) for line in ecr.read_text().splitlines()]
+    assert all(len(r["raw_token_ids"]) for r in records)
+    # Why the ids are carried: the decoded text does not give the generated tokens back.
+    retokenized = [reasoner.processor.tokenizer(r["raw"], add_special_tokens=False).input_ids for r in records]
+    assert any(ids != r["raw_token_ids"] for ids, r in zip(retokenized, records))
+
+    batches = []
+    real_call = collator_module.ContrastiveCollator.__call__
+    monkeypatch.setattr(
+        collator_module.ContrastiveCollator,
+        "__call__",
+        lambda self, examples: batches.append((examples, real_call(self, examples))) or batches[-1][1],
+    )
+    dataset = {
+        "name": "s",
+        "path": str(source),
+        "image_root": str(data["image_root"]),
+        "task": task,
+        "instruction": instruction,
+        "query_ecr": str(ecr),
+    }
+    cfg = recipe(data, tiny_vlm, tmp_path, datasets=[dataset], max_steps=1, per_device_train_batch_size=4)
+    trainer = train_head(cfg | {"hidden_cache_dir": None})
+    monkeypatch.undo()
+    examples, out = batches[0]
+    mask = out["query"][0]["attention_mask"].bool()
+    by_id = {ex.item_id: out["query"][0]["input_ids"][i][mask[i]].tolist() for i, ex in enumerate(examples)}
+    trained = [by_id[row["id"]] for row in rows]
+
+    unified_dir = tmp_path / "unified"
+    trainer.model.unified.save_pretrained(unified_dir)
+    reasoner.processor.save_pretrained(unified_dir)
+    st = build_sentence_transformer(
+        str(unified_dir), reasoning_task=task, max_new_tokens=cap, prompts={"query": instruction}
+    )
+    inputs = [
+        {
+            "text": "Find the color and shape of the object in this image",
+            "image": data["image_root"] / row["qry_image_path"],
+        }
+        for row in rows
+    ]
+    embedded = generated_sequences(st, inputs, monkeypatch)
+    assert sorted_like(embedded, trained) == trained

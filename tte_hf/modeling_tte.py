@@ -41,6 +41,48 @@ _HEAD_CONFIG_KEYS = (
 )
 
 
+#: Every ``generate`` setting that decides which token comes next, at its greedy / neutral value.
+#: ``generate`` fills each setting left unset from the checkpoint's ``generation_config`` (Qwen2.5-VL's
+#: samples, with a repetition penalty), so traces pass all of them explicitly: what is decoded is what
+#: `decoding_settings` returns, and ``describe()`` reports that.
+DECODING_DEFAULTS: dict = {
+    "do_sample": False,
+    "num_beams": 1,
+    "temperature": 1.0,
+    "top_k": 50,
+    "top_p": 1.0,
+    "min_p": None,
+    "typical_p": 1.0,
+    "epsilon_cutoff": 0.0,
+    "eta_cutoff": 0.0,
+    "repetition_penalty": 1.0,
+    "encoder_repetition_penalty": 1.0,
+    "no_repeat_ngram_size": 0,
+    "length_penalty": 1.0,
+    "min_length": 0,
+    "min_new_tokens": None,
+    "bad_words_ids": None,
+    "suppress_tokens": None,
+    "begin_suppress_tokens": None,
+    "sequence_bias": None,
+    "forced_bos_token_id": None,
+    "forced_eos_token_id": None,
+    "exponential_decay_length_penalty": None,
+    "renormalize_logits": False,
+    "remove_invalid_values": False,
+    "num_return_sequences": 1,
+}
+
+
+def decoding_settings(**settings) -> dict:
+    """Greedy decoding unless ``settings`` ask otherwise (e.g. ``do_sample=True, temperature=0.7``): every
+    key of `DECODING_DEFAULTS`, to pass to ``generate`` as keyword arguments."""
+    unknown = sorted(set(settings) - set(DECODING_DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown generation setting(s) {unknown}; use keys of {sorted(DECODING_DEFAULTS)}.")
+    return {**DECODING_DEFAULTS, **settings}
+
+
 def finalize_embeddings(embeddings: torch.Tensor, truncate_dim: int | None, normalize: bool) -> torch.Tensor:
     """Matryoshka truncation, then optional L2 normalisation."""
     if truncate_dim is not None:
@@ -336,13 +378,16 @@ class TTEUnifiedModel(TTEPreTrainedModel):
         input_ids: torch.LongTensor,
         attention_mask: torch.Tensor,
         max_new_tokens: int | None = None,
+        generation_settings: dict | None = None,
         **generate_kwargs,
     ) -> TTEGenerateOutput:
         """Generate each row's reasoning trace (left-padded prompts), then embed prompt + trace + end
         token from the hidden states the backbone computed while generating.
 
-        A trace is capped at ``max_new_tokens`` tokens, then the end token is forced. Rows that end
-        early keep decoding until the slowest row's end token is fed; their extra tokens are masked.
+        Decoding is greedy whatever the checkpoint's ``generation_config`` says, unless
+        ``generation_settings`` ask otherwise (see `decoding_settings`). A trace is capped at
+        ``max_new_tokens`` tokens, then the end token is forced. Rows that end early keep decoding until
+        the slowest row's end token is fed; their extra tokens are masked.
         """
         if attention_mask[:, -1].min() == 0:
             raise ValueError("generate_and_embed needs left-padded prompts (processor padding_side='left').")
@@ -368,7 +413,7 @@ class TTEUnifiedModel(TTEPreTrainedModel):
                 eos_token_id=None,  # rows keep decoding after their end token; `_TraceEndFed` stops
                 logits_processor=logits_processor,
                 stopping_criteria=stopping_criteria,
-                **generate_kwargs,
+                **{**decoding_settings(**(generation_settings or {})), **generate_kwargs},
             )
         finally:
             for handle in handles:

@@ -91,7 +91,8 @@ class ParsedInput(dict):
 
 
 class TransformersReasoner:
-    """Minimal reasoner: a VLM checkpoint run with transformers ``generate`` (greedy), batched.
+    """Minimal reasoner: a VLM checkpoint run with transformers ``generate``, batched, greedy whatever
+    the checkpoint's ``generation_config`` says (every decoding setting is passed explicitly).
 
     The full-featured backends (vLLM, sharding, SQLite cache) live in ``tte_hf.reasoning``; this one
     is kept here so that a Hub repo loaded with ``trust_remote_code`` can reason without ``tte_hf``.
@@ -120,10 +121,20 @@ class TransformersReasoner:
             self.model.to(device)
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "max_new_tokens": self.max_new_tokens, "do_sample": False}
+        from .modeling_tte import decoding_settings
+
+        return {
+            "name": self.name,
+            "max_new_tokens": self.max_new_tokens,
+            "do_sample": False,
+            "generation": decoding_settings(),
+            "eos_token_id": self.model.generation_config.eos_token_id,
+        }
 
     @torch.no_grad()
     def generate(self, requests: Sequence[ReasoningRequest]) -> list[str]:
+        from .modeling_tte import decoding_settings
+
         prompts = [
             render_prompt(
                 self.processor,
@@ -136,7 +147,7 @@ class TransformersReasoner:
         batch = self.processor(
             text=prompts, images=images or None, videos=videos or None, padding=True, return_tensors="pt"
         ).to(self.model.device)
-        sequences = self.model.generate(**batch, max_new_tokens=self.max_new_tokens, do_sample=False)
+        sequences = self.model.generate(**batch, max_new_tokens=self.max_new_tokens, **decoding_settings())
         generated = sequences[:, batch["input_ids"].shape[1] :]
         return self.processor.batch_decode(generated, skip_special_tokens=True)
 
@@ -686,14 +697,22 @@ class _UnifiedBackboneReasoner:
         self.name = f"unified:{module.model_name_or_path}"
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "max_new_tokens": self.module.max_new_tokens, "do_sample": False}
+        from .modeling_tte import decoding_settings
+
+        return {
+            "name": self.name,
+            "max_new_tokens": self.module.max_new_tokens,
+            "generation": decoding_settings(**(self.module.generation_settings or {})),
+        }
 
     @torch.no_grad()
     def generate(self, requests: Sequence[ReasoningRequest]) -> list[str]:
         module = self.module
         prompts = [module.prompt_text(r.text, len(r.images), bool(r.video), r.instruction, r.task) for r in requests]
         batch = module.process(prompts, [list(r.images) for r in requests], [r.video for r in requests])
-        out = module.model.generate_and_embed(**batch, max_new_tokens=module.max_new_tokens)
+        out = module.model.generate_and_embed(
+            **batch, max_new_tokens=module.max_new_tokens, generation_settings=module.generation_settings
+        )
         texts = module.processor.batch_decode([ids.tolist() for ids in out.trace_ids], skip_special_tokens=True)
         reasoner_id = module._reasoner_id()
         for request, embedding, ids in zip(requests, out.embeddings, out.trace_ids):
@@ -719,6 +738,7 @@ class TTEUnifiedTransformer(TTEInputsMixin, InputModule):
         "document_reasoning",
         "reasoning_task",
         "max_new_tokens",
+        "generation_settings",
         "min_pixels",
         "max_pixels",
         "max_image_pixels",
@@ -737,6 +757,7 @@ class TTEUnifiedTransformer(TTEInputsMixin, InputModule):
         document_reasoning: bool = False,
         reasoning_task: str = "generic",
         max_new_tokens: int | None = None,
+        generation_settings: dict | None = None,
         min_pixels: int | None = None,
         max_pixels: int | None = None,
         max_image_pixels: int = 178_956_970,
@@ -749,7 +770,7 @@ class TTEUnifiedTransformer(TTEInputsMixin, InputModule):
         super().__init__()
         from transformers import AutoProcessor
 
-        from .modeling_tte import TTEUnifiedModel
+        from .modeling_tte import TTEUnifiedModel, decoding_settings
 
         self.model = TTEUnifiedModel.from_pretrained(model_name_or_path, **(model_kwargs or {})).eval()
         self.processor = AutoProcessor.from_pretrained(model_name_or_path, **(processor_kwargs or {}))
@@ -758,6 +779,9 @@ class TTEUnifiedTransformer(TTEInputsMixin, InputModule):
         self.query_reasoning, self.document_reasoning = query_reasoning, document_reasoning
         self.reasoning_task = reasoning_task
         self.max_new_tokens = max_new_tokens or self.model.config.max_new_tokens
+        #: decoding of the traces: greedy unless this asks otherwise (`modeling_tte.decoding_settings`)
+        self.generation_settings = generation_settings
+        decoding_settings(**(generation_settings or {}))  # unknown keys fail at load, not at the first query
         self.min_pixels, self.max_pixels, self.max_image_pixels = min_pixels, max_pixels, max_image_pixels
         self.allow_image_urls, self.url_timeout, self.max_url_bytes = allow_image_urls, url_timeout, max_url_bytes
         self._reasoner = _UnifiedBackboneReasoner(self)

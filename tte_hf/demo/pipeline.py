@@ -219,6 +219,9 @@ class Demo:
                 "reasoner_name_or_path": str(self.models / "student"),
                 "head_type": "mhsa",  # the paper's best head: the reasoner's last n layers, copied
                 "head_num_layers": s.head_layers,
+                # The student's own generations (`raw` + `raw_token_ids`, written with the transformers
+                # backend and the same trace cap as at query time): the head trains on the exact tokens
+                # `generate_and_embed` embeds, not on the parsed `ecr` text.
                 "datasets": _train_rows(self.data, self.ecr / "student-train.jsonl"),
                 # The reasoner is frozen, so its hidden states are computed once and reused every epoch.
                 "hidden_cache_dir": str(self.out / "cache" / "unified-hidden-states"),

@@ -27,6 +27,23 @@ class ReasoningRequest:
     metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
 
+class GeneratedText(str):
+    """A generated trace: its decoded text (a ``str``, so every consumer of traces takes it as is) plus
+    ``token_ids``, the tokens the model generated, up to and without the end token.
+
+    Decoding is lossy (special tokens are skipped) and re-encoding the text need not give the generated
+    tokens back (a model may spell a word in other pieces than the tokenizer would), so a backend that
+    has the ids hands them on: the unified head trains on exactly the tokens its backbone generates.
+    """
+
+    token_ids: tuple[int, ...]
+
+    def __new__(cls, text: str, token_ids):
+        trace = super().__new__(cls, text)
+        trace.token_ids = tuple(int(i) for i in token_ids)
+        return trace
+
+
 class ReasoningBackend(abc.ABC):
     """Generates raw ECR texts (``"<think>…</think> final"``) for a batch of requests, in order."""
 

@@ -1,7 +1,8 @@
 """Dataset-scale ECR generation: sharded, resumable, crash-safe JSONL (``tte-hf generate-ecr``).
 
-Output: one JSON object per line, keyed by a stable item ``id``, with the raw trace, its parsed
-parts (``ecr``, ``thought``, ``final``, ``issues``), task, side and source; next to it
+Output: one JSON object per line, keyed by a stable item ``id``, with the raw trace (and
+``raw_token_ids``, the generated tokens, when the backend has them), its parsed parts (``ecr``,
+``thought``, ``final``, ``issues``), task, side and source; next to it
 ``<output>.manifest.json`` (reasoner, sampling, prompt version, package versions, counts) and, with
 ``skip_bad``, ``<output>.skipped.jsonl``. Each chunk is appended with one ``write`` and fsynced, so a
 killed run loses at most the chunk in flight; on restart a cut-off last line is dropped and every id
@@ -199,13 +200,17 @@ def read_items(config: GenerateECRConfig) -> list[ECRItem | BadItem]:
 
 def _record(item: ECRItem, raw: str, reasoner_name: str, max_chars: int | None) -> dict[str, Any]:
     ecr = parse_ecr(raw, max_chars=max_chars)
+    # ``ecr`` (parsed, re-formatted, capped) is what a separate embedder reads; the unified head reads
+    # the backbone's own generation, so ``raw`` and, when the backend has them, its token ids are kept.
+    token_ids = getattr(raw, "token_ids", None)
     return {
         "id": item.id,
         "ecr": ecr.for_embedder("full"),
         "thought": ecr.thought,
         "final": ecr.final,
         "issues": list(ecr.issues),
-        "raw": raw,
+        "raw": str(raw),
+        **({"raw_token_ids": list(token_ids)} if token_ids is not None else {}),
         "task": item.task,
         "side": item.side,
         "source": item.source,

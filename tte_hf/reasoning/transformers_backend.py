@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from ..ecr import PROMPT_VERSION
-from .base import ReasoningBackend, ReasoningRequest
+from .base import GeneratedText, ReasoningBackend, ReasoningRequest
 from .prompting import request_prompt
 
 
@@ -16,8 +16,10 @@ class TransformersReasoner(ReasoningBackend):
     """Generates ECR traces with a Qwen2-VL-family checkpoint through ``model.generate``.
 
     Requests are processed in batches of ``batch_size`` with left padding. ``do_sample=False`` is
-    greedy; with ``do_sample=True`` the torch generator is seeded with ``seed`` before every batch, so
-    a run is reproducible for the same batches.
+    greedy, whatever the checkpoint's ``generation_config`` says; with ``do_sample=True`` (``temperature``,
+    ``top_p``, ``top_k``; 0 = no top-k cut) the torch generator is seeded with ``seed`` before every
+    batch, so a run is reproducible for the same batches. Every decoding setting is passed explicitly
+    and reported by `describe` (``generation``). Traces are `GeneratedText`: text plus generated ids.
     """
 
     def __init__(
@@ -29,6 +31,7 @@ class TransformersReasoner(ReasoningBackend):
         do_sample: bool = False,
         temperature: float = 0.7,
         top_p: float = 0.9,
+        top_k: int = 0,
         seed: int = 0,
         batch_size: int = 16,
         dtype: str = "auto",
@@ -39,7 +42,7 @@ class TransformersReasoner(ReasoningBackend):
 
         self.model_name, self.revision = str(model), revision
         self.max_new_tokens, self.do_sample = max_new_tokens, do_sample
-        self.temperature, self.top_p, self.seed = temperature, top_p, seed
+        self.temperature, self.top_p, self.top_k, self.seed = temperature, top_p, top_k, seed
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}.")
         self.batch_size = batch_size
@@ -52,6 +55,14 @@ class TransformersReasoner(ReasoningBackend):
         self.model.eval()
         self.name = f"transformers:{self.model_name}@{revision or 'local'}"
 
+    def generation_settings(self) -> dict[str, Any]:
+        """Every decoding setting ``generate`` gets (`tte_hf.modeling_tte.decoding_settings`)."""
+        from ..modeling_tte import decoding_settings
+
+        if not self.do_sample:
+            return decoding_settings()
+        return decoding_settings(do_sample=True, temperature=self.temperature, top_p=self.top_p, top_k=self.top_k)
+
     def describe(self) -> dict[str, Any]:
         sampling = {"temperature": self.temperature, "top_p": self.top_p, "seed": self.seed} if self.do_sample else {}
         return {
@@ -62,6 +73,8 @@ class TransformersReasoner(ReasoningBackend):
             "max_new_tokens": self.max_new_tokens,
             "do_sample": self.do_sample,
             **sampling,
+            "generation": self.generation_settings(),
+            "eos_token_id": self.model.generation_config.eos_token_id,
         }
 
     def processor_inputs(self, requests: Sequence[ReasoningRequest]):
@@ -85,13 +98,20 @@ class TransformersReasoner(ReasoningBackend):
 
     def _generate_batch(self, requests: Sequence[ReasoningRequest]) -> list[str]:
         inputs = self.processor_inputs(requests)
-        sampling: dict[str, Any] = {"do_sample": self.do_sample}
         if self.do_sample:
             torch.manual_seed(self.seed)
-            sampling.update(temperature=self.temperature, top_p=self.top_p)
-        else:
-            sampling.update(temperature=None, top_p=None, top_k=None)
-        sequences = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, **sampling)
+        sequences = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, **self.generation_settings())
         generated = sequences[:, inputs["input_ids"].shape[1] :]
+        ids = [_until_end(row.tolist(), self.model.generation_config.eos_token_id) for row in generated]
         # Special tokens (end of turn, padding) are dropped; <think> tags are plain text in Qwen vocabularies.
-        return self.processor.batch_decode(generated, skip_special_tokens=True)
+        texts = self.processor.batch_decode(ids, skip_special_tokens=True)
+        return [GeneratedText(text, row) for text, row in zip(texts, ids)]
+
+
+def _until_end(ids: list[int], end: int | list[int] | None) -> list[int]:
+    """A row's generated ids before its first end token (the rest is padding of a finished row)."""
+    ends = set(end if isinstance(end, (list, tuple)) else [end])
+    for position, token in enumerate(ids):
+        if token in ends:
+            return ids[:position]
+    return ids

@@ -1,7 +1,9 @@
 """Pair examples -> processor inputs for the embedder, split into GradCache mini-batch chunks.
 
 Every text goes through `tte_hf.inputs` (`build_messages`, `render_prompt`, `embedder_text`): the
-embedder reads exactly the reasoner's generation sequence, prompt + ECR trace + end token.
+embedder reads exactly the reasoner's generation sequence, prompt + ECR trace + end token. With
+``token_traces`` (the unified head), the trace is appended as token ids after the tokenized prompt,
+as `TTEUnifiedTransformer` does: the generated ids where the data has them, else the tokenized text.
 """
 
 from __future__ import annotations
@@ -9,16 +11,28 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..inputs import build_messages, embedder_system_prompt, embedder_text, render_prompt
+from ..inputs import END_OF_TURN, build_messages, embedder_system_prompt, embedder_text, render_prompt
 from .data import PairExample, Side
 
 
-def side_text(processor, side: Side, instruction: str | None = None, task: str | None = None) -> str:
-    """The embedder's input text for one side. With a trace, the system prompt is the reasoner's (the
-    sequence the reasoner generated); without one, the template's default."""
+def side_prompt(processor, side: Side, instruction: str | None = None, task: str | None = None) -> str:
+    """The prompt of one side, up to the assistant cue. With a trace, the system prompt is the
+    reasoner's (the sequence the reasoner generated); without one, the template's default."""
     system = embedder_system_prompt(task, side.trace is not None)
     messages = build_messages(side.text, num_images=len(side.images), instruction=instruction, system=system)
-    return embedder_text(render_prompt(processor, messages), side.trace)
+    return render_prompt(processor, messages)
+
+
+def side_text(processor, side: Side, instruction: str | None = None, task: str | None = None) -> str:
+    """The embedder's input text for one side: prompt + trace + end token."""
+    return embedder_text(side_prompt(processor, side, instruction, task), side.trace)
+
+
+def trace_token_ids(tokenizer, side: Side) -> list[int]:
+    """The tokens after the prompt: the trace (its generated ids, else its tokenized text) + end token."""
+    if side.trace_ids is None:
+        return tokenizer(embedder_text("", side.trace), add_special_tokens=False).input_ids
+    return [*side.trace_ids, tokenizer.convert_tokens_to_ids(END_OF_TURN)]
 
 
 def input_key(text: str, images: Sequence[str]) -> str:
@@ -45,6 +59,7 @@ class ContrastiveCollator:
     ``negative`` list is empty when the batch has no hard negatives. ``with_keys`` adds each input's
     content key; with ``is_cached(key)`` as well, a chunk whose every input is cached holds its keys
     alone: the model reads it from the cache, so images are not decoded nor texts tokenized again.
+    ``token_traces``: append each trace as token ids after its tokenized prompt (see the module doc).
     """
 
     def __init__(
@@ -53,24 +68,37 @@ class ContrastiveCollator:
         chunk_size: int | None = None,
         with_keys: bool = False,
         is_cached: Callable[[str], bool] | None = None,
+        token_traces: bool = False,
     ):
         # No truncation: cutting a sequence would drop the end token the embedding is read from (or
         # image tokens); traces are length-capped when they are generated.
         self.processor, self.chunk_size, self.with_keys = processor, chunk_size, with_keys
         self.is_cached = is_cached if with_keys else None
+        self.token_traces = token_traces
 
     def encode(self, sides: Sequence[Side], examples: Sequence[PairExample]) -> list[dict[str, Any]]:
         size = self.chunk_size or len(sides)
         chunks = []
         for start in range(0, len(sides), size):
             part = list(zip(sides[start : start + size], examples[start : start + size]))
-            texts = [side_text(self.processor, side, ex.instruction, ex.task) for side, ex in part]
+            if self.token_traces:
+                texts = [side_prompt(self.processor, side, ex.instruction, ex.task) for side, ex in part]
+                suffixes = [trace_token_ids(self.processor.tokenizer, side) for side, _ in part]
+                key_texts = [f"{text}\0{suffix}" for text, suffix in zip(texts, suffixes)]
+            else:
+                texts = [side_text(self.processor, side, ex.instruction, ex.task) for side, ex in part]
+                key_texts = texts
             chunk = {}
             if self.with_keys:  # content keys for the unified trainer's hidden-state cache
-                chunk["keys"] = [input_key(text, side.images) for text, (side, _) in zip(texts, part)]
+                chunk["keys"] = [input_key(text, side.images) for text, (side, _) in zip(key_texts, part)]
             if self.is_cached is None or not all(map(self.is_cached, chunk["keys"])):
                 images = [load_image(path) for side, _ in part for path in side.images]
-                chunk |= self.processor(text=texts, images=images or None, padding=True, return_tensors="pt")
+                batch = dict(self.processor(text=texts, images=images or None, padding=True, return_tensors="pt"))
+                if self.token_traces:
+                    from ..sentence_transformer_tte import _append_suffixes  # the unified ST module's own
+
+                    batch = _append_suffixes(batch, suffixes, self.processor.tokenizer.pad_token_id)
+                chunk |= batch
             chunks.append(chunk)
         return chunks
 

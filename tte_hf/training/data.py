@@ -29,11 +29,13 @@ _IMAGE_TAG = re.compile(r"<\|image_\d+\|>")
 
 @dataclass(frozen=True)
 class Side:
-    """One side of a pair: text, image paths (absolute) and the ECR trace, if any."""
+    """One side of a pair: text, image paths (absolute) and the ECR trace, if any; ``trace_ids``: the
+    trace's generated token ids, when the pair was loaded with ``traces="raw"`` and the file has them."""
 
     text: str
     images: tuple[str, ...] = ()
     trace: str | None = None
+    trace_ids: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,39 @@ def load_ecr(path: str | Path) -> dict[str, str]:
     return traces
 
 
+def load_raw_traces(path: str | Path) -> dict[str, tuple[str, tuple[int, ...] | None]]:
+    """id -> (raw reasoner output, its generated token ids or ``None``) from a ``generate-ecr`` file
+    (fields ``id``, ``raw`` and, when the backend recorded them, ``raw_token_ids``)."""
+    traces: dict[str, tuple[str, tuple[int, ...] | None]] = {}
+    without_ids = 0
+    for line_no, row in read_jsonl(path):
+        if "id" not in row:
+            raise ValueError(f"{path}:{line_no}: ECR row has no `id` field.")
+        if not isinstance(row.get("raw"), str):
+            raise ValueError(
+                f"{path}:{line_no}: ECR row has no `raw` string. The unified head trains on the reasoner's own "
+                "output as generated; write the traces with `tte-hf generate-ecr` (it records `raw`)."
+            )
+        ids = row.get("raw_token_ids")
+        if ids is not None and (not isinstance(ids, list) or not all(type(i) is int and i >= 0 for i in ids)):
+            raise ValueError(f"{path}:{line_no}: `raw_token_ids` must be a list of non-negative ints.")
+        without_ids += ids is None
+        item_id = str(row["id"])
+        if item_id in traces:
+            raise ValueError(f"{path}:{line_no}: duplicate id {item_id!r}.")
+        traces[item_id] = (row["raw"], None if ids is None else tuple(ids))
+    if without_ids:
+        logger.warning(
+            "%s: %d of %d traces have no `raw_token_ids`; the head reads their re-tokenized `raw` text, which "
+            "equals what the unified model embeds only where the tokenizer spells it as the model generated it. "
+            "Generate the traces with the reasoner's transformers backend to record the ids.",
+            path,
+            without_ids,
+            len(traces),
+        )
+    return traces
+
+
 def _content_id(side: str, task: str | None, text: str, images: Any, dataset_name: str, index: int) -> str:
     if task is None:
         raise ValueError(
@@ -172,6 +207,8 @@ def _side(row, text_key, image_key, image_root, trace, where) -> Side:
     images = _image_paths(row.get(image_key), image_root, f"{where} field `{image_key}`")
     if not text and not images:
         raise ValueError(f"{where}: both `{text_key}` and `{image_key}` are empty; an input needs one of them.")
+    if isinstance(trace, tuple):  # a raw trace: (text, generated ids or None)
+        return Side(text=text, images=images, trace=trace[0], trace_ids=trace[1])
     return Side(text=text, images=images, trace=trace)
 
 
@@ -179,7 +216,7 @@ class MissingTraceError(KeyError):
     """A data row has no trace in its ECR file."""
 
 
-def _lookup(traces: dict[str, str] | None, key: str, source: str | None, where: str) -> str | None:
+def _lookup(traces: dict | None, key: str, source: str | None, where: str) -> str | None:
     if traces is None:
         return None
     if key not in traces:
@@ -213,10 +250,20 @@ def report_skipped(spec: DatasetSpec, skipped: int, total: int) -> None:
     logger.warning("Dataset %r: skipped %d of %d rows without an ECR trace.", spec.name, skipped, total)
 
 
-def load_pairs(spec: DatasetSpec) -> list[PairExample]:
-    """Read, validate and join one dataset; raises on the first bad row, naming file, line and field."""
-    query_traces = load_ecr(spec.query_ecr) if spec.query_ecr else None
-    target_traces = load_ecr(spec.target_ecr) if spec.target_ecr else None
+TRACE_FIELDS = ("ecr", "raw")
+
+
+def load_pairs(spec: DatasetSpec, traces: str = "ecr") -> list[PairExample]:
+    """Read, validate and join one dataset; raises on the first bad row, naming file, line and field.
+
+    ``traces="ecr"``: the parsed trace (what a separate embedder reads); ``"raw"``: the reasoner's output
+    as generated, with its token ids where recorded (what the unified head reads, see `load_raw_traces`).
+    """
+    if traces not in TRACE_FIELDS:
+        raise ValueError(f"traces must be one of {TRACE_FIELDS}, got {traces!r}.")
+    load = load_ecr if traces == "ecr" else load_raw_traces
+    query_traces = load(spec.query_ecr) if spec.query_ecr else None
+    target_traces = load(spec.target_ecr) if spec.target_ecr else None
     image_root = Path(spec.image_root) if spec.image_root else None
     rows = read_jsonl(spec.path)
     if spec.max_examples is not None:

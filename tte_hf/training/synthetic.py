@@ -67,9 +67,11 @@ def write_synthetic_retrieval(output_dir: str | Path, num_items: int = 16, seed:
         )
         thought = f"the object is a {color} {shape} near the {position}"
         final = f"{color} {shape}"
-        query_ecr.append({"id": item, "ecr": f"<think> {thought} </think> {final}", "thought": thought, "final": final})
+        trace = f"<think> {thought} </think> {final}"
+        query_ecr.append({"id": item, "ecr": trace, "thought": thought, "final": final, "raw": trace})
         for key, text in ((item, f"{color} {shape} {position}"), (f"{item}:neg", f"{neg_color} {neg_shape}")):
-            target_ecr.append({"id": key, "ecr": f"<think> {text} </think> {text}", "thought": text, "final": text})
+            trace = f"<think> {text} </think> {text}"
+            target_ecr.append({"id": key, "ecr": trace, "thought": text, "final": text, "raw": trace})
     paths = {
         "data": output_dir / "train.jsonl",
         "query_ecr": output_dir / "query_ecr.jsonl",

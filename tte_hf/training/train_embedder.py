@@ -30,8 +30,8 @@ class EmbedderArguments:
     merge_lora: bool = field(default=True, metadata={"help": "Merge LoRA into the saved model."})
 
 
-def load_training_pairs(datasets: list[dict[str, Any]]):
-    """Validate and load every dataset: (examples, sizes, weights, names)."""
+def load_training_pairs(datasets: list[dict[str, Any]], traces: str = "ecr"):
+    """Validate and load every dataset: (examples, sizes, weights, names). ``traces``: see `load_pairs`."""
     from .data import DatasetSpec, load_pairs
 
     if not datasets:
@@ -42,7 +42,7 @@ def load_training_pairs(datasets: list[dict[str, Any]]):
         raise ValueError(f"Dataset names must be unique, got {names}.")
     examples, sizes = [], []
     for spec in specs:
-        pairs = load_pairs(spec)
+        pairs = load_pairs(spec, traces)
         examples.extend(pairs)
         sizes.append(len(pairs))
     return examples, sizes, [s.weight for s in specs], names

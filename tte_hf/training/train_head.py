@@ -153,7 +153,9 @@ def run_head_training(head_args, training_args):
 
     if not head_args.reasoner_name_or_path:
         raise ValueError("The recipe needs `reasoner_name_or_path` (the frozen reasoner).")
-    examples, sizes, weights, names = load_training_pairs(head_args.datasets)  # fails before any model load
+    # The head reads the reasoner's raw output (and its generated ids), not the parsed `ecr`: at query
+    # time `generate_and_embed` embeds exactly the tokens the backbone generated, so training does too.
+    examples, sizes, weights, names = load_training_pairs(head_args.datasets, traces="raw")  # before any model
 
     load_kwargs = {}
     if head_args.dtype not in (None, "auto"):
@@ -184,6 +186,7 @@ def run_head_training(head_args, training_args):
             training_args.gradcache_chunk_size,
             with_keys=True,
             is_cached=cache.__contains__ if cache is not None else None,
+            token_traces=True,
         ),
         processing_class=processor,
         dataset_sizes=sizes,

@@ -1,0 +1,216 @@
+"""The sequence contract: every path a model reads or trains through sees the reasoner's own generation
+sequence -- chat prompt (system = the reasoner's task prompt), the trace as the assistant turn, then
+the end-of-turn token, whose hidden state is the embedding.
+
+The expected ids are written here by hand from the chat template, not with ``tte_hf.inputs``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from transformers import AutoProcessor
+from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
+from unified_capture import generated_sequences, sorted_like
+
+from tte_hf.ecr import TASK_PROMPTS
+from tte_hf.inputs import build_messages, embedder_system_prompt, embedder_text, render_prompt
+from tte_hf.reasoning import generate_ecr
+from tte_hf.reasoning.base import ReasoningBackend
+from tte_hf.sentence_transformers import build_sentence_transformer
+from tte_hf.training import train_head
+from tte_hf.training.collator import ContrastiveCollator
+from tte_hf.training.data import DatasetSpec, load_pairs
+from tte_hf.training.sft_data import sft_rows
+from tte_hf.training.train_reasoner import ECR_TRAINING_TEMPLATE
+
+TASK = "vqa"
+INSTRUCTION = "Answer the question about the picture."
+# Not what the ECR parser would write (doubled space, newlines): the paths must not re-format it.
+TRACE = "<think>the red bus  is left of\nthe car</think>\n red bus"
+VISION = "<|vision_start|><|image_pad|><|vision_end|>"
+# One row per input kind: (id, text, has image)
+ROWS = [("text", "which vehicle is red", False), ("image", "", True), ("both", "what is left of the car", True)]
+
+
+def expected_text(text: str, has_image: bool, trace: str) -> str:
+    """The reasoner's generation sequence for one input, written from Qwen2-VL's chat template."""
+    words = " ".join(w for w in (INSTRUCTION, text) if w)
+    return (
+        f"<|im_start|>system\n{TASK_PROMPTS[TASK]}<|im_end|>\n"
+        f"<|im_start|>user\n{VISION if has_image else ''}{words}<|im_end|>\n"
+        f"<|im_start|>assistant\n{trace}<|im_end|>"
+    )
+
+
+class FixedReasoner(ReasoningBackend):
+    """Answers every request with ``TRACE`` (text only, no token ids)."""
+
+    name = "fixed"
+
+    def generate(self, requests):
+        return [TRACE for _ in requests]
+
+
+def _rows(batch) -> list[list[int]]:
+    """Each row's ids where the attention mask is on."""
+    mask = batch["attention_mask"].bool()
+    return [batch["input_ids"][i][mask[i]].tolist() for i in range(mask.shape[0])]
+
+
+@pytest.fixture(scope="module")
+def setting(tiny_vlm, tmp_path_factory):
+    root = tmp_path_factory.mktemp("contract")
+    Image.effect_noise((56, 42), 60).convert("RGB").save(root / "img.png")
+    data = root / "train.jsonl"
+    rows = [
+        {"id": key, "qry": text, "qry_image_path": "img.png" if image else "", "pos_text": f"target {key}"}
+        for key, text, image in ROWS
+    ]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    embedder_ecr = root / "ecr.jsonl"  # what a separate embedder's recipe reads: `ecr` as given
+    embedder_ecr.write_text("".join(json.dumps({"id": key, "ecr": TRACE}) + "\n" for key, _, _ in ROWS))
+    generated = root / "generated.jsonl"  # as `generate-ecr` writes it (parsed `ecr`, `raw` output)
+    config = {"input": str(data), "image_root": str(root), "task": TASK, "output": str(generated), "progress": False}
+    generate_ecr(config, reasoner=FixedReasoner())
+    spec = {"name": "c", "path": str(data), "image_root": str(root), "task": TASK, "instruction": INSTRUCTION}
+
+    processor = AutoProcessor.from_pretrained(tiny_vlm)
+    image = Image.open(root / "img.png").convert("RGB")
+    expected = {}
+    for key, text, has_image in ROWS:
+        string = expected_text(text, has_image, TRACE)
+        # The same string as the processor's own template renders the conversation (minus its final "\n").
+        conversation = [
+            {"role": "system", "content": TASK_PROMPTS[TASK]},
+            {"role": "user", "content": [{"type": "image"}] * has_image + [{"type": "text", "text": text}]},
+            {"role": "assistant", "content": TRACE},
+        ]
+        if not text:
+            conversation[1]["content"] = [{"type": "image"}, {"type": "text", "text": INSTRUCTION}]
+        else:
+            conversation[1]["content"][-1]["text"] = f"{INSTRUCTION} {text}"
+        assert processor.apply_chat_template(conversation, tokenize=False) == string + "\n"
+        ids = processor(text=[string], images=[image] if has_image else None, return_tensors="pt").input_ids[0]
+        expected[key] = ids.tolist()
+    end_id = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert all(ids[-1] == end_id for ids in expected.values())
+    return {
+        "root": root,
+        "image": image,
+        "spec": spec,
+        "embedder_ecr": str(embedder_ecr),
+        "generated": str(generated),
+        "expected": expected,
+        "processor": processor,
+        "end_id": end_id,
+    }
+
+
+def _st_input(text, has_image, image, trace=TRACE):
+    item = {"task": TASK, **({"text": text} if text else {}), **({"image": image} if has_image else {})}
+    return item | ({"reasoning": trace} if trace is not None else {})
+
+
+def test_every_path_reads_the_reasoners_generation_sequence(setting, tiny_vlm, tmp_path, monkeypatch):
+    expected, processor, image = setting["expected"], setting["processor"], setting["image"]
+    want = [expected[key] for key, _, _ in ROWS]
+    images = [image for _, _, has_image in ROWS if has_image]
+    seen: dict[str, list[list[int]]] = {}
+
+    # 1. the ST embedder module (reasoning given as the input's trace, instruction from the ST prompt)
+    st = build_sentence_transformer(tiny_vlm, prompts={"query": INSTRUCTION})
+    assert st[1].get_config_dict()["pooling_mode"] == "lasttoken"
+    features = st[0].preprocess([_st_input(t, i, image) for _, t, i in ROWS], prompt=INSTRUCTION, task="query")
+    seen["TTETransformer.preprocess"] = _rows(features)
+
+    # 2. TTEEmbedderModel fed through tte_hf.inputs
+    texts = [
+        embedder_text(
+            render_prompt(processor, build_messages(t, int(i), False, INSTRUCTION, embedder_system_prompt(TASK, True))),
+            TRACE,
+        )
+        for _, t, i in ROWS
+    ]
+    seen["tte_hf.inputs"] = _rows(processor(text=texts, images=images, padding=True, return_tensors="pt"))
+
+    # 3. the contrastive training collator (separate embedder, parsed-ECR file)
+    pairs = load_pairs(DatasetSpec.from_dict({**setting["spec"], "query_ecr": setting["embedder_ecr"]}, 0))
+    seen["ContrastiveCollator"] = _rows(ContrastiveCollator(processor)(pairs)["query"][0])
+
+    # 4. the unified head's training batches, from a generate-ecr file, captured inside `train_head`
+    import tte_hf.training.collator as collator_module
+
+    batches = []
+    real_call = collator_module.ContrastiveCollator.__call__
+
+    def spy(self, examples):
+        out = real_call(self, examples)
+        batches.append((examples, out))
+        return out
+
+    monkeypatch.setattr(collator_module.ContrastiveCollator, "__call__", spy)
+    recipe = {
+        "reasoner_name_or_path": tiny_vlm,
+        "head_type": "mhsa",
+        "head_num_layers": 1,
+        "datasets": [{**setting["spec"], "query_ecr": setting["generated"]}],
+        "per_device_train_batch_size": 3,
+        "max_steps": 1,
+        "use_cpu": True,
+        "report_to": "none",
+        "save_strategy": "no",
+        "dataloader_num_workers": 0,
+        "output_dir": str(tmp_path / "head"),
+    }
+    train_head(recipe)
+    monkeypatch.undo()
+    examples, out = batches[0]
+    by_id = dict(zip([ex.item_id for ex in examples], _rows(out["query"][0])))
+    seen["unified head training"] = [by_id[key] for key, _, _ in ROWS]
+
+    # 5. the unified ST module: a given trace (one forward pass) ...
+    unified_dir = tmp_path / "unified"
+    from tte_hf.modeling_tte import TTEUnifiedModel
+
+    TTEUnifiedModel.from_backbone(tiny_vlm, head_type="mhsa", head_kwargs={"head_num_layers": 1}).save_pretrained(
+        unified_dir
+    )
+    processor.save_pretrained(unified_dir)
+    trace_ids = processor.tokenizer(TRACE, add_special_tokens=False).input_ids
+    unified = build_sentence_transformer(
+        str(unified_dir), reasoning_task=TASK, max_new_tokens=len(trace_ids), prompts={"query": INSTRUCTION}
+    )
+    features = unified[0].preprocess([_st_input(t, i, image) for _, t, i in ROWS], prompt=INSTRUCTION, task="query")
+    seen["TTEUnifiedTransformer (given trace)"] = _rows(features)
+
+    # 6. ... and generate_and_embed inside it: the trace generated (forced to TRACE's tokens), the
+    # sequence the head pools is prompt + generated ids + end token
+    read = generated_sequences(
+        unified, [_st_input(t, i, image, trace=None) for _, t, i in ROWS], monkeypatch, trace_ids
+    )
+    assert unified[0].last_reasoning == [TRACE] * len(ROWS)
+    seen["generate_and_embed"] = sorted_like(read, want)
+
+    # 7. the SFT recipe: prepare-sft rows rendered by TRL's collator with the recipe's training template
+    rows = sft_rows(DatasetSpec.from_dict({**setting["spec"], "query_ecr": setting["embedder_ecr"]}, 0))
+    collate = DataCollatorForVisionLanguageModeling(
+        processor, assistant_only_loss=True, chat_template=Path(ECR_TRAINING_TEMPLATE).read_text()
+    )
+    sft = collate(
+        [{"images": [Image.open(p).convert("RGB") for p in row["images"]], "messages": row["messages"]} for row in rows]
+    )
+    trained, supervised = [], []
+    for i in range(len(rows)):
+        labelled = (sft["labels"][i] != -100).nonzero().flatten()
+        trained.append(sft["input_ids"][i, : labelled[-1] + 1].tolist())  # nothing after it is learned from
+        supervised.append(sft["input_ids"][i, labelled].tolist())
+    seen["SFT (prompt + completion)"] = trained
+    completion = processor.tokenizer(TRACE + "<|im_end|>", add_special_tokens=False).input_ids
+    assert supervised == [completion] * len(rows), "SFT must supervise exactly the trace and the end token"
+
+    wrong = {path: ids for path, ids in seen.items() if ids != want}
+    assert not wrong, f"paths off the contract: {sorted(wrong)}"
