@@ -1008,11 +1008,12 @@ class TTESentenceTransformer(SentenceTransformer):
         """Finished embeddings by fingerprint, or ``None`` (off). The fingerprint covers the input's
         content (image pixels, not paths), prompt, task, ``think``, truncation, normalisation, the
         modules' configs, the reasoner, every parameter's and buffer's storage, version counter and
-        value checksum (so an optimizer step, ``param.data.copy_``, ``load_state_dict`` or ``.to()``
+        float32 norm (so an optimizer step, ``param.data.copy_``, ``load_state_dict`` or ``.to()``
         never serves a stale vector) and the state of PEFT adapter layers (active adapters,
         disabled, merged, scaling). ``encode`` always runs in eval mode (as ST's own), so
-        ``.train()``/``.eval()`` do not change a vector. A write that keeps every tensor's sum and
-        norm is not detected: call ``clear()`` after such surgery."""
+        ``.train()``/``.eval()`` do not change a vector. A ``.data`` write that keeps a tensor's
+        norm (a permutation, a change below float32 resolution) is not detected: call ``clear()``
+        after such surgery. Reading the norms costs one pass over the weights per ``encode`` call."""
         if "_embedding_cache" not in self.__dict__:
             size = getattr(self[0], "embedding_cache_size", None)
             self.__dict__["_embedding_cache"] = LRUCache(size) if size else None
@@ -1054,18 +1055,18 @@ class TTESentenceTransformer(SentenceTransformer):
 
     @torch.no_grad()
     def _weights_fingerprint(self) -> str:
-        """Storage, version counter and float64 sum/norm of every parameter and buffer, plus the
-        state of adapter layers. The values are read because ``.data`` writes (PEFT merges,
-        ``param.data.copy_``) bypass the version counter; one reduction each, on their device."""
+        """Storage, version counter and float32 L2 norm of every parameter and buffer, plus the state
+        of adapter layers. The values are read because ``.data`` writes (PEFT merges,
+        ``param.data.copy_``) bypass the version counter; one fused norm per device and dtype."""
         digest = hashlib.sha256()
-        stats: dict[torch.device, list[torch.Tensor]] = {}
+        groups: dict[tuple[str, torch.dtype], list[torch.Tensor]] = {}
         for name, tensor in [*self.named_parameters(), *self.named_buffers()]:
             digest.update(f"{name}:{tensor.data_ptr()}:{tensor._version}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
             if tensor.is_floating_point() and tensor.numel():
-                norm = torch.linalg.vector_norm(tensor, dtype=torch.float64)
-                stats.setdefault(tensor.device, []).extend([tensor.sum(dtype=torch.float64), norm])
-        for device in sorted(stats, key=str):  # one transfer per device
-            digest.update(torch.stack(stats[device]).cpu().numpy().tobytes())
+                groups.setdefault((str(tensor.device), tensor.dtype), []).append(tensor.detach())
+        for key in sorted(groups, key=str):
+            norms = torch._foreach_norm(groups[key], 2, dtype=torch.float32)  # what clip_grad_norm_ uses
+            digest.update(torch.stack(norms).cpu().numpy().tobytes())
         for name, layer in self.named_modules():
             if hasattr(layer, "merged_adapters") and not callable(getattr(layer, "active_adapters", len)):  # PEFT
                 state = [
