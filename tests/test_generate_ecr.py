@@ -377,3 +377,80 @@ def test_cli_reports_bad_input_without_a_traceback(tmp_path, tiny_vlm, capsys):
     recipe.write_text(yaml.safe_dump(config))
     assert main(["generate-ecr", "--config", str(recipe)]) == 2
     assert "bad.jsonl:2, item 'q-" in capsys.readouterr().err
+
+
+# --- issue 13: skipped rows retried on request, duplicate explicit ids refused --------------------
+
+
+def test_skipped_rows_are_retried_when_asked_and_the_manifest_says_so(tmp_path, tiny_vlm):
+    root = tmp_path / "data"
+    (root / "images").mkdir(parents=True)
+    rows = [
+        {"id": "ok", "text": "a red square", "task": "vqa"},
+        {"id": "late", "text": "what is shown", "image": "images/late.png", "task": "vqa"},
+    ]
+    path = root / "rows.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = _config(tmp_path, tiny_vlm, n=1, input=str(path), image_root=str(root), skip_bad=True)
+    first = generate_ecr(config)
+    assert (first.written, first.skipped) == (1, 1)
+    skip_list = Path(str(first.output) + ".skipped.jsonl")
+    assert [s["id"] for s in _records(skip_list)] == ["late"]
+
+    Image.new("RGB", (32, 32), "blue").save(root / "images" / "late.png")  # the row is fixed
+    plain = generate_ecr(config)  # a plain resume keeps the skip list as done
+    assert (plain.written, plain.already_done) == (0, 2)
+    retried = generate_ecr({**config, "retry_skipped": True})
+    assert (retried.written, retried.skipped, retried.retried) == (1, 0, 1)
+    assert [r["id"] for r in _records(first.output)] == ["ok", "late"]
+    assert _records(skip_list) == []
+    manifest = json.loads(retried.manifest.read_text())
+    assert manifest["retried_skipped"] == {"rows": 1, "written": 1, "skipped_again": 0}
+    assert manifest["counts"] == {"items": 2, "records": 2, "skipped": 0}
+
+    # a row still bad is skipped again, once, and counted as such
+    rows.append({"id": "gone", "text": "x", "image": "images/gone.png", "task": "vqa"})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    generate_ecr(config)
+    again = generate_ecr({**config, "retry_skipped": True})
+    assert (again.written, again.skipped, again.retried) == (0, 1, 1)
+    assert [s["id"] for s in _records(skip_list)] == ["gone"]
+    assert json.loads(again.manifest.read_text())["retried_skipped"] == {"rows": 1, "written": 0, "skipped_again": 1}
+
+
+def test_cli_retry_skipped_flag(tmp_path):
+    from tte_hf.cli import build_parser
+    from tte_hf.commands.generate_ecr import build_config
+
+    args = build_parser().parse_args(["generate-ecr", "--output", "x.jsonl", "--retry-skipped"])
+    assert build_config(args)["retry_skipped"] is True
+    assert GenerateECRConfig.from_any(build_config(args)).retry_skipped
+
+
+def test_duplicate_explicit_ids_are_refused_naming_both_lines(tmp_path, tiny_vlm):
+    path = tmp_path / "rows.jsonl"
+    rows = [
+        {"id": "a", "text": "first question", "task": "vqa"},
+        {"id": "b", "text": "second question", "task": "vqa"},
+        {"id": "a", "text": "another question", "task": "vqa"},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = _config(tmp_path, tiny_vlm, n=1, input=str(path), skip_bad=True)
+    with pytest.raises(BadInputError, match=r"Duplicate item id 'a' at .*rows.jsonl:1 and at .*rows.jsonl:3"):
+        generate_ecr(config)
+    assert not Path(config["output"]).exists()  # refused before anything is generated
+    for shard in range(2):  # every shard refuses, not only the one the id falls in
+        with pytest.raises(BadInputError, match="Duplicate item id 'a'"):
+            generate_ecr({**config, "num_shards": 2, "shard_id": shard})
+
+    # MMEB rows with ids: query and target of a row share the id, so one side per output
+    mmeb = tmp_path / "mmeb.jsonl"
+    mmeb.write_text(json.dumps({"id": "r1", "qry": "a question", "qry_image_path": "", "pos_text": "an answer"}) + "\n")
+    both = {**config, "input": str(mmeb), "dataset_name": "OK-VQA", "sides": ["query", "target"]}
+    with pytest.raises(BadInputError, match=r"'r1' at .*mmeb.jsonl:1 \(query\) and at .*mmeb.jsonl:1 \(target\)"):
+        generate_ecr(both)
+    # the same content twice without ids is one item, reasoned about once (not an error)
+    same = tmp_path / "same.jsonl"
+    same.write_text("".join(json.dumps({"text": "same question", "task": "vqa"}) + "\n" for _ in range(2)))
+    result = generate_ecr({**config, "input": str(same), "output": str(tmp_path / "same_out.jsonl")})
+    assert (result.total, result.written) == (1, 1)

@@ -165,3 +165,67 @@ def test_resuming_mid_epoch_continues_exactly(data, tiny_vlm, tmp_path):
 
     assert len(losses(straight)) == 4 and len(set(losses(straight))) == 4
     assert losses(resumed) == pytest.approx(losses(straight), abs=1e-5)
+
+
+# --- GradCache under DeepSpeed (issue 13) -------------------------------------------------------
+
+
+def test_accelerate_deepspeed_steps_inside_every_backward():
+    """Why GradCache is refused under DeepSpeed: accelerate's wrapper steps the engine in each
+    backward, so one GradCache batch (one backward per chunk) would take one step per chunk. If
+    this starts failing, accelerate changed and the refusal below can be revisited."""
+
+    class Engine:
+        steps = 0
+
+        def set_gradient_accumulation_boundary(self, is_boundary):
+            pass
+
+        def backward(self, loss, **kwargs):
+            loss.backward()
+
+        def step(self):
+            self.steps += 1
+
+    engine = Engine()
+    weight = torch.nn.Parameter(torch.randn(4, 3))
+    chunks = [[torch.randn(2, 4)] for _ in range(2)]  # queries and positives, 2 chunks of 2 each
+    groups = [[c[0][:1], c[0][1:]] for c in chunks]
+    grad_cache_step(lambda x: x @ weight, groups, lambda q, p: info_nce(q, p, None, 0.05), engine_backward(engine))
+    assert engine.steps == 4  # one optimizer step per chunk, not one per batch
+
+
+def engine_backward(engine):
+    from accelerate.utils.deepspeed import DeepSpeedEngineWrapper
+
+    wrapper = DeepSpeedEngineWrapper(engine)
+    return lambda loss: wrapper.backward(loss, sync_gradients=True)  # as Accelerator.backward calls it
+
+
+@pytest.mark.parametrize(
+    ("deepspeed", "chunk", "refused"),
+    [("DEEPSPEED", 2, True), ("MULTI_GPU", 2, False), ("DEEPSPEED", None, False), ("DEEPSPEED", 8, False)],
+)
+def test_gradcache_under_deepspeed_is_refused_naming_the_keys(deepspeed, chunk, refused):
+    from accelerate.utils import DistributedType
+
+    from tte_hf.training.contrastive_trainer import check_grad_cache_backend
+
+    for flag in (deepspeed, DistributedType(deepspeed)):
+        if refused:
+            with pytest.raises(ValueError, match=r"gradcache_chunk_size: null.*distributed_type: MULTI_GPU"):
+                check_grad_cache_backend(flag, chunk, 8)
+        else:
+            check_grad_cache_backend(flag, chunk, 8)
+
+
+def test_embedder_recipe_refuses_gradcache_under_deepspeed_before_loading(data, tmp_path, monkeypatch):
+    """`accelerate launch` with a DeepSpeed config sets ACCELERATE_USE_DEEPSPEED; a recipe may set
+    `deepspeed:` itself. Either way the run stops at argument parsing, before any model loads."""
+    recipe = tiny_recipe(data, "/no/model/is/loaded", tmp_path, per_device_train_batch_size=8, gradcache_chunk_size=2)
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    with pytest.raises(ValueError, match=r"cannot run under DeepSpeed.*gradcache_chunk_size: null"):
+        train_embedder(recipe)
+    monkeypatch.delenv("ACCELERATE_USE_DEEPSPEED")
+    with pytest.raises(ValueError, match=r"cannot run under DeepSpeed"):
+        train_embedder({**recipe, "deepspeed": {"zero_optimization": {"stage": 1}}})

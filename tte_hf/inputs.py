@@ -85,22 +85,29 @@ def load_image(
     from PIL import Image, UnidentifiedImageError
 
     check_image_source(source, allow_urls=allow_urls)
+    name = "the given image"
     if isinstance(source, Image.Image):
         image = source
         _check_pixels(image.size, max_image_pixels)
     elif isinstance(source, (bytes, bytearray)):
-        image = _open_image(io.BytesIO(source), "the given bytes", max_image_pixels, Image, UnidentifiedImageError)
+        name = "the given bytes"
+        image = _open_image(io.BytesIO(source), name, max_image_pixels, Image, UnidentifiedImageError)
     elif isinstance(source, str) and source.startswith(("http://", "https://")):
+        name = source
         data = _fetch_url(source, url_timeout, max_url_bytes)
         image = _open_image(io.BytesIO(data), source, max_image_pixels, Image, UnidentifiedImageError)
     elif isinstance(source, (str, os.PathLike)):
-        path = os.fspath(source)
-        image = _open_image(path, path, max_image_pixels, Image, UnidentifiedImageError)
+        name = os.fspath(source)
+        image = _open_image(name, name, max_image_pixels, Image, UnidentifiedImageError)
     else:
         image = _array_to_image(source, Image)
-    if image.mode != "RGB":
-        image = image.convert("RGB")
-    return fit_pixels(image, min_pixels, max_pixels)
+    try:  # a lazily opened PIL image given by the caller is decoded here, not later in the processor
+        image.load()
+        if image.mode != "RGB":
+            image = image.convert("RGB")
+        return fit_pixels(image, min_pixels, max_pixels)
+    except Exception as err:  # noqa: BLE001 - decoders raise many types on bad data; callers need ValueError
+        raise ValueError(f"{name} could not be decoded: {type(err).__name__}: {err}") from err
 
 
 def check_image_source(source: Any, *, allow_urls: bool = False) -> None:
@@ -174,13 +181,18 @@ def _open_image(file, name: str, max_image_pixels: int, Image, UnidentifiedImage
         image = Image.open(file)  # lazy: reads the header only, so the size check runs before decoding
     except UnidentifiedImageError as err:
         raise ValueError(f"{name} is not a readable image (unknown or corrupt format).") from err
+    except Image.DecompressionBombError as err:  # PIL's own limit (Image.MAX_IMAGE_PIXELS), checked in open
+        raise ValueError(
+            f"{name} was refused as a possible decompression bomb by PIL ({err}); raise PIL.Image.MAX_IMAGE_PIXELS "
+            "together with max_image_pixels only for trusted files."
+        ) from err
     except OSError as err:
         raise ValueError(f"{name} could not be read: {err}") from err
     _check_pixels(image.size, max_image_pixels)
     try:
         image.load()
-    except (OSError, Image.DecompressionBombError) as err:
-        raise ValueError(f"{name} could not be decoded: {err}") from err
+    except Exception as err:  # noqa: BLE001 - PIL plugins raise OSError, SyntaxError, struct.error, ... on bad data
+        raise ValueError(f"{name} could not be decoded: {type(err).__name__}: {err}") from err
     return image
 
 

@@ -21,7 +21,9 @@ import hashlib
 import io
 import json
 import os
-from collections.abc import Mapping, MutableMapping, Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -173,6 +175,8 @@ class OpenAIReasoner:
         self.max_tokens, self.timeout, self.api_key_env = max_tokens, timeout, api_key_env
         self.name = f"openai:{self.base_url}:{model}"
 
+    thread_safe = True  # stateless HTTP calls: concurrent encodes need not wait for each other
+
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "max_tokens": self.max_tokens, "temperature": 0}
 
@@ -218,9 +222,110 @@ def _image_digest(image) -> str:
     return hashlib.sha256(f"{image.mode}{image.size}".encode() + image.tobytes()).hexdigest()
 
 
+class LRUCache(MutableMapping):
+    """A thread-safe mapping that keeps at most ``max_entries`` items (``None``: no bound), dropping
+    the least recently used; ``evictions`` counts the drops. Used for the embedding cache
+    (``embedding_cache_size``) and the unified model's trace token ids."""
+
+    def __init__(self, max_entries: int | None = None):
+        if max_entries is not None and max_entries < 1:
+            raise ValueError(f"max_entries must be a positive int or None, got {max_entries}.")
+        self.max_entries, self.evictions = max_entries, 0
+        self._data: OrderedDict[str, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __getitem__(self, key: str) -> Any:
+        with self._lock:
+            value = self._data[key]
+            self._data.move_to_end(key)
+            return value
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while self.max_entries is not None and len(self._data) > self.max_entries:
+                self._data.popitem(last=False)
+                self.evictions += 1
+
+    def __delitem__(self, key: str) -> None:
+        with self._lock:
+            del self._data[key]
+
+    def __contains__(self, key: object) -> bool:
+        with self._lock:
+            return key in self._data
+
+    def __iter__(self) -> Iterator[str]:
+        with self._lock:
+            return iter(list(self._data))
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+
+    def __reduce__(self):  # a lock cannot be copied: deepcopy/pickle give an empty cache of the same size
+        return (type(self), (self.max_entries,))
+
+
+class _PerThread(threading.local):
+    """Per-call results that ST's API gives no return path for (`preprocess` hands features to
+    `forward`; ``encode`` returns vectors only): each thread sees its own last call."""
+
+    def __init__(self):
+        self.last_reasoning: list[str | None] = []
+        self.prompt_by_task: dict[str | None, str | None] = {}
+
+    def __reduce__(self):  # copies of a module start with fresh per-thread state
+        return (type(self), ())
+
+
+class _ModelLock:
+    """One generation at a time per module: transformers VLMs keep per-generation state on the
+    model (Qwen2-VL's ``rope_deltas``), so concurrent ``generate`` calls, or a forward pass during
+    one, would read another call's state."""
+
+    def __init__(self):
+        self.lock = threading.RLock()
+
+    def __enter__(self):
+        self.lock.acquire()
+
+    def __exit__(self, *exc):
+        self.lock.release()
+
+    def __reduce__(self):
+        return (type(self), ())
+
+
 class TTEInputsMixin:
     """Input parsing and loading, the reasoning step and its ECR cache, shared by `TTETransformer`
     and `TTEUnifiedTransformer`. Subclasses provide ``reasoner`` and the image settings."""
+
+    def _per_thread(self) -> _PerThread:
+        state = self.__dict__.get("_thread_state")
+        if state is None:
+            state = self.__dict__.setdefault("_thread_state", _PerThread())
+        return state
+
+    def _model_lock(self) -> _ModelLock:
+        lock = self.__dict__.get("_generation_lock")
+        if lock is None:
+            lock = self.__dict__.setdefault("_generation_lock", _ModelLock())
+        return lock
+
+    @property
+    def last_reasoning(self) -> list[str | None]:
+        """Traces of the last batch this thread preprocessed, in that batch's order (``None`` = no
+        trace). Per thread: concurrent ``encode`` calls from other threads do not change it."""
+        return self._per_thread().last_reasoning
+
+    @last_reasoning.setter
+    def last_reasoning(self, traces: list[str | None]) -> None:
+        self._per_thread().last_reasoning = traces
 
     def set_reasoner(self, backend) -> None:
         """Use ``backend`` (an object with ``generate(requests) -> list[str]``) to write the traces."""
@@ -408,10 +513,16 @@ class TTEInputsMixin:
         )
         return hashlib.sha256(blob.encode()).hexdigest()
 
-    def _traces(self, items: list[ParsedInput], instruction: str | None, enabled: bool) -> list[str | None]:
-        """Each item's trace: its own ``"reasoning"``, else the (cached) reasoner output, else ``None``."""
+    def _traces(
+        self, items: list[ParsedInput], instruction: str | None, enabled: bool, call: dict[str, Any] | None = None
+    ) -> list[str | None]:
+        """Each item's trace: its own ``"reasoning"``, else the (cached) reasoner output, else ``None``.
+
+        ``call`` (this call's own dict, never module state, so concurrent calls cannot mix rows)
+        receives ``"keys"`` (row -> ECR cache key) and whatever `_generate` hands back besides texts."""
         traces: list[str | None] = [item.reasoning for item in items]
-        self._last_trace_keys: dict[int, str] = {}
+        call = {} if call is None else call
+        call["keys"] = {}
         todo = [i for i, item in enumerate(items) if item.reasoning is None] if enabled else []
         if not todo:
             return traces
@@ -428,7 +539,7 @@ class TTEInputsMixin:
             if keys[i] not in self.ecr_cache:
                 missing.setdefault(keys[i], i)
         if missing:
-            outputs = self.reasoner.generate([requests[i] for i in missing.values()])
+            outputs = self._generate([requests[i] for i in missing.values()], call)
             if not isinstance(outputs, (list, tuple)) or len(outputs) != len(missing):
                 got = len(outputs) if isinstance(outputs, (list, tuple)) else type(outputs).__name__
                 raise ValueError(f"the reasoner returned {got} outputs for {len(missing)} inputs.")
@@ -442,8 +553,14 @@ class TTEInputsMixin:
             if not trace.strip():
                 raise ValueError(f"Input {items[i].index}: the reasoner's output has an empty trace after parsing.")
             traces[i] = trace
-        self._last_trace_keys = keys
+        call["keys"] = keys
         return traces
+
+    def _generate(self, requests: list[ReasoningRequest], call: dict[str, Any]) -> list[str]:
+        if getattr(self.reasoner, "thread_safe", False):  # e.g. an HTTP client: calls may overlap
+            return self.reasoner.generate(requests)
+        with self._model_lock():
+            return self.reasoner.generate(requests)
 
     def _trace_from_output(self, raw: str) -> str:
         return parse_ecr(raw).for_embedder(self.trace_mode)
@@ -458,12 +575,13 @@ class TTEInputsMixin:
         """The traces the embedder reads for ``inputs`` (``None`` where it reads none), in input order.
 
         Served from the ECR cache after an ``encode_query``/``encode_document`` call (the reasoner
-        runs only for inputs it has not seen). ``prompt`` defaults to the one last used for ``task``.
+        runs only for inputs it has not seen). ``prompt`` defaults to the one this thread last used
+        for ``task``.
         """
         if not isinstance(inputs, list) or (inputs and isinstance(inputs[0], Mapping) and "role" in inputs[0]):
             inputs = [inputs]
         if prompt is ...:
-            prompt = self._prompt_by_task.get(task)
+            prompt = self._per_thread().prompt_by_task.get(task)
         items = self.parse_inputs(inputs)
         return self._traces(items, prompt, self._wants_reasoning(task, think))
 
@@ -499,6 +617,8 @@ class TTETransformer(TTEInputsMixin, Transformer):
         min_pixels / max_pixels: image pixel budget; max_image_pixels: decompression-bomb limit.
         allow_image_urls: fetch ``http(s)`` image URLs (off by default) with ``url_timeout`` and
             ``max_url_bytes`` limits.
+        embedding_cache_size: turn on the model's embedding cache with this many entries (LRU);
+            ``None``: off (see `TTESentenceTransformer`).
     """
 
     config_keys: list[str] = [
@@ -520,6 +640,7 @@ class TTETransformer(TTEInputsMixin, Transformer):
         "allow_image_urls",
         "url_timeout",
         "max_url_bytes",
+        "embedding_cache_size",
     ]
     forward_kwargs = {"think"}
 
@@ -544,6 +665,7 @@ class TTETransformer(TTEInputsMixin, Transformer):
         allow_image_urls: bool = False,
         url_timeout: float = 10.0,
         max_url_bytes: int = 20 * 1024 * 1024,
+        embedding_cache_size: int | None = None,
         **transformer_kwargs,
     ):
         if reasoning_source not in REASONING_SOURCES:
@@ -575,11 +697,9 @@ class TTETransformer(TTEInputsMixin, Transformer):
         self.min_pixels, self.max_pixels, self.max_image_pixels = min_pixels, max_pixels, max_image_pixels
         self.allow_image_urls, self.url_timeout, self.max_url_bytes = allow_image_urls, url_timeout, max_url_bytes
         self._reasoner = None
+        self.embedding_cache_size = embedding_cache_size
         #: raw reasoner outputs by input fingerprint; any MutableMapping[str, str] can replace it
         self.ecr_cache: MutableMapping[str, str] = {}
-        #: traces of the last preprocessed batch, in that batch's order (``None`` = no trace)
-        self.last_reasoning: list[str | None] = []
-        self._prompt_by_task: dict[str | None, str | None] = {}
 
     # --- reasoner -------------------------------------------------------------------------------
 
@@ -671,7 +791,7 @@ class TTETransformer(TTEInputsMixin, Transformer):
         if not inputs:
             return {}
         items = self.parse_inputs(inputs)
-        self._prompt_by_task[task] = prompt
+        self._per_thread().prompt_by_task[task] = prompt
         traces = self._traces(items, prompt, self._wants_reasoning(task, think))
         self.last_reasoning = traces
         texts = self.embedder_texts(items, traces, prompt)
@@ -705,8 +825,13 @@ class _UnifiedBackboneReasoner:
             "generation": decoding_settings(**(self.module.generation_settings or {})),
         }
 
-    @torch.no_grad()
     def generate(self, requests: Sequence[ReasoningRequest]) -> list[str]:
+        return self.generate_and_embed(requests)[0]
+
+    @torch.no_grad()
+    def generate_and_embed(self, requests: Sequence[ReasoningRequest]) -> tuple[list[str], dict[str, torch.Tensor]]:
+        """The traces, and each request's embedding by ECR cache key (returned, not stored on the
+        module, so that concurrent calls keep their own); the trace token ids go to the module's cache."""
         module = self.module
         prompts = [module.prompt_text(r.text, len(r.images), bool(r.video), r.instruction, r.task) for r in requests]
         batch = module.process(prompts, [list(r.images) for r in requests], [r.video for r in requests])
@@ -715,11 +840,12 @@ class _UnifiedBackboneReasoner:
         )
         texts = module.processor.batch_decode([ids.tolist() for ids in out.trace_ids], skip_special_tokens=True)
         reasoner_id = module._reasoner_id()
+        embeddings = {}
         for request, embedding, ids in zip(requests, out.embeddings, out.trace_ids):
             key = module._cache_key(reasoner_id, request)
-            module._fresh_embeddings[key] = embedding
+            embeddings[key] = embedding
             module.trace_token_ids[key] = ids.tolist()
-        return texts
+        return texts, embeddings
 
 
 class TTEUnifiedTransformer(TTEInputsMixin, InputModule):
@@ -745,9 +871,11 @@ class TTEUnifiedTransformer(TTEInputsMixin, InputModule):
         "allow_image_urls",
         "url_timeout",
         "max_url_bytes",
+        "embedding_cache_size",
     ]
     save_in_root = True
     forward_kwargs = {"think"}
+    TRACE_TOKEN_CACHE_SIZE = 10_000
 
     def __init__(
         self,
@@ -764,6 +892,7 @@ class TTEUnifiedTransformer(TTEInputsMixin, InputModule):
         allow_image_urls: bool = False,
         url_timeout: float = 10.0,
         max_url_bytes: int = 20 * 1024 * 1024,
+        embedding_cache_size: int | None = None,
         model_kwargs: dict | None = None,
         processor_kwargs: dict | None = None,
     ):
@@ -784,14 +913,13 @@ class TTEUnifiedTransformer(TTEInputsMixin, InputModule):
         decoding_settings(**(generation_settings or {}))  # unknown keys fail at load, not at the first query
         self.min_pixels, self.max_pixels, self.max_image_pixels = min_pixels, max_pixels, max_image_pixels
         self.allow_image_urls, self.url_timeout, self.max_url_bytes = allow_image_urls, url_timeout, max_url_bytes
+        self.embedding_cache_size = embedding_cache_size
         self._reasoner = _UnifiedBackboneReasoner(self)
         self.ecr_cache: MutableMapping[str, str] = {}
-        self.last_reasoning: list[str | None] = []
-        self._prompt_by_task: dict[str | None, str | None] = {}
-        self._fresh_embeddings: dict[str, torch.Tensor] = {}
         #: generated trace token ids by cache key: a repeated input re-reads exactly the tokens that were
-        #: generated (decoded text need not re-tokenize to them); text-only caches fall back to the text
-        self.trace_token_ids: dict[str, list[int]] = {}
+        #: generated (decoded text need not re-tokenize to them). Bounded (LRU, ``TRACE_TOKEN_CACHE_SIZE``):
+        #: an evicted or text-only entry falls back to re-tokenising the trace text.
+        self.trace_token_ids: MutableMapping[str, list[int]] = LRUCache(self.TRACE_TOKEN_CACHE_SIZE)
 
     @property
     def reasoner(self):
@@ -806,6 +934,14 @@ class TTEUnifiedTransformer(TTEInputsMixin, InputModule):
 
     def _trace_from_output(self, raw: str) -> str:
         return raw  # the generated text as is: the embedding read exactly these tokens
+
+    def _generate(self, requests: list[ReasoningRequest], call: dict[str, Any]) -> list[str]:
+        if not isinstance(self.reasoner, _UnifiedBackboneReasoner):
+            return super()._generate(requests, call)
+        with self._model_lock():  # the backbone both generates and embeds: one call at a time
+            texts, embeddings = self.reasoner.generate_and_embed(requests)
+        call.setdefault("embeddings", {}).update(embeddings)  # this generation's own embeddings
+        return texts
 
     def prompt_text(self, text, num_images, has_video, instruction, task, has_trace: bool = True) -> str:
         system = embedder_system_prompt(task or self.reasoning_task, has_trace)
@@ -831,14 +967,12 @@ class TTEUnifiedTransformer(TTEInputsMixin, InputModule):
         if not inputs:
             return {}
         items = self.parse_inputs(inputs)
-        self._prompt_by_task[task] = prompt
-        self._fresh_embeddings = {}
-        traces = self._traces(items, prompt, self._wants_reasoning(task, think))
+        self._per_thread().prompt_by_task[task] = prompt
+        call: dict[str, Any] = {}  # this call's keys and generated embeddings: no module state, no mixing
+        traces = self._traces(items, prompt, self._wants_reasoning(task, think), call)
         self.last_reasoning = traces
-        fresh = {
-            i: self._fresh_embeddings[key] for i, key in self._last_trace_keys.items() if key in self._fresh_embeddings
-        }
-        self._fresh_embeddings = {}
+        generated = call.get("embeddings", {})
+        fresh = {i: generated[key] for i, key in call["keys"].items() if key in generated}
         rows = [i for i in range(len(items)) if i not in fresh]
         features: dict[str, Any] = {"batch_size": torch.tensor(len(items))}
         if fresh:
@@ -848,9 +982,10 @@ class TTEUnifiedTransformer(TTEInputsMixin, InputModule):
             end_id = self.processor.tokenizer.convert_tokens_to_ids(END_OF_TURN)
             suffixes = []
             for i in rows:
-                key = self._last_trace_keys.get(i)
-                if key in self.trace_token_ids:
-                    suffixes.append([*self.trace_token_ids[key], end_id])
+                key = call["keys"].get(i)
+                token_ids = self.trace_token_ids.get(key) if key is not None else None
+                if token_ids is not None:
+                    suffixes.append([*token_ids, end_id])
                 else:
                     suffixes.append(
                         self.processor.tokenizer(embedder_text("", traces[i]), add_special_tokens=False).input_ids
@@ -879,7 +1014,8 @@ class TTEUnifiedTransformer(TTEInputsMixin, InputModule):
                 for k, v in features.items()
                 if k not in ("batch_size", "forward_rows", "generated_rows", "generated_embeddings")
             }
-            computed = self.model(**inputs).embeddings
+            with self._model_lock():  # not while another thread generates with the same backbone
+                computed = self.model(**inputs).embeddings
             embeddings = embeddings.to(computed.dtype)
             embeddings[features["forward_rows"]] = computed
         if "generated_rows" in features:
@@ -939,21 +1075,38 @@ class TTESentenceTransformer(SentenceTransformer):
     caller's order first, so a bad input is named by its index in the call, then runs ST's own encode
     on the loaded inputs. `get_reasoning` returns the traces the embedder reads.
 
-    ``embedding_cache`` (off by default; set it to ``{}`` or any mutable mapping) memoises finished
-    sentence embeddings: a repeated input then costs neither reasoning nor the embedder's forward pass.
-    The ECR cache alone removes the reasoner; this removes the rest, for query-serving workloads.
+    ``embedding_cache`` memoises finished sentence embeddings: a repeated input then costs neither
+    reasoning nor the embedder's forward pass. The ECR cache alone removes the reasoner; this removes
+    the rest, for query-serving workloads. Off by default; the module's ``embedding_cache_size``
+    config value turns it on as an `LRUCache` of that many entries (``model.embedding_cache.clear()``
+    empties it, ``.evictions`` counts drops); any mutable mapping can be assigned instead.
     """
 
-    #: Finished embeddings by fingerprint, or ``None`` (off). The fingerprint covers the input's
-    #: content (image pixels, not paths), prompt, task, ``think``, truncation, normalisation, the
-    #: module's config, the reasoner, and every parameter's storage and in-place version counter, so
-    #: a training step, ``load_state_dict`` or ``.to()`` never serves a stale vector.
-    embedding_cache: MutableMapping[str, torch.Tensor] | None = None
+    @property
+    def embedding_cache(self) -> MutableMapping[str, torch.Tensor] | None:
+        """Finished embeddings by fingerprint, or ``None`` (off). The fingerprint covers the input's
+        content (image pixels, not paths), prompt, task, ``think``, truncation, normalisation, the
+        modules' configs, the reasoner, every parameter's and buffer's storage, version counter and
+        float32 norm (so an optimizer step, ``param.data.copy_``, ``load_state_dict`` or ``.to()``
+        never serves a stale vector) and the state of PEFT adapter layers (active adapters,
+        disabled, merged, scaling). ``encode`` always runs in eval mode (as ST's own), so
+        ``.train()``/``.eval()`` do not change a vector. A ``.data`` write that keeps a tensor's
+        norm (a permutation, a change below float32 resolution) is not detected: call ``clear()``
+        after such surgery. Reading the norms costs one pass over the weights per ``encode`` call."""
+        if "_embedding_cache" not in self.__dict__:
+            size = getattr(self[0], "embedding_cache_size", None)
+            self.__dict__["_embedding_cache"] = LRUCache(size) if size else None
+        return self.__dict__["_embedding_cache"]
+
+    @embedding_cache.setter
+    def embedding_cache(self, cache: MutableMapping[str, torch.Tensor] | None) -> None:
+        self.__dict__["_embedding_cache"] = cache
 
     def _inference(self, inputs, **kwargs):
         cache = self.embedding_cache
         if cache is None or kwargs.get("output_value") != "sentence_embedding":
             return super()._inference(inputs, **kwargs)
+        self.eval()  # as ST's `_inference`: the key is taken in the mode the vectors are computed in
         shared = self._embedding_key_context(kwargs)
         # Each input's images are decoded for its key and dropped; misses are decoded again in
         # `preprocess`, batch by batch, so a large call never holds all its images at once.
@@ -973,13 +1126,36 @@ class TTESentenceTransformer(SentenceTransformer):
         """The part of every key that does not depend on the input: model state, config, call options."""
         module = self[0]
         task, think = kwargs.get("task"), kwargs.get("think")
-        weights = hashlib.sha256()
-        for param in self.parameters():
-            weights.update(f"{param.data_ptr()}:{param._version}:{param.dtype};".encode())
         reasoner = module._reasoner_id() if module._wants_reasoning(task, think) else None
         options = [kwargs.get(name) for name in ("prompt", "task", "think", "normalize_embeddings", "truncate_dim")]
-        config = json.dumps(module.get_config_dict(), sort_keys=True, default=str)
-        return json.dumps([weights.hexdigest(), config, reasoner, options], default=str)
+        configs = [m.get_config_dict() if hasattr(m, "get_config_dict") else type(m).__name__ for m in self]
+        config = json.dumps(configs, sort_keys=True, default=str)
+        return json.dumps([self._weights_fingerprint(), config, reasoner, options], default=str)
+
+    @torch.no_grad()
+    def _weights_fingerprint(self) -> str:
+        """Storage, version counter and float32 L2 norm of every parameter and buffer, plus the state
+        of adapter layers. The values are read because ``.data`` writes (PEFT merges,
+        ``param.data.copy_``) bypass the version counter; one fused norm per device and dtype."""
+        digest = hashlib.sha256()
+        groups: dict[tuple[str, torch.dtype], list[torch.Tensor]] = {}
+        for name, tensor in [*self.named_parameters(), *self.named_buffers()]:
+            digest.update(f"{name}:{tensor.data_ptr()}:{tensor._version}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+            if tensor.is_floating_point() and tensor.numel():
+                groups.setdefault((str(tensor.device), tensor.dtype), []).append(tensor.detach())
+        for key in sorted(groups, key=str):
+            norms = torch._foreach_norm(groups[key], 2, dtype=torch.float32)  # what clip_grad_norm_ uses
+            digest.update(torch.stack(norms).cpu().numpy().tobytes())
+        for name, layer in self.named_modules():
+            if hasattr(layer, "merged_adapters") and not callable(getattr(layer, "active_adapters", len)):  # PEFT
+                state = [
+                    list(layer.active_adapters),
+                    bool(getattr(layer, "disable_adapters", False)),
+                    list(layer.merged_adapters),
+                    sorted(getattr(layer, "scaling", {}).items()),
+                ]
+                digest.update(f"{name}:{json.dumps(state, default=str)};".encode())
+        return digest.hexdigest()
 
     @staticmethod
     def _embedding_key(item: ParsedInput, context: str) -> str:

@@ -32,6 +32,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--skip-bad", action="store_true", default=None, help="Log bad rows to <output>.skipped.jsonl and go on."
     )
+    parser.add_argument(
+        "--retry-skipped",
+        action="store_true",
+        default=None,
+        help="On resume, try the rows of <output>.skipped.jsonl again (recorded in the manifest).",
+    )
     parser.add_argument("--no-progress", action="store_true", help="Hide the progress bar.")
     parser.add_argument(
         "--set",
@@ -51,7 +57,7 @@ def build_config(args: argparse.Namespace) -> dict:
     if args.config:
         with open(args.config, encoding="utf-8") as handle:
             config = yaml.safe_load(handle) or {}
-    for key in (*_FLAGS, "sides", "skip_bad"):
+    for key in (*_FLAGS, "sides", "skip_bad", "retry_skipped"):
         if getattr(args, key) is not None:
             config[key] = getattr(args, key)
     reasoner = dict(config.get("reasoner") or {})
@@ -93,6 +99,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     print(
         f"{result.output}: {result.written} new traces, {result.skipped} rows skipped, "
-        f"{result.already_done} already done, {result.total} items in this shard; manifest {result.manifest}"
+        f"{result.already_done} already done, {result.total} items in this shard"
+        + (f", {result.retried} skipped rows retried" if result.retried else "")
+        + f"; manifest {result.manifest}"
     )
     return 0

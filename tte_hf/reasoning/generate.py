@@ -6,7 +6,10 @@ Output: one JSON object per line, keyed by a stable item ``id``, with the raw tr
 ``<output>.manifest.json`` (reasoner, sampling, prompt version, package versions, counts) and, with
 ``skip_bad``, ``<output>.skipped.jsonl``. Each chunk is appended with one ``write`` and fsynced, so a
 killed run loses at most the chunk in flight; on restart a cut-off last line is dropped and every id
-already written (or skipped) is not generated again.
+already written (or skipped) is not generated again — skipped rows are tried again with
+``retry_skipped`` (e.g. after fixing their images), which the manifest records. Ids must be unique:
+two rows with the same explicit ``id`` are refused, naming both (rows without one share a content
+id only when they are the same input, and are reasoned about once).
 """
 
 from __future__ import annotations
@@ -47,6 +50,8 @@ class GenerateECRConfig:
         chunk_size: items generated and written together (one batch, one fsync).
         max_trace_chars: cap on the parsed trace (thought shortened first); ``None`` keeps everything.
         skip_bad: log bad rows to the skip list and go on, instead of stopping at the first one.
+        retry_skipped: on resume, try the rows of the skip list again (those still bad are skipped
+            again with ``skip_bad``, or stop the run without it).
     """
 
     output: str
@@ -66,6 +71,7 @@ class GenerateECRConfig:
     max_items: int | None = None
     max_trace_chars: int | None = 4000
     skip_bad: bool = False
+    retry_skipped: bool = False
     progress: bool = True
 
     def __post_init__(self):
@@ -110,6 +116,7 @@ class GenerateECRResult:
     skipped: int  # bad rows skipped by this run
     already_done: int  # items found done on disk when the run started
     total: int  # items of this shard
+    retried: int = 0  # rows of the skip list tried again (``retry_skipped``)
 
 
 def _sidecar(output: Path, suffix: str) -> Path:
@@ -160,6 +167,31 @@ def _append(path: Path, lines: Sequence[str]) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _drop_from_skip_list(path: Path, ids: set[str]) -> None:
+    """Rewrite the skip list without ``ids`` (atomically): they are tried again and, if still bad,
+    appended anew. A crash in between leaves them in neither file, so they are simply tried again."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    kept = [line for line in lines if line.strip() and str(json.loads(line)["id"]) not in ids]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    with open(tmp, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def check_unique_ids(items: Sequence[ECRItem | BadItem]) -> None:
+    """Refuse two rows with the same explicit id (one would silently be dropped), naming both."""
+    first: dict[str, ECRItem | BadItem] = {}
+    for item in items:
+        seen = first.setdefault(item.id, item)
+        if seen is not item and (seen.explicit_id or item.explicit_id):
+            raise BadInputError(
+                f"Duplicate item id {item.id!r} at {seen.source} and at {item.source}: ids must be unique, and one of "
+                "the two would be dropped. Fix the `id` fields; for MMEB rows with ids, generate the query and "
+                "target sides into separate outputs (sides: [query], then sides: [target])."
+            )
 
 
 def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
@@ -241,7 +273,9 @@ def generate_ecr(
     output.parent.mkdir(parents=True, exist_ok=True)
     manifest_path, skipped_path = _sidecar(output, ".manifest.json"), _sidecar(output, ".skipped.jsonl")
 
-    items = [i for i in read_items(config) if shard_of(i.id, config.num_shards) == config.shard_id]
+    all_items = read_items(config)
+    check_unique_ids(all_items)  # over every shard's rows, so that every shard refuses alike
+    items = [i for i in all_items if shard_of(i.id, config.num_shards) == config.shard_id]
     unique: dict[str, ECRItem | BadItem] = {}
     for item in items:
         unique.setdefault(item.id, item)  # the same content twice is reasoned about once
@@ -261,8 +295,14 @@ def generate_ecr(
     description = reasoner.describe()
 
     written_before, skipped_before = repair_jsonl(output), repair_jsonl(skipped_path)
+    shard_ids = {i.id for i in items}
+    retry = (skipped_before & shard_ids) - written_before if config.retry_skipped else set()
+    if retry:
+        _drop_from_skip_list(skipped_path, retry)
+        skipped_before -= retry
+        logger.info("retrying %d rows of the skip list %s", len(retry), skipped_path)
     done = written_before | skipped_before
-    previous = json.loads(manifest_path.read_text()) if manifest_path.exists() and done else None
+    previous = json.loads(manifest_path.read_text()) if manifest_path.exists() and (done or retry) else None
     if previous and previous.get("reasoner") != description:
         raise ValueError(
             f"{output} was started with another reasoner or settings ({previous.get('reasoner')}) than this run "
@@ -276,12 +316,13 @@ def generate_ecr(
         "config": dataclasses.asdict(config),
         "versions": _versions(),
         "shard": {"id": config.shard_id, "num_shards": config.num_shards, "items": len(items)},
+        "retried_skipped": {"rows": len(retry)},
         "complete": False,
     }
     _write_json_atomic(manifest_path, manifest)
 
     already_done = sum(i.id in done for i in items)
-    written = skipped = 0
+    written = skipped = retried_written = 0
     bar = tqdm(total=len(items), initial=already_done, unit="item", desc="ECR", disable=not config.progress)
     # Chunks are cut at fixed positions of the shard's item list, so a resumed run batches items as
     # an uninterrupted run would (batch composition can change floating-point results).
@@ -314,6 +355,7 @@ def generate_ecr(
         _append(output, records)
         _append(skipped_path, skips)
         written, skipped = written + len(records), skipped + len(skips)
+        retried_written += sum(item.id in retry for item in ready)
         bar.update(len(chunk))
     bar.close()
 
@@ -325,6 +367,7 @@ def generate_ecr(
             "records": sum(i.id in written_before for i in items) + written,
             "skipped": sum(i.id in skipped_before for i in items) + skipped,
         },
+        retried_skipped={"rows": len(retry), "written": retried_written, "skipped_again": len(retry) - retried_written},
     )
     _write_json_atomic(manifest_path, manifest)
-    return GenerateECRResult(output, manifest_path, written, skipped, already_done, len(items))
+    return GenerateECRResult(output, manifest_path, written, skipped, already_done, len(items), len(retry))

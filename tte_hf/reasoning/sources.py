@@ -39,6 +39,7 @@ class ECRItem:
     images: list[Any] = field(default_factory=list)
     video: list[Any] | None = None
     side: str = "query"
+    explicit_id: bool = False  # the row's own ``id`` (else a content hash: duplicates are the same input)
 
 
 @dataclass
@@ -46,6 +47,7 @@ class BadItem:
     id: str
     source: str
     error: str
+    explicit_id: bool = False
 
 
 def _content_ref(ref) -> str:
@@ -154,28 +156,33 @@ class ItemReader:
         explicit_id = row.get("id")
         label = f"{where} ({side})" if len(self.sides) > 1 else where
         task = row.get("task") or self.task
-        if isinstance(images, (str, bytes)) or (images is not None and not isinstance(images, list)):
+        if images is None:  # an MMEB row without the image field at all
+            images = []
+        elif isinstance(images, (str, bytes)) or not isinstance(images, list):
             images = [images] if images else []
         if text is not None and not isinstance(text, str):
-            return BadItem(str(explicit_id or where), label, f"text must be a string, got {type(text).__name__}")
+            error = f"text must be a string, got {type(text).__name__}"
+            return BadItem(str(explicit_id or where), label, error, explicit_id is not None)
         if text:
             text = _MMEB_IMAGE_TOKEN.sub("", text).strip() or None
         images = [i for i in images if i not in (None, "")]
         refs = [self._resolve(i) for i in images]
         frames = [self._resolve(f) for f in video] if video else None
         item_id = str(explicit_id) if explicit_id is not None else None
+        explicit = item_id is not None
         if task is None:
-            return BadItem(item_id or where, label, "no task: set `task` (or an MMEB `dataset_name`) in the config")
+            error = "no task: set `task` (or an MMEB `dataset_name`) in the config"
+            return BadItem(item_id or where, label, error, explicit)
         if task not in TASKS:
-            return BadItem(item_id or where, label, f"unknown task {task!r}; use one of {', '.join(TASKS)}")
+            return BadItem(item_id or where, label, f"unknown task {task!r}; use one of {', '.join(TASKS)}", explicit)
         if item_id is None:
             item_id = stable_id(side, task, text, instruction, images, video or None)
         if not text and not instruction and not refs and not frames:
-            return BadItem(item_id, label, "empty input: no text, no image and no video")
+            return BadItem(item_id, label, "empty input: no text, no image and no video", explicit)
         for ref in [*refs, *(frames or [])]:
             if isinstance(ref, str) and not os.path.isfile(ref):
-                return BadItem(item_id, label, f"image file not found: {ref} (check `image_root`)")
-        return ECRItem(item_id, label, task, text, instruction, refs, frames, side)
+                return BadItem(item_id, label, f"image file not found: {ref} (check `image_root`)", explicit)
+        return ECRItem(item_id, label, task, text, instruction, refs, frames, side, explicit)
 
     def _resolve(self, ref):
         if isinstance(ref, dict):  # a `datasets` Image feature not decoded: {"bytes", "path"}

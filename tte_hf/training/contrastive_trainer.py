@@ -10,6 +10,7 @@ and do not keep one dataset per step across processes. The Trainer keeps everyth
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -36,11 +37,35 @@ class ContrastiveTrainingArguments(TrainingArguments):
     remove_unused_columns: bool = field(default=False, metadata={"help": "Kept: the collator needs every field."})
 
     def __post_init__(self):
+        # Before TrainingArguments builds its DeepSpeed plugin: from the same two sources it reads.
+        deepspeed = bool(self.deepspeed) or os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+        check_grad_cache_backend(deepspeed, self.gradcache_chunk_size, self.per_device_train_batch_size)
         super().__post_init__()
         if not self.temperature > 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}.")
         if self.gradcache_chunk_size is not None and self.gradcache_chunk_size <= 0:
             raise ValueError(f"gradcache_chunk_size must be a positive int or null, got {self.gradcache_chunk_size}.")
+
+
+def check_grad_cache_backend(deepspeed: bool | str, chunk_size: int | None, batch_size: int) -> None:
+    """Refuse GradCache chunking under DeepSpeed. ``deepspeed``: a flag, or accelerate's
+    ``distributed_type`` (``"DEEPSPEED"`` or a `DistributedType`).
+
+    GradCache runs one backward per chunk; accelerate's ``DeepSpeedEngineWrapper.backward`` calls
+    ``engine.step()`` inside every backward at an accumulation boundary, so a batch would take one
+    optimizer step per chunk, each on a partial gradient.
+    """
+    if not isinstance(deepspeed, bool):
+        deepspeed = str(getattr(deepspeed, "value", deepspeed)).upper() == "DEEPSPEED"
+    if deepspeed and chunk_size is not None and chunk_size < batch_size:
+        raise ValueError(
+            f"GradCache (gradcache_chunk_size={chunk_size} < per_device_train_batch_size={batch_size}) cannot run "
+            "under DeepSpeed: accelerate steps the DeepSpeed engine inside every backward, and GradCache runs one "
+            "backward per chunk, so each batch would take several optimizer steps on partial gradients. Either set "
+            "`gradcache_chunk_size: null` (or >= per_device_train_batch_size) in the recipe, or train without "
+            "DeepSpeed: `distributed_type: MULTI_GPU` in the accelerate config (recipes/accelerate/ddp.yaml) and "
+            "no `deepspeed` key in the recipe."
+        )
 
 
 class _EpochDataLoader(DataLoader):
@@ -58,6 +83,9 @@ class ContrastiveTrainer(Trainer):
 
     def __init__(self, *args, dataset_sizes, dataset_weights=None, dataset_names=None, encode=None, **kwargs):
         super().__init__(*args, **kwargs)
+        check_grad_cache_backend(
+            self.accelerator.distributed_type, self.args.gradcache_chunk_size, self.args.per_device_train_batch_size
+        )
         self.dataset_sizes, self.dataset_weights, self.dataset_names = dataset_sizes, dataset_weights, dataset_names
         self._encode_override = encode
 
