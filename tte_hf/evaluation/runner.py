@@ -210,7 +210,9 @@ def evaluate_task(
             relevance.append(rels)
         else:  # local: rank the query's own list; relevance re-indexed into it
             scores.append(candidates[own] @ queries[q])
-            position = {c: i for i, c in enumerate(own)}
+            position: dict[int, int] = {}
+            for i, c in enumerate(own):  # the first listing is the gold; a repeat is a negative
+                position.setdefault(c, i)
             relevance.append({position[c]: g for c, g in rels.items()})
     mean, per_query = score_rankings(scores, relevance)
     result = {
