@@ -25,6 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .data import TaskData, load_task, materialize
+from .fingerprint import model_fingerprint
 from .metrics import score_rankings
 from .report import build_report, write_report
 from .tasks import (
@@ -148,6 +149,10 @@ def _check_identity(task_dir: Path, identity: dict[str, Any]) -> None:
         return
     previous = json.loads(meta_path.read_text())
     differing = sorted(k for k in identity if previous.get(k) != identity[k])
+    if "fingerprint" in differing:  # name the parts: weights, dtype, module_config, prompts
+        before, now = previous.get("fingerprint") or {}, identity["fingerprint"]
+        parts = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+        differing[differing.index("fingerprint")] = f"fingerprint: {', '.join(parts)}"
     if differing:
         raise ValueError(
             f"{task_dir} holds results of a different run (differing: {differing}; before: model "
@@ -181,13 +186,19 @@ def evaluate_task(
     show_progress_bar: bool = True,
     overwrite: bool = False,
     ecr_digest: str | None = None,
+    fingerprint: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Score one task (or load its finished score) and return its ``score.json`` dict."""
+    """Score one task (or load its finished score) and return its ``score.json`` dict.
+
+    ``fingerprint`` (default: `model_fingerprint`) keys the results with ``model_id``: a finished
+    task is only reused for a model whose weights, dtype, module config and prompts match.
+    """
     task_dir = Path(output_dir) / "tasks" / _safe_name(task.name)
     score_path = task_dir / "score.json"
     identity = {
         "task": task.to_dict(),
         "model": model_id,
+        "fingerprint": fingerprint if fingerprint is not None else model_fingerprint(model),
         "ecr": ecr_digest if ecr_digest is not None else traces_digest(traces),
         "chunk_size": chunk_size,
     }
@@ -258,8 +269,9 @@ def evaluate(
 
     Writes per-task results and ``report.json`` / ``report.md`` / ``meta_tasks.png`` into
     ``output_dir`` and returns the report dict. Finished tasks and embedding chunks found in
-    ``output_dir`` are reused when ``model_id`` (default: `default_model_id`), the task definition, the
-    traces and ``chunk_size`` match. ``ecr_files`` (JSONL with ``id`` and ``ecr``) attach a ``"reasoning"``
+    ``output_dir`` are reused when ``model_id`` (default: `default_model_id`), the model's fingerprint
+    (weights, dtype, module config, prompts: `model_fingerprint`), the task definition, the traces and
+    ``chunk_size`` match. ``ecr_files`` (JSONL with ``id`` and ``ecr``) attach a ``"reasoning"``
     trace to every item whose id (``<task>/<row id>`` for queries) they contain. ``baselines``
     (``"mmeb-v1"`` / ``"mmeb-v2"``) prints those published scores beside a custom task list.
     """
@@ -277,6 +289,7 @@ def evaluate(
     model_id = model_id or default_model_id(model)
     traces = load_ecr_files(ecr_files) if ecr_files else None
     digest = traces_digest(traces)
+    fingerprint = model_fingerprint(model)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
 
@@ -307,6 +320,7 @@ def evaluate(
                 show_progress_bar=show_progress_bar,
                 overwrite=overwrite,
                 ecr_digest=digest,
+                fingerprint=fingerprint,
             )
         )
     baseline_key = baselines or baseline_key
