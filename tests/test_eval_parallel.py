@@ -3,6 +3,7 @@ resumed with another number of processes."""
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -59,6 +60,16 @@ def setup(tiny_vlm, tmp_path_factory):
     return root, args
 
 
+def _shares(stderr: str) -> dict[str, dict[int, tuple[int, int]]]:
+    """task -> rank -> (chunks it embedded, chunks missing), from each process's log line."""
+    shares: dict[str, dict[int, tuple[int, int]]] = {}
+    for task, rank, mine, missing in re.findall(
+        r"(\S+): process (\d) of 2 embeds (\d+) of (\d+) missing chunks", stderr
+    ):
+        shares.setdefault(task, {})[int(rank)] = (int(mine), int(missing))
+    return shares
+
+
 def _chunks(out: Path) -> dict[str, Path]:
     return {str(p.relative_to(out)): p for p in (out / "tasks").glob("*/*.safetensors")}
 
@@ -67,6 +78,15 @@ def test_two_processes_give_the_one_process_report(setup):
     root, args = setup
     done = subprocess.run(_torchrun(2, [*args, "--output", str(root / "two")]), env=ENV, capture_output=True, text=True, timeout=400)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
+    # The processes split the work: per task, their shares add up to all its chunks, half each.
+    shares = _shares(done.stderr)
+    per_task = {}
+    for path in _chunks(root / "one").values():
+        per_task[path.parent.name] = per_task.get(path.parent.name, 0) + 1
+    assert set(shares) == set(per_task)
+    for task, by_rank in shares.items():
+        assert set(by_rank) == {0, 1} and {m for _, m in by_rank.values()} == {per_task[task]}, (task, by_rank)
+        assert sorted(n for n, _ in by_rank.values()) == [per_task[task] // 2, (per_task[task] + 1) // 2], task
     one = json.loads((root / "one" / "report.json").read_text())
     two = json.loads((root / "two" / "report.json").read_text())
     assert {t["modality"] for t in one["tasks"].values()} == {"image", "video", "visdoc"}
@@ -122,6 +142,9 @@ def test_one_process_run_resumes_with_two_processes(setup):
     assert 0 < len(survivors) < len(_chunks(root / "one"))
     done = subprocess.run(_torchrun(2, [*args, "--output", str(out)]), env=ENV, capture_output=True, text=True, timeout=400)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
+    shares = _shares(done.stderr)
+    embedded = sum(n for by_rank in shares.values() for n, _ in by_rank.values())
+    assert embedded == len(_chunks(root / "one")) - len(survivors)  # only the missing chunks, split
     assert all((out / key).stat().st_mtime_ns == stamp for key, stamp in survivors.items())
     assert set(_chunks(out)) == set(_chunks(root / "one"))
     one = json.loads((root / "one" / "report.json").read_text())

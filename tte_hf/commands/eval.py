@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 
@@ -61,7 +62,10 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as err:
         print(f"tte-hf eval: error: {err}", file=sys.stderr)
         return 2
-    processes = current_processes()
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("tte_hf.evaluation").setLevel(logging.INFO)  # which process embeds which chunks
+    cpu = args.device == "cpu"
+    processes = current_processes(cpu=cpu)
     try:
         model = load_model(args, args.device or processes.device)
     except (ImportError, RuntimeError, ValueError) as err:
@@ -83,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             chart=not args.no_chart,
             baselines=args.baselines,
+            cpu=cpu,
         )
     except (TaskDataError, ValueError) as err:
         print(f"tte-hf eval: error: {err}", file=sys.stderr)

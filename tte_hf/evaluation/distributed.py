@@ -53,11 +53,21 @@ def launched_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def current_processes() -> Processes:
-    """This process's rank, the number of processes and the device (one process when not launched)."""
+def current_processes(cpu: bool = False) -> Processes:
+    """This process's rank, the number of processes and the device (one process when not launched).
+
+    ``cpu`` (or a machine without an accelerator) joins over gloo on CPUs: accelerate only forms a
+    CPU process group when asked to, and would otherwise leave every process alone with all the work.
+    """
     if launched_world_size() <= 1:
         return Processes()
+    import torch
     from accelerate import PartialState
 
-    state = PartialState()
+    state = PartialState(cpu=cpu or not torch.accelerator.is_available())
+    if state.num_processes != launched_world_size():
+        raise RuntimeError(
+            f"Launched with WORLD_SIZE={launched_world_size()} but accelerate formed a group of {state.num_processes} "
+            f"({state.distributed_type}); check the launcher's settings."
+        )
     return Processes(rank=state.process_index, world_size=state.num_processes, device=str(state.device))

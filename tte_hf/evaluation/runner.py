@@ -233,6 +233,7 @@ def evaluate_task(
     if status[0] == "error":
         raise error if error is not None else ValueError(status[1])
     mine = processes.share(status[1])
+    logger.info("%s: process %d of %d embeds %d of %d missing chunks", task.name, processes.rank, processes.world_size, len(mine), len(status[1]))  # fmt: skip
     # Query keys are already "<task>/<row id>"; candidate traces (e.g. page descriptions) use "<task>/candidate/<key>".
     sides = {
         "candidate": (model.encode_document, data.candidates, f"{task.name}/candidate/"),
@@ -303,6 +304,7 @@ def evaluate(
     overwrite: bool = False,
     chart: bool = True,
     baselines: str | None = None,
+    cpu: bool = False,
 ) -> dict[str, Any]:
     """Evaluate ``model`` on a benchmark name (``"mmeb-v2"``), a `Benchmark` or a list of `TaskSpec`.
 
@@ -316,7 +318,8 @@ def evaluate(
 
     Under ``torchrun`` / ``accelerate launch`` the run is data-parallel: each process embeds its share
     of every task's missing chunks (on its own device), the main process scores and writes the
-    reports, and every process returns the report. Chunk files do not depend on the number of
+    reports, and every process returns the report (``cpu``: the processes meet over gloo even on a
+    GPU machine). Chunk files do not depend on the number of
     processes, so a run resumes with any number of them.
     """
     if isinstance(benchmark_or_tasks, str):
@@ -349,7 +352,7 @@ def evaluate(
     if not selected:
         raise ValueError(f"None of the selected tasks can be loaded: {skipped}")
 
-    processes = current_processes()
+    processes = current_processes(cpu=cpu)
     results = []
     show_tasks = show_progress_bar and processes.is_main and len(selected) > 1
     for task in tqdm(selected, desc="tasks", unit="task", disable=not show_tasks):
