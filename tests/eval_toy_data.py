@@ -126,6 +126,12 @@ class Recorder:
         stripped = [{k: v for k, v in x.items() if k != "reasoning"} if isinstance(x, dict) else x for x in inputs]
         return getattr(self.model, method)(stripped, **kwargs)
 
+    def eval_fingerprint(self):
+        """The wrapped model's: recording changes no vector."""
+        from tte_hf.evaluation.fingerprint import model_fingerprint
+
+        return model_fingerprint(self.model)
+
     def encode_query(self, inputs, **kwargs):
         return self._encode("encode_query", inputs, **kwargs)
 

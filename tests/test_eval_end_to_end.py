@@ -66,12 +66,9 @@ def _recompute_local(model, root: Path, file: str) -> float:
         q_text = " ".join(p for p in (_clean(row.get("qry_inst", "")), row["qry_text"]) if p)
         q_image = _open(root, row["qry_img_path"]) if row.get("qry_img_path") else None
         query = _input(q_text, q_image)
-        cands, seen = [], set()
+        cands = []  # every listed candidate, repeats included
         paths = row.get("tgt_img_path") or [""] * len(row["tgt_text"])
         for text, path in zip(row["tgt_text"], paths):
-            if (text, path) in seen:
-                continue
-            seen.add((text, path))
             full = " ".join(p for p in (_clean(row.get("tgt_inst", "")), text) if p) if path else text
             cands.append(_input(full, _open(root, path) if path else None))
         q = model.encode_query([query], convert_to_tensor=True, show_progress_bar=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 
@@ -19,24 +20,57 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-missing-ecr", action="store_true", help="Embed queries without a trace as is.")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--chunk-size", type=int, default=256, help="Items per cached embedding file.")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: the model's choice).")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: the model's choice; under torchrun / accelerate launch, each process's own device).")  # fmt: skip
+    parser.add_argument("--engine", choices=["sentence-transformers", "vllm"], default="sentence-transformers", help="vllm: vLLM's pooling runner (GPU) for a folder written by `tte-hf export --vllm`.")  # fmt: skip
+    parser.add_argument("--vllm-reasoner", metavar="MODEL", help="Write missing query traces with this reasoner on a vLLM generation engine (GPU).")  # fmt: skip
+    parser.add_argument("--reasoner-max-new-tokens", type=int, default=256, help="Trace length cap of --vllm-reasoner.")
     parser.add_argument("--trust-remote-code", action="store_true", help="Needed for TTE models from the Hub.")
     parser.add_argument("--overwrite", action="store_true", help="Discard cached results in --output.")
     parser.add_argument("--no-chart", action="store_true", help="Skip the PNG chart.")
     parser.add_argument("--baselines", choices=["mmeb-v1", "mmeb-v2"], help="Published scores to show beside a task file.")  # fmt: skip
 
 
-def run(args: argparse.Namespace) -> int:
+def load_model(args: argparse.Namespace, device: str | None):
+    """The model `evaluate` calls: a sentence-transformers model or a vLLM pooling engine, with the
+    query-side reasoner moved to a vLLM generation engine when ``--vllm-reasoner`` asks for it."""
+    reasoner = None
+    if args.vllm_reasoner:
+        from ..reasoning import load_reasoner
+
+        reasoner = load_reasoner(backend="vllm", model=args.vllm_reasoner, max_new_tokens=args.reasoner_max_new_tokens)
+    if args.engine == "vllm":
+        from ..evaluation.vllm_engine import VLLMEmbedder, import_vllm
+
+        import_vllm()  # fail before any work with a clear message on a CPU machine
+        return VLLMEmbedder(args.model, reasoner=reasoner)
     from sentence_transformers import SentenceTransformer
 
+    model = SentenceTransformer(args.model, device=device, trust_remote_code=args.trust_remote_code)
+    if reasoner is not None:
+        if not callable(getattr(model[0], "set_reasoner", None)):
+            raise ValueError(f"--vllm-reasoner: {args.model} has no reasoning step (not a TTE model).")
+        model[0].set_reasoner(reasoner)
+    return model
+
+
+def run(args: argparse.Namespace) -> int:
     from ..evaluation import TaskDataError, evaluate, get_benchmark, load_task_file
+    from ..evaluation.distributed import current_processes
 
     try:
         source = load_task_file(args.tasks_file) if args.tasks_file else get_benchmark(args.benchmark)
     except (ValueError, OSError) as err:
         print(f"tte-hf eval: error: {err}", file=sys.stderr)
         return 2
-    model = SentenceTransformer(args.model, device=args.device, trust_remote_code=args.trust_remote_code)
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("tte_hf.evaluation").setLevel(logging.INFO)  # which process embeds which chunks
+    cpu = args.device == "cpu"
+    processes = current_processes(cpu=cpu)
+    try:
+        model = load_model(args, args.device or processes.device)
+    except (ImportError, RuntimeError, ValueError) as err:
+        print(f"tte-hf eval: error: {err}", file=sys.stderr)
+        return 2
     try:
         report = evaluate(
             model,
@@ -53,10 +87,13 @@ def run(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             chart=not args.no_chart,
             baselines=args.baselines,
+            cpu=cpu,
         )
     except (TaskDataError, ValueError) as err:
         print(f"tte-hf eval: error: {err}", file=sys.stderr)
         return 2
+    if not processes.is_main:
+        return 0
     print(f"{report['benchmark']}: overall {report['overall']:.1f} over {report['num_tasks']} tasks")
     for name, entry in report["modality"].items():
         print(f"  {name}: {entry['score']:.1f} ({entry['num_tasks']} tasks)")

@@ -48,8 +48,9 @@ class EvalItem:
 class TaskData:
     """Queries, the task's distinct candidates and, per query, its candidates and their relevance.
 
-    ``query_candidates[q]`` is None for a global task (rank every candidate); ``relevance[q]`` maps a
-    candidate index (into ``candidates``) to its grade.
+    ``query_candidates[q]`` is None for a global task (rank every candidate), else the query's listed
+    candidates (indices into ``candidates``, repeats kept); ``relevance[q]`` maps a candidate index
+    (into ``candidates``) to its grade — in a local list, only that index's first listing is relevant.
     """
 
     task: TaskSpec
@@ -206,8 +207,9 @@ def _load_mmeb(task: TaskSpec) -> TaskData:
                     item.frames = _frame_paths(task, video_rel, f"{where} field 'tgt_video_path'")
                 index_of[key] = len(candidates)
                 candidates.append(item)
-            if index_of[key] not in own:  # a negative identical to the gold one would tie with it
-                own.append(index_of[key])
+            # Every listed candidate is scored, repeats included: a negative equal to the gold (two
+            # classes named "crane") ties with it, and the tie counts against the model.
+            own.append(index_of[key])
         queries.append(query)
         query_candidates.append(own)
         relevance.append({own[0]: 1.0})

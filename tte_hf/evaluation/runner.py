@@ -8,7 +8,9 @@ Layout of ``output_dir``::
     tasks/<task>/per_query.jsonl           per-query metrics
     report.json, report.md, meta_tasks.png
 
-A rerun skips finished tasks and finished chunks, so an interrupted run loses at most one chunk.
+A rerun skips finished tasks and finished chunks, so an interrupted run loses at most one chunk per
+process. Launched data-parallel (``torchrun`` / ``accelerate launch -m tte_hf.evaluation``), the
+processes split each task's missing chunks and the main process scores.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
+import os
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -25,6 +29,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .data import TaskData, load_task, materialize
+from .distributed import Processes, current_processes
+from .fingerprint import model_fingerprint
 from .metrics import score_rankings
 from .report import build_report, write_report
 from .tasks import (
@@ -83,42 +89,44 @@ def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
 
 
-def _encode_side(
+def _chunk_path(task_dir: Path, side: str, index: int) -> Path:
+    return task_dir / f"{side}-{index:05d}.safetensors"
+
+
+def _chunk_jobs(num_candidates: int, num_queries: int, chunk_size: int) -> list[tuple[str, int]]:
+    """Every ``(side, chunk index)`` of a task: the unit of resuming and of splitting across processes."""
+    jobs = [("candidate", i) for i in range(math.ceil(num_candidates / chunk_size))]
+    return jobs + [("query", i) for i in range(math.ceil(num_queries / chunk_size))]
+
+
+def _encode_chunk(
     encode,
     task: TaskSpec,
     items: Sequence,
-    task_dir: Path,
+    path: Path,
     side: str,
     traces: dict[str, str] | None,
     trace_prefix: str,
     batch_size: int,
-    chunk_size: int,
-    show_progress_bar: bool,
-) -> torch.Tensor:
-    """Embeddings of ``items`` (L2-normalised), reusing chunk files from an earlier run."""
-    from safetensors.torch import load_file, save_file
+) -> None:
+    """Embed ``items`` and write them to ``path`` (atomically: a chunk file is whole or absent)."""
+    from safetensors.torch import save_file
 
-    chunks = []
-    bar = tqdm(total=len(items), desc=f"{task.name} {side}", unit="item", disable=not show_progress_bar)
-    for start in range(0, len(items), chunk_size):
-        path = task_dir / f"{side}-{start // chunk_size:05d}.safetensors"
-        batch_items = items[start : start + chunk_size]
-        if path.exists():
-            embeddings = load_file(path)["embeddings"]
-        else:
-            inputs = [
-                materialize(task, item, traces.get(trace_prefix + item.key) if traces else None) for item in batch_items
-            ]
-            embeddings = encode(inputs, batch_size=batch_size, show_progress_bar=False, convert_to_tensor=True)
-            embeddings = torch.as_tensor(embeddings).detach().float().cpu()
-            if embeddings.ndim != 2 or embeddings.shape[0] != len(batch_items):
-                raise RuntimeError(f"Task {task.name!r}: the model returned shape {tuple(embeddings.shape)} for {len(batch_items)} {side} inputs; expected (n, dim).")  # fmt: skip
-            tmp = path.with_suffix(".tmp")
-            save_file({"embeddings": embeddings.contiguous()}, str(tmp))
-            tmp.replace(path)  # atomic: an interrupted write never leaves a truncated chunk behind
-        chunks.append(embeddings)
-        bar.update(len(batch_items))
-    bar.close()
+    inputs = [materialize(task, item, traces.get(trace_prefix + item.key) if traces else None) for item in items]
+    embeddings = encode(inputs, batch_size=batch_size, show_progress_bar=False, convert_to_tensor=True)
+    embeddings = torch.as_tensor(embeddings).detach().float().cpu()
+    if embeddings.ndim != 2 or embeddings.shape[0] != len(items):
+        raise RuntimeError(f"Task {task.name!r}: the model returned shape {tuple(embeddings.shape)} for {len(items)} {side} inputs; expected (n, dim).")  # fmt: skip
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp")
+    save_file({"embeddings": embeddings.contiguous()}, str(tmp))
+    tmp.replace(path)
+
+
+def _load_side(task_dir: Path, side: str, count: int, chunk_size: int) -> torch.Tensor:
+    """A side's embeddings from its chunk files, L2-normalised."""
+    from safetensors.torch import load_file
+
+    chunks = [load_file(_chunk_path(task_dir, side, i))["embeddings"] for i in range(math.ceil(count / chunk_size))]
     return torch.nn.functional.normalize(torch.cat(chunks), dim=-1)
 
 
@@ -148,6 +156,10 @@ def _check_identity(task_dir: Path, identity: dict[str, Any]) -> None:
         return
     previous = json.loads(meta_path.read_text())
     differing = sorted(k for k in identity if previous.get(k) != identity[k])
+    if "fingerprint" in differing:  # name the parts: weights, dtype, module_config, prompts
+        before, now = previous.get("fingerprint") or {}, identity["fingerprint"]
+        parts = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+        differing[differing.index("fingerprint")] = f"fingerprint: {', '.join(parts)}"
     if differing:
         raise ValueError(
             f"{task_dir} holds results of a different run (differing: {differing}; before: model "
@@ -181,13 +193,23 @@ def evaluate_task(
     show_progress_bar: bool = True,
     overwrite: bool = False,
     ecr_digest: str | None = None,
-) -> dict[str, Any]:
-    """Score one task (or load its finished score) and return its ``score.json`` dict."""
+    fingerprint: dict[str, str] | None = None,
+    processes: Processes | None = None,
+) -> dict[str, Any] | None:
+    """Score one task (or load its finished score) and return its ``score.json`` dict.
+
+    ``fingerprint`` (default: `model_fingerprint`) keys the results with ``model_id``: a finished
+    task is only reused for a model whose weights, dtype, module config and prompts match.
+    With ``processes`` (data-parallel, see `current_processes`) each process embeds its share of the
+    missing chunks and the main process scores; the others return ``None``.
+    """
+    processes = processes or Processes()
     task_dir = Path(output_dir) / "tasks" / _safe_name(task.name)
     score_path = task_dir / "score.json"
     identity = {
         "task": task.to_dict(),
         "model": model_id,
+        "fingerprint": fingerprint if fingerprint is not None else model_fingerprint(model),
         "ecr": ecr_digest if ecr_digest is not None else traces_digest(traces),
         "chunk_size": chunk_size,
     }
@@ -197,11 +219,40 @@ def evaluate_task(
     data = load_task(task)
     _check_ecr(data, traces, require_ecr)
     meta = {**identity, "num_queries": len(data.queries), "num_candidates": len(data.candidates)}
-    _prepare_task_dir(task_dir, meta, overwrite)
-    common = dict(task=task, task_dir=task_dir, traces=traces, batch_size=batch_size, chunk_size=chunk_size)
+    jobs = _chunk_jobs(len(data.candidates), len(data.queries), chunk_size)
+    # The main process prepares the folder and lists the missing chunks; every process gets the same
+    # list (or the same error), so the shares never overlap nor miss a chunk, whatever ran before.
+    status, error = None, None
+    if processes.is_main:
+        try:
+            _prepare_task_dir(task_dir, meta, overwrite)
+            status = ("ok", [job for job in jobs if not _chunk_path(task_dir, *job).exists()])
+        except ValueError as err:
+            status, error = ("error", str(err)), err
+    status = processes.broadcast(status)
+    if status[0] == "error":
+        raise error if error is not None else ValueError(status[1])
+    mine = processes.share(status[1])
+    logger.info("%s: process %d of %d embeds %d of %d missing chunks", task.name, processes.rank, processes.world_size, len(mine), len(status[1]))  # fmt: skip
     # Query keys are already "<task>/<row id>"; candidate traces (e.g. page descriptions) use "<task>/candidate/<key>".
-    candidates = _encode_side(model.encode_document, items=data.candidates, side="candidate", trace_prefix=f"{task.name}/candidate/", show_progress_bar=show_progress_bar, **common)  # fmt: skip
-    queries = _encode_side(model.encode_query, items=data.queries, side="query", trace_prefix="", show_progress_bar=show_progress_bar, **common)  # fmt: skip
+    sides = {
+        "candidate": (model.encode_document, data.candidates, f"{task.name}/candidate/"),
+        "query": (model.encode_query, data.queries, ""),
+    }
+    total = sum(len(sides[side][1][i * chunk_size : (i + 1) * chunk_size]) for side, i in mine)
+    bar = tqdm(total=total, desc=task.name, unit="item", disable=not (show_progress_bar and processes.is_main))
+    for side, index in mine:
+        encode, items, prefix = sides[side]
+        chunk = items[index * chunk_size : (index + 1) * chunk_size]
+        path = _chunk_path(task_dir, side, index)
+        _encode_chunk(encode, task, chunk, path, side, traces, prefix, batch_size)
+        bar.update(len(chunk))
+    bar.close()
+    processes.barrier()  # every chunk of the task is on disk
+    if not processes.is_main:
+        return None
+    candidates = _load_side(task_dir, "candidate", len(data.candidates), chunk_size)
+    queries = _load_side(task_dir, "query", len(data.queries), chunk_size)
 
     scores, relevance = [], []
     for q, (own, rels) in enumerate(zip(data.query_candidates, data.relevance)):
@@ -210,7 +261,9 @@ def evaluate_task(
             relevance.append(rels)
         else:  # local: rank the query's own list; relevance re-indexed into it
             scores.append(candidates[own] @ queries[q])
-            position = {c: i for i, c in enumerate(own)}
+            position: dict[int, int] = {}
+            for i, c in enumerate(own):  # the first listing is the gold; a repeat is a negative
+                position.setdefault(c, i)
             relevance.append({position[c]: g for c, g in rels.items()})
     mean, per_query = score_rankings(scores, relevance)
     result = {
@@ -251,15 +304,23 @@ def evaluate(
     overwrite: bool = False,
     chart: bool = True,
     baselines: str | None = None,
+    cpu: bool = False,
 ) -> dict[str, Any]:
     """Evaluate ``model`` on a benchmark name (``"mmeb-v2"``), a `Benchmark` or a list of `TaskSpec`.
 
     Writes per-task results and ``report.json`` / ``report.md`` / ``meta_tasks.png`` into
     ``output_dir`` and returns the report dict. Finished tasks and embedding chunks found in
-    ``output_dir`` are reused when ``model_id`` (default: `default_model_id`), the task definition, the
-    traces and ``chunk_size`` match. ``ecr_files`` (JSONL with ``id`` and ``ecr``) attach a ``"reasoning"``
+    ``output_dir`` are reused when ``model_id`` (default: `default_model_id`), the model's fingerprint
+    (weights, dtype, module config, prompts: `model_fingerprint`), the task definition, the traces and
+    ``chunk_size`` match. ``ecr_files`` (JSONL with ``id`` and ``ecr``) attach a ``"reasoning"``
     trace to every item whose id (``<task>/<row id>`` for queries) they contain. ``baselines``
     (``"mmeb-v1"`` / ``"mmeb-v2"``) prints those published scores beside a custom task list.
+
+    Under ``torchrun`` / ``accelerate launch`` the run is data-parallel: each process embeds its share
+    of every task's missing chunks (on its own device), the main process scores and writes the
+    reports, and every process returns the report (``cpu``: the processes meet over gloo even on a
+    GPU machine). Chunk files do not depend on the number of
+    processes, so a run resumes with any number of them.
     """
     if isinstance(benchmark_or_tasks, str):
         benchmark_or_tasks = get_benchmark(benchmark_or_tasks)
@@ -275,6 +336,7 @@ def evaluate(
     model_id = model_id or default_model_id(model)
     traces = load_ecr_files(ecr_files) if ecr_files else None
     digest = traces_digest(traces)
+    fingerprint = model_fingerprint(model)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
 
@@ -290,8 +352,10 @@ def evaluate(
     if not selected:
         raise ValueError(f"None of the selected tasks can be loaded: {skipped}")
 
+    processes = current_processes(cpu=cpu)
     results = []
-    for task in tqdm(selected, desc="tasks", unit="task", disable=not show_progress_bar or len(selected) < 2):
+    show_tasks = show_progress_bar and processes.is_main and len(selected) > 1
+    for task in tqdm(selected, desc="tasks", unit="task", disable=not show_tasks):
         results.append(
             evaluate_task(
                 model,
@@ -305,12 +369,18 @@ def evaluate(
                 show_progress_bar=show_progress_bar,
                 overwrite=overwrite,
                 ecr_digest=digest,
+                fingerprint=fingerprint,
+                processes=processes,
             )
         )
+    if not processes.is_main:
+        processes.barrier()  # the main process writes the report
+        return json.loads((output_dir / "report.json").read_text())
     baseline_key = baselines or baseline_key
     report = build_report(
         results, benchmark=benchmark_name, baseline_key=baseline_key, model_id=model_id, benchmark_tasks=benchmark_tasks
     )
     report["skipped"] = skipped
     write_report(report, output_dir, chart=chart)
+    processes.barrier()
     return report

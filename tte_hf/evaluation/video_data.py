@@ -88,7 +88,7 @@ def _classification(task: TaskSpec) -> TaskData:
                 if option not in index_of:
                     index_of[option] = len(candidates)
                     candidates.append(EvalItem(key=option, text=option, where=f"row {index}"))
-            own = list(dict.fromkeys(index_of[o] for o in options))
+            own = [index_of[o] for o in options]  # repeats kept: an equal negative ties with the gold
         else:
             own = None
         if gold not in index_of or (own is not None and index_of[gold] not in own):
@@ -140,8 +140,7 @@ def _question_answering(task: TaskSpec) -> TaskData:
             if key not in index_of:
                 index_of[key] = len(candidates)
                 candidates.append(EvalItem(key=key, text=option_text, where=f"row {index}"))
-            if index_of[key] not in own:
-                own.append(index_of[key])
+            own.append(index_of[key])  # repeats kept: an equal negative ties with the gold
         if gold not in index_of or index_of[gold] not in own:
             raise _fail(task, f"row {index}", f"the answer {gold!r} is not among the options", "Fix the answer / options.")  # fmt: skip
         frames = _frames(task, video_id, f"row {index} (video {video_id})")
@@ -198,8 +197,7 @@ def _mvbench(task: TaskSpec) -> TaskData:
             if option not in index_of:
                 index_of[option] = len(candidates)
                 candidates.append(EvalItem(key=option, text=option, where=f"row {index}"))
-            if index_of[option] not in own:
-                own.append(index_of[option])
+            own.append(index_of[option])  # repeats kept: an equal negative ties with the gold
         text = _join(QA_PROMPT, question) + "\nOptions:\n" + "\n".join(lettered)
         frames = _frames(task, f"{subset}/{video}", f"row {index} (video {subset}/{video})")
         queries.append(EvalItem(key=f"{task.name}/{index}", text=text, frames=frames, where=f"row {index}"))

@@ -1,0 +1,92 @@
+"""Two evaluation faults: a negative identical to the gold must not become a free hit, and a finished
+task must not be reused for a model that embeds differently under the same id string."""
+
+import json
+
+import pytest
+import torch
+from eval_toy_data import tiny_st_model
+
+from tte_hf.evaluation import TaskSpec, evaluate
+
+
+class TextHashModel:
+    """Embeds a text as a fixed random vector seeded by the text itself: equal texts, equal vectors."""
+
+    def _vectors(self, inputs):
+        out = []
+        for item in inputs:
+            text = item if isinstance(item, str) else item.get("text", "")
+            seed = sum((i + 1) * ord(ch) for i, ch in enumerate(text))
+            out.append(torch.randn(16, generator=torch.Generator().manual_seed(seed)))
+        return torch.stack(out)
+
+    def encode_query(self, inputs, **kwargs):
+        return self._vectors(inputs)
+
+    encode_document = encode_query
+
+
+def test_a_negative_equal_to_the_gold_ties_against_the_model(tmp_path):
+    # Query text == "crane", so it is closest to both "crane" candidates; one of them is a negative
+    # (two ImageNet classes share the name). The listed duplicate ties with the gold: a miss.
+    rows = [
+        {"qry_text": "crane", "tgt_text": ["crane", "crane", "heron"]},  # duplicate negative: a tie, a miss
+        {"qry_text": "heron", "tgt_text": ["heron", "crane", "stork"]},  # no duplicate: a clean hit
+    ]
+    (tmp_path / "t.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    task = TaskSpec(name="dup", modality="image", meta_task="CLS", data_files=str(tmp_path / "t.jsonl"))
+    report = evaluate(TextHashModel(), [task], tmp_path / "out", show_progress_bar=False, chart=False, model_id="hash")
+    per_query = [json.loads(x) for x in (tmp_path / "out/tasks/dup/per_query.jsonl").read_text().splitlines()]
+    assert [q["hit@1"] for q in per_query] == [0.0, 1.0]
+    assert per_query[0]["mrr"] == pytest.approx(0.5)  # ranked behind its equal negative, ahead of "heron"
+    assert report["tasks"]["dup"]["main_score"] == pytest.approx(50.0)
+
+
+# --- resume identity: what determines the vectors, not only the model id string -----------------
+
+
+@pytest.fixture
+def toy_task(tmp_path):
+    rows = [{"qry_text": f"q{i}", "tgt_text": [f"c{i}", f"c{i + 1}", f"c{i + 2}"]} for i in range(3)]
+    (tmp_path / "t.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return TaskSpec(name="toy", modality="image", meta_task="CLS", data_files=str(tmp_path / "t.jsonl"))
+
+
+def _changes():
+    def weights(model):
+        with torch.no_grad():
+            next(model.parameters()).add_(0.5)
+
+    def prompts(model):
+        model.prompts = {**model.prompts, "query": "Represent the query:"}
+
+    def dtype(model):
+        model.to(torch.float64)
+
+    def module_config(model):
+        model[1].pooling_mode = "mean"  # a pooling setting lives in the module config, not the weights
+
+    return {"weights": weights, "prompts": prompts, "dtype": dtype, "module_config": module_config}
+
+
+@pytest.mark.parametrize("change", list(_changes()))
+def test_same_model_id_with_other_vectors_is_not_reused(tiny_vlm, toy_task, tmp_path, change):
+    # "org/tte-2b" re-pushed with new weights (or loaded with another dtype, prompt or module setting)
+    # keeps its id string; its old scores must not come back as the new model's.
+    kwargs = dict(model_id="org/tte-2b", show_progress_bar=False, chart=False, chunk_size=2)
+    evaluate(tiny_st_model(tiny_vlm), [toy_task], tmp_path / "out", **kwargs)
+    changed = tiny_st_model(tiny_vlm)
+    _changes()[change](changed)
+    with pytest.raises(ValueError, match=r"different run.*fingerprint") as err:
+        evaluate(changed, [toy_task], tmp_path / "out", **kwargs)
+    assert change in str(err.value)
+
+
+def test_same_model_reloaded_is_reused(tiny_vlm, toy_task, tmp_path):
+    kwargs = dict(model_id="org/tte-2b", show_progress_bar=False, chart=False, chunk_size=2)
+    first = evaluate(tiny_st_model(tiny_vlm), [toy_task], tmp_path / "out", **kwargs)
+    stamp = (tmp_path / "out/tasks/toy/score.json").stat().st_mtime_ns
+    again = evaluate(tiny_st_model(tiny_vlm), [toy_task], tmp_path / "out", **kwargs)
+    assert again["tasks"] == first["tasks"]
+    assert (tmp_path / "out/tasks/toy/score.json").stat().st_mtime_ns == stamp

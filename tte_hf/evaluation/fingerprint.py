@@ -1,0 +1,86 @@
+"""What determines a model's vectors, hashed: the resume key of `tte-hf eval` beside the model id.
+
+A model id string says nothing about what it names today: ``org/tte-2b`` re-pushed, loaded in another
+dtype, with other prompts, another ``trace_mode`` or ``think`` setting, or another reasoner, embeds
+differently. The fingerprint hashes each of those, so a results folder is only reused for a model that
+would write the same vectors, and a refusal can say which part changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def _digest(payload: Any) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def weights_digest(module: torch.nn.Module) -> str:
+    """SHA-256 of every parameter and buffer (name, dtype, shape, bytes), as the model holds them now.
+
+    Reads each tensor once (a 7B model: tens of seconds, against hours of evaluation).
+    """
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        tensor = tensor.detach().to("cpu").contiguous().reshape(-1)
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)};".encode())
+        digest.update(memoryview(tensor.view(torch.uint8).numpy()))
+    return digest.hexdigest()[:16]
+
+
+def files_digest(paths: Iterable[str | Path]) -> str:
+    """SHA-256 of files' names and contents (a checkpoint folder's weights, for engines outside torch)."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(p) for p in paths):
+        digest.update(f"{path.name};".encode())
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 24), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def _module_config(module: Any) -> dict[str, Any]:
+    config = module.get_config_dict() if callable(getattr(module, "get_config_dict", None)) else {}
+    entry: dict[str, Any] = {"class": f"{type(module).__module__}.{type(module).__qualname__}", "config": config}
+    # A reasoner given at run time (`set_reasoner`) is not in the saved config; its description is.
+    # The private slot is read so that fingerprinting never loads a configured reasoner.
+    backend = getattr(module, "_reasoner", None)
+    if backend is not None:
+        describe = getattr(backend, "describe", None)
+        entry["reasoner"] = describe() if callable(describe) else type(backend).__name__
+    return entry
+
+
+def model_fingerprint(model: Any) -> dict[str, str]:
+    """Short digests of what determines ``model``'s vectors, by part.
+
+    Parts: ``weights`` and ``dtype`` (a torch module), ``module_config`` (each module's class and
+    config: pooling, normalisation, ``trace_mode``, query/document reasoning, system prompt, pixel
+    budget, reasoner), ``prompts`` (sentence-transformers prompts, default prompt, ``truncate_dim``).
+    A model with an ``eval_fingerprint()`` method gives its own parts; any other object is known only
+    by its class.
+    """
+    custom = getattr(model, "eval_fingerprint", None)
+    if callable(custom):
+        return {key: str(value) for key, value in custom().items()}
+    if not isinstance(model, torch.nn.Module):
+        return {"class": f"{type(model).__module__}.{type(model).__qualname__}"}
+    modules = list(model) if isinstance(model, torch.nn.Sequential) else [model]
+    dtypes = sorted({str(p.dtype) for p in model.parameters()})
+    prompts = {
+        "prompts": getattr(model, "prompts", None),
+        "default_prompt_name": getattr(model, "default_prompt_name", None),
+        "truncate_dim": getattr(model, "truncate_dim", None),
+    }
+    return {
+        "weights": weights_digest(model),
+        "dtype": ",".join(dtypes),
+        "module_config": _digest([_module_config(m) for m in modules]),
+        "prompts": _digest(prompts),
+    }
