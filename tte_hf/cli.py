@@ -20,6 +20,7 @@ COMMANDS = {
     "train-embedder": "train_embedder",
     "train-head": "train_head",
     "demo": "demo",
+    "serve": "serve",
 }
 
 

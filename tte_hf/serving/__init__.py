@@ -1,0 +1,22 @@
+"""OpenAI-compatible embeddings server for TTE models (``tte-hf serve``; needs ``pip install 'tte-hf[serve]'``).
+
+Submodules: `schemas` (request validation, response shape), `batcher` (dynamic micro-batching),
+`reasoner` (reasoner failures -> 502), `cache` (bounded ECR cache), `app` (FastAPI), `server` (uvicorn).
+FastAPI and uvicorn are imported only when `app` / `server` are.
+"""
+
+from __future__ import annotations
+
+__all__ = ["BackgroundServer", "ServeConfig", "create_app", "run"]
+
+
+def __getattr__(name: str):
+    if name in ("ServeConfig", "create_app"):
+        from . import app
+
+        return getattr(app, name)
+    if name in ("BackgroundServer", "run"):
+        from . import server
+
+        return getattr(server, name)
+    raise AttributeError(name)
