@@ -21,7 +21,7 @@ from tte_hf.testing import build_tiny_vlm
 torch.set_num_threads(1)
 
 #: Backbone architectures every export path is checked on (add an arch here once `build_tiny_vlm` builds it).
-ARCHS = ["qwen2_vl", "qwen2_5_vl"]
+ARCHS = ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"]
 TRACE = "<think> the bus is red </think> bus"
 
 
