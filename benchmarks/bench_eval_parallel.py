@@ -6,7 +6,7 @@ queries, 8 image candidates each). Each run is a fresh `torchrun --nproc_per_nod
 tte_hf.evaluation` into its own folder, one thread per process; the wall time includes start-up
 (imports, model load), so it is what a user waits for; a rerun into the finished folder measures that
 fixed cost, and the difference is the embedding and scoring the processes share. Reports must be equal.
-Run: PYTHONPATH=. python benchmarks/bench_eval_parallel.py [--queries 48] [--hidden 128] [--repeats 1]
+Run: PYTHONPATH=. python benchmarks/bench_eval_parallel.py [--queries 512] [--hidden 256] [--repeats 1]
 """
 
 from __future__ import annotations
@@ -71,8 +71,8 @@ def run(processes: int, model: Path, tasks: Path, out: Path) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--queries", type=int, default=48)
-    parser.add_argument("--hidden", type=int, default=128)
+    parser.add_argument("--queries", type=int, default=512)
+    parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args()
     from sentence_transformers import SentenceTransformer
