@@ -26,6 +26,7 @@ from test_eval_mirror import mirror  # noqa: F401 - the toy MMEB mirror (ImageNe
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 ECR_TRACE = "<think> the picture is one colour </think> a colour"
+ECR_SHARDS = [f"queries.shard-{k:05d}-of-00002.jsonl" for k in range(2)]
 
 
 def readme_commands(text: str | None = None) -> list[str]:
@@ -104,10 +105,23 @@ CASES = [
         skip="needs vLLM + GPUs (a 72B teacher at TP=8)",
     ),
     Case(
-        r"tte-hf eval --model org/tte-2b ",
+        r"tte-hf eval --model org/tte-2b --trust-remote-code --benchmark mmeb-v2 --output results/ --image-root ",
         subs={"/data/MMEB-V2": "{mirror}/media", "/data/hf-mirror": "{mirror}/data"},
         check=_check_eval,
     ),
+    # The traces of a SLURM array of `generate-ecr` shards (the fixture writes two); the shell would expand
+    # the glob, so the test does; the toy mirror stands in for the data roots README leaves implicit.
+    Case(
+        r"tte-hf eval --model org/tte-2b --trust-remote-code --benchmark mmeb-v2 --output results/ --ecr ecr/queries",
+        subs={
+            "--output results/": "--output results/ --image-root {mirror}/media --data-root {mirror}/data "
+            "--tasks ImageNet-1K MSR-VTT",
+            "ecr/queries.shard-*.jsonl": " ".join(f"ecr/{name}" for name in ECR_SHARDS),
+        },
+        check=_check_eval,
+    ),
+    Case(r"tte-hf serve org/tte-2b --trust-remote-code --host 0\.0\.0\.0 --port 8000$", runner="serve"),
+    Case(r"tte-hf serve org/tte-2b .*--device cuda", skip="needs a CUDA GPU and a vLLM reasoner server"),
     Case(r"tte-hf export \./out/tte-2b \./hub/tte-2b --reasoner ", check=_check_export),
     Case(r"tte-hf push \./hub/tte-2b my-org/tte-2b", runner="push", check=_check_push),
     Case(r"tte-hf export \./out/tte-2b \./hub/tte-2b-vllm --vllm$", check=_check_vllm),
@@ -187,6 +201,10 @@ def workdir(tmp_path, tiny_vlm, mirror):  # noqa: F811
     tasks = select_tasks(get_benchmark("mmeb-v2"), ["ImageNet-1K", "MSR-VTT"])
     keys = [q.key for task in tasks for q in load_task(with_data_root(task, mirror / "data", mirror / "media")).queries]
     (work / "ecr.jsonl").write_text("".join(json.dumps({"id": k, "ecr": ECR_TRACE}) + "\n" for k in keys))
+    (work / "ecr").mkdir()
+    for shard, name in enumerate(ECR_SHARDS):  # as a 2-task SLURM array of generate-ecr writes them
+        rows = [json.dumps({"id": k, "ecr": ECR_TRACE}) + "\n" for k in keys[shard :: len(ECR_SHARDS)]]
+        (work / "ecr" / name).write_text("".join(rows))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_"))}
     env |= {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache), "HF_HOME": str(tmp_path / "hf_home")}
     env |= {"HF_ENDPOINT": "http://127.0.0.1:9", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
@@ -202,12 +220,59 @@ def _argv(command: str, case: Case, mirror_root: Path, work: Path) -> list[str]:
     return [sys.executable, "-m", "tte_hf.cli", *args]
 
 
+def _serve_and_embed(argv: list[str], work: Path, env: dict[str, str]) -> None:
+    """Start README's `tte-hf serve` line (on 127.0.0.1 and a free port instead of 0.0.0.0:8000), embed one
+    query and one document through the OpenAI route, then stop it with SIGTERM as a supervisor would."""
+    import signal
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    argv = [a if a != "0.0.0.0" else "127.0.0.1" for a in argv]
+    argv[argv.index("--port") + 1] = str(port)
+    log = open(work / "serve.log", "w")
+    proc = subprocess.Popen(argv, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            assert proc.poll() is None, (work / "serve.log").read_text()[-5000:]
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                assert time.monotonic() < deadline, "tte-hf serve did not come up in 300 s"
+                time.sleep(0.5)
+        body = {"model": "tte-2b", "input": ["a red bus", "a blue car"], "think": False, "input_type": "document"}
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v1/embeddings",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=120) as response:
+            data = json.loads(response.read())["data"]
+        assert [row["index"] for row in data] == [0, 1]
+        norms = [sum(x * x for x in row["embedding"]) ** 0.5 for row in data]
+        assert norms == pytest.approx([1.0, 1.0], abs=1e-4) and data[0]["embedding"] != data[1]["embedding"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, (work / "serve.log").read_text()[-5000:]
+        log.close()
+
+
 def test_readme_commands_run(workdir, mirror):  # noqa: F811
     work, env = workdir
     ran = []
     for command in readme_commands():
         case = _case_for(command)
         if case.skip:
+            continue
+        if case.runner == "serve":
+            _serve_and_embed(_argv(command, case, mirror, work), work, env)
+            ran.append(command)
             continue
         env_now = env | ({"HF_HUB_OFFLINE": "0"} if case.runner == "push" else {})
         proc = subprocess.run(
