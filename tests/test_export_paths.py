@@ -9,11 +9,10 @@ import json
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from hub_helpers import populate_hf_cache, run_offline
-from PIL import Image
+from test_hub import image  # noqa: F401 - the same photo fixture
 
 from tte_hf.cli import main
 from tte_hf.testing import build_tiny_vlm
@@ -45,14 +44,6 @@ def _perturb_head(model) -> None:
     with torch.no_grad():  # a "trained" head, distinct from the copied backbone layers
         for param in model.head.parameters():
             param.add_(0.01 * torch.randn_like(param))
-
-
-@pytest.fixture(scope="module")
-def image(tmp_path_factory) -> Path:
-    rng = np.random.default_rng(0)
-    path = tmp_path_factory.mktemp("img") / "photo.png"
-    Image.fromarray(rng.integers(0, 255, (56, 56, 3), dtype=np.uint8)).save(path)
-    return path
 
 
 @pytest.fixture(scope="module", params=ARCHS)
@@ -93,7 +84,7 @@ def repos(request, tmp_path_factory):
     return {"arch": arch, "cache": cache, "ids": ids, "models": models, "out": out, "root": root}
 
 
-def test_default_export_is_one_model_through_every_path(repos, image, tmp_path):
+def test_default_export_is_one_model_through_every_path(repos, image, tmp_path):  # noqa: F811
     out, ids = repos["out"], repos["ids"]
     # One copy of the weights per repo: the TTE config at the root, no plain-backbone duplicate.
     for kind, weights in (("embedder", "model.safetensors"), ("unified", "model.safetensors")):

@@ -259,8 +259,11 @@ def _serve_and_embed(argv: list[str], work: Path, env: dict[str, str]) -> None:
         assert norms == pytest.approx([1.0, 1.0], abs=1e-4) and data[0]["embedding"] != data[1]["embedding"]
     finally:
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0, (work / "serve.log").read_text()[-5000:]
+        code = proc.wait(timeout=60)
         log.close()
+    output = (work / "serve.log").read_text()
+    # uvicorn re-raises the signal after its graceful shutdown, so the exit status is -SIGTERM
+    assert code in (0, -signal.SIGTERM) and "Application shutdown complete" in output, output[-5000:]
 
 
 def test_readme_commands_run(workdir, mirror):  # noqa: F811

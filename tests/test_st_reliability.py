@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_sentence_transformer import ForwardCounter
 from transformers import AutoProcessor
 
 from tte_hf.sentence_transformers import build_sentence_transformer
@@ -17,15 +18,6 @@ from tte_hf.sentence_transformers import build_sentence_transformer
 def _image(seed: int, height: int, width: int) -> Image.Image:
     rng = np.random.default_rng(seed)
     return Image.fromarray((rng.random((height, width, 3)) * 255).astype("uint8"))
-
-
-class ForwardCounter:
-    def __init__(self, module):
-        self.calls = 0
-        self.handle = module.register_forward_pre_hook(self._count)
-
-    def _count(self, *args):
-        self.calls += 1
 
 
 def _uncached(model, encode):

@@ -35,9 +35,9 @@ def generated_sequences(st, inputs, monkeypatch, force_ids: list[int] | None = N
         read.extend(out.sequences[i, : mask.shape[1]][mask[i].bool()].tolist() for i in range(mask.shape[0]))
         return out
 
-    def embed_hidden_states(hidden, mask):
+    def embed_hidden_states(hidden, mask, *rest):
         masks.append(mask)
-        return real_embed(hidden, mask)
+        return real_embed(hidden, mask, *rest)
 
     with monkeypatch.context() as patch:
         patch.setattr(model, "generate_and_embed", generate_and_embed)
