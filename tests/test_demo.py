@@ -75,3 +75,15 @@ def test_benchmark_is_deterministic_for_a_seed(tmp_path):
     c = write_benchmark(tmp_path / "c", seed=6, num_train=8, num_test=4)
     assert a["test"].read_text() == b["test"].read_text() != c["test"].read_text()
     assert (tmp_path / "a/images/test-00001.png").read_bytes() == (tmp_path / "b/images/test-00001.png").read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("unified", "holds"),
+    [(96.9, True), (85.2, True), (80.2, True), (80.1, False)],  # student at 85.2: above, equal, -5.0, -5.1
+)
+def test_unified_claim_is_the_papers_one_sided_one(unified, holds):
+    """Unifying must cost at most 5 points; a unified model above its student is not a failure."""
+    scores = {"baseline": 51.2, "tte-teacher": 100.0, "tte-student": 85.2, "tte-unified": unified}
+    summary = summarize(scores)
+    assert summary["unified_gap"] == pytest.approx(unified - 85.2)
+    assert summary["checks"]["unified >= student - 5"] is holds
