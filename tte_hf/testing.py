@@ -94,6 +94,10 @@ def build_tiny_tokenizer(seed: int = 0, vocab_size: int = 1000, arch: str = "qwe
     return tokenizer
 
 
+#: The vision tower of the tiny Qwen2.5-VL and Qwen3-VL (their vision configs share these fields).
+_SMALL_VISION = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2)
+
+
 def _tiny_config(arch: str, tokenizer, hidden_size: int, num_layers: int):
     from transformers import Qwen2_5_VLConfig, Qwen2VLConfig, Qwen3VLConfig
 
@@ -131,10 +135,7 @@ def _tiny_config(arch: str, tokenizer, hidden_size: int, num_layers: int):
         mrope_section = [half_head_dim - 2 * spatial, spatial, spatial]
         text_config["rope_parameters"] |= {"mrope_section": mrope_section, "mrope_interleaved": True}
         vision = dict(
-            depth=2,
-            hidden_size=32,
-            intermediate_size=64,
-            num_heads=2,
+            **_SMALL_VISION,
             out_hidden_size=hidden_size,
             patch_size=16,
             num_position_embeddings=64,
@@ -145,15 +146,7 @@ def _tiny_config(arch: str, tokenizer, hidden_size: int, num_layers: int):
         vision = dict(depth=2, embed_dim=32, hidden_size=hidden_size, num_heads=2, mlp_ratio=2)
         return Qwen2VLConfig(vision_config=vision, **common)
     if arch == "qwen2_5_vl":
-        vision = dict(
-            depth=2,
-            hidden_size=32,
-            intermediate_size=64,
-            num_heads=2,
-            out_hidden_size=hidden_size,
-            fullatt_block_indexes=[1],
-            window_size=56,
-        )
+        vision = dict(**_SMALL_VISION, out_hidden_size=hidden_size, fullatt_block_indexes=[1], window_size=56)
         return Qwen2_5_VLConfig(vision_config=vision, **common)
     raise ValueError(f"arch={arch!r} is not supported; choose one of {SUPPORTED_TINY_ARCHS}.")
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -31,17 +29,6 @@ def weights_digest(module: torch.nn.Module) -> str:
         tensor = tensor.detach().to("cpu").contiguous().reshape(-1)
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)};".encode())
         digest.update(memoryview(tensor.view(torch.uint8).numpy()))
-    return digest.hexdigest()[:16]
-
-
-def files_digest(paths: Iterable[str | Path]) -> str:
-    """SHA-256 of files' names and contents (a checkpoint folder's weights, for engines outside torch)."""
-    digest = hashlib.sha256()
-    for path in sorted(Path(p) for p in paths):
-        digest.update(f"{path.name};".encode())
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 24), b""):
-                digest.update(block)
     return digest.hexdigest()[:16]
 
 

@@ -109,11 +109,12 @@ class VLLMEmbedder:
 
     def eval_fingerprint(self) -> dict[str, str]:
         """What determines the vectors (the resume key of `evaluate`): weights, dtype, sequence settings."""
-        from .fingerprint import _digest, files_digest
+        from ..digests import files_digest
+        from .fingerprint import _digest
 
         folder = Path(self.model_name)
         weights = (
-            files_digest(folder.glob("*.safetensors")) if folder.is_dir() else f"{self.model_name}@{self.revision}"
+            files_digest(folder.glob("*.safetensors"))[:16] if folder.is_dir() else f"{self.model_name}@{self.revision}"
         )
         describe = getattr(self.reasoner, "describe", None)
         settings = {

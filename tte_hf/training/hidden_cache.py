@@ -19,15 +19,11 @@ from typing import Any
 
 import torch
 
+from ..digests import files_digest
+
 # 2: entries hold the backbone's RoPE positions beside the hidden states.
 CACHE_FORMAT = 2
 FINGERPRINT_FILE = "fingerprint.json"
-
-
-def file_digest(path: str | os.PathLike) -> str:
-    """sha256 of a file's bytes."""
-    with open(path, "rb") as file:
-        return hashlib.file_digest(file, "sha256").hexdigest()
 
 
 def backbone_fingerprint(name_or_path: str | os.PathLike, revision: str | None = None) -> dict[str, str]:
@@ -40,10 +36,7 @@ def backbone_fingerprint(name_or_path: str | os.PathLike, revision: str | None =
         path = Path(cached_file(str(name_or_path), "config.json", revision=revision)).parent
         if re.fullmatch(r"[0-9a-f]{40}", path.name):  # the Hub cache's snapshots/<commit>/ folder
             return {"repo_id": str(name_or_path), "commit": path.name}
-    digest = hashlib.sha256()
-    for file in sorted(p for p in path.iterdir() if p.is_file()):
-        digest.update(f"{file.name}\0{file_digest(file)}\0".encode())
-    return {"files_sha256": digest.hexdigest()}
+    return {"files_sha256": files_digest(p for p in path.iterdir() if p.is_file())}
 
 
 def processor_fingerprint(processor) -> str:
