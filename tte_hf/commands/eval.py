@@ -92,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
     except (TaskDataError, ValueError) as err:
         print(f"tte-hf eval: error: {err}", file=sys.stderr)
         return 2
+    processes.close()
     if not processes.is_main:
         return 0
     print(f"{report['benchmark']}: overall {report['overall']:.1f} over {report['num_tasks']} tasks")

@@ -31,6 +31,15 @@ class Processes:
 
             PartialState().wait_for_everyone()
 
+    def close(self) -> None:
+        """Leave the process group once every process is done (a rank exiting with its group alive
+        can abort at shutdown and fail the launch)."""
+        if self.world_size > 1:
+            from accelerate import PartialState
+
+            PartialState().wait_for_everyone()
+            PartialState().destroy_process_group()
+
     def broadcast(self, value: Any) -> Any:
         """The main process's ``value``, on every process (a picklable object)."""
         if self.world_size == 1:

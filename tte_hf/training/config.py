@@ -53,3 +53,11 @@ def override_args(pairs: list[str]) -> list[str]:
             raise ValueError(f"--set expects KEY=VALUE, got {pair!r}.")
         argv += [f"--{key}", value]
     return argv
+
+
+def finish_run(trainer) -> None:
+    """End a launched run: every rank waits for the main process to finish saving, then leaves the
+    process group. A rank that exits with its gloo/NCCL group still alive can abort at interpreter
+    shutdown ("terminate called without an active exception") and fail the launch."""
+    trainer.accelerator.wait_for_everyone()
+    trainer.accelerator.end_training()

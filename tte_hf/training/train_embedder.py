@@ -139,8 +139,10 @@ def save_embedder(trainer, processor, output_dir: str, merge_lora: bool = True) 
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .config import finish_run
+
     argv = list(sys.argv[1:] if argv is None else argv)
-    train_embedder(None, argv)
+    finish_run(train_embedder(None, argv))
     return 0
 
 

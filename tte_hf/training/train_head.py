@@ -209,7 +209,9 @@ def run_head_training(head_args, training_args):
 
 
 def main(argv: list[str] | None = None) -> int:
-    train_head(None, list(sys.argv[1:] if argv is None else argv))
+    from .config import finish_run
+
+    finish_run(train_head(None, list(sys.argv[1:] if argv is None else argv)))
     return 0
 
 
