@@ -57,7 +57,8 @@ def override_args(pairs: list[str]) -> list[str]:
 
 def finish_run(trainer) -> None:
     """End a launched run: every rank waits for the main process to finish saving, then leaves the
-    process group. A rank that exits with its gloo/NCCL group still alive can abort at interpreter
-    shutdown ("terminate called without an active exception") and fail the launch."""
+    process group (`Trainer.end`, transformers >= 5.18). A rank that exits with its gloo/NCCL group
+    still alive can abort at interpreter shutdown ("terminate called without an active exception")
+    and fail the launch."""
     trainer.accelerator.wait_for_everyone()
-    trainer.accelerator.end_training()
+    trainer.end()
