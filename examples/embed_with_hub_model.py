@@ -40,7 +40,7 @@ for text, trace, row in zip(args.query, traces, scores.tolist()):
 
 # The same documents through transformers' AutoModel (TTEEmbedderModel).
 embedder = AutoModel.from_pretrained(args.model, trust_remote_code=True).to(model.device).eval()
-processor = AutoProcessor.from_pretrained(args.model)
+processor = AutoProcessor.from_pretrained(args.model, trust_remote_code=True)
 texts = [
     processor.apply_chat_template(
         [{"role": "user", "content": [{"type": "text", "text": doc}]}], tokenize=False, add_generation_prompt=True

@@ -136,7 +136,7 @@ def _image(path: Path, color: str) -> Path:
 # --- 2. teacher traces from an OpenAI-compatible server ------------------------------------------------
 
 
-def test_generate_ecr_with_teacher_writes_one_trace_per_row_and_resumes(data, hub_cache, tmp_path):
+def test_generate_ecr_with_teacher_writes_one_trace_per_row(data, hub_cache, tmp_path):
     from tte_hf.ecr import task_prompt
 
     rows = [json.loads(line) for line in data["data"].read_text().splitlines()]
@@ -144,18 +144,17 @@ def test_generate_ecr_with_teacher_writes_one_trace_per_row_and_resumes(data, hu
     args += ["--model", "teacher", "--output", tmp_path / "ecr.jsonl"]
     with ChatServer() as server:
         stdout = run_example("generate_ecr_with_teacher.py", *args, "--base-url", server.base_url, cwd=tmp_path, hub_cache=hub_cache)  # fmt: skip
-        again = run_example("generate_ecr_with_teacher.py", *args, "--base-url", server.base_url, cwd=tmp_path, hub_cache=hub_cache)  # fmt: skip
     records = [json.loads(line) for line in (tmp_path / "ecr.jsonl").read_text().splitlines()]
     assert sorted(r["id"] for r in records) == sorted(r["id"] for r in rows)
     # The fake teacher answers "<think> {the user text} </think> ok"; the parser splits it.
     for record in records:
         assert record["final"] == "ok" and "Find the color and shape" in record["thought"]
-    assert len(server.received) == len(rows)  # the second run resumed: nothing asked again
+    assert len(server.received) == len(rows)  # one request per row, no retries
     assert all(body["messages"][0]["content"] == task_prompt("classification") for body in server.received)
     sent = sorted(np.asarray(ChatServer.images(body)[0]).tobytes() for body in server.received)
     on_disk = sorted(np.asarray(Image.open(data["image_root"] / r["qry_image_path"])).tobytes() for r in rows)
     assert sent == on_disk
-    assert "8 traces written (0 already done)" in stdout and "0 traces written (8 already done)" in again
+    assert "8 traces written (0 already done)" in stdout
 
 
 # --- 3. student reasoner SFT ----------------------------------------------------------------------------
@@ -336,7 +335,7 @@ def mirror(tmp_path_factory):
     return root
 
 
-def test_evaluate_mmeb_scores_a_mirrored_task_and_resumes(exported, mirror, hub_cache, tmp_path):
+def test_evaluate_mmeb_scores_a_mirrored_task(exported, mirror, hub_cache, tmp_path):
     args = ["--model", exported[0], "--tasks", "ImageNet-1K", "--data-root", mirror / "data"]
     args += [
         "--image-root",
@@ -358,7 +357,3 @@ def test_evaluate_mmeb_scores_a_mirrored_task_and_resumes(exported, mirror, hub_
     assert len(hits) == 4 and task["main_score"] == pytest.approx(100 * np.mean(hits))
     assert report["overall"] == pytest.approx(task["main_score"])
     assert f"ImageNet-1K: hit@1 {task['main_score']:.1f} (4 queries)" in stdout
-    chunks = {p: p.stat().st_mtime_ns for p in (tmp_path / "results").rglob("*.safetensors")}
-    again = run_example("evaluate_mmeb.py", *args, cwd=tmp_path, hub_cache=hub_cache)
-    assert chunks and {p: p.stat().st_mtime_ns for p in chunks} == chunks  # resumed: nothing embedded again
-    assert f"ImageNet-1K: hit@1 {task['main_score']:.1f} (4 queries)" in again
