@@ -24,7 +24,7 @@ parser.add_argument(
 )
 parser.add_argument("--output", default="hub/tte-2b", help="Export folder (must not exist or be empty).")
 parser.add_argument("--repo-id", default="my-org/tte-2b")
-parser.add_argument("--reasoner", default="my-org/tte-reasoner-2b", help="Reasoner repo id (embedders only).")
+parser.add_argument("--reasoner", help="Reasoner repo id the embedder calls at query time (not for unified models).")
 parser.add_argument("--base-model", default="Qwen/Qwen2-VL-2B-Instruct")
 parser.add_argument("--dataset", nargs="*", default=["TIGER-Lab/MMEB-train"])
 parser.add_argument("--eval-report", help="report.json of examples/evaluate_mmeb.py: becomes the card's model-index.")
@@ -34,7 +34,7 @@ parser.add_argument("--no-push", action="store_true")
 args = parser.parse_args()
 
 card = CardInfo(repo_id=args.repo_id, base_model=args.base_model, datasets=args.dataset, eval_report=args.eval_report)
-folder = export_model(args.checkpoint, args.output, reasoner=args.reasoner or None, card=card)
+folder = export_model(args.checkpoint, args.output, reasoner=args.reasoner, card=card)
 print(f"Exported {args.checkpoint} to {folder}: {sorted(p.name for p in folder.iterdir())}")
 if args.vllm:
     print(f"vLLM export: {export_vllm(args.checkpoint, f'{args.output}-vllm')}")

@@ -65,7 +65,9 @@ recipe = {
     "report_to": "none",
     "output_dir": args.output,
 }
-trainer = train_head(recipe, overrides)  # saves the head alone; the config names the reasoner
+trainer = train_head(recipe, overrides)  # saves the head alone; its config names the reasoner
+losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
+print(f"Head loss {losses[0]:.3f} -> {losses[-1]:.3f} over {trainer.state.global_step} steps; model in {args.output}")
 
 # One model: generate_and_embed under the hood, the traces kept for inspection.
 model = build_sentence_transformer(args.output, reasoning_task=args.task, max_new_tokens=args.max_new_tokens)
