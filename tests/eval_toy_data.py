@@ -148,3 +148,14 @@ def tiny_st_model(path: str):
     transformer = Transformer(path, processing_kwargs={"chat_template": {"add_generation_prompt": True}})
     pooling = Pooling(transformer.get_embedding_dimension(), pooling_mode="lasttoken")
     return SentenceTransformer(modules=[transformer, pooling, Normalize()], device="cpu")
+
+
+def write_hub_dataset(folder: Path, configs: dict, split: str) -> None:
+    """Lay `datasets.Dataset` configs out as a Hub dataset repo does (what a local mirror holds):
+    ``<config>/<split>-00000-of-00001.parquet`` and the README's ``configs`` YAML."""
+    yaml = ["---", "configs:"]
+    for name, data in configs.items():
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        data.to_parquet(str(folder / name / f"{split}-00000-of-00001.parquet"))
+        yaml += [f"- config_name: {name}", "  data_files:", f"  - split: {split}", f"    path: {name}/{split}-*"]
+    (folder / "README.md").write_text("\n".join(yaml + ["---", ""]))

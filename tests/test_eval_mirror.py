@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from eval_toy_data import COLORS, Recorder, tiny_st_model
+from eval_toy_data import write_hub_dataset as _hub_repo
 from PIL import Image
 
 import tte_hf.evaluation
@@ -15,16 +16,6 @@ from tte_hf.evaluation import evaluate
 from tte_hf.evaluation.video_data import MVBENCH_SUBSETS
 
 names_in_order = list(COLORS)
-
-
-def _hub_repo(folder, configs: dict[str, datasets.Dataset], split: str) -> None:
-    """Write datasets as ``<config>/<split>-00000-of-00001.parquet`` with the README's ``configs`` YAML."""
-    yaml = ["---", "configs:"]
-    for name, data in configs.items():
-        (folder / name).mkdir(parents=True, exist_ok=True)
-        data.to_parquet(str(folder / name / f"{split}-00000-of-00001.parquet"))
-        yaml += [f"- config_name: {name}", "  data_files:", f"  - split: {split}", f"    path: {name}/{split}-*"]
-    (folder / "README.md").write_text("\n".join(yaml + ["---", ""]))
 
 
 @pytest.fixture(scope="module")
