@@ -280,3 +280,41 @@ def test_model_meta_from_exported_folder(st_model, tmp_path):
     assert meta.n_parameters == sum(p.numel() for p in model.parameters())
     assert meta.experiment_kwargs["reasoner"] == "org/tte-reasoner"
     assert meta.use_instructions and set(meta.modalities) == {"text", "image"}
+
+
+_LOCAL_TASKS = """
+import sys
+sys.path.insert(0, {tests!r})
+from pathlib import Path
+import mteb
+import test_mteb
+_tasks = {{t.metadata.name: t for t in test_mteb.make_tasks(Path({root!r}))}}
+mteb.get_tasks = lambda tasks: [_tasks[name] for name in tasks]  # the script's task names, served locally
+"""
+
+
+def test_mteb_example_script_prints_the_scores_of_the_model_vectors(tiny_vlm, data_dir, tmp_path):
+    """examples/mteb_evaluate.py, run as a user runs it, on a saved model; mteb's task lookup is the
+    only thing swapped (for the local tasks above: mteb's own datasets need the network)."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    model = build_sentence_transformer(tiny_vlm, query_reasoning=False, prompts=PROMPTS)
+    model.save(str(tmp_path / "model"))
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(_LOCAL_TASKS.format(tests=str(root / "tests"), root=str(data_dir)))
+    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(site), str(root)]), "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, str(root / "examples" / "mteb_evaluate.py"), str(tmp_path / "model"), "LocalI2TRetrieval"]
+    cmd += ["--think", "false", "--batch-size", "4", "--output", str(tmp_path / "results")]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    printed = dict(line.split(": ") for line in done.stdout.strip().splitlines() if ": " in line)
+
+    rows = _rows(data_dir)
+    queries = model.encode_query([_open(data_dir, r) for r in rows[:8]], prompt=PROMPTS["LocalI2TRetrieval-query"])
+    docs = model.encode_document([f"a {r['color']} {r['shape']}" for r in rows[:11]], prompt=PROMPTS["document"])
+    expected = _ndcg_at_10(queries, docs, relevant=list(range(8)))
+    assert float(printed["LocalI2TRetrieval"]) == pytest.approx(expected, abs=1e-4)
