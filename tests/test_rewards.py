@@ -29,7 +29,9 @@ def test_format_reward_hand_cases(text, num_tokens, expected):
 
 def test_completion_text_reads_plain_and_conversational_completions():
     assert completion_text("abc") == "abc"
-    assert completion_text([{"role": "assistant", "content": [{"type": "text", "text": "a"}, {"type": "image"}]}]) == "a"
+    assert (
+        completion_text([{"role": "assistant", "content": [{"type": "text", "text": "a"}, {"type": "image"}]}]) == "a"
+    )
 
 
 class FakeEmbedder:

@@ -52,14 +52,20 @@ class ECRFormatReward:
 
     def score(self, text: str, num_tokens: int | None = None) -> float:
         """The reward of one completion (``num_tokens``: its generated length, if known)."""
-        if self.max_completion_length is not None and num_tokens is not None and num_tokens >= self.max_completion_length:
+        if (
+            self.max_completion_length is not None
+            and num_tokens is not None
+            and num_tokens >= self.max_completion_length
+        ):
             return 0.0
         ecr = parse_ecr(text)
         well_formed = not (_MALFORMED & set(ecr.issues)) and bool(ecr.thought)
         short_final = bool(ecr.final) and len(ecr.final.split()) <= self.max_final_words
         return 0.5 * well_formed + 0.5 * short_final
 
-    def __call__(self, completions: Sequence[Any], completion_ids: Sequence[Sequence[int]] | None = None, **_) -> list[float]:
+    def __call__(
+        self, completions: Sequence[Any], completion_ids: Sequence[Sequence[int]] | None = None, **_
+    ) -> list[float]:
         lengths = [len(ids) for ids in completion_ids] if completion_ids is not None else [None] * len(completions)
         return [self.score(completion_text(c), n) for c, n in zip(completions, lengths)]
 
