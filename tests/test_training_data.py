@@ -184,3 +184,23 @@ def test_shipped_recipes_parse_and_carry_the_paper_settings():
     assert (args.gradcache_chunk_size, args.learning_rate, args.max_steps, args.warmup_steps) == (8, 5e-5, 5000, 100)
     head, _ = parse_recipe((HeadArguments, ContrastiveTrainingArguments), recipes / "unified" / "qwen2vl_2b.yaml", cpu)
     assert (head.head_type, head.head_num_layers) == ("mhsa", 8)
+
+
+def test_grpo_recipes_parse_with_the_settings_they_cite():
+    """The real GRPO recipes' keys are all known (CPU parse), and DAPO-style settings hold for both backbones."""
+    from pathlib import Path
+
+    from trl import GRPOConfig, ModelConfig, ScriptArguments
+
+    from tte_hf.training.train_reasoner_rl import RLArguments
+
+    recipes = Path(__file__).resolve().parents[1] / "recipes" / "reasoner"
+    cpu = ["--bf16", "false", "--use_cpu", "true", "--use_vllm", "false"]
+    for name in ("qwen2vl_2b_grpo", "qwen3vl_2b_grpo"):
+        _, grpo, _, rl = parse_recipe(
+            (ScriptArguments, GRPOConfig, ModelConfig, RLArguments), recipes / f"{name}.yaml", cpu
+        )
+        assert (grpo.loss_type, grpo.beta, grpo.epsilon, grpo.epsilon_high) == ("dapo", 0.0, 0.2, 0.28)
+        assert (grpo.num_generations, grpo.learning_rate, grpo.max_completion_length) == (8, 1e-6, 512)
+        assert rl.rewards == ["retrieval", "ecr_format"] and len(grpo.reward_weights) == 2
+        assert rl.freeze_vision_tower and rl.embedder_name_or_path

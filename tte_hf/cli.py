@@ -17,6 +17,7 @@ COMMANDS = {
     "eval": "eval",
     "prepare-sft": "prepare_sft",
     "train-reasoner": "train_reasoner",
+    "train-reasoner-rl": "train_reasoner_rl",
     "train-embedder": "train_embedder",
     "train-head": "train_head",
     "demo": "demo",

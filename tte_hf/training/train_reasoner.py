@@ -14,6 +14,8 @@ from typing import Any
 CHAT_TEMPLATES = Path(__file__).parent / "chat_templates"
 ECR_TRAINING_TEMPLATE = CHAT_TEMPLATES / "qwen2_vl_ecr_training.jinja"
 _QWEN_VL_TYPES = ("qwen2_vl", "qwen2_5_vl")
+#: LoRA on the language model only: the vision tower stays as it is.
+LANGUAGE_MODEL_LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 
 
 @dataclass
@@ -122,8 +124,7 @@ def run_sft(script_args, training_args, model_args, reasoner_args):
         freeze_vision(model)
     peft_config = get_peft_config(model_args)
     if peft_config is not None and peft_config.target_modules is None:
-        # LoRA on the language model only: the vision tower stays as it is.
-        peft_config.target_modules = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+        peft_config.target_modules = LANGUAGE_MODEL_LORA_TARGETS
     trainer = SFTTrainer(
         model=model,
         args=training_args,
