@@ -4,7 +4,7 @@ import threading
 import pytest
 from PIL import Image
 
-import tte_hf.reasoning.cache as cache_module
+import tte_hf.fingerprints as key_module
 from tte_hf.reasoning import CachedReasoner, ECRCache, ReasoningRequest, cache_key, load_reasoner
 
 
@@ -71,9 +71,9 @@ def test_every_key_part_invalidates(backend, monkeypatch):
         "revision": cache_key({**description, "revision": "abc123"}, base),
         "generation": cache_key({**description, "max_new_tokens": 9}, base),
     }
-    monkeypatch.setattr(cache_module, "PROMPT_VERSION", "ecr-v999")
+    monkeypatch.setattr(key_module, "PROMPT_VERSION", "ecr-v999")
     variants["prompt version"] = cache_key(description, base)
-    monkeypatch.setattr(cache_module, "task_prompt", lambda task: "a reworded prompt")
+    monkeypatch.setattr(key_module, "task_prompt", lambda task: "a reworded prompt")
     variants["prompt text"] = cache_key(description, base)
     assert all(v != key for v in variants.values())
     assert len(set(variants.values())) == len(variants)
