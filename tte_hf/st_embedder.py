@@ -26,7 +26,7 @@ from .ecr import parse_ecr
 from .inputs import build_messages, embedder_system_prompt, embedder_text, render_prompt
 from .reasoner_openai import OpenAIReasoner
 from .reasoner_transformers import TransformersReasoner
-from .st_inputs import ParsedInput, TTEInputsMixin
+from .st_inputs import INPUT_SETTINGS, ParsedInput, TTEInputsMixin
 
 REASONING_SOURCES = ("off", "transformers", "openai")
 _HUB_KEYS = ("token", "cache_dir", "revision", "subfolder", "local_files_only")
@@ -50,11 +50,10 @@ class TTETransformer(TTEInputsMixin, Transformer):
         trace_mode: ``"full"`` (thought + final) or ``"final"``, see ``ecr.parse_ecr``.
         max_new_tokens: cap on the trace length of the built-in reasoners.
         system_prompt: system message of the embedder sequence (``None``: none).
-        min_pixels / max_pixels: image pixel budget; max_image_pixels: decompression-bomb limit.
-        allow_image_urls: fetch ``http(s)`` image URLs (off by default) with ``url_timeout`` and
-            ``max_url_bytes`` limits.
-        embedding_cache_size: turn on the model's embedding cache with this many entries (LRU);
-            ``None``: off (see `TTESentenceTransformer`).
+        min_pixels, max_pixels, max_image_pixels, allow_image_urls, url_timeout, max_url_bytes,
+            embedding_cache_size: see `st_inputs.INPUT_SETTINGS` (the embedding cache is
+            `TTESentenceTransformer`'s).
+        Other keyword arguments go to ST's `Transformer`.
     """
 
     config_keys: list[str] = [
@@ -70,13 +69,7 @@ class TTETransformer(TTEInputsMixin, Transformer):
         "trace_mode",
         "max_new_tokens",
         "system_prompt",
-        "min_pixels",
-        "max_pixels",
-        "max_image_pixels",
-        "allow_image_urls",
-        "url_timeout",
-        "max_url_bytes",
-        "embedding_cache_size",
+        *INPUT_SETTINGS,
     ]
     forward_kwargs = {"think"}
 
@@ -95,13 +88,6 @@ class TTETransformer(TTEInputsMixin, Transformer):
         trace_mode: str = "full",
         max_new_tokens: int = 256,
         system_prompt: str | None = None,
-        min_pixels: int | None = None,
-        max_pixels: int | None = None,
-        max_image_pixels: int = 178_956_970,
-        allow_image_urls: bool = False,
-        url_timeout: float = 10.0,
-        max_url_bytes: int = 20 * 1024 * 1024,
-        embedding_cache_size: int | None = None,
         **transformer_kwargs,
     ):
         if reasoning_source not in REASONING_SOURCES:
@@ -111,6 +97,7 @@ class TTETransformer(TTEInputsMixin, Transformer):
         if reasoning_source == "openai" and not (reasoner_endpoint and reasoner_model):
             raise ValueError("reasoning_source='openai' needs reasoner_endpoint and reasoner_model.")
         parse_ecr("").for_embedder(trace_mode)  # validates the mode early
+        settings = {name: transformer_kwargs.pop(name) for name in INPUT_SETTINGS if name in transformer_kwargs}
         # Qwen2-VL cannot take unpadded (flattened) batches; the pooled token must stay last.
         transformer_kwargs.setdefault("unpad_inputs", False)
         # Where this model was loaded from (ST's `load` passes them in model_kwargs): the bundled reasoner is
@@ -130,10 +117,8 @@ class TTETransformer(TTEInputsMixin, Transformer):
         self.trace_mode = trace_mode
         self.max_new_tokens = max_new_tokens
         self.system_prompt = system_prompt
-        self.min_pixels, self.max_pixels, self.max_image_pixels = min_pixels, max_pixels, max_image_pixels
-        self.allow_image_urls, self.url_timeout, self.max_url_bytes = allow_image_urls, url_timeout, max_url_bytes
+        self._set_input_settings(settings)
         self._reasoner = None
-        self.embedding_cache_size = embedding_cache_size
         #: raw reasoner outputs by input fingerprint; any MutableMapping[str, str] can replace it
         self.ecr_cache: MutableMapping[str, str] = {}
 

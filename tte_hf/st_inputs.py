@@ -16,12 +16,33 @@ from sentence_transformers import SentenceTransformer
 
 from .ecr import parse_ecr
 from .fingerprints import ecr_cache_key
-from .inputs import check_image_source, load_image, load_video
+from .inputs import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    DEFAULT_MAX_URL_BYTES,
+    DEFAULT_URL_TIMEOUT,
+    check_image_source,
+    load_image,
+    load_video,
+)
 from .reasoner_base import ReasoningRequest
 from .st_model import TTESentenceTransformer
 from .st_state import ModelLock, PerThreadState
 
 INPUT_KEYS = ("text", "image", "images", "video", "reasoning", "task")
+
+#: Settings both TTE modules take as keyword arguments and save in their configs, with their defaults:
+#: ``min_pixels`` / ``max_pixels`` (image pixel budget), ``max_image_pixels`` (decompression-bomb
+#: limit), ``allow_image_urls`` (fetch ``http(s)`` images, within ``url_timeout`` and ``max_url_bytes``)
+#: and ``embedding_cache_size`` (entries of the model's embedding cache, LRU; ``None``: off).
+INPUT_SETTINGS: dict[str, Any] = {
+    "min_pixels": None,
+    "max_pixels": None,
+    "max_image_pixels": DEFAULT_MAX_IMAGE_PIXELS,
+    "allow_image_urls": False,
+    "url_timeout": DEFAULT_URL_TIMEOUT,
+    "max_url_bytes": DEFAULT_MAX_URL_BYTES,
+    "embedding_cache_size": None,
+}
 
 
 class ParsedInput(dict):
@@ -96,6 +117,14 @@ class TTEInputsMixin:
         return json.dumps(self._reasoner_description(), sort_keys=True, default=str)
 
     # --- inputs ---------------------------------------------------------------------------------
+
+    def _set_input_settings(self, settings: Mapping[str, Any]) -> None:
+        """Set every `INPUT_SETTINGS` attribute from ``settings`` (defaults for those left out)."""
+        unknown = sorted(set(settings) - set(INPUT_SETTINGS))
+        if unknown:
+            raise TypeError(f"{type(self).__name__} got unknown argument(s) {unknown}.")
+        for name, default in INPUT_SETTINGS.items():
+            setattr(self, name, settings.get(name, default))
 
     def _load_options(self) -> dict[str, Any]:
         return {

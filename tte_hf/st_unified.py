@@ -16,7 +16,7 @@ from sentence_transformers.base.modules import InputModule
 from .generation_tte import decoding_settings
 from .inputs import END_OF_TURN, build_messages, embedder_system_prompt, embedder_text, render_prompt
 from .reasoner_base import ReasoningRequest
-from .st_inputs import TTEInputsMixin
+from .st_inputs import INPUT_SETTINGS, TTEInputsMixin
 from .st_state import LRUCache
 
 
@@ -66,6 +66,7 @@ class TTEUnifiedTransformer(TTEInputsMixin, InputModule):
     and inputs without reasoning take one forward pass over prompt + trace + end token. The module
     outputs ``sentence_embedding`` (the head pools and normalises), so it stands alone in the model.
     The sequence is the reasoner's own: system = the task prompt, the ST prompt = the instruction.
+    Besides its own arguments it takes the `st_inputs.INPUT_SETTINGS` (pixel budget, URLs, cache size).
     """
 
     config_file_name = "tte_unified_config.json"
@@ -75,13 +76,7 @@ class TTEUnifiedTransformer(TTEInputsMixin, InputModule):
         "reasoning_task",
         "max_new_tokens",
         "generation_settings",
-        "min_pixels",
-        "max_pixels",
-        "max_image_pixels",
-        "allow_image_urls",
-        "url_timeout",
-        "max_url_bytes",
-        "embedding_cache_size",
+        *INPUT_SETTINGS,
     ]
     save_in_root = True
     forward_kwargs = {"think"}
@@ -96,17 +91,12 @@ class TTEUnifiedTransformer(TTEInputsMixin, InputModule):
         reasoning_task: str = "generic",
         max_new_tokens: int | None = None,
         generation_settings: dict | None = None,
-        min_pixels: int | None = None,
-        max_pixels: int | None = None,
-        max_image_pixels: int = 178_956_970,
-        allow_image_urls: bool = False,
-        url_timeout: float = 10.0,
-        max_url_bytes: int = 20 * 1024 * 1024,
-        embedding_cache_size: int | None = None,
         model_kwargs: dict | None = None,
         processor_kwargs: dict | None = None,
+        **input_settings,
     ):
         super().__init__()
+        self._set_input_settings(input_settings)  # before the weights load: a misspelt setting fails fast
         from transformers import AutoProcessor
 
         from .modeling_tte import TTEUnifiedModel
@@ -121,9 +111,6 @@ class TTEUnifiedTransformer(TTEInputsMixin, InputModule):
         #: decoding of the traces: greedy unless this asks otherwise (`generation_tte.decoding_settings`)
         self.generation_settings = generation_settings
         decoding_settings(**(generation_settings or {}))  # unknown keys fail at load, not at the first query
-        self.min_pixels, self.max_pixels, self.max_image_pixels = min_pixels, max_pixels, max_image_pixels
-        self.allow_image_urls, self.url_timeout, self.max_url_bytes = allow_image_urls, url_timeout, max_url_bytes
-        self.embedding_cache_size = embedding_cache_size
         self._reasoner = _UnifiedBackboneReasoner(self)
         self.ecr_cache: MutableMapping[str, str] = {}
         #: generated trace token ids by cache key: a repeated input re-reads exactly the tokens that were
