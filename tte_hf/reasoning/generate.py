@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..ecr import PROMPT_VERSION, parse_ecr
-from ..reasoner_base import ReasoningBackend, ReasoningRequest
+from .base import ReasoningBackend, ReasoningRequest
 from .sources import INPUT_FORMATS, BadInputError, BadItem, ECRItem, ItemReader, detect_format, load_images, shard_of
 
 logger = logging.getLogger(__name__)

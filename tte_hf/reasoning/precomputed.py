@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..reasoner_base import ReasoningBackend, ReasoningRequest
+from .base import ReasoningBackend, ReasoningRequest
 
 
 class PrecomputedReasoner(ReasoningBackend):
