@@ -2,7 +2,9 @@
 
 ``faults[key]`` is a list of modes served in turn to requests whose user text contains ``key``:
 ``"500"``, ``"429"``, ``"timeout"`` (sleeps ``slow_seconds`` before answering), ``"malformed"`` (200
-with a body that is not JSON), ``"no_choices"`` (200, JSON without choices); then it answers normally.
+with a body that is not JSON), ``"no_choices"`` (200, JSON without choices), ``"split"`` (the thought
+in ``reasoning_content`` and ``ok`` in ``content``, as a server with a reasoning parser answers),
+``"thought_only"`` (``reasoning_content`` and a null ``content``); then it answers normally.
 A key mapped to ``"always500"`` always fails.
 """
 
@@ -96,6 +98,9 @@ class ChatServer:
                 self._send(handler, 200, b'{"choices": [{"message": {"content": "cut')
             elif mode == "no_choices":
                 self._send(handler, 200, b'{"object": "chat.completion"}')
+            elif mode in ("split", "thought_only"):
+                message = {"role": "assistant", "reasoning_content": text, "content": "ok" if mode == "split" else None}
+                self._send(handler, 200, json.dumps({"choices": [{"message": message}]}).encode())
             else:
                 if mode == "timeout":
                     time.sleep(self.slow_seconds)

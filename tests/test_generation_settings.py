@@ -15,7 +15,6 @@ from tte_hf.inputs import build_messages, render_prompt
 from tte_hf.modeling_tte import TTEUnifiedModel
 from tte_hf.reasoning import ReasoningRequest
 from tte_hf.reasoning.transformers_backend import TransformersReasoner
-from tte_hf.sentence_transformer_tte import TransformersReasoner as RemoteCodeReasoner
 
 NEW_TOKENS = 12
 TEXTS = ["what color is the bus", "a dog on a road near a tree"]
@@ -71,13 +70,6 @@ def test_transformers_backend_is_greedy_on_a_sampling_checkpoint(sampling_vlm, g
     first, second = reasoner.generate(_requests()), reasoner.generate(_requests())
     assert first == second == reasoner.processor.batch_decode(greedy_reference, skip_special_tokens=True)
     assert [list(t.token_ids) for t in first] == [list(t.token_ids) for t in second] == greedy_reference
-
-
-def test_remote_code_reasoner_is_greedy_on_a_sampling_checkpoint(sampling_vlm, greedy_reference):
-    reasoner = RemoteCodeReasoner(sampling_vlm, max_new_tokens=NEW_TOKENS)
-    first, second = reasoner.generate(_requests()), reasoner.generate(_requests())
-    expected = reasoner.processor.batch_decode(greedy_reference, skip_special_tokens=True)
-    assert first == second == expected
 
 
 def test_generate_and_embed_is_greedy_on_a_sampling_checkpoint(sampling_vlm, greedy_reference):

@@ -247,7 +247,14 @@ def test_head_only_save_references_backbone(tiny_vlm, tmp_path):
     model = TTEUnifiedModel.from_backbone(tiny_vlm, head_type="attention_pooler", head_kwargs=HEAD_KWARGS).eval()
     model.save_head(tmp_path / "head")
     files = sorted(p.name for p in (tmp_path / "head").iterdir())
-    assert files == ["config.json", "configuration_tte.py", "head.safetensors", "heads.py", "modeling_tte.py"]
+    assert files == [
+        "config.json",
+        "configuration_tte.py",
+        "generation_tte.py",
+        "head.safetensors",
+        "heads.py",
+        "modeling_tte.py",
+    ]
     assert (tmp_path / "head" / "head.safetensors").stat().st_size < 200_000
     loaded = AutoModel.from_pretrained(tmp_path / "head")
     assert isinstance(loaded, TTEUnifiedModel)

@@ -4,7 +4,7 @@ import threading
 import pytest
 from PIL import Image
 
-import tte_hf.reasoning.cache as cache_module
+import tte_hf.fingerprints as key_module
 from tte_hf.reasoning import CachedReasoner, ECRCache, ReasoningRequest, cache_key, load_reasoner
 
 
@@ -71,9 +71,9 @@ def test_every_key_part_invalidates(backend, monkeypatch):
         "revision": cache_key({**description, "revision": "abc123"}, base),
         "generation": cache_key({**description, "max_new_tokens": 9}, base),
     }
-    monkeypatch.setattr(cache_module, "PROMPT_VERSION", "ecr-v999")
+    monkeypatch.setattr(key_module, "PROMPT_VERSION", "ecr-v999")
     variants["prompt version"] = cache_key(description, base)
-    monkeypatch.setattr(cache_module, "task_prompt", lambda task: "a reworded prompt")
+    monkeypatch.setattr(key_module, "task_prompt", lambda task: "a reworded prompt")
     variants["prompt text"] = cache_key(description, base)
     assert all(v != key for v in variants.values())
     assert len(set(variants.values())) == len(variants)
@@ -124,3 +124,30 @@ def test_concurrent_readers_and_one_writer(tmp_path):
 def test_load_reasoner_wraps_in_cache(tiny_vlm, tmp_path):
     reasoner = load_reasoner(backend="transformers", model=tiny_vlm, max_new_tokens=4, cache=str(tmp_path / "x.db"))
     assert isinstance(reasoner, CachedReasoner) and (tmp_path / "x.db").exists()
+
+
+def test_key_scheme_is_unchanged_for_cache_files_on_disk():
+    """The key as the SQLite cache has always computed it, written out here: a change would orphan every
+    ECR cache already on disk (the sentence-transformers module now shares this scheme, not the reverse)."""
+    import hashlib
+    import json
+
+    from tte_hf.ecr import PROMPT_VERSION, task_prompt
+
+    image = Image.new("RGB", (6, 4), (10, 200, 30))
+    request = ReasoningRequest(text="a cat", images=(image,), video=(image, image), instruction="Find", task="vqa")
+    head = {
+        "reasoner": {"model": "m"},
+        "prompt_version": PROMPT_VERSION,
+        "prompt": task_prompt("vqa"),
+        "task": "vqa",
+        "instruction": "Find",
+        "text": "a cat",
+        "images": 1,
+        "video": 2,
+    }
+    digest = hashlib.sha256(json.dumps(head, sort_keys=True, default=str).encode())
+    for _ in range(3):
+        digest.update(b"RGB:(6, 4)")
+        digest.update(image.tobytes())
+    assert cache_key({"model": "m"}, request) == digest.hexdigest()

@@ -5,7 +5,7 @@ import pytest
 from chat_server import ChatServer
 from PIL import Image
 
-from tte_hf.ecr import task_prompt
+from tte_hf.ecr import parse_ecr, task_prompt
 from tte_hf.reasoning import ReasoningRequest, load_reasoner
 from tte_hf.reasoning.openai_backend import ReasonerRequestError
 
@@ -92,3 +92,13 @@ def test_unreachable_server_is_retried_then_reported():
     )
     with pytest.raises(ReasonerRequestError, match="item 'u'.*2 attempts.*connection failed"):
         reasoner.generate([ReasoningRequest(text="u", item_id="u")])
+
+
+def test_a_thought_returned_apart_is_kept_inside_think_tags(server):
+    # vLLM's reasoning parsers move the thought into `reasoning_content`; the ECR is thought + final part.
+    server.faults = {"split": ["split"], "budget": ["thought_only"]}
+    texts = ["split reply", "budget spent", "plain"]
+    requests = [ReasoningRequest(text=t, item_id=t) for t in texts]
+    traces = _reasoner(server, max_retries=0).generate(requests)
+    assert traces == ["<think>split reply</think>ok", "<think>budget spent</think>", "<think> plain </think> ok"]
+    assert parse_ecr(traces[0]).thought == "split reply" and parse_ecr(traces[0]).final == "ok"

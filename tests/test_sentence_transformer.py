@@ -140,6 +140,38 @@ class CountingReasoner:
         return self.backend.generate(requests)
 
 
+def test_built_models_hold_tte_hf_classes(st_reasoning, unified_dir, tiny_vlm):
+    """One class identity in the process: the factory's modules and reasoners are the package's own."""
+    from tte_hf.reasoning.openai_backend import OpenAIReasoner
+    from tte_hf.reasoning.transformers_backend import TransformersReasoner
+    from tte_hf.sentence_transformer_tte import TTESentenceTransformer, TTETransformer, TTEUnifiedTransformer
+
+    assert type(st_reasoning) is TTESentenceTransformer and type(st_reasoning[0]) is TTETransformer
+    assert type(st_reasoning[0].reasoner) is TransformersReasoner
+    served = build_sentence_transformer(tiny_vlm, reasoner_endpoint="http://127.0.0.1:9/v1", reasoner_model="m")
+    assert type(served[0].reasoner) is OpenAIReasoner
+    assert type(build_sentence_transformer(unified_dir, max_new_tokens=4)[0]) is TTEUnifiedTransformer
+
+
+def test_ecr_cache_key_is_the_shared_one_with_the_prompt_version(st_reasoning, images, monkeypatch):
+    import tte_hf.fingerprints
+    from tte_hf.reasoning import ReasoningRequest, cache_key
+
+    module = st_reasoning[0]
+    counting = CountingReasoner(module.reasoner)
+    module.set_reasoner(counting)
+    module.ecr_cache.clear()
+    try:
+        st_reasoning.encode_query([{"text": "which dog", "image": images[0]}])
+        request = ReasoningRequest(text="which dog", images=(images[0],), instruction=INSTRUCTION, task="generic")
+        assert list(module.ecr_cache) == [cache_key(counting.describe(), request)]  # as generate-ecr's SQLite cache
+        monkeypatch.setattr(tte_hf.fingerprints, "PROMPT_VERSION", "ecr-v999")  # reworded prompts: traces are stale
+        st_reasoning.encode_query([{"text": "which dog", "image": images[0]}])
+        assert counting.requests == 2
+    finally:
+        module.set_reasoner(counting.backend)
+
+
 def test_repeated_queries_hit_the_ecr_cache(st_reasoning, images):
     module = st_reasoning[0]
     counting = CountingReasoner(module.reasoner)
@@ -493,9 +525,13 @@ def test_chat_conversation_input_matches_dict_input(st_off, images):
     torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
 
 
-def test_saved_code_has_no_tte_hf_imports(st_off, tmp_path):
+def test_saved_code_is_the_shipped_set_without_tte_hf_imports(st_off, tmp_path):
+    from tte_hf.hub.export import REMOTE_CODE_FILES
+
     st_off.save(str(tmp_path / "m"))
-    for name in ("sentence_transformer_tte.py", "inputs.py", "ecr.py"):
+    saved = sorted(p.name for p in (tmp_path / "m").glob("*.py"))
+    assert saved == sorted(REMOTE_CODE_FILES)
+    for name in saved:
         source = (tmp_path / "m" / name).read_text()
         assert "import tte_hf" not in source and "from tte_hf" not in source, name
 

@@ -8,9 +8,18 @@ empty. Reasoner, embedder and unified model all build their text with these func
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 END_OF_TURN = "<|im_end|>"
+# MMEB (train and eval) marks where an image goes with Phi-3-V's tags such as <|image_1|>.
+_PHI3_IMAGE_TAG = re.compile(r"<\|image_\d+\|>")
+
+
+def strip_image_tags(text: str) -> str:
+    """``text`` without Phi-3-V image tags (``<|image_1|>``, as MMEB writes them) and outer spaces: the
+    chat messages place the images themselves (`build_messages`)."""
+    return _PHI3_IMAGE_TAG.sub("", text).strip()
 
 
 def build_messages(

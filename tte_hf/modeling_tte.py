@@ -15,16 +15,15 @@ from torch import nn
 from transformers import (
     AutoModel,
     AutoModelForImageTextToText,
-    LogitsProcessor,
     LogitsProcessorList,
     PreTrainedModel,
-    StoppingCriteria,
     StoppingCriteriaList,
 )
 from transformers.dynamic_module_utils import custom_object_save
 from transformers.utils import ModelOutput
 
 from .configuration_tte import TTEEmbedderConfig, TTEUnifiedConfig
+from .generation_tte import ForceTraceEnd, TraceEndFed, decoding_settings
 from .heads import build_head, last_token_pool
 
 HEAD_WEIGHTS_NAME = "head.safetensors"
@@ -39,48 +38,6 @@ _HEAD_CONFIG_KEYS = (
     "truncate_dim",
     "max_new_tokens",
 )
-
-
-#: Every ``generate`` setting that decides which token comes next, at its greedy / neutral value.
-#: ``generate`` fills each setting left unset from the checkpoint's ``generation_config`` (Qwen2.5-VL's
-#: samples, with a repetition penalty), so traces pass all of them explicitly: what is decoded is what
-#: `decoding_settings` returns, and ``describe()`` reports that.
-DECODING_DEFAULTS: dict = {
-    "do_sample": False,
-    "num_beams": 1,
-    "temperature": 1.0,
-    "top_k": 50,
-    "top_p": 1.0,
-    "min_p": None,
-    "typical_p": 1.0,
-    "epsilon_cutoff": 0.0,
-    "eta_cutoff": 0.0,
-    "repetition_penalty": 1.0,
-    "encoder_repetition_penalty": 1.0,
-    "no_repeat_ngram_size": 0,
-    "length_penalty": 1.0,
-    "min_length": 0,
-    "min_new_tokens": None,
-    "bad_words_ids": None,
-    "suppress_tokens": None,
-    "begin_suppress_tokens": None,
-    "sequence_bias": None,
-    "forced_bos_token_id": None,
-    "forced_eos_token_id": None,
-    "exponential_decay_length_penalty": None,
-    "renormalize_logits": False,
-    "remove_invalid_values": False,
-    "num_return_sequences": 1,
-}
-
-
-def decoding_settings(**settings) -> dict:
-    """Greedy decoding unless ``settings`` ask otherwise (e.g. ``do_sample=True, temperature=0.7``): every
-    key of `DECODING_DEFAULTS`, to pass to ``generate`` as keyword arguments."""
-    unknown = sorted(set(settings) - set(DECODING_DEFAULTS))
-    if unknown:
-        raise ValueError(f"unknown generation setting(s) {unknown}; use keys of {sorted(DECODING_DEFAULTS)}.")
-    return {**DECODING_DEFAULTS, **settings}
 
 
 def finalize_embeddings(embeddings: torch.Tensor, truncate_dim: int | None, normalize: bool) -> torch.Tensor:
@@ -193,34 +150,6 @@ class TTEEmbedderModel(TTEPreTrainedModel):
         pooled = last_token_pool(hidden, attention_mask)
         embeddings = finalize_embeddings(pooled, self.config.truncate_dim, self.config.normalize)
         return TTEEmbedderOutput(embeddings=embeddings, last_hidden_state=hidden)
-
-
-class _ForceTraceEnd(LogitsProcessor):
-    """Forces the end token at position ``max_trace_tokens`` of rows that have not ended yet."""
-
-    def __init__(self, prompt_len: int, max_trace_tokens: int, end_token_id: int):
-        self.prompt_len, self.max_trace_tokens, self.end_token_id = prompt_len, max_trace_tokens, end_token_id
-
-    def __call__(self, input_ids, scores):
-        generated = input_ids[:, self.prompt_len :]
-        if generated.shape[1] == self.max_trace_tokens:
-            open_rows = ~(generated == self.end_token_id).any(-1)
-            forced = torch.full_like(scores[open_rows], float("-inf"))
-            forced[:, self.end_token_id] = 0
-            scores[open_rows] = forced
-        return scores
-
-
-class _TraceEndFed(StoppingCriteria):
-    """Stops once every row's end token has been *fed* to the model, so its hidden state exists."""
-
-    def __init__(self, prompt_len: int, end_token_id: int):
-        self.prompt_len, self.end_token_id = prompt_len, end_token_id
-
-    def __call__(self, input_ids, scores, **kwargs):
-        fed = input_ids[:, self.prompt_len : -1]
-        done = (fed == self.end_token_id).any(-1)
-        return done.all().expand(input_ids.shape[0])
 
 
 class TTEUnifiedModel(TTEPreTrainedModel):
@@ -385,7 +314,7 @@ class TTEUnifiedModel(TTEPreTrainedModel):
         token from the hidden states the backbone computed while generating.
 
         Decoding is greedy whatever the checkpoint's ``generation_config`` says, unless
-        ``generation_settings`` ask otherwise (see `decoding_settings`). A trace is capped at
+        ``generation_settings`` ask otherwise (see `generation_tte.decoding_settings`). A trace is capped at
         ``max_new_tokens`` tokens, then the end token is forced. Rows that end early keep decoding until
         the slowest row's end token is fed; their extra tokens are masked.
         """
@@ -401,16 +330,16 @@ class TTEUnifiedModel(TTEPreTrainedModel):
             )
         prompt_len = input_ids.shape[1]
         logits_processor = LogitsProcessorList(generate_kwargs.pop("logits_processor", None) or [])
-        logits_processor.append(_ForceTraceEnd(prompt_len, cap, end_id))
+        logits_processor.append(ForceTraceEnd(prompt_len, cap, end_id))
         stopping_criteria = StoppingCriteriaList(generate_kwargs.pop("stopping_criteria", None) or [])
-        stopping_criteria.append(_TraceEndFed(prompt_len, end_id))
+        stopping_criteria.append(TraceEndFed(prompt_len, end_id))
         captured, captured_positions, handles = self._capture_head_inputs()
         try:
             sequences = self.backbone.generate(
                 input_ids=input_ids,
                 attention_mask=attention_mask,
                 max_new_tokens=cap + 2,
-                eos_token_id=None,  # rows keep decoding after their end token; `_TraceEndFed` stops
+                eos_token_id=None,  # rows keep decoding after their end token; `TraceEndFed` stops
                 logits_processor=logits_processor,
                 stopping_criteria=stopping_criteria,
                 **{**decoding_settings(**(generation_settings or {})), **generate_kwargs},

@@ -29,13 +29,24 @@ from .cards import (
 )
 from .sources import ExportError, Source, find_processor_dir, inspect_source, load_model, load_processor, resolve_config
 
-# Files copied flat next to the weights for trust_remote_code (those that exist in this install).
+# The package's own modules, copied flat next to the weights for trust_remote_code: each imports only
+# the standard library, third-party packages and (relatively) the others in this list.
 REMOTE_CODE_FILES = (
     "configuration_tte.py",
     "modeling_tte.py",
+    "generation_tte.py",
     "heads.py",
     "inputs.py",
     "ecr.py",
+    "fingerprints.py",
+    "reasoner_base.py",
+    "reasoner_transformers.py",
+    "reasoner_openai.py",
+    "st_state.py",
+    "st_inputs.py",
+    "st_embedder.py",
+    "st_unified.py",
+    "st_model.py",
     "sentence_transformer_tte.py",
 )
 MANIFEST_NAME = "tte_export.json"

@@ -2,14 +2,13 @@
 
 The key hashes everything that changes a trace: the reasoner's description (model id, revision,
 generation parameters), the prompt version and the task's prompt text, the task, the instruction,
-the text, and the pixels of every image and video frame. SQLite in WAL mode lets any number of
+the text, and the pixels of every image and video frame (`tte_hf.fingerprints.ecr_cache_key`, the
+scheme the sentence-transformers module's ECR cache uses too). SQLite in WAL mode lets any number of
 readers work alongside one writer (other writers wait on the lock, up to ``timeout`` seconds).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import sqlite3
 import threading
 import time
@@ -17,34 +16,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..ecr import PROMPT_VERSION, task_prompt
-from .base import ReasoningBackend, ReasoningRequest
+from ..fingerprints import ecr_cache_key as cache_key
+from ..reasoner_base import ReasoningBackend, ReasoningRequest
 
 _SCHEMA = "CREATE TABLE IF NOT EXISTS ecr (key TEXT PRIMARY KEY, trace TEXT NOT NULL, created REAL NOT NULL)"
-
-
-def _hash_image(digest, image) -> None:
-    digest.update(f"{image.mode}:{image.size}".encode())
-    digest.update(image.tobytes())
-
-
-def cache_key(reasoner: dict[str, Any], request: ReasoningRequest) -> str:
-    """The hex key of ``request`` answered by a reasoner described by ``reasoner`` (its ``describe()``)."""
-    digest = hashlib.sha256()
-    head = {
-        "reasoner": reasoner,
-        "prompt_version": PROMPT_VERSION,
-        "prompt": task_prompt(request.task),
-        "task": request.task,
-        "instruction": request.instruction,
-        "text": request.text,
-        "images": len(request.images),
-        "video": None if request.video is None else len(request.video),
-    }
-    digest.update(json.dumps(head, sort_keys=True, default=str).encode())
-    for image in (*request.images, *(request.video or ())):
-        _hash_image(digest, image)
-    return digest.hexdigest()
 
 
 class ECRCache:

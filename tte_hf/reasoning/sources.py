@@ -9,18 +9,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..ecr import MMEB_TRAIN_TASKS, TASKS
+from ..inputs import strip_image_tags
 
 INPUT_FORMATS = ("auto", "mmeb", "tte", "datasets")
 SIDES = ("query", "target")
-# MMEB-train marks the image position with Phi-3-V placeholders such as <|image_1|>.
-_MMEB_IMAGE_TOKEN = re.compile(r"<\|image_\d+\|>")
 
 
 class BadInputError(ValueError):
@@ -164,7 +162,7 @@ class ItemReader:
             error = f"text must be a string, got {type(text).__name__}"
             return BadItem(str(explicit_id or where), label, error, explicit_id is not None)
         if text:
-            text = _MMEB_IMAGE_TOKEN.sub("", text).strip() or None
+            text = strip_image_tags(text) or None
         images = [i for i in images if i not in (None, "")]
         refs = [self._resolve(i) for i in images]
         frames = [self._resolve(f) for f in video] if video else None

@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .base import ReasoningBackend, ReasoningRequest
-from .prompting import request_prompt
+from ..reasoner_base import ReasoningBackend, ReasoningRequest, request_prompt
 
 
 def _import_vllm():

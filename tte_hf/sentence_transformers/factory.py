@@ -1,4 +1,9 @@
-"""`build_sentence_transformer`: TTETransformer + lasttoken Pooling + Normalize as one ST model."""
+"""`build_sentence_transformer`: TTETransformer + lasttoken Pooling + Normalize as one ST model.
+
+The modules are ``tte_hf``'s own classes; their model's ``save`` (`tte_hf.st_model`) names them
+``sentence_transformer_tte.<Class>`` in ``modules.json`` and ships that code, so the folder loads
+with ``trust_remote_code`` where ``tte_hf`` is not installed.
+"""
 
 from __future__ import annotations
 
@@ -7,22 +12,6 @@ import os
 import shutil
 from pathlib import Path
 from typing import Any
-
-SHIPPED_MODULE = "sentence_transformer_tte"
-PACKAGE_DIR = Path(__file__).resolve().parent.parent
-
-
-def load_tte_transformer_class(name: str = "TTETransformer"):
-    """``name`` (`TTETransformer` or `TTEUnifiedTransformer`) imported the way ``trust_remote_code``
-    imports it (transformers' dynamic modules).
-
-    Then ST's own ``save`` sees a repo-local class: it writes ``sentence_transformer_tte.TTETransformer``
-    to ``modules.json`` and copies the file and its sibling imports (``inputs.py``, ``ecr.py``) next to
-    the weights, so the saved folder loads without ``tte_hf`` installed.
-    """
-    from transformers.dynamic_module_utils import get_class_from_dynamic_module
-
-    return get_class_from_dynamic_module(f"{SHIPPED_MODULE}.{name}", str(PACKAGE_DIR))
 
 
 def _config(path: str) -> dict[str, Any]:
@@ -85,7 +74,9 @@ def build_sentence_transformer(
             raise ValueError(
                 "a unified TTE model reasons with its own backbone; pass reasoner=None or a backend object."
             )
-        module = load_tte_transformer_class("TTEUnifiedTransformer")(
+        from ..st_unified import TTEUnifiedTransformer
+
+        module = TTEUnifiedTransformer(
             os.fspath(embedder_path),
             query_reasoning=query_reasoning,
             document_reasoning=document_reasoning,
@@ -95,8 +86,9 @@ def build_sentence_transformer(
         if backend is not None:
             module.set_reasoner(backend)
         return SentenceTransformer(modules=[module], prompts=prompts, truncate_dim=truncate_dim, device=device)
-    tte_transformer_cls = load_tte_transformer_class()
-    module = tte_transformer_cls(
+    from ..st_embedder import TTETransformer
+
+    module = TTETransformer(
         os.fspath(embedder_path),  # a TTEEmbedderModel checkpoint loads as itself (one copy of the weights)
         query_reasoning=query_reasoning,
         document_reasoning=document_reasoning,

@@ -95,9 +95,9 @@ class ContrastiveCollator:
                 images = [load_image(path) for side, _ in part for path in side.images]
                 batch = dict(self.processor(text=texts, images=images or None, padding=True, return_tensors="pt"))
                 if self.token_traces:
-                    from ..sentence_transformer_tte import _append_suffixes  # the unified ST module's own
+                    from ..st_unified import append_suffixes  # the unified ST module's own
 
-                    batch = _append_suffixes(batch, suffixes, self.processor.tokenizer.pad_token_id)
+                    batch = append_suffixes(batch, suffixes, self.processor.tokenizer.pad_token_id)
                 chunk |= batch
             chunks.append(chunk)
         return chunks

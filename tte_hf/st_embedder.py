@@ -1,0 +1,241 @@
+"""Sentence-transformers input module that reasons, then embeds (Think-Then-Embed).
+
+`TTETransformer` is ST's own `Transformer` with one step added in `preprocess`: each input gets an
+embedding-centric reasoning trace (ECR) from a reasoner, and the backbone reads the reasoner's
+generation sequence (prompt + trace as the assistant turn + end token). The embedding itself is
+ST's native ``Pooling(pooling_mode="lasttoken")`` + ``Normalize`` after this module.
+
+Why a `Transformer` subclass rather than a wrapper: loading, saving, device handling, training and
+the forward pass are exactly ST's; only the text the backbone reads differs. ST renders chat inputs
+its own way (prompt as a system message, no assistant turn), which is not the TTE sequence, so
+`preprocess` builds the text with ``inputs.render_prompt``/``embedder_text`` instead.
+
+Self-contained (stdlib, torch, transformers, sentence_transformers, PIL and sibling files): shipped
+next to the weights for ``trust_remote_code``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import MutableMapping, Sequence
+from typing import Any
+
+from sentence_transformers.base.modules import Transformer
+
+from .ecr import parse_ecr
+from .inputs import build_messages, embedder_system_prompt, embedder_text, render_prompt
+from .reasoner_openai import OpenAIReasoner
+from .reasoner_transformers import TransformersReasoner
+from .st_inputs import INPUT_SETTINGS, ParsedInput, TTEInputsMixin
+
+REASONING_SOURCES = ("off", "transformers", "openai")
+_HUB_KEYS = ("token", "cache_dir", "revision", "subfolder", "local_files_only")
+
+
+class TTETransformer(TTEInputsMixin, Transformer):
+    """ST input module for Think-Then-Embed: reason about each input, then run the embedder backbone
+    on prompt + trace. Follow it with ``Pooling(pooling_mode="lasttoken")`` and ``Normalize``.
+
+    Inputs: text, PIL image, `pathlib.Path`, numpy/tensor image, ``{"text", "image" | "images",
+    "video", "reasoning", "task"}`` dicts (a ``"reasoning"`` trace is used as is), or a chat
+    conversation (system / one user turn / optional assistant turn = the trace).
+
+    Args (saved in ``sentence_bert_config.json``, besides ST's own):
+        reasoning_source: ``"off"``, ``"transformers"`` (``reasoner_name_or_path``, a VLM checkpoint)
+            or ``"openai"`` (``reasoner_endpoint`` + ``reasoner_model``). A backend object set with
+            `set_reasoner` at runtime (vLLM, ``tte_hf.reasoning.load_reasoner``, ...) wins over it.
+        query_reasoning / document_reasoning: reason in ``encode_query`` / ``encode_document``
+            (plain ``encode`` follows ``document_reasoning``); ``think=`` overrides per call.
+        reasoning_task: task prompt name for the reasoner (an input's ``"task"`` key overrides it).
+        trace_mode: ``"full"`` (thought + final) or ``"final"``, see ``ecr.parse_ecr``.
+        max_new_tokens: cap on the trace length of the built-in reasoners.
+        system_prompt: system message of the embedder sequence (``None``: none).
+        min_pixels, max_pixels, max_image_pixels, allow_image_urls, url_timeout, max_url_bytes,
+            embedding_cache_size: see `st_inputs.INPUT_SETTINGS` (the embedding cache is
+            `TTESentenceTransformer`'s).
+        Other keyword arguments go to ST's `Transformer`.
+    """
+
+    config_keys: list[str] = [
+        *Transformer.config_keys,
+        "reasoning_source",
+        "reasoner_name_or_path",
+        "reasoner_revision",
+        "reasoner_endpoint",
+        "reasoner_model",
+        "query_reasoning",
+        "document_reasoning",
+        "reasoning_task",
+        "trace_mode",
+        "max_new_tokens",
+        "system_prompt",
+        *INPUT_SETTINGS,
+    ]
+    forward_kwargs = {"think"}
+
+    def __init__(
+        self,
+        model_name_or_path: str,
+        *,
+        reasoning_source: str = "off",
+        reasoner_name_or_path: str | None = None,
+        reasoner_revision: str | None = None,
+        reasoner_endpoint: str | None = None,
+        reasoner_model: str | None = None,
+        query_reasoning: bool = True,
+        document_reasoning: bool = False,
+        reasoning_task: str = "generic",
+        trace_mode: str = "full",
+        max_new_tokens: int = 256,
+        system_prompt: str | None = None,
+        **transformer_kwargs,
+    ):
+        if reasoning_source not in REASONING_SOURCES:
+            raise ValueError(f"reasoning_source={reasoning_source!r} is not one of {REASONING_SOURCES}.")
+        if reasoning_source == "transformers" and not reasoner_name_or_path:
+            raise ValueError("reasoning_source='transformers' needs reasoner_name_or_path (a VLM checkpoint).")
+        if reasoning_source == "openai" and not (reasoner_endpoint and reasoner_model):
+            raise ValueError("reasoning_source='openai' needs reasoner_endpoint and reasoner_model.")
+        parse_ecr("").for_embedder(trace_mode)  # validates the mode early
+        settings = {name: transformer_kwargs.pop(name) for name in INPUT_SETTINGS if name in transformer_kwargs}
+        # Qwen2-VL cannot take unpadded (flattened) batches; the pooled token must stay last.
+        transformer_kwargs.setdefault("unpad_inputs", False)
+        # Where this model was loaded from (ST's `load` passes them in model_kwargs): the bundled reasoner is
+        # read from the same repo, revision and cache, and a reasoner repo gets the same token and cache.
+        model_kwargs = transformer_kwargs.get("model_kwargs") or {}
+        self._hub_kwargs = {k: model_kwargs[k] for k in _HUB_KEYS if model_kwargs.get(k) not in (None, "")}
+        super().__init__(model_name_or_path, **transformer_kwargs)
+        self.model_name_or_path = model_name_or_path
+        self.reasoning_source = reasoning_source
+        self.reasoner_name_or_path = reasoner_name_or_path
+        self.reasoner_revision = reasoner_revision
+        self.reasoner_endpoint = reasoner_endpoint
+        self.reasoner_model = reasoner_model
+        self.query_reasoning = query_reasoning
+        self.document_reasoning = document_reasoning
+        self.reasoning_task = reasoning_task
+        self.trace_mode = trace_mode
+        self.max_new_tokens = max_new_tokens
+        self.system_prompt = system_prompt
+        self._set_input_settings(settings)
+        self._reasoner = None
+        #: raw reasoner outputs by input fingerprint; any MutableMapping[str, str] can replace it
+        self.ecr_cache: MutableMapping[str, str] = {}
+
+    # --- reasoner -------------------------------------------------------------------------------
+
+    @property
+    def reasoner(self):
+        """The reasoning backend: the one given to `set_reasoner`, else built from the config on first use."""
+        if self._reasoner is None and self.reasoning_source == "transformers":
+            device = self.model.device if self.model.device.type != "meta" else None
+            path = self._resolve_reasoner_path()
+            hub = {k: self._hub_kwargs[k] for k in ("token", "cache_dir", "local_files_only") if k in self._hub_kwargs}
+            revision = self.reasoner_revision if not os.path.isdir(path) else None
+            self._reasoner = TransformersReasoner(
+                path, revision=revision, max_new_tokens=self.max_new_tokens, device=device, hub_kwargs=hub
+            )
+        elif self._reasoner is None and self.reasoning_source == "openai":
+            self._reasoner = OpenAIReasoner(
+                self.reasoner_model, self.reasoner_endpoint, max_new_tokens=self.max_new_tokens
+            )
+        return self._reasoner
+
+    def _resolve_reasoner_path(self) -> str:
+        # A reasoner bundled inside the model repo is referenced by a relative folder name; it is read from
+        # the revision, subfolder and cache the model itself came from.
+        path = self.reasoner_name_or_path
+        if os.path.isdir(path) or os.path.isabs(path):
+            return path
+        if "/" not in path:
+            hub = self._hub_kwargs
+            subfolder = "/".join(p for p in (hub.get("subfolder"), path) if p)
+            local = os.path.join(self.model_name_or_path, subfolder)
+            if os.path.isdir(self.model_name_or_path):
+                return local if os.path.isdir(local) else path
+            bundled = self.load_dir_path(
+                self.model_name_or_path,
+                subfolder=subfolder,
+                token=hub.get("token"),
+                cache_folder=hub.get("cache_dir"),
+                revision=hub.get("revision"),
+                local_files_only=bool(hub.get("local_files_only")),
+            )
+            if bundled and os.path.isdir(bundled) and os.listdir(bundled):
+                return bundled
+        return path
+
+    # --- TTE checkpoints ------------------------------------------------------------------------
+    # A `TTEEmbedderModel` checkpoint is loaded as itself (its forward also returns ``last_hidden_state``,
+    # which ST's lasttoken Pooling + Normalize turn into the same vector as its own ``embeddings``) and
+    # saved as itself. So one repo holds ONE copy of the weights under the TTE ``config.json`` (with
+    # ``auto_map``): `AutoModel` and `SentenceTransformer` both read it, and no plain-backbone copy is made.
+
+    def _load_config(self, model_name_or_path: str, backend: str, config_kwargs: dict[str, Any]):
+        hub = {k: v for k, v in config_kwargs.items() if k != "trust_remote_code"}
+        if _config_model_type(model_name_or_path, hub) == "tte_embedder":
+            from .configuration_tte import TTEEmbedderConfig
+
+            return TTEEmbedderConfig.from_pretrained(model_name_or_path, **hub), False
+        return super()._load_config(model_name_or_path, backend, config_kwargs)
+
+    def _load_model(self, model_name_or_path, transformer_task, config, backend, is_peft_model, **model_kwargs):
+        if getattr(config, "model_type", None) == "tte_embedder":
+            from .modeling_tte import TTEEmbedderModel
+
+            model_kwargs.pop("trust_remote_code", None)  # the class is this repo's own sibling file
+            return TTEEmbedderModel.from_pretrained(model_name_or_path, config=config, **model_kwargs)
+        return super()._load_model(model_name_or_path, transformer_task, config, backend, is_peft_model, **model_kwargs)
+
+    # --- ST interface ---------------------------------------------------------------------------
+
+    def embedder_texts(self, items: list[ParsedInput], traces: list[str | None], instruction: str | None) -> list[str]:
+        """The sequences the backbone reads: the TTE generation prompt + trace + end token."""
+        texts = []
+        for item, trace in zip(items, traces):
+            system = item.system or embedder_system_prompt(
+                item.task or self.reasoning_task, trace is not None, self.system_prompt
+            )
+            messages = build_messages(item.text, len(item.images), item.video is not None, instruction, system)
+            texts.append(embedder_text(render_prompt(self.processor, messages), trace))
+        return texts
+
+    def preprocess(
+        self,
+        inputs: Sequence[Any],
+        prompt: str | None = None,
+        task: str | None = None,
+        think: bool | None = None,
+        **kwargs,
+    ) -> dict[str, Any]:
+        """Validate and load ``inputs``, get their traces (reasoner or cache), build the TTE sequences
+        and run the processor. ``prompt`` (ST prompts) is the task instruction."""
+        if not inputs:
+            return {}
+        items = self.parse_inputs(inputs)
+        self._per_thread().prompt_by_task[task] = prompt
+        traces = self._traces(items, prompt, self._wants_reasoning(task, think))
+        self.last_reasoning = traces
+        texts = self.embedder_texts(items, traces, prompt)
+        images = [image for item in items for image in item.images]
+        videos = [item.video for item in items if item.video is not None]
+        # No truncation: it would cut the end token whose hidden state is the embedding.
+        features = dict(
+            self.processor(text=texts, images=images or None, videos=videos or None, padding=True, return_tensors="pt")
+        )
+        features["modality"] = "message"
+        return features
+
+    def forward(self, features: dict[str, Any], think: bool | None = None, **kwargs) -> dict[str, Any]:
+        return super().forward(features, **kwargs)
+
+
+def _config_model_type(name_or_path: str, hub_kwargs: dict[str, Any]) -> str | None:
+    """``model_type`` of the checkpoint's ``config.json`` (local folder or Hub repo), or None."""
+    from transformers import PretrainedConfig
+
+    try:
+        config, _ = PretrainedConfig.get_config_dict(name_or_path, **hub_kwargs)
+    except OSError:
+        return None
+    return config.get("model_type")

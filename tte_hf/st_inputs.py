@@ -1,0 +1,382 @@
+"""What both sentence-transformers TTE modules share: parsing and loading the caller's inputs, and the
+reasoning step with its ECR cache.
+
+Self-contained (stdlib, torch, sentence_transformers, PIL and sibling files): shipped next to the
+weights for ``trust_remote_code``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sentence_transformers import SentenceTransformer
+
+from .ecr import parse_ecr
+from .fingerprints import ecr_cache_key
+from .inputs import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    DEFAULT_MAX_URL_BYTES,
+    DEFAULT_URL_TIMEOUT,
+    check_image_source,
+    load_image,
+    load_video,
+)
+from .reasoner_base import ReasoningRequest
+from .st_model import TTESentenceTransformer
+from .st_state import ModelLock, PerThreadState
+
+INPUT_KEYS = ("text", "image", "images", "video", "reasoning", "task")
+
+#: Settings both TTE modules take as keyword arguments and save in their configs, with their defaults:
+#: ``min_pixels`` / ``max_pixels`` (image pixel budget), ``max_image_pixels`` (decompression-bomb
+#: limit), ``allow_image_urls`` (fetch ``http(s)`` images, within ``url_timeout`` and ``max_url_bytes``)
+#: and ``embedding_cache_size`` (entries of the model's embedding cache, LRU; ``None``: off).
+INPUT_SETTINGS: dict[str, Any] = {
+    "min_pixels": None,
+    "max_pixels": None,
+    "max_image_pixels": DEFAULT_MAX_IMAGE_PIXELS,
+    "allow_image_urls": False,
+    "url_timeout": DEFAULT_URL_TIMEOUT,
+    "max_url_bytes": DEFAULT_MAX_URL_BYTES,
+    "embedding_cache_size": None,
+}
+
+
+class ParsedInput(dict):
+    """An input validated and loaded (PIL images): ``text``, ``images``, ``video``, ``reasoning``,
+    ``task``, ``system``. A dict, so ST's length sort still sees its size; `preprocess` takes it as is."""
+
+    def __init__(
+        self, text=None, images=(), video=None, reasoning=None, task=None, system=None, index=None, loaded=True
+    ):
+        super().__init__(
+            text=text,
+            images=list(images),
+            video=video,
+            reasoning=reasoning,
+            task=task,
+            system=system,
+            index=index,
+            loaded=loaded,
+        )
+
+    text = property(lambda self: self["text"])
+    images = property(lambda self: self["images"])
+    video = property(lambda self: self["video"])
+    reasoning = property(lambda self: self["reasoning"])
+    task = property(lambda self: self["task"])
+    system = property(lambda self: self["system"])
+    #: position in the caller's list, so that errors raised after ST's length sort still name it
+    index = property(lambda self: self["index"])
+    #: False while ``images``/``video`` still hold the caller's sources (paths, arrays, ...), unread
+    loaded = property(lambda self: self["loaded"])
+
+
+class TTEInputsMixin:
+    """Input parsing and loading, the reasoning step and its ECR cache, shared by `TTETransformer`
+    and `TTEUnifiedTransformer`. Subclasses provide ``reasoner`` and the image settings."""
+
+    def _per_thread(self) -> PerThreadState:
+        state = self.__dict__.get("_thread_state")
+        if state is None:
+            state = self.__dict__.setdefault("_thread_state", PerThreadState())
+        return state
+
+    def _model_lock(self) -> ModelLock:
+        lock = self.__dict__.get("_generation_lock")
+        if lock is None:
+            lock = self.__dict__.setdefault("_generation_lock", ModelLock())
+        return lock
+
+    @property
+    def last_reasoning(self) -> list[str | None]:
+        """Traces of the last batch this thread preprocessed, in that batch's order (``None`` = no
+        trace). Per thread: concurrent ``encode`` calls from other threads do not change it."""
+        return self._per_thread().last_reasoning
+
+    @last_reasoning.setter
+    def last_reasoning(self, traces: list[str | None]) -> None:
+        self._per_thread().last_reasoning = traces
+
+    def set_reasoner(self, backend) -> None:
+        """Use ``backend`` (an object with ``generate(requests) -> list[str]``) to write the traces."""
+        if backend is not None and not callable(getattr(backend, "generate", None)):
+            raise TypeError(f"reasoner {type(backend).__name__} has no generate(requests) method.")
+        self._reasoner = backend
+
+    def _reasoner_description(self) -> dict[str, Any]:
+        """The reasoner's ``describe()`` (or its name): what its traces depend on, in every cache key."""
+        backend = self.reasoner
+        describe = getattr(backend, "describe", None)
+        return describe() if callable(describe) else {"name": getattr(backend, "name", type(backend).__name__)}
+
+    def _reasoner_id(self) -> str:
+        return json.dumps(self._reasoner_description(), sort_keys=True, default=str)
+
+    # --- inputs ---------------------------------------------------------------------------------
+
+    def _set_input_settings(self, settings: Mapping[str, Any]) -> None:
+        """Set every `INPUT_SETTINGS` attribute from ``settings`` (defaults for those left out)."""
+        unknown = sorted(set(settings) - set(INPUT_SETTINGS))
+        if unknown:
+            raise TypeError(f"{type(self).__name__} got unknown argument(s) {unknown}.")
+        for name, default in INPUT_SETTINGS.items():
+            setattr(self, name, settings.get(name, default))
+
+    def _load_options(self) -> dict[str, Any]:
+        return {
+            "allow_urls": self.allow_image_urls,
+            "url_timeout": self.url_timeout,
+            "max_url_bytes": self.max_url_bytes,
+            "max_image_pixels": self.max_image_pixels,
+            "min_pixels": self.min_pixels,
+            "max_pixels": self.max_pixels,
+        }
+
+    def _image(self, source, load: bool = True):
+        if not load:
+            check_image_source(source, allow_urls=self.allow_image_urls)
+            return source
+        return load_image(source, **self._load_options())
+
+    def _video(self, frames, load: bool = True):
+        if not load:
+            if isinstance(frames, (str, bytes)) or not isinstance(frames, Sequence) or not frames:
+                raise ValueError("a video must be a non-empty list of frames (PIL images, paths or arrays).")
+            for index, frame in enumerate(frames):
+                try:
+                    check_image_source(frame, allow_urls=self.allow_image_urls)
+                except (TypeError, ValueError) as err:
+                    raise type(err)(f"video frame {index}: {err}") from err
+            return frames
+        return load_video(frames, **self._load_options())
+
+    def _parse_input(self, value: Any, load: bool = True) -> ParsedInput:
+        if value is None:
+            raise TypeError("input is None; pass text, an image or a dict with 'text'/'image'.")
+        if isinstance(value, str):
+            if not value.strip():
+                raise ValueError("input is an empty string.")
+            return ParsedInput(text=value, images=[], video=None, reasoning=None, task=None)
+        if isinstance(value, os.PathLike) or _is_image_like(value):
+            image = self._image(value, load)
+            return ParsedInput(text=None, images=[image], video=None, reasoning=None, task=None, loaded=load)
+        if isinstance(value, Mapping):
+            return self._parse_dict(value, load)
+        if isinstance(value, (list, tuple)) and value and all(isinstance(m, Mapping) and "role" in m for m in value):
+            return self._parse_conversation(value, load)
+        raise TypeError(
+            f"unsupported input type {type(value).__name__}; pass text, an image, a dict with "
+            f"keys from {INPUT_KEYS} or a chat conversation."
+        )
+
+    def _parse_dict(self, value: Mapping, load: bool = True) -> ParsedInput:
+        unknown = sorted(set(value) - set(INPUT_KEYS))
+        if unknown:
+            raise ValueError(f"unknown key(s) {unknown}; allowed keys are {INPUT_KEYS}.")
+        text = value.get("text")
+        if text is not None and not isinstance(text, str):
+            raise TypeError(f"'text' must be a string, got {type(text).__name__}.")
+        if "image" in value and "images" in value:
+            raise ValueError("give either 'image' or 'images', not both.")
+        raw_images = value.get("images", value.get("image"))
+        if raw_images is None:
+            raw_images = []
+        elif not isinstance(raw_images, (list, tuple)):
+            raw_images = [raw_images]
+        images = []
+        for index, source in enumerate(raw_images):
+            try:
+                images.append(self._image(source, load))
+            except (TypeError, ValueError) as err:
+                raise type(err)(f"image {index}: {err}") from err
+        video = self._video(value["video"], load) if value.get("video") is not None else None
+        if not (text and text.strip()) and not images and video is None:
+            raise ValueError("dict input has no text, image or video.")
+        reasoning = value.get("reasoning")
+        if reasoning is not None and not isinstance(reasoning, str):
+            raise TypeError(f"'reasoning' must be a string, got {type(reasoning).__name__}.")
+        task = value.get("task")
+        return ParsedInput(text=text, images=images, video=video, reasoning=reasoning, task=task, loaded=load)
+
+    def _parse_conversation(self, messages: Sequence[Mapping], load: bool = True) -> ParsedInput:
+        system, user, assistant = None, None, None
+        for message in messages:
+            role, content = message["role"], message.get("content")
+            if role == "system":
+                system = content if isinstance(content, str) else _joined_text(content)
+            elif role == "user" and user is None:
+                user = content
+            elif role == "assistant" and assistant is None:
+                assistant = content if isinstance(content, str) else _joined_text(content)
+            else:
+                raise ValueError(f"conversation has an unsupported or repeated {role!r} turn; use one user turn.")
+        if user is None:
+            raise ValueError("conversation has no user turn.")
+        parts = [{"type": "text", "text": user}] if isinstance(user, str) else list(user)
+        fields: dict[str, Any] = {"images": []}
+        texts = []
+        for part in parts:
+            kind = part.get("type")
+            if kind == "text":
+                texts.append(part.get("text") or "")
+            elif kind == "image":
+                fields["images"].append(part.get("image", part.get("url", part.get("path"))))
+            elif kind == "video":
+                fields["video"] = part.get("video")
+            else:
+                raise ValueError(f"conversation content part of type {kind!r} is not supported.")
+        if texts:
+            fields["text"] = " ".join(t.strip() for t in texts if t.strip())
+        if assistant:
+            fields["reasoning"] = assistant
+        item = self._parse_dict(fields, load)
+        item["system"] = system
+        return item
+
+    def parse_inputs(self, inputs: Sequence[Any], load: bool = True) -> list[ParsedInput]:
+        """Validate every input and (with ``load``) read its images; errors name the input's index
+        and the reason. ``load=False`` checks types, keys and files but decodes nothing."""
+        items = []
+        for index, value in enumerate(inputs):
+            try:
+                if isinstance(value, ParsedInput):
+                    item = value if value.loaded or not load else self._load(value)
+                else:
+                    item = self._parse_input(value, load)
+                    item["index"] = index
+            except (TypeError, ValueError) as err:
+                where = value.index if isinstance(value, ParsedInput) else index
+                raise type(err)(f"Input {where}: {err}") from err
+            items.append(item)
+        return items
+
+    def _load(self, item: ParsedInput) -> ParsedInput:
+        images = []
+        for index, source in enumerate(item.images):
+            try:
+                images.append(self._image(source))
+            except (TypeError, ValueError) as err:
+                raise type(err)(f"image {index}: {err}") from err
+        loaded = ParsedInput(**{**item, "images": images, "loaded": True})
+        if item.video is not None:
+            loaded["video"] = self._video(item.video)
+        return loaded
+
+    # --- reasoning ------------------------------------------------------------------------------
+
+    def _wants_reasoning(self, task: str | None, think: bool | None) -> bool:
+        """``think`` if given; else the side's setting, when a reasoner exists (source ``"off"`` and
+        no runtime backend means no reasoning; an explicit ``think=True`` then raises)."""
+        if think is not None:
+            return bool(think)
+        wanted = self.query_reasoning if task == "query" else self.document_reasoning
+        return wanted and self.reasoner is not None
+
+    def _request(self, item: ParsedInput, instruction: str | None) -> ReasoningRequest:
+        return ReasoningRequest(
+            text=item.text,
+            images=tuple(item.images),
+            video=tuple(item.video) if item.video is not None else None,
+            instruction=instruction,
+            task=item.task or self.reasoning_task,
+        )
+
+    def _cache_key(self, reasoner: dict[str, Any], request: ReasoningRequest) -> str:
+        return ecr_cache_key(reasoner, request)  # the same scheme as ``tte_hf.reasoning.ECRCache``
+
+    def _traces(
+        self, items: list[ParsedInput], instruction: str | None, enabled: bool, call: dict[str, Any] | None = None
+    ) -> list[str | None]:
+        """Each item's trace: its own ``"reasoning"``, else the (cached) reasoner output, else ``None``.
+
+        ``call`` (this call's own dict, never module state, so concurrent calls cannot mix rows)
+        receives ``"keys"`` (row -> ECR cache key) and whatever `_generate` hands back besides texts."""
+        traces: list[str | None] = [item.reasoning for item in items]
+        call = {} if call is None else call
+        call["keys"] = {}
+        todo = [i for i, item in enumerate(items) if item.reasoning is None] if enabled else []
+        if not todo:
+            return traces
+        if self.reasoner is None:
+            raise ValueError(
+                "reasoning is on for these inputs but no reasoner is configured: set reasoning_source, call "
+                "set_reasoner(backend), pass think=False, or give each input a 'reasoning' trace."
+            )
+        reasoner = self._reasoner_description()
+        requests = {i: self._request(items[i], instruction) for i in todo}
+        keys = {i: self._cache_key(reasoner, requests[i]) for i in todo}
+        missing: dict[str, int] = {}
+        for i in todo:
+            if keys[i] not in self.ecr_cache:
+                missing.setdefault(keys[i], i)
+        if missing:
+            outputs = self._generate([requests[i] for i in missing.values()], call)
+            if not isinstance(outputs, (list, tuple)) or len(outputs) != len(missing):
+                got = len(outputs) if isinstance(outputs, (list, tuple)) else type(outputs).__name__
+                raise ValueError(f"the reasoner returned {got} outputs for {len(missing)} inputs.")
+            for i, output in zip(missing.values(), outputs):
+                if not isinstance(output, str) or not output.strip():
+                    raise ValueError(f"Input {items[i].index}: the reasoner returned no trace ({output!r}).")
+            for key, output in zip(missing, outputs):
+                self.ecr_cache[key] = output
+        for i in todo:
+            trace = self._trace_from_output(self.ecr_cache[keys[i]])
+            if not trace.strip():
+                raise ValueError(f"Input {items[i].index}: the reasoner's output has an empty trace after parsing.")
+            traces[i] = trace
+        call["keys"] = keys
+        return traces
+
+    def _generate(self, requests: list[ReasoningRequest], call: dict[str, Any]) -> list[str]:
+        if getattr(self.reasoner, "thread_safe", False):  # e.g. an HTTP client: calls may overlap
+            return self.reasoner.generate(requests)
+        with self._model_lock():
+            return self.reasoner.generate(requests)
+
+    def _trace_from_output(self, raw: str) -> str:
+        return parse_ecr(raw).for_embedder(self.trace_mode)
+
+    def get_reasoning(
+        self,
+        inputs: Sequence[Any] | Any,
+        task: str | None = "query",
+        prompt: str | None = ...,
+        think: bool | None = None,
+    ) -> list[str | None]:
+        """The traces the embedder reads for ``inputs`` (``None`` where it reads none), in input order.
+
+        Served from the ECR cache after an ``encode_query``/``encode_document`` call (the reasoner
+        runs only for inputs it has not seen). ``prompt`` defaults to the one this thread last used
+        for ``task``.
+        """
+        if not isinstance(inputs, list) or (inputs and isinstance(inputs[0], Mapping) and "role" in inputs[0]):
+            inputs = [inputs]
+        if prompt is ...:
+            prompt = self._per_thread().prompt_by_task.get(task)
+        items = self.parse_inputs(inputs)
+        return self._traces(items, prompt, self._wants_reasoning(task, think))
+
+    @property
+    def modalities(self) -> list:
+        return ["text", "image", "video", "message"]
+
+    def on_model_ready(self, model) -> None:
+        # ST sorts inputs by length before `preprocess` sees them, so an error raised there could only
+        # name a position in a sorted batch; TTESentenceTransformer.encode validates in caller order.
+        if type(model) is SentenceTransformer:
+            model.__class__ = TTESentenceTransformer
+
+
+def _is_image_like(value: Any) -> bool:
+    module = type(value).__module__.split(".")[0]
+    return module in ("PIL", "numpy", "torch") and (hasattr(value, "size") or hasattr(value, "shape"))
+
+
+def _joined_text(content: Any) -> str:
+    if content is None:
+        return ""
+    return " ".join(part.get("text", "") for part in content if isinstance(part, Mapping))

@@ -1,0 +1,191 @@
+"""The `SentenceTransformer` subclass a model holding a TTE module becomes: caller-order input checks,
+the embedding cache, and saving with the module code next to the weights.
+
+Self-contained (stdlib, torch, transformers, sentence_transformers and sibling files): shipped next to
+the weights for ``trust_remote_code``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+from collections.abc import MutableMapping
+from typing import TYPE_CHECKING, Any
+
+import torch
+from sentence_transformers import SentenceTransformer
+
+from .fingerprints import image_digest
+from .st_state import LRUCache
+
+if TYPE_CHECKING:
+    from .st_inputs import ParsedInput
+
+#: The file ``modules.json`` names for a TTE module (``sentence_transformer_tte.TTETransformer``): a
+#: stable entry point that re-exports the module classes, shipped with every sibling it imports.
+ENTRY_FILE = "sentence_transformer_tte.py"
+
+
+class TTESentenceTransformer(SentenceTransformer):
+    """The class a `SentenceTransformer` holding a `TTETransformer` gets (set by its ``on_model_ready``).
+
+    ``encode`` (and so ``encode_query``/``encode_document``) validates and loads every input in the
+    caller's order first, so a bad input is named by its index in the call, then runs ST's own encode
+    on the loaded inputs. `get_reasoning` returns the traces the embedder reads.
+
+    ``embedding_cache`` memoises finished sentence embeddings: a repeated input then costs neither
+    reasoning nor the embedder's forward pass. The ECR cache alone removes the reasoner; this removes
+    the rest, for query-serving workloads. Off by default; the module's ``embedding_cache_size``
+    config value turns it on as an `LRUCache` of that many entries (``model.embedding_cache.clear()``
+    empties it, ``.evictions`` counts drops); any mutable mapping can be assigned instead.
+
+    ``save`` writes the TTE modules' class paths as ``sentence_transformer_tte.<Class>`` and copies that
+    file with every sibling it imports next to them, so the folder loads with ``trust_remote_code``
+    where ``tte_hf`` is not installed, whether the classes came from ``tte_hf`` or from a repo's code.
+    """
+
+    def save(self, path: str, *args, **kwargs) -> None:
+        super().save(path, *args, **kwargs)
+        ship_module_code(self, path)
+
+    @property
+    def embedding_cache(self) -> MutableMapping[str, torch.Tensor] | None:
+        """Finished embeddings by fingerprint, or ``None`` (off). The fingerprint covers the input's
+        content (image pixels, not paths), prompt, task, ``think``, truncation, normalisation, the
+        modules' configs, the reasoner, every parameter's and buffer's storage, version counter and
+        float32 norm (so an optimizer step, ``param.data.copy_``, ``load_state_dict`` or ``.to()``
+        never serves a stale vector) and the state of PEFT adapter layers (active adapters,
+        disabled, merged, scaling). ``encode`` always runs in eval mode (as ST's own), so
+        ``.train()``/``.eval()`` do not change a vector. A ``.data`` write that keeps a tensor's
+        norm (a permutation, a change below float32 resolution) is not detected: call ``clear()``
+        after such surgery. Reading the norms costs one pass over the weights per ``encode`` call."""
+        if "_embedding_cache" not in self.__dict__:
+            size = getattr(self[0], "embedding_cache_size", None)
+            self.__dict__["_embedding_cache"] = LRUCache(size) if size else None
+        return self.__dict__["_embedding_cache"]
+
+    @embedding_cache.setter
+    def embedding_cache(self, cache: MutableMapping[str, torch.Tensor] | None) -> None:
+        self.__dict__["_embedding_cache"] = cache
+
+    def _inference(self, inputs, **kwargs):
+        cache = self.embedding_cache
+        if cache is None or kwargs.get("output_value") != "sentence_embedding":
+            return super()._inference(inputs, **kwargs)
+        self.eval()  # as ST's `_inference`: the key is taken in the mode the vectors are computed in
+        shared = self._embedding_key_context(kwargs)
+        # Each input's images are decoded for its key and dropped; misses are decoded again in
+        # `preprocess`, batch by batch, so a large call never holds all its images at once.
+        keys = [self._embedding_key(self[0].parse_inputs([item])[0], shared) for item in inputs]
+        missing: dict[str, int] = {}
+        for i, key in enumerate(keys):
+            if key not in cache:
+                missing.setdefault(key, i)
+        if missing:
+            vectors = super()._inference([inputs[i] for i in missing.values()], **kwargs)
+            for key, vector in zip(missing, vectors):
+                cache[key] = vector.detach().cpu()
+        target = "cpu" if kwargs.get("save_to_cpu") else self._resolve_inference_device(kwargs.get("device"))
+        return torch.stack([cache[key] for key in keys]).to(target)
+
+    def _embedding_key_context(self, kwargs: dict[str, Any]) -> str:
+        """The part of every key that does not depend on the input: model state, config, call options."""
+        module = self[0]
+        task, think = kwargs.get("task"), kwargs.get("think")
+        reasoner = module._reasoner_id() if module._wants_reasoning(task, think) else None
+        options = [kwargs.get(name) for name in ("prompt", "task", "think", "normalize_embeddings", "truncate_dim")]
+        configs = [m.get_config_dict() if hasattr(m, "get_config_dict") else type(m).__name__ for m in self]
+        config = json.dumps(configs, sort_keys=True, default=str)
+        return json.dumps([self._weights_fingerprint(), config, reasoner, options], default=str)
+
+    @torch.no_grad()
+    def _weights_fingerprint(self) -> str:
+        """Storage, version counter and float32 L2 norm of every parameter and buffer, plus the state
+        of adapter layers. The values are read because ``.data`` writes (PEFT merges,
+        ``param.data.copy_``) bypass the version counter; one fused norm per device and dtype."""
+        digest = hashlib.sha256()
+        groups: dict[tuple[str, torch.dtype], list[torch.Tensor]] = {}
+        for name, tensor in [*self.named_parameters(), *self.named_buffers()]:
+            digest.update(f"{name}:{tensor.data_ptr()}:{tensor._version}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+            if tensor.is_floating_point() and tensor.numel():
+                groups.setdefault((str(tensor.device), tensor.dtype), []).append(tensor.detach())
+        for key in sorted(groups, key=str):
+            norms = torch._foreach_norm(groups[key], 2, dtype=torch.float32)  # what clip_grad_norm_ uses
+            digest.update(torch.stack(norms).cpu().numpy().tobytes())
+        for name, layer in self.named_modules():
+            if hasattr(layer, "merged_adapters") and not callable(getattr(layer, "active_adapters", len)):  # PEFT
+                state = [
+                    list(layer.active_adapters),
+                    bool(getattr(layer, "disable_adapters", False)),
+                    list(layer.merged_adapters),
+                    sorted(getattr(layer, "scaling", {}).items()),
+                ]
+                digest.update(f"{name}:{json.dumps(state, default=str)};".encode())
+        return digest.hexdigest()
+
+    @staticmethod
+    def _embedding_key(item: ParsedInput, context: str) -> str:
+        content = [
+            item.text,
+            [image_digest(image) for image in item.images],
+            None if item.video is None else [image_digest(frame) for frame in item.video],
+            item.reasoning,
+            item.task,
+            item.system,
+        ]
+        return hashlib.sha256(json.dumps([context, content], default=str).encode()).hexdigest()
+
+    def encode(self, inputs=None, *args, **kwargs):
+        if inputs is None and "sentences" in kwargs:
+            inputs = kwargs.pop("sentences")
+        module = self[0]
+        if self.is_singular_input(inputs):
+            return super().encode(module.parse_inputs([inputs], load=False)[0], *args, **kwargs)
+        # Images are read batch by batch later (in `preprocess`); errors there still name the index.
+        return super().encode(module.parse_inputs(list(inputs), load=False), *args, **kwargs)
+
+    def get_reasoning(
+        self,
+        inputs,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        task: str | None = "query",
+        think: bool | None = None,
+    ) -> list[str | None]:
+        """The traces the embedder reads for ``inputs`` with ``task``'s prompt (as ``encode_query``
+        uses it), in input order; ``None`` where it reads none. Cached inputs are not regenerated."""
+        if prompt_name is None and prompt is None and task in self.prompts:
+            prompt_name = task
+        prompt = self._resolve_prompt(prompt, prompt_name)
+        return self[0].get_reasoning(inputs, task=task, prompt=prompt, think=think)
+
+
+def ship_module_code(model: SentenceTransformer, path: str) -> None:
+    """Point ``modules.json`` at ``sentence_transformer_tte.<Class>`` for every module whose class is
+    defined next to that file (in ``tte_hf`` or in a repo's code) and copy the file and its relative
+    imports into that module's folder."""
+    from transformers.dynamic_module_utils import get_relative_import_files
+
+    modules_file = os.path.join(path, "modules.json")
+    with open(modules_file, encoding="utf8") as handle:
+        entries = json.load(handle)
+    changed = False
+    for entry, module in zip(entries, model):
+        cls = type(module)
+        folder = os.path.dirname(os.path.abspath(getattr(sys.modules.get(cls.__module__), "__file__", None) or ""))
+        entry_file = os.path.join(folder, ENTRY_FILE)
+        if not os.path.isfile(entry_file):
+            continue
+        target = os.path.join(path, entry["path"])
+        for source in [entry_file, *get_relative_import_files(entry_file)]:
+            destination = os.path.join(target, os.path.basename(source))
+            if not (os.path.exists(destination) and os.path.samefile(source, destination)):
+                shutil.copyfile(source, destination)
+        entry["type"] = f"{ENTRY_FILE[: -len('.py')]}.{cls.__name__}"
+        changed = True
+    if changed:
+        with open(modules_file, "w", encoding="utf8") as handle:
+            json.dump(entries, handle, indent=2)
