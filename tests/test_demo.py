@@ -96,10 +96,16 @@ def _tiny_settings() -> DemoSettings:
     )
 
 
-def _artefacts(output) -> dict[str, bytes]:
-    """What a run produced, byte for byte: traces and model weights (not logs, timings or caches)."""
-    paths = sorted(output.glob("ecr/*.jsonl")) + sorted(output.glob("models/*/*.safetensors"))
-    return {str(p.relative_to(output)): p.read_bytes() for p in paths}
+def _artefacts(output) -> dict[str, object]:
+    """What a run produced: every trace (text and generated ids) and the model weights byte for byte.
+    Not the traces' provenance fields, which name the run's folder."""
+    found: dict[str, object] = {}
+    for path in sorted(output.glob("ecr/*.jsonl")):
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        found[str(path.relative_to(output))] = [(r["id"], r["raw"], r["ecr"], r.get("raw_token_ids")) for r in rows]
+    for path in sorted(output.glob("models/*/*.safetensors")):
+        found[str(path.relative_to(output))] = path.read_bytes()
+    return found
 
 
 @pytest.mark.slow

@@ -13,21 +13,37 @@ from collections.abc import Iterator
 from pathlib import Path
 
 #: Intra-op threads of every demo run, whatever the machine has. CPU kernels split their reductions
-#: (sums in matmuls, softmax, layer norms) by thread, so another count changes the last bits of a float
-#: and, through hundreds of training steps, the table. Two: the size of the machine the demo is
-#: designed for; more gains little on these tiny matrices. Inter-op threads: one, as nothing in the
-#: demo runs independent ops side by side.
+#: (sums in matmuls, softmax, norms) by thread, so another count changes the last bits of a float and,
+#: through hundreds of training steps, the table (checked: one training step's gradients differ
+#: between 1 and 2 threads). One, not two: on these tiny matrices a second thread saves almost nothing
+#: (the quick demo used 71 s of CPU on one thread, 92 s on two for 73 s of wall time), and when the
+#: machine is busy two OpenMP threads wait on each other at every op (a training step took 13 s on two
+#: threads, 2.6 s on one, under the same load). Inter-op threads: one as well.
 DEMO_THREADS = 1
 #: Read by OpenMP / MKL when torch loads (a demo started as `tte-hf demo` sets them before that);
 #: ``torch.set_num_threads`` covers a process that imported torch already.
 _THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
+def _has_avx2() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(line.startswith("flags") and " avx2" in line for line in f)
+    except OSError:
+        return False
+
+
 def pin_threads(threads: int = DEMO_THREADS) -> None:
-    """Run torch's CPU kernels on exactly ``threads`` threads (and one inter-op thread)."""
+    """Run torch's CPU kernels on exactly ``threads`` threads (and one inter-op thread).
+
+    Before torch loads, also pins ATen's vector kernels to AVX2 where the CPU has it, so an AVX-512
+    machine runs the same kernels (and rounds the same way) as an AVX2 one.
+    """
     if "torch" not in sys.modules:
         for name in _THREAD_ENV:
             os.environ[name] = str(threads)
+        if _has_avx2():
+            os.environ.setdefault("ATEN_CPU_CAPABILITY", "avx2")
     import torch
 
     torch.set_num_threads(threads)
