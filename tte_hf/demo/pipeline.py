@@ -52,9 +52,9 @@ class DemoSettings:
 
     @classmethod
     def quick(cls, seed: int = 0) -> DemoSettings:
-        # A smoke run of every stage; its numbers mean nothing. The SFT is most of its time (8 epochs took
-        # 50 of 73 s), so it gets 4.
-        return cls(seed=seed, num_train=256, num_test=32, sft_epochs=4, embed_epochs=1, head_epochs=1)
+        # A smoke run of every stage; its numbers mean nothing. The SFT is most of its time, but with 4
+        # epochs instead of 8 the student wrote an empty trace on seed 3 and the evaluation refused it.
+        return cls(seed=seed, num_train=256, num_test=32, sft_epochs=8, embed_epochs=1, head_epochs=1)
 
 
 def _done(path: Path) -> bool:
