@@ -12,13 +12,15 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-#: Intra-op threads of every demo run, whatever the machine has. CPU kernels split their reductions
-#: (sums in matmuls, softmax, norms) by thread, so another count changes the last bits of a float and,
-#: through hundreds of training steps, the table (checked: one training step's gradients differ
-#: between 1 and 2 threads). One, not two: on these tiny matrices a second thread saves almost nothing
-#: (the quick demo used 71 s of CPU on one thread, 92 s on two for 73 s of wall time), and when the
-#: machine is busy two OpenMP threads wait on each other at every op (a training step took 13 s on two
-#: threads, 2.6 s on one, under the same load). Inter-op threads: one as well.
+#: Intra-op threads of every demo run, whatever the machine has. CPU kernels may split their sums
+#: by thread, so another count can change the last bits of a float and, through hundreds of training
+#: steps, the table. Checked here: a training step with the vision tower trainable gives other gradient
+#: bits on 1 and 2 threads (only the tower's); with the tower frozen, as in every demo stage, the step
+#: and a whole shortened demo are bit-identical on 1 and 2 threads. Pinning makes that a guarantee for
+#: any machine. One thread, not two: on these tiny matrices a second thread saves almost nothing (the
+#: quick demo used 71 s of CPU on one thread, 92 s on two for 73 s of wall time), and on a busy machine
+#: two OpenMP threads wait on each other at every op (an SFT step took 13 s on two threads, 2.6 s on
+#: one, under the same load). Inter-op threads: one as well.
 DEMO_THREADS = 1
 #: Read by OpenMP / MKL when torch loads (a demo started as `tte-hf demo` sets them before that);
 #: ``torch.set_num_threads`` covers a process that imported torch already.
