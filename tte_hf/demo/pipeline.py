@@ -14,12 +14,14 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from .data import write_benchmark
-from .runtime import deterministic, pin_threads, quiet_console
+from .runtime import deterministic, pin_threads, quiet_console, restore_threads
 from .teacher import SceneTeacher
 
 TASK = "vqa"  # the ECR task prompt: reason towards an answer
@@ -295,33 +297,34 @@ class Demo:
         return report
 
     # --- all ----------------------------------------------------------------------------------
-    STAGES = (
-        ("synthetic benchmark (MMEB formats)", "make_data", ()),
-        ("tiny base VLM", "make_base", ()),
-        ("teacher ECR (generate-ecr)", "teacher_ecr", ()),
-        ("student reasoner SFT (TRL)", "train_student", ()),
-        ("student ECR (generate-ecr, transformers)", "student_ecr", ()),
-        ("embedder without ECR", "train_embedder", ("none", None)),
-        ("embedder with teacher ECR", "train_embedder", ("teacher", "teacher-train.jsonl")),
-        ("embedder with student ECR", "train_embedder", ("student", "student-train.jsonl")),
-        ("unified head on the frozen student", "train_unified", ()),
-        ("evaluation on held-out compositions", "_evaluate_all", ()),
-    )
+    def stages(self) -> list[tuple[str, Callable[[], Any]]]:
+        return [
+            ("synthetic benchmark (MMEB formats)", self.make_data),
+            ("tiny base VLM", self.make_base),
+            ("teacher ECR (generate-ecr)", self.teacher_ecr),
+            ("student reasoner SFT (TRL)", self.train_student),
+            ("student ECR (generate-ecr, transformers)", self.student_ecr),
+            ("embedder without ECR", partial(self.train_embedder, "none", None)),
+            ("embedder with teacher ECR", partial(self.train_embedder, "teacher", self.ecr / "teacher-train.jsonl")),
+            ("embedder with student ECR", partial(self.train_embedder, "student", self.ecr / "student-train.jsonl")),
+            ("unified head on the frozen student", self.train_unified),
+            ("evaluation on held-out compositions", self._evaluate_all),
+        ]
 
     def run(self) -> dict[str, Any]:
         """Every stage under the demo's run-time settings (see `runtime`); returns the summary."""
-        self.out.mkdir(parents=True, exist_ok=True)
-        pin_threads()
-        reports: dict[str, dict[str, Any]] = {}
-        with quiet_console(self.out / "demo.log"), deterministic(self.settings.seed):
-            for number, (name, method, args) in enumerate(self.STAGES, 1):
-                if method == "train_embedder" and args[1] is not None:
-                    args = (args[0], self.ecr / args[1])
-                result = self.stage(f"{number:2d}/{len(self.STAGES)} {name}", getattr(self, method), *args)
-                reports = result or reports
-            summary = self.write_report(reports)
         from .report import console_summary
 
+        self.out.mkdir(parents=True, exist_ok=True)
+        threads = pin_threads()
+        try:
+            with quiet_console(self.out / "demo.log"), deterministic(self.settings.seed):
+                stages = self.stages()
+                for number, (name, fn) in enumerate(stages, 1):
+                    reports = self.stage(f"{number:2d}/{len(stages)} {name}", fn)
+                summary = self.write_report(reports)  # the last stage's result: the evaluation reports
+        finally:
+            restore_threads(threads)
         print(console_summary(summary, self.out), flush=True)
         return summary
 

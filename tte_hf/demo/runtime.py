@@ -35,8 +35,9 @@ def _has_avx2() -> bool:
         return False
 
 
-def pin_threads(threads: int = DEMO_THREADS) -> None:
-    """Run torch's CPU kernels on exactly ``threads`` threads (and one inter-op thread).
+def pin_threads(threads: int = DEMO_THREADS) -> int:
+    """Run torch's CPU kernels on exactly ``threads`` threads (and one inter-op thread); returns the
+    count before, for `restore_threads`.
 
     Before torch loads, also pins ATen's vector kernels to AVX2 where the CPU has it, so an AVX-512
     machine runs the same kernels (and rounds the same way) as an AVX2 one.
@@ -48,9 +49,18 @@ def pin_threads(threads: int = DEMO_THREADS) -> None:
             os.environ.setdefault("ATEN_CPU_CAPABILITY", "avx2")
     import torch
 
+    before = torch.get_num_threads()
     torch.set_num_threads(threads)
     with contextlib.suppress(RuntimeError):  # refused once inter-op work has started; then it stays
         torch.set_num_interop_threads(1)
+    return before
+
+
+def restore_threads(threads: int) -> None:
+    """Give a process that called the demo in-process its intra-op thread count back."""
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 @contextlib.contextmanager
