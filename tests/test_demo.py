@@ -7,8 +7,8 @@ import torch
 from safetensors.torch import load_file
 
 from tte_hf.demo.data import split_compositions, write_benchmark
-from tte_hf.demo.pipeline import EVAL_TASK_NAME, MODELS, DemoSettings, run_demo
-from tte_hf.demo.report import summarize
+from tte_hf.demo.pipeline import EVAL_TASK_NAME, MODELS, Demo, DemoSettings, run_demo
+from tte_hf.demo.report import CLAIMS, summarize
 from tte_hf.evaluation.data import load_task
 from tte_hf.evaluation.tasks import TaskSpec
 
@@ -87,3 +87,61 @@ def test_unified_claim_is_the_papers_one_sided_one(unified, holds):
     summary = summarize(scores)
     assert summary["unified_gap"] == pytest.approx(unified - 85.2)
     assert summary["checks"]["unified >= student - 5"] is holds
+
+
+def _tiny_settings() -> DemoSettings:
+    """Every stage, on as little as still trains: ~15 s a run on an idle core."""
+    return DemoSettings(
+        seed=7, num_train=64, num_test=16, sft_epochs=2, embed_epochs=1, head_epochs=2, embed_batch_size=16
+    )
+
+
+def _artefacts(output) -> dict[str, object]:
+    """What a run produced: every trace (text and generated ids) and the model weights byte for byte.
+    Not the traces' provenance fields, which name the run's folder."""
+    found: dict[str, object] = {}
+    for path in sorted(output.glob("ecr/*.jsonl")):
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        found[str(path.relative_to(output))] = [(r["id"], r["raw"], r["ecr"], r.get("raw_token_ids")) for r in rows]
+    for path in sorted(output.glob("models/*/*.safetensors")):
+        found[str(path.relative_to(output))] = path.read_bytes()
+    return found
+
+
+@pytest.mark.slow
+def test_same_seed_same_results_whatever_the_threads_and_folder(tmp_path, capsys):
+    """Two runs of one seed, started with different torch thread counts and into different folders,
+    give the same report (timings aside), the same traces and bit-identical weights: the demo pins its
+    threads and kernels. The console shows bars and the final summary, no raw log dicts or warnings."""
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        first = Demo(tmp_path / "a", _tiny_settings()).run()
+        torch.set_num_threads(1 if threads != 1 else 2)
+        second = Demo(tmp_path / "elsewhere" / "b", _tiny_settings()).run()
+    finally:
+        torch.set_num_threads(threads)
+    captured = capsys.readouterr()
+    first.pop("timings_s"), second.pop("timings_s")
+    assert first == second
+    assert _artefacts(tmp_path / "a") == _artefacts(tmp_path / "elsewhere" / "b")
+    assert any(name.startswith("models/unified") for name in _artefacts(tmp_path / "a"))
+
+    assert "{'loss'" not in captured.out + captured.err  # the Trainer's printed log dicts
+    assert "Loading weights" not in captured.err and "Warning" not in captured.err
+    assert "student reasoner SFT" in captured.err and "step" in captured.err  # the training stages' bars
+    for claim in CLAIMS:
+        assert claim in captured.out
+    assert str(tmp_path / "a" / "report.md") in captured.out
+    assert "Saved the" in (tmp_path / "a" / "demo.log").read_text()  # library prints go to the log
+
+
+def test_summary_reports_each_claims_slack():
+    scores = {"baseline": 50.0, "tte-teacher": 90.0, "tte-student": 65.0, "tte-unified": 58.0}
+    summary = summarize(scores)
+    # gain 40 -> 30 above the bar of 10; the student keeps 15/40 = 37.5% -> 12.5 points of share short;
+    # unified 7 below the student -> 2 points past the allowed 5
+    assert summary["slack"] == pytest.approx({CLAIMS[0]: 30.0, CLAIMS[1]: -12.5, CLAIMS[2]: -2.0})
+    assert summary["checks"] == {CLAIMS[0]: True, CLAIMS[1]: False, CLAIMS[2]: False}
+    no_gain = summarize({**scores, "tte-teacher": 50.0})
+    assert no_gain["slack"][CLAIMS[1]] is None and no_gain["checks"][CLAIMS[1]] is False

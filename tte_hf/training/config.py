@@ -62,3 +62,15 @@ def finish_run(trainer) -> None:
     and fail the launch."""
     trainer.accelerator.wait_for_everyone()
     trainer.end()
+
+
+def use_progress(trainer, progress) -> None:
+    """Show ``progress`` (a `TrainerCallback`) instead of the Trainer's own console display: its tqdm
+    bar that also prints every log dict, or, with ``disable_tqdm``, the printed dicts. ``None``: keep it."""
+    if progress is None:
+        return
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(progress)

@@ -48,8 +48,11 @@ def load_training_pairs(datasets: list[dict[str, Any]], traces: str = "ecr"):
     return examples, sizes, [s.weight for s in specs], names
 
 
-def train_embedder(config: str | os.PathLike | dict[str, Any] | None = None, argv: list[str] | None = None):
-    """Run the embedder recipe ``config`` (YAML path or dict; ``argv`` = CLI overrides). Returns the trainer."""
+def train_embedder(
+    config: str | os.PathLike | dict[str, Any] | None = None, argv: list[str] | None = None, progress=None
+):
+    """Run the embedder recipe ``config`` (YAML path or dict; ``argv`` = CLI overrides). Returns the trainer.
+    ``progress``: a `TrainerCallback` that replaces the Trainer's console display."""
     from trl import ModelConfig
 
     from .config import parse_recipe
@@ -58,7 +61,7 @@ def train_embedder(config: str | os.PathLike | dict[str, Any] | None = None, arg
     model_args, embedder_args, training_args = parse_recipe(
         (ModelConfig, EmbedderArguments, ContrastiveTrainingArguments), config, argv
     )
-    return run_embedder_training(model_args, embedder_args, training_args)
+    return run_embedder_training(model_args, embedder_args, training_args, progress=progress)
 
 
 def _lora_config(model_args):
@@ -76,12 +79,13 @@ def _lora_config(model_args):
     )
 
 
-def run_embedder_training(model_args, embedder_args, training_args):
+def run_embedder_training(model_args, embedder_args, training_args, progress=None):
     import torch
     from transformers import AutoProcessor
 
     from ..modeling_tte import TTEEmbedderModel
     from .collator import ContrastiveCollator
+    from .config import use_progress
     from .contrastive_trainer import ContrastiveTrainer
 
     if not model_args.model_name_or_path:
@@ -116,6 +120,7 @@ def run_embedder_training(model_args, embedder_args, training_args):
         dataset_weights=weights,
         dataset_names=names,
     )
+    use_progress(trainer, progress)
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     save_embedder(trainer, processor, training_args.output_dir, merge_lora=embedder_args.merge_lora)
     return trainer

@@ -43,13 +43,14 @@ class HeadArguments:
     save_full_model: bool = field(default=False, metadata={"help": "Save backbone + head, not the head alone."})
 
 
-def train_head(config: str | os.PathLike | dict[str, Any] | None = None, argv: list[str] | None = None):
-    """Run the unified-head recipe ``config`` (YAML path or dict; ``argv`` = overrides). Returns the trainer."""
+def train_head(config: str | os.PathLike | dict[str, Any] | None = None, argv: list[str] | None = None, progress=None):
+    """Run the unified-head recipe ``config`` (YAML path or dict; ``argv`` = overrides). Returns the trainer.
+    ``progress``: a `TrainerCallback` that replaces the Trainer's console display."""
     from .config import parse_recipe
     from .contrastive_trainer import ContrastiveTrainingArguments
 
     head_args, training_args = parse_recipe((HeadArguments, ContrastiveTrainingArguments), config, argv)
-    return run_head_training(head_args, training_args)
+    return run_head_training(head_args, training_args, progress=progress)
 
 
 class HeadTrainingModule(nn.Module):
@@ -143,11 +144,12 @@ class UnifiedEncoder:
         return head_module(hidden, mask, positions)
 
 
-def run_head_training(head_args, training_args):
+def run_head_training(head_args, training_args, progress=None):
     from transformers import AutoProcessor
 
     from ..modeling_tte import TTEUnifiedModel
     from .collator import ContrastiveCollator
+    from .config import use_progress
     from .hidden_cache import HiddenStateCache, cache_fingerprint
     from .train_embedder import load_training_pairs
 
@@ -194,6 +196,7 @@ def run_head_training(head_args, training_args):
         dataset_names=names,
         encode=UnifiedEncoder(cache),
     )
+    use_progress(trainer, progress)
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.accelerator.wait_for_everyone()
     trainer.save_state()

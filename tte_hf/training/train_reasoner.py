@@ -76,8 +76,11 @@ def freeze_vision(model) -> int:
     return len(params)
 
 
-def train_reasoner(config: str | os.PathLike | dict[str, Any] | None = None, argv: list[str] | None = None):
-    """Run the SFT recipe ``config`` (YAML path or dict; ``argv`` = CLI overrides). Returns the trainer."""
+def train_reasoner(
+    config: str | os.PathLike | dict[str, Any] | None = None, argv: list[str] | None = None, progress=None
+):
+    """Run the SFT recipe ``config`` (YAML path or dict; ``argv`` = CLI overrides). Returns the trainer.
+    ``progress``: a `TrainerCallback` that replaces the Trainer's console display."""
     from trl import ModelConfig, ScriptArguments, SFTConfig
 
     from .config import parse_recipe
@@ -85,13 +88,15 @@ def train_reasoner(config: str | os.PathLike | dict[str, Any] | None = None, arg
     script_args, training_args, model_args, reasoner_args = parse_recipe(
         (ScriptArguments, SFTConfig, ModelConfig, ReasonerArguments), config, argv
     )
-    return run_sft(script_args, training_args, model_args, reasoner_args)
+    return run_sft(script_args, training_args, model_args, reasoner_args, progress=progress)
 
 
-def run_sft(script_args, training_args, model_args, reasoner_args):
+def run_sft(script_args, training_args, model_args, reasoner_args, progress=None):
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
     from trl import SFTTrainer, get_peft_config
+
+    from .config import use_progress
 
     if reasoner_args.side not in ("query", "target"):
         raise ValueError(f"side must be 'query' or 'target', got {reasoner_args.side!r}.")
@@ -134,6 +139,7 @@ def run_sft(script_args, training_args, model_args, reasoner_args):
     )
     if reasoner_args.freeze_vision_tower:
         freeze_vision(trainer.model)
+    use_progress(trainer, progress)
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(training_args.output_dir)
     if trainer.accelerator.is_main_process:
