@@ -333,13 +333,13 @@ def test_sigkill_and_resume_ends_identical_to_an_uninterrupted_run(tmp_path, tin
 def test_cli_flags_override_the_recipe(tmp_path):
     import argparse
 
-    from tte_hf.cli import build_parser
+    from tte_hf.cli import parse_args
     from tte_hf.commands.generate_ecr import build_config
 
     recipe = Path(__file__).parents[1] / "recipes" / "ecr" / "teacher_qwen25vl_72b.yaml"
-    args = build_parser().parse_args(
-        ["generate-ecr", "--config", str(recipe), "--num-shards", "8", "--shard-id", "3", "--skip-bad"]
-        + ["--model", "local/72b", "--set", "reasoner.max_new_tokens=64", "--set", "sides=[query, target]"]
+    args = parse_args(
+        ["generate-ecr", "--config", str(recipe), "--num-shards", "8", "--shard_id", "3", "--skip-bad"]
+        + ["--model", "local/72b", "--reasoner.max_new_tokens", "64", "--set", "sides=[query, target]"]
     )
     assert isinstance(args, argparse.Namespace)
     config = GenerateECRConfig.from_any(build_config(args))
