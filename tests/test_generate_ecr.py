@@ -176,7 +176,7 @@ def test_corrupt_line_in_the_middle_is_reported_not_dropped(tmp_path, tiny_vlm):
     output = Path(generate_ecr(config).output)
     lines = output.read_text().splitlines(keepends=True)
     output.write_text(lines[0] + "{garbage\n" + "".join(lines[1:]))
-    with pytest.raises(ValueError, match=r"ecr.jsonl:2 is not a complete ECR record"):
+    with pytest.raises(ValueError, match=r"ecr.jsonl:2: not valid JSON.*not an interrupted write"):
         generate_ecr(config)
 
 
@@ -333,13 +333,13 @@ def test_sigkill_and_resume_ends_identical_to_an_uninterrupted_run(tmp_path, tin
 def test_cli_flags_override_the_recipe(tmp_path):
     import argparse
 
-    from tte_hf.cli import build_parser
+    from tte_hf.cli import parse_args
     from tte_hf.commands.generate_ecr import build_config
 
     recipe = Path(__file__).parents[1] / "recipes" / "ecr" / "teacher_qwen25vl_72b.yaml"
-    args = build_parser().parse_args(
-        ["generate-ecr", "--config", str(recipe), "--num-shards", "8", "--shard-id", "3", "--skip-bad"]
-        + ["--model", "local/72b", "--set", "reasoner.max_new_tokens=64", "--set", "sides=[query, target]"]
+    args = parse_args(
+        ["generate-ecr", "--config", str(recipe), "--num-shards", "8", "--shard_id", "3", "--skip-bad"]
+        + ["--model", "local/72b", "--reasoner.max_new_tokens", "64", "--set", "sides=[query, target]"]
     )
     assert isinstance(args, argparse.Namespace)
     config = GenerateECRConfig.from_any(build_config(args))
@@ -364,7 +364,7 @@ def test_precomputed_reasoner_serves_a_generated_file(tmp_path, tiny_vlm):
         reasoner.generate([requests[0], ReasoningRequest(text="x", item_id="nope")])
     broken = tmp_path / "broken.jsonl"
     broken.write_text(json.dumps(records[0]) + "\n" + json.dumps({"ecr": "no id"}) + "\n")
-    with pytest.raises(ValueError, match="broken.jsonl:2: not an ECR row"):
+    with pytest.raises(ValueError, match="broken.jsonl:2: ECR row has no `id`"):
         load_reasoner(backend="precomputed", path=str(broken))
 
 

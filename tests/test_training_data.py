@@ -6,7 +6,7 @@ from collections import Counter
 import pytest
 from PIL import Image
 
-from tte_hf.training.config import override_args, parse_recipe
+from tte_hf.training.config import parse_recipe
 from tte_hf.training.data import DatasetSpec, load_pairs
 from tte_hf.training.sampler import InterleavedBatchSampler
 from tte_hf.training.sft_data import sft_rows
@@ -116,7 +116,6 @@ def test_unknown_keys_are_refused(tmp_path):
         parse_recipe((ModelConfig, EmbedderArguments), {"learning_rat": 1e-4})
     with pytest.raises(ValueError, match=r"datasets\[0\] has unknown key\(s\) \['imag_root'\]"):
         DatasetSpec.from_dict({"name": "a", "path": "p", "imag_root": "x"}, 0)
-    assert override_args(["learning_rate=1e-4"]) == ["--learning_rate", "1e-4"]
 
 
 @pytest.mark.parametrize("entry", ["train_embedder", "train_head", "train_reasoner"])

@@ -1,15 +1,41 @@
-"""Think-Then-Embed multimodal embeddings for the Hugging Face ecosystem."""
+"""Think-Then-Embed multimodal embeddings for the Hugging Face ecosystem.
 
-from transformers import AutoConfig, AutoModel
+The exports load on first use (PEP 562), so ``import tte_hf`` and ``tte-hf --help`` import no torch;
+the TTE classes are registered with ``AutoConfig`` / ``AutoModel`` as soon as either is imported.
+"""
 
-from .configuration_tte import TTEEmbedderConfig, TTEUnifiedConfig
-from .modeling_tte import TTEEmbedderModel, TTEGenerateOutput, TTEUnifiedModel
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from . import auto_registration
 
 __version__ = "0.1.0"
 
-AutoConfig.register(TTEEmbedderConfig.model_type, TTEEmbedderConfig, exist_ok=True)
-AutoConfig.register(TTEUnifiedConfig.model_type, TTEUnifiedConfig, exist_ok=True)
-AutoModel.register(TTEEmbedderConfig, TTEEmbedderModel, exist_ok=True)
-AutoModel.register(TTEUnifiedConfig, TTEUnifiedModel, exist_ok=True)
-
+_EXPORTS = {
+    "TTEEmbedderConfig": "configuration_tte",
+    "TTEUnifiedConfig": "configuration_tte",
+    "TTEEmbedderModel": "modeling_tte",
+    "TTEGenerateOutput": "modeling_tte",
+    "TTEUnifiedModel": "modeling_tte",
+}
 __all__ = ["TTEEmbedderConfig", "TTEEmbedderModel", "TTEGenerateOutput", "TTEUnifiedConfig", "TTEUnifiedModel"]
+
+if TYPE_CHECKING:
+    from .configuration_tte import TTEEmbedderConfig, TTEUnifiedConfig
+    from .modeling_tte import TTEEmbedderModel, TTEGenerateOutput, TTEUnifiedModel
+
+auto_registration.install()
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'tte_hf' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

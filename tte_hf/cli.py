@@ -31,14 +31,28 @@ def build_parser() -> argparse.ArgumentParser:
     for name, module_name in COMMANDS.items():
         module = importlib.import_module(f"tte_hf.commands.{module_name}")
         summary = (module.__doc__ or "").strip().splitlines()[0]
-        command = sub.add_parser(name, help=summary, description=summary)
+        command = sub.add_parser(name, help=summary, description=summary, allow_abbrev=False)
         module.add_arguments(command)
         command.set_defaults(_run=module.run)
     return parser
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse a command line; the options a recipe command does not declare become ``args.overrides``."""
+    from .commands import collect_overrides
+
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if not getattr(args, "_accepts_overrides", False):
+        if extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        return args
+    args.overrides = collect_overrides(args, extra)
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     return args._run(args) or 0
 
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-# flag -> config key; flags override the YAML. `--set key=value` reaches any key, nested ones with dots.
+from . import accept_overrides, override_pairs
+
+# flag -> config key, listed in --help; flags override the YAML. Any other key of GenerateECRConfig follows
+# as --key value (TRL style); the reasoner's open-ended options as --reasoner.KEY value (see `apply_overrides`).
 _FLAGS = {
     "input": str,
     "input_format": str,
@@ -39,13 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="On resume, try the rows of <output>.skipped.jsonl again (recorded in the manifest).",
     )
     parser.add_argument("--no-progress", action="store_true", help="Hide the progress bar.")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="Any config key, e.g. --set reasoner.max_new_tokens=128 (VALUE is parsed as YAML).",
+    accept_overrides(
+        parser,
+        "Any other config key follows as --KEY VALUE (e.g. --max_trace_chars 2000), and the reasoner's options as "
+        "--reasoner.KEY VALUE (e.g. --reasoner.max_new_tokens 128); VALUE is parsed as YAML.",
     )
 
 
@@ -68,16 +68,34 @@ def build_config(args: argparse.Namespace) -> dict:
     config["reasoner"] = reasoner
     if args.no_progress:
         config["progress"] = False
-    for override in args.overrides:
-        key, sep, value = override.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"--set expects KEY=VALUE, got {override!r}")
-        *parents, leaf = key.split(".")
-        target = config
-        for parent in parents:
-            target = target.setdefault(parent, {})
-        target[leaf] = yaml.safe_load(value)
+    apply_overrides(config, override_pairs(args.overrides))
     return config
+
+
+def apply_overrides(config: dict, pairs: list[tuple[str, str]]) -> None:
+    """Set ``key`` (a GenerateECRConfig field) or ``reasoner.key`` (a `load_reasoner` option) to its YAML value.
+
+    TRL/HF parsers have no nested keys (a dict field takes a JSON string, replacing the whole dict); the
+    reasoner's options depend on its backend, so one dotted level merges a single option into the recipe's.
+    """
+    import dataclasses
+
+    import yaml
+
+    from ..reasoning.generate import GenerateECRConfig
+
+    known = sorted(f.name for f in dataclasses.fields(GenerateECRConfig))
+    for key, value in pairs:
+        head, dot, rest = key.partition(".")
+        if head not in known or (dot and (head != "reasoner" or not rest or "." in rest)):
+            raise SystemExit(
+                f"tte-hf generate-ecr: error: unknown option --{key}; config keys: {known}, "
+                "and the reasoner's options as --reasoner.KEY."
+            )
+        if dot:
+            config["reasoner"] = {**(config.get("reasoner") or {}), rest: yaml.safe_load(value)}
+        else:
+            config[head] = yaml.safe_load(value)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from ..testing import SUPPORTED_TINY_ARCHS
+# The same tuple as tte_hf.testing.SUPPORTED_TINY_ARCHS (tested), not imported: that module imports torch.
+TINY_ARCHS = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("output_dir", help="Folder to write the checkpoint to.")
-    parser.add_argument("--arch", default="qwen2_vl", choices=SUPPORTED_TINY_ARCHS)
+    parser.add_argument("--arch", default="qwen2_vl", choices=TINY_ARCHS)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--hidden-size", type=int, default=64)
     parser.add_argument("--num-layers", type=int, default=4)

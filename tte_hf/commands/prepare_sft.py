@@ -13,9 +13,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..training.config import override_args
     from ..training.train_reasoner import export_sft_dataset
 
-    path = export_sft_dataset(args.config, args.output, override_args(args.overrides))
+    path = export_sft_dataset(args.config, args.output, args.overrides)
     print(f"Wrote the SFT rows to {path}")
     return 0

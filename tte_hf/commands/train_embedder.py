@@ -12,8 +12,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..training.config import finish_run, override_args
+    from ..training.config import finish_run
     from ..training.train_embedder import train_embedder
 
-    finish_run(train_embedder(args.config, override_args(args.overrides)))
+    finish_run(train_embedder(args.config, args.overrides))
     return 0

@@ -14,55 +14,19 @@ checked for existence here and decoded later, chunk by chunk (`materialize`).
 
 from __future__ import annotations
 
+import importlib
 import os
-import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from PIL import Image
 
-from .tasks import BEIR_FORMAT, MMEB_FORMAT, VLM2VEC_VIDEO_FORMAT, TaskSpec
+from .rows import EvalItem, TaskData, TaskDataError, fail, frame_paths, join, load_rows, sample_frames
+from .tasks import BEIR_FORMAT, DATA_FORMATS, MMEB_FORMAT, VLM2VEC_VIDEO_FORMAT, TaskSpec
+
+__all__ = ["EvalItem", "TaskData", "TaskDataError", "load_task", "materialize", "register_loader", "sample_frames"]
 
 IMAGE_TOKEN_MARKERS = ("<|image_1|>",)  # Phi-3-V placeholder left in MMEB_Test_Instruct instructions
-FRAME_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
-
-
-class TaskDataError(ValueError):
-    """A task's data is unusable; the message names the task, the row and what to fix."""
-
-
-@dataclass
-class EvalItem:
-    """One query or candidate before decoding: text, and at most one image or one frame list."""
-
-    key: str
-    text: str | None = None
-    image: Any = None  # a path or a PIL image
-    frames: list[str] | None = None
-    where: str = ""  # "row 3 field 'qry_img_path'", for error messages
-
-
-@dataclass
-class TaskData:
-    """Queries, the task's distinct candidates and, per query, its candidates and their relevance.
-
-    ``query_candidates[q]`` is None for a global task (rank every candidate), else the query's listed
-    candidates (indices into ``candidates``, repeats kept); ``relevance[q]`` maps a candidate index
-    (into ``candidates``) to its grade — in a local list, only that index's first listing is relevant.
-    """
-
-    task: TaskSpec
-    queries: list[EvalItem]
-    candidates: list[EvalItem]
-    query_candidates: list[list[int] | None]
-    relevance: list[dict[int, float]]
-    candidate_index: dict[str, int] = field(default_factory=dict)
-
-
-def _fail(task: TaskSpec, where: str, problem: str, fix: str) -> TaskDataError:
-    return TaskDataError(f"Task {task.name!r}, {where}: {problem}. {fix}")
 
 
 def _strip_markers(text: str | None) -> str:
@@ -72,85 +36,23 @@ def _strip_markers(text: str | None) -> str:
     return text.strip()
 
 
-def _join(*parts: str | None) -> str:
-    return " ".join(p.strip() for p in parts if p and p.strip())
-
-
 def _resolve(task: TaskSpec, relative: str) -> str:
     return os.path.join(task.image_root, relative) if task.image_root else relative
-
-
-def _natural_key(name: str) -> list:
-    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
-
-
-def sample_frames(files: list, num_frames: int) -> list:
-    """VLM2Vec's frame sampling: ``np.linspace(0, n - 1, num_frames, dtype=int)`` when there are enough frames."""
-    if num_frames <= 0 or len(files) <= num_frames:
-        return list(files)
-    if num_frames == 1:
-        return [files[0]]
-    step = (len(files) - 1) / (num_frames - 1)  # numpy: arange(num) * step, last index set to stop
-    indices = [int(i * step) for i in range(num_frames - 1)] + [len(files) - 1]
-    return [files[i] for i in indices]
-
-
-def _frame_paths(task: TaskSpec, value: Any, where: str, root: str | None = None) -> list[str]:
-    """Frame files of a video: a folder (naturally sorted, sampled to ``num_frames``) or an explicit list."""
-    root = task.image_root if root is None else root
-    if isinstance(value, str):
-        folder = Path(os.path.join(root, value) if root else value)
-        if not folder.is_dir():
-            raise _fail(task, where, f"frame folder {str(folder)!r} does not exist", "Extract the frames there or fix the path / root.")  # fmt: skip
-        files = sorted((p.name for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES), key=_natural_key)
-        if not files:
-            raise _fail(task, where, f"frame folder {str(folder)!r} holds no images", "Extract the frames first.")
-        return [str(folder / f) for f in sample_frames(files, task.num_frames)]
-    paths = [os.path.join(root, p) if root else p for p in value]
-    if not paths:
-        raise _fail(task, where, "the frame list is empty", "Give at least one frame.")
-    for path in paths:
-        if not os.path.isfile(path):
-            raise _fail(task, where, f"frame {path!r} does not exist", "Check the path and image_root.")
-    return paths
 
 
 def _image_path(task: TaskSpec, value: str, where: str) -> str:
     path = _resolve(task, value)
     if not os.path.isfile(path):
-        raise _fail(task, where, f"image {path!r} does not exist", "Check the path and the task's image_root.")
+        raise fail(task, where, f"image {path!r} does not exist", "Check the path and the task's image_root.")
     return path
-
-
-def _load_rows(task: TaskSpec, config: str | None = None):
-    """Rows of a local file/folder or a Hub (or locally mirrored) dataset, through `datasets`."""
-    import datasets
-
-    if task.data_files is not None:
-        path = Path(task.data_files)
-        if task.data_format == BEIR_FORMAT:
-            matches = sorted(path.glob(f"{config}.*")) if path.is_dir() else []
-            if not matches:
-                raise _fail(task, f"{config} file", f"no {config}.jsonl/.parquet in {str(path)!r}", "A BEIR folder holds queries, corpus and qrels files.")  # fmt: skip
-            path = matches[0]
-        if not path.exists():
-            raise _fail(task, "data_files", f"{str(path)!r} does not exist", "Check the task's data_files.")
-        builder = "parquet" if path.suffix == ".parquet" else "json"
-        rows = datasets.load_dataset(builder, data_files=str(path), split="train")
-    else:
-        subset = config if task.data_format == BEIR_FORMAT else task.hf_subset
-        rows = datasets.load_dataset(task.hf_path, subset, split=task.hf_split)
-    if task.num_samples is not None and config in (None, "queries") and task.num_samples < len(rows):
-        rows = rows.select(range(task.num_samples))  # VLM2Vec keeps the first rows
-    return rows
 
 
 def _require(task: TaskSpec, row: Mapping[str, Any], index: int, name: str, kind: type | tuple) -> Any:
     value = row.get(name)
     if value is None:
-        raise _fail(task, f"row {index}", f"field {name!r} is missing", f"Each row needs {name!r}.")
+        raise fail(task, f"row {index}", f"field {name!r} is missing", f"Each row needs {name!r}.")
     if not isinstance(value, kind):
-        raise _fail(task, f"row {index}", f"field {name!r} is a {type(value).__name__}", f"Expected {kind}.")
+        raise fail(task, f"row {index}", f"field {name!r} is a {type(value).__name__}", f"Expected {kind}.")
     return value
 
 
@@ -163,28 +65,28 @@ def _as_list(value: Any) -> list:
 def _load_mmeb(task: TaskSpec) -> TaskData:
     queries, candidates, query_candidates, relevance = [], [], [], []
     index_of: dict[str, int] = {}
-    for row_index, row in enumerate(_load_rows(task)):
+    for row_index, row in enumerate(load_rows(task)):
         row_id = str(row["id"]) if row.get("id") is not None else str(row_index)
         qry_text = _require(task, row, row_index, "qry_text", str)
         tgt_texts = _require(task, row, row_index, "tgt_text", (list, tuple))
         if not tgt_texts:
-            raise _fail(task, f"row {row_index}", "the candidate list 'tgt_text' is empty, so it lacks the gold item", "MMEB lists the gold candidate first; give at least one.")  # fmt: skip
+            raise fail(task, f"row {row_index}", "the candidate list 'tgt_text' is empty, so it lacks the gold item", "MMEB lists the gold candidate first; give at least one.")  # fmt: skip
         n = len(tgt_texts)
         media_lists = {}
         for name in ("tgt_img_path", "tgt_video_path"):
             values = _as_list(row.get(name))
             if values and not all(v in ("", None) for v in values):
                 if len(values) != n:
-                    raise _fail(task, f"row {row_index}", f"{name!r} has {len(values)} entries for {n} 'tgt_text' candidates", "Give one entry per candidate ('' for none).")  # fmt: skip
+                    raise fail(task, f"row {row_index}", f"{name!r} has {len(values)} entries for {n} 'tgt_text' candidates", "Give one entry per candidate ('' for none).")  # fmt: skip
                 media_lists[name] = values
-        query = EvalItem(key=f"{task.name}/{row_id}", text=_join(_strip_markers(row.get("qry_inst")), qry_text))
+        query = EvalItem(key=f"{task.name}/{row_id}", text=join(_strip_markers(row.get("qry_inst")), qry_text))
         query.where = f"row {row_index} (id {row_id})"
         if row.get("qry_img_path"):
             query.image = _image_path(task, row["qry_img_path"], f"row {row_index} field 'qry_img_path'")
         if row.get("qry_video_path"):
-            query.frames = _frame_paths(task, row["qry_video_path"], f"row {row_index} field 'qry_video_path'")
+            query.frames = frame_paths(task, row["qry_video_path"], f"row {row_index} field 'qry_video_path'")
         if not (query.text or query.image or query.frames):
-            raise _fail(task, f"row {row_index}", "the query has no text, image or video", "Fill qry_text or a media path.")  # fmt: skip
+            raise fail(task, f"row {row_index}", "the query has no text, image or video", "Fill qry_text or a media path.")  # fmt: skip
         tgt_inst = _strip_markers(row.get("tgt_inst"))
         own: list[int] = []
         for c in range(n):
@@ -193,18 +95,18 @@ def _load_mmeb(task: TaskSpec) -> TaskData:
             video_rel = media_lists.get("tgt_video_path", [None] * n)[c] or None
             caption = tgt_texts[c] or ""
             if not isinstance(caption, str):
-                raise _fail(task, where, f"'tgt_text' entry is a {type(caption).__name__}", "Candidates are strings.")
+                raise fail(task, where, f"'tgt_text' entry is a {type(caption).__name__}", "Candidates are strings.")
             # VLM2Vec: text candidates are the bare label/caption; visual candidates get the target instruction.
-            text = _join(tgt_inst, caption) if (image_rel or video_rel) else caption.strip()
+            text = join(tgt_inst, caption) if (image_rel or video_rel) else caption.strip()
             key = "|".join([image_rel or "", str(video_rel or ""), caption.strip()])
             if not (text or image_rel or video_rel):
-                raise _fail(task, where, "the candidate has no text, image or video", "Fill tgt_text or a media path.")
+                raise fail(task, where, "the candidate has no text, image or video", "Fill tgt_text or a media path.")
             if key not in index_of:
                 item = EvalItem(key=key, text=text or None, where=where)
                 if image_rel:
                     item.image = _image_path(task, image_rel, f"{where} field 'tgt_img_path'")
                 if video_rel:
-                    item.frames = _frame_paths(task, video_rel, f"{where} field 'tgt_video_path'")
+                    item.frames = frame_paths(task, video_rel, f"{where} field 'tgt_video_path'")
                 index_of[key] = len(candidates)
                 candidates.append(item)
             # Every listed candidate is scored, repeats included: a negative equal to the gold (two
@@ -214,68 +116,83 @@ def _load_mmeb(task: TaskSpec) -> TaskData:
         query_candidates.append(own)
         relevance.append({own[0]: 1.0})
     if not queries:
-        raise _fail(task, "data", "the dataset has no rows", "Check the split / data_files.")
+        raise fail(task, "data", "the dataset has no rows", "Check the split / data_files.")
     if task.ranking == "global":
         query_candidates = [None] * len(queries)
     return TaskData(task, queries, candidates, query_candidates, relevance, index_of)
 
 
 def _load_beir(task: TaskSpec) -> TaskData:
-    corpus_rows = _load_rows(task, "corpus")
+    corpus_rows = load_rows(task, "corpus")
     candidates: list[EvalItem] = []
     index_of: dict[str, int] = {}
     for row_index, row in enumerate(corpus_rows):
         where = f"corpus row {row_index}"
         corpus_id = row.get("corpus-id")
         if corpus_id is None:
-            raise _fail(task, where, "field 'corpus-id' is missing", "Each corpus row needs 'corpus-id' and 'image'.")
+            raise fail(task, where, "field 'corpus-id' is missing", "Each corpus row needs 'corpus-id' and 'image'.")
         image = row.get("image")
         if image is None:
-            raise _fail(task, where, "field 'image' is missing", "Each corpus row needs 'corpus-id' and 'image'.")
+            raise fail(task, where, "field 'image' is missing", "Each corpus row needs 'corpus-id' and 'image'.")
         if isinstance(image, str):
             image = _image_path(task, image, f"{where} field 'image'")
         item = EvalItem(key=str(corpus_id), text=task.document_instruction, image=image, where=where)
         index_of[item.key] = len(candidates)
         candidates.append(item)
     qrels: dict[str, dict[int, float]] = {}
-    for row_index, row in enumerate(_load_rows(task, "qrels")):
+    for row_index, row in enumerate(load_rows(task, "qrels")):
         for name in ("query-id", "corpus-id", "score"):
             if row.get(name) is None:
-                raise _fail(task, f"qrels row {row_index}", f"field {name!r} is missing", "qrels rows need query-id, corpus-id and score.")  # fmt: skip
+                raise fail(task, f"qrels row {row_index}", f"field {name!r} is missing", "qrels rows need query-id, corpus-id and score.")  # fmt: skip
         if float(row["score"]) <= 0:  # VLM2Vec keeps positive qrels only
             continue
         corpus_id = str(row["corpus-id"])
         if corpus_id not in index_of:
-            raise _fail(task, f"qrels row {row_index}", f"corpus-id {corpus_id!r} is not in the corpus, so query {row['query-id']!r} would miss its gold page", "Add the page to the corpus or drop the qrel.")  # fmt: skip
+            raise fail(task, f"qrels row {row_index}", f"corpus-id {corpus_id!r} is not in the corpus, so query {row['query-id']!r} would miss its gold page", "Add the page to the corpus or drop the qrel.")  # fmt: skip
         grades = qrels.setdefault(str(row["query-id"]), {})
         grades[index_of[corpus_id]] = max(grades.get(index_of[corpus_id], 0.0), float(row["score"]))
     queries, relevance = [], []
-    for row_index, row in enumerate(_load_rows(task, "queries")):
+    for row_index, row in enumerate(load_rows(task, "queries")):
         query_id = row.get("query-id")
         text = row.get("query")
         if query_id is None or text is None:
             missing = "query-id" if query_id is None else "query"
-            raise _fail(task, f"queries row {row_index}", f"field {missing!r} is missing", "Query rows need query-id and query.")  # fmt: skip
+            raise fail(task, f"queries row {row_index}", f"field {missing!r} is missing", "Query rows need query-id and query.")  # fmt: skip
         if str(query_id) not in qrels:
-            raise _fail(task, f"queries row {row_index} (query-id {query_id})", "the query has no positive qrels, so its candidates lack a gold item", "Add a qrel with score > 0 or drop the query.")  # fmt: skip
-        queries.append(EvalItem(key=f"{task.name}/{query_id}", text=_join(task.query_instruction, text), where=f"queries row {row_index}"))  # fmt: skip
+            raise fail(task, f"queries row {row_index} (query-id {query_id})", "the query has no positive qrels, so its candidates lack a gold item", "Add a qrel with score > 0 or drop the query.")  # fmt: skip
+        queries.append(EvalItem(key=f"{task.name}/{query_id}", text=join(task.query_instruction, text), where=f"queries row {row_index}"))  # fmt: skip
         relevance.append(qrels[str(query_id)])
     if not queries:
-        raise _fail(task, "queries", "the dataset has no queries", "Check the split / data_files.")
+        raise fail(task, "queries", "the dataset has no queries", "Check the split / data_files.")
     return TaskData(task, queries, candidates, [None] * len(queries), relevance, index_of)
 
 
-def load_task(task: TaskSpec) -> TaskData:
-    """Read and validate a task's rows (nothing is decoded yet)."""
-    if task.data_format == MMEB_FORMAT:
-        return _load_mmeb(task)
-    if task.data_format == BEIR_FORMAT:
-        return _load_beir(task)
-    if task.data_format == VLM2VEC_VIDEO_FORMAT:
-        from .video_data import load_vlm2vec_video  # parsers of VLM2Vec's per-dataset video rows
+Loader = Callable[[TaskSpec], TaskData]
+# data_format -> loader, or "module:function" imported on first use (video parsing stays unloaded
+# until a video task needs it). `tasks.DATA_FORMATS` lists the formats a TaskSpec may name.
+_LOADERS: dict[str, Loader | str] = {
+    MMEB_FORMAT: _load_mmeb,
+    BEIR_FORMAT: _load_beir,
+    VLM2VEC_VIDEO_FORMAT: "tte_hf.evaluation.video_data:load_vlm2vec_video",
+}
 
-        return load_vlm2vec_video(task)
-    raise TaskDataError(f"Task {task.name!r}: unknown data_format {task.data_format!r}.")
+
+def register_loader(data_format: str, loader: Loader | str) -> None:
+    """Make `load_task` read tasks of ``data_format`` with ``loader`` (a function or "module:function")."""
+    if data_format not in DATA_FORMATS:
+        raise ValueError(f"data_format {data_format!r} is not one of tasks.DATA_FORMATS {DATA_FORMATS}; add it there.")
+    _LOADERS[data_format] = loader
+
+
+def load_task(task: TaskSpec) -> TaskData:
+    """Read and validate a task's rows (nothing is decoded yet), with the loader of its data format."""
+    loader = _LOADERS.get(task.data_format)
+    if loader is None:
+        raise TaskDataError(f"Task {task.name!r}: no loader for data_format {task.data_format!r} (known: {sorted(_LOADERS)}).")  # fmt: skip
+    if isinstance(loader, str):
+        module, _, name = loader.partition(":")
+        loader = _LOADERS[task.data_format] = getattr(importlib.import_module(module), name)
+    return loader(task)
 
 
 def _open_image(task: TaskSpec, image: Any, where: str) -> Image.Image:
@@ -285,7 +202,7 @@ def _open_image(task: TaskSpec, image: Any, where: str) -> Image.Image:
         with Image.open(image) as opened:
             return opened.convert("RGB")
     except Exception as err:  # PIL raises several types for corrupt or unsupported files
-        raise _fail(task, where, f"cannot read image {str(image)!r} ({type(err).__name__}: {err})", "Replace or remove the file.") from err  # fmt: skip
+        raise fail(task, where, f"cannot read image {str(image)!r} ({type(err).__name__}: {err})", "Replace or remove the file.") from err  # fmt: skip
 
 
 def materialize(task: TaskSpec, item: EvalItem, reasoning: str | None = None) -> Any:

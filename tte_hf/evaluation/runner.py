@@ -28,6 +28,7 @@ from typing import Any, Protocol
 import torch
 from tqdm.auto import tqdm
 
+from ..ecr_jsonl import read_ecr
 from .data import TaskData, load_task, materialize
 from .distributed import Processes, current_processes
 from .fingerprint import model_fingerprint
@@ -55,19 +56,9 @@ class EncoderModel(Protocol):
 
 
 def load_ecr_files(paths: Iterable[str | Path]) -> dict[str, str]:
-    """``id -> ecr`` from JSONL files written by ``tte-hf generate-ecr`` (later files win)."""
-    traces: dict[str, str] = {}
-    for path in paths:
-        with open(path) as handle:
-            for line_no, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                    traces[str(row["id"])] = row["ecr"]
-                except (json.JSONDecodeError, KeyError, TypeError) as err:
-                    raise ValueError(f"ECR file {path}, line {line_no}: need a JSON object with 'id' and 'ecr' ({err}).") from err  # fmt: skip
-    return traces
+    """``id -> ecr`` from JSONL files written by ``tte-hf generate-ecr`` (one id with two different
+    traces is an error naming both lines; see `tte_hf.ecr_jsonl`)."""
+    return {item_id: record.ecr for item_id, record in read_ecr(list(paths), need="ecr").items()}
 
 
 def default_model_id(model: Any) -> str:

@@ -13,7 +13,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from .data import EvalItem, TaskData, TaskDataError, _fail, _frame_paths, _join, _load_rows
+from .rows import EvalItem, TaskData, TaskDataError, fail, frame_paths, join, load_rows
 from .tasks import TaskSpec
 
 VIDEO_DOCUMENT_INSTRUCTION = "Understand the content of the provided video."
@@ -41,20 +41,20 @@ def _label_tables() -> dict[str, Any]:
 def _field(task: TaskSpec, row: dict, index: int, name: str) -> Any:
     value = row.get(name)
     if value is None or value == "" or value == []:
-        raise _fail(task, f"row {index}", f"field {name!r} is missing", f"VLM2Vec's {task.parser!r} rows need {name!r}.")  # fmt: skip
+        raise fail(task, f"row {index}", f"field {name!r} is missing", f"VLM2Vec's {task.parser!r} rows need {name!r}.")  # fmt: skip
     return value
 
 
 def _frames(task: TaskSpec, video_id: str, where: str) -> list[str]:
     if task.frame_root is None:
-        raise _fail(task, where, "the task has no frame_root", "Point --image-root at the MMEB-V2 media folder.")
-    return _frame_paths(task, video_id, where, root=task.frame_root)
+        raise fail(task, where, "the task has no frame_root", "Point --image-root at the MMEB-V2 media folder.")
+    return frame_paths(task, video_id, where, root=task.frame_root)
 
 
 def _retrieval(task: TaskSpec) -> TaskData:
     instruction, id_field, caption_field = RETRIEVAL_FIELDS[task.parser]
     queries, candidates, relevance, index_of = [], [], [], {}
-    for index, row in enumerate(_load_rows(task)):
+    for index, row in enumerate(load_rows(task)):
         caption = _field(task, row, index, caption_field)
         caption = caption[0] if isinstance(caption, list) else caption  # msvd / vatex: first caption
         video_id = str(_field(task, row, index, id_field))
@@ -64,7 +64,7 @@ def _retrieval(task: TaskSpec) -> TaskData:
             frames = _frames(task, video_id, f"row {index} (video {video_id})")
             index_of[video_id] = len(candidates)
             candidates.append(EvalItem(key=video_id, text=VIDEO_DOCUMENT_INSTRUCTION, frames=frames, where=f"row {index}"))  # fmt: skip
-        queries.append(EvalItem(key=f"{task.name}/{index}", text=_join(instruction, caption), where=f"row {index}"))
+        queries.append(EvalItem(key=f"{task.name}/{index}", text=join(instruction, caption), where=f"row {index}"))
         relevance.append({index_of[video_id]: 1.0})
     return TaskData(task, queries, candidates, [None] * len(queries), relevance, index_of)
 
@@ -79,7 +79,7 @@ def _classification(task: TaskSpec) -> TaskData:
     candidates = [EvalItem(key=label, text=label, where=f"label {i}") for i, label in enumerate(labels)]
     index_of = {label: i for i, label in enumerate(labels)}
     queries, own_lists, relevance = [], [], []
-    for index, row in enumerate(_load_rows(task)):
+    for index, row in enumerate(load_rows(task)):
         video_id = str(_field(task, row, index, "video_id"))
         gold = _field(task, row, index, "pos_text")
         if task.parser == "ssv2":  # multiple choice: the row's own options (neg_text) hold the answer
@@ -92,7 +92,7 @@ def _classification(task: TaskSpec) -> TaskData:
         else:
             own = None
         if gold not in index_of or (own is not None and index_of[gold] not in own):
-            raise _fail(task, f"row {index}", f"the gold label {gold!r} is not among the candidates", "Fix pos_text / neg_text or the label list.")  # fmt: skip
+            raise fail(task, f"row {index}", f"the gold label {gold!r} is not among the candidates", "Fix pos_text / neg_text or the label list.")  # fmt: skip
         frames = _frames(task, video_id, f"row {index} (video {video_id})")
         queries.append(EvalItem(key=f"{task.name}/{index}", text=instruction.strip(), frames=frames, where=f"row {index}"))  # fmt: skip
         own_lists.append(own)
@@ -133,7 +133,7 @@ def _qa_row(task: TaskSpec, row: dict, index: int) -> tuple[str, str, list[tuple
 
 def _question_answering(task: TaskSpec) -> TaskData:
     queries, candidates, own_lists, relevance, index_of = [], [], [], [], {}
-    for index, row in enumerate(_load_rows(task)):
+    for index, row in enumerate(load_rows(task)):
         video_id, text, options, gold = _qa_row(task, row, index)
         own = []
         for key, option_text in options:
@@ -142,9 +142,9 @@ def _question_answering(task: TaskSpec) -> TaskData:
                 candidates.append(EvalItem(key=key, text=option_text, where=f"row {index}"))
             own.append(index_of[key])  # repeats kept: an equal negative ties with the gold
         if gold not in index_of or index_of[gold] not in own:
-            raise _fail(task, f"row {index}", f"the answer {gold!r} is not among the options", "Fix the answer / options.")  # fmt: skip
+            raise fail(task, f"row {index}", f"the answer {gold!r} is not among the options", "Fix the answer / options.")  # fmt: skip
         frames = _frames(task, video_id, f"row {index} (video {video_id})")
-        queries.append(EvalItem(key=f"{task.name}/{index}", text=_join(QA_PROMPT, text), frames=frames, where=f"row {index}"))  # fmt: skip
+        queries.append(EvalItem(key=f"{task.name}/{index}", text=join(QA_PROMPT, text), frames=frames, where=f"row {index}"))  # fmt: skip
         own_lists.append(own)
         relevance.append({index_of[gold]: 1.0})
     return TaskData(task, queries, candidates, own_lists, relevance, index_of)
@@ -170,7 +170,7 @@ def _mvbench_rows(task: TaskSpec):
     import datasets
 
     if task.data_files is not None:  # a local file already carries the `subset` column
-        yield from enumerate(_load_rows(task))
+        yield from enumerate(load_rows(task))
         return
     parts = []
     for subset in MVBENCH_SUBSETS:
@@ -190,7 +190,7 @@ def _mvbench(task: TaskSpec) -> TaskData:
         # VLM2Vec's qa_template: "(A) option" lines; candidates are the lettered options.
         lettered = [f"({chr(ord('A') + i)}) {o}" for i, o in enumerate(options)]
         if answer not in options:
-            raise _fail(task, f"row {index}", f"the answer {answer!r} is not among the candidates", "Fix answer / candidates.")  # fmt: skip
+            raise fail(task, f"row {index}", f"the answer {answer!r} is not among the candidates", "Fix answer / candidates.")  # fmt: skip
         gold = lettered[options.index(answer)]
         own = []
         for option in lettered:
@@ -198,7 +198,7 @@ def _mvbench(task: TaskSpec) -> TaskData:
                 index_of[option] = len(candidates)
                 candidates.append(EvalItem(key=option, text=option, where=f"row {index}"))
             own.append(index_of[option])  # repeats kept: an equal negative ties with the gold
-        text = _join(QA_PROMPT, question) + "\nOptions:\n" + "\n".join(lettered)
+        text = join(QA_PROMPT, question) + "\nOptions:\n" + "\n".join(lettered)
         frames = _frames(task, f"{subset}/{video}", f"row {index} (video {subset}/{video})")
         queries.append(EvalItem(key=f"{task.name}/{index}", text=text, frames=frames, where=f"row {index}"))
         own_lists.append(own)
@@ -217,20 +217,20 @@ def _clip(task: TaskSpec, folder: str, where: str, candidates: list, index_of: d
 def _moment_retrieval(task: TaskSpec) -> TaskData:
     """QVHighlight / Charades-STA: the query video's clips are <frame_root>/<video>/{positive*,negative*}/."""
     queries, candidates, own_lists, relevance, index_of = [], [], [], [], {}
-    for index, row in enumerate(_load_rows(task)):
+    for index, row in enumerate(load_rows(task)):
         query = _field(task, row, index, "query")
         video = os.path.splitext(os.path.basename(str(_field(task, row, index, "video_path"))))[0]
         where = f"row {index} (video {video})"
         folder = Path(task.frame_root or "") / video
         if not folder.is_dir():
-            raise _fail(task, where, f"clip folder {str(folder)!r} does not exist", "Unpack MMEB-V2's video_mret frames.")  # fmt: skip
+            raise fail(task, where, f"clip folder {str(folder)!r} does not exist", "Unpack MMEB-V2's video_mret frames.")  # fmt: skip
         clips = sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name != "query")
         positives = [c for c in clips if c.startswith("positive")]
         if not positives:
-            raise _fail(task, where, "no 'positive*' clip folder, so the candidates lack the gold clip", "Check the frames.")  # fmt: skip
+            raise fail(task, where, "no 'positive*' clip folder, so the candidates lack the gold clip", "Check the frames.")  # fmt: skip
         own = [_clip(task, f"{video}/{c}", where, candidates, index_of, VIDEO_DOCUMENT_INSTRUCTION) for c in clips]
         frames = _frames(task, f"{video}/query", where)
-        queries.append(EvalItem(key=f"{task.name}/{index}", text=_join(MOMENT_QUERY_INSTRUCTION, query), frames=frames, where=where))  # fmt: skip
+        queries.append(EvalItem(key=f"{task.name}/{index}", text=join(MOMENT_QUERY_INSTRUCTION, query), frames=frames, where=where))  # fmt: skip
         own_lists.append(own)
         relevance.append({index_of[f"{video}/{positives[-1]}"]: 1.0})  # VLM2Vec keeps the last positive* it lists
     return TaskData(task, queries, candidates, own_lists, relevance, index_of)
@@ -239,22 +239,22 @@ def _moment_retrieval(task: TaskSpec) -> TaskData:
 def _momentseeker(task: TaskSpec) -> TaskData:
     """MomentSeeker: text, text+image or text+video queries; clips under <frame_root>/video_frames/."""
     queries, candidates, own_lists, relevance, index_of = [], [], [], [], {}
-    for index, row in enumerate(_load_rows(task)):
+    for index, row in enumerate(load_rows(task)):
         query = _field(task, row, index, "query")
         source = row.get("input_frames") or ""
         where = f"row {index}"
         item = EvalItem(key=f"{task.name}/{index}", where=where)
         if source.endswith(".mp4"):
-            item.text = _join(MOMENTSEEKER_INSTRUCTIONS["video"], query)
+            item.text = join(MOMENTSEEKER_INSTRUCTIONS["video"], query)
             item.frames = _frames(task, f"video_frames/{source.split('.mp4')[0].replace('/', '_')}", where)
         elif source.endswith(".jpg"):
-            item.text = _join(MOMENTSEEKER_INSTRUCTIONS["image"], query)
+            item.text = join(MOMENTSEEKER_INSTRUCTIONS["image"], query)
             path = os.path.join(task.frame_root or "", f"query_{source}")
             if not os.path.isfile(path):
-                raise _fail(task, f"{where} field 'input_frames'", f"image {path!r} does not exist", "Unpack MMEB-V2's video_mret frames.")  # fmt: skip
+                raise fail(task, f"{where} field 'input_frames'", f"image {path!r} does not exist", "Unpack MMEB-V2's video_mret frames.")  # fmt: skip
             item.image = path
         else:
-            item.text = _join(MOMENTSEEKER_INSTRUCTIONS["text"], query)
+            item.text = join(MOMENTSEEKER_INSTRUCTIONS["text"], query)
         own, gold = [], {}
         for field_name, grade in (("positive_frames", 1.0), ("negative_frames", 0.0)):
             for entry in row.get(field_name) or []:
@@ -264,7 +264,7 @@ def _momentseeker(task: TaskSpec) -> TaskData:
                 if grade:
                     gold[position] = grade
         if not gold:
-            raise _fail(task, where, "'positive_frames' is empty, so the candidates lack a gold clip", "Check the row.")
+            raise fail(task, where, "'positive_frames' is empty, so the candidates lack a gold clip", "Check the row.")
         queries.append(item)
         own_lists.append(list(dict.fromkeys(own)))
         relevance.append(gold)
@@ -288,5 +288,5 @@ def load_vlm2vec_video(task: TaskSpec) -> TaskData:
     else:
         raise TaskDataError(f"Task {task.name!r}: {task.note or f'parser {task.parser!r} is not implemented.'}")
     if not data.queries:
-        raise _fail(task, "data", "the dataset has no rows", "Check the split / data_root.")
+        raise fail(task, "data", "the dataset has no rows", "Check the split / data_root.")
     return data

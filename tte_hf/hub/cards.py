@@ -1,5 +1,5 @@
 """Model cards for exported repos: YAML metadata (``ModelCardData``, model-index from an eval report)
-rendered with the Jinja templates in ``model_cards/``.
+rendered with the Jinja templates shipped as package data in ``tte_hf/hub/templates/``.
 
 Eval report shape accepted (JSON; the evaluation command writes it, any tool can)::
 
@@ -164,16 +164,20 @@ def load_recipe(path: str | Path | None) -> dict[str, Any]:
     return flat
 
 
-def templates_dir() -> Path:
-    """``model_cards/``: next to the package in a checkout / editable install, else where setup.cfg's
-    ``data_files`` installs it (``<prefix>/share/tte-hf/model_cards``)."""
-    import sys
+TEMPLATE_PACKAGE = ("tte_hf.hub", "templates")  # read with importlib.resources: a wheel or zip works too
 
-    package = Path(__file__).resolve().parent.parent
-    for candidate in (package.parent / "model_cards", Path(sys.prefix) / "share" / "tte-hf" / "model_cards"):
-        if candidate.is_dir():
-            return candidate
-    raise FileNotFoundError(f"model card templates not found next to {package}")
+
+def template_environment():
+    """The Jinja environment over the card templates (package data, found through ``importlib.resources``)."""
+    import jinja2
+
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader(*TEMPLATE_PACKAGE),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
 
 
 def render_model_card(
@@ -182,18 +186,10 @@ def render_model_card(
     card_data,
     context: dict[str, Any],
 ):
-    """Render ``model_cards/<template>`` with ``context`` under the YAML header of ``card_data``."""
-    import jinja2
+    """Render the card template ``template`` with ``context`` under the YAML header of ``card_data``."""
     from huggingface_hub import ModelCard
 
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(templates_dir())),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    body = env.get_template(template).render(**context)
+    body = template_environment().get_template(template).render(**context)
     return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{body}")
 
 

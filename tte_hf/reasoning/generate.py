@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..ecr import PROMPT_VERSION, parse_ecr
+from ..ecr_jsonl import read_ecr
 from .base import ReasoningBackend, ReasoningRequest
 from .sources import INPUT_FORMATS, BadInputError, BadItem, ECRItem, ItemReader, detect_format, load_images, shard_of
 
@@ -140,18 +141,12 @@ def repair_jsonl(path: Path) -> set[str]:
             handle.truncate(keep)
             handle.flush()
             os.fsync(handle.fileno())
-    ids = set()
-    for line_no, line in enumerate(data[:keep].splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            ids.add(str(json.loads(line)["id"]))
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise ValueError(
-                f"{path}:{line_no} is not a complete ECR record ({err}); it is not the last line, so this is not "
-                "an interrupted write. Move the file away or fix that line."
-            ) from err
-    return ids
+    try:
+        return set(read_ecr(path, need="id"))
+    except ValueError as err:
+        raise ValueError(
+            f"{err} It is not the last line, so this is not an interrupted write: move the file away or fix that line."
+        ) from err
 
 
 def _append(path: Path, lines: Sequence[str]) -> None:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..ecr_jsonl import read_ecr
 from .base import ReasoningBackend, ReasoningRequest
 
 
@@ -16,20 +16,7 @@ class PrecomputedReasoner(ReasoningBackend):
     def __init__(self, path: str | Path | Sequence[str | Path]):
         paths = [path] if isinstance(path, (str, Path)) else list(path)
         self.paths = [Path(p) for p in paths]
-        self.traces: dict[str, str] = {}
-        for file in self.paths:
-            with open(file, encoding="utf-8") as handle:
-                for line_no, line in enumerate(handle, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        row = json.loads(line)
-                        self.traces[str(row["id"])] = row.get("raw", row["ecr"])
-                    except (json.JSONDecodeError, KeyError, TypeError) as err:
-                        raise ValueError(
-                            f"{file}:{line_no}: not an ECR row with 'id' and 'ecr' ({err}); "
-                            "regenerate it with `tte-hf generate-ecr`."
-                        ) from err
+        self.traces = {item_id: record.trace for item_id, record in read_ecr(self.paths, need="trace").items()}
         self.name = "precomputed:" + ",".join(str(p) for p in self.paths)
 
     def describe(self) -> dict[str, Any]:

@@ -44,17 +44,6 @@ def _parse(parser, path: str, argv: list[str], label: str | None = None):
         raise ValueError(f"Recipe {label or path}: {err}") from err
 
 
-def override_args(pairs: list[str]) -> list[str]:
-    """``["lr=1e-4", ...]`` (the CLI's ``--set``) -> ``["--lr", "1e-4", ...]`` for the recipe parser."""
-    argv = []
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--set expects KEY=VALUE, got {pair!r}.")
-        argv += [f"--{key}", value]
-    return argv
-
-
 def finish_run(trainer) -> None:
     """End a launched run: every rank waits for the main process to finish saving, then leaves the
     process group (`Trainer.end`, transformers >= 5.18). A rank that exits with its gloo/NCCL group

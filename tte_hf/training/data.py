@@ -10,7 +10,6 @@ A hard negative of a row with an ``id`` is looked up as ``"{id}:neg"`` in the ta
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..ecr import MMEB_TRAIN_TASKS
+from ..ecr_jsonl import read_ecr, read_jsonl
 from ..reasoning.sources import stable_id
 
 logger = logging.getLogger(__name__)
@@ -89,63 +89,17 @@ class DatasetSpec:
         return spec
 
 
-def read_jsonl(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
-    """(1-based line number, row) for each non-blank line; a malformed line raises naming it."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist.")
-    rows = []
-    with path.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{line_no}: not valid JSON ({err.msg}).") from err
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{line_no}: each line must be a JSON object.")
-            rows.append((line_no, row))
-    return rows
-
-
 def load_ecr(path: str | Path) -> dict[str, str]:
-    """id -> ECR trace from a ``generate-ecr`` JSONL file (fields ``id`` and ``ecr``)."""
-    traces: dict[str, str] = {}
-    for line_no, row in read_jsonl(path):
-        for key in ("id", "ecr"):
-            if key not in row:
-                raise ValueError(f"{path}:{line_no}: ECR row has no `{key}` field.")
-        if not isinstance(row["ecr"], str):
-            raise ValueError(f"{path}:{line_no}: `ecr` must be a string, got {type(row['ecr']).__name__}.")
-        item_id = str(row["id"])
-        if item_id in traces:
-            raise ValueError(f"{path}:{line_no}: duplicate id {item_id!r}.")
-        traces[item_id] = row["ecr"]
-    return traces
+    """id -> ECR trace from a ``generate-ecr`` JSONL file (fields ``id`` and ``ecr``; see `tte_hf.ecr_jsonl`)."""
+    return {item_id: record.ecr for item_id, record in read_ecr(path, need="ecr").items()}
 
 
 def load_raw_traces(path: str | Path) -> dict[str, tuple[str, tuple[int, ...] | None]]:
     """id -> (raw reasoner output, its generated token ids or ``None``) from a ``generate-ecr`` file
     (fields ``id``, ``raw`` and, when the backend recorded them, ``raw_token_ids``)."""
-    traces: dict[str, tuple[str, tuple[int, ...] | None]] = {}
-    without_ids = 0
-    for line_no, row in read_jsonl(path):
-        if "id" not in row:
-            raise ValueError(f"{path}:{line_no}: ECR row has no `id` field.")
-        if not isinstance(row.get("raw"), str):
-            raise ValueError(
-                f"{path}:{line_no}: ECR row has no `raw` string. The unified head trains on the reasoner's own "
-                "output as generated; write the traces with `tte-hf generate-ecr` (it records `raw`)."
-            )
-        ids = row.get("raw_token_ids")
-        if ids is not None and (not isinstance(ids, list) or not all(type(i) is int and i >= 0 for i in ids)):
-            raise ValueError(f"{path}:{line_no}: `raw_token_ids` must be a list of non-negative ints.")
-        without_ids += ids is None
-        item_id = str(row["id"])
-        if item_id in traces:
-            raise ValueError(f"{path}:{line_no}: duplicate id {item_id!r}.")
-        traces[item_id] = (row["raw"], None if ids is None else tuple(ids))
+    records = read_ecr(path, need="raw")
+    traces = {item_id: (record.raw, record.raw_token_ids) for item_id, record in records.items()}
+    without_ids = sum(record.raw_token_ids is None for record in records.values())
     if without_ids:
         logger.warning(
             "%s: %d of %d traces have no `raw_token_ids`; the head reads their re-tokenized `raw` text, which "
