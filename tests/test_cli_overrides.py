@@ -21,7 +21,7 @@ def captured(monkeypatch):
     train_embedder = importlib.import_module("tte_hf.training.train_embedder")  # the package re-exports a function
 
     seen = {}
-    monkeypatch.setattr(train_embedder, "run_embedder_training", lambda *parsed: seen.setdefault("parsed", parsed))
+    monkeypatch.setattr(train_embedder, "run_embedder_training", lambda *parsed, **_: seen.setdefault("parsed", parsed))
     monkeypatch.setattr(config, "finish_run", lambda trainer: None)
     return seen
 

@@ -12,8 +12,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..training.config import finish_run, override_args
+    from ..training.config import finish_run
     from ..training.train_reasoner_rl import train_reasoner_rl
 
-    finish_run(train_reasoner_rl(args.config, override_args(args.overrides)))
+    finish_run(train_reasoner_rl(args.config, args.overrides))
     return 0

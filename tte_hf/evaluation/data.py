@@ -21,19 +21,16 @@ from typing import Any
 
 from PIL import Image
 
+from ..inputs import strip_image_tags
 from .rows import EvalItem, TaskData, TaskDataError, fail, frame_paths, join, load_rows, sample_frames
 from .tasks import BEIR_FORMAT, DATA_FORMATS, MMEB_FORMAT, VLM2VEC_VIDEO_FORMAT, TaskSpec
 
 __all__ = ["EvalItem", "TaskData", "TaskDataError", "load_task", "materialize", "register_loader", "sample_frames"]
 
-IMAGE_TOKEN_MARKERS = ("<|image_1|>",)  # Phi-3-V placeholder left in MMEB_Test_Instruct instructions
-
 
 def _strip_markers(text: str | None) -> str:
-    text = text or ""
-    for marker in IMAGE_TOKEN_MARKERS:
-        text = text.replace(marker, "")
-    return text.strip()
+    """MMEB_Test_Instruct instructions keep Phi-3-V's image placeholder; the chat messages place images."""
+    return strip_image_tags(text or "")
 
 
 def _resolve(task: TaskSpec, relative: str) -> str:

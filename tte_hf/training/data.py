@@ -11,20 +11,16 @@ A hard negative of a row with an ``id`` is looked up as ``"{id}:neg"`` in the ta
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..ecr import MMEB_TRAIN_TASKS
 from ..ecr_jsonl import read_ecr, read_jsonl
+from ..inputs import strip_image_tags
 from ..reasoning.sources import stable_id
 
 logger = logging.getLogger(__name__)
-
-# MMEB-train marks where its (single) image goes with Phi-3-V's tag; the chat messages place images
-# themselves, so the tag is removed from the text.
-_IMAGE_TAG = re.compile(r"<\|image_\d+\|>")
 
 
 @dataclass(frozen=True)
@@ -140,7 +136,8 @@ _FIELDS = {
 
 
 def _clean_text(text: Any) -> str:
-    return _IMAGE_TAG.sub("", text or "").strip() if isinstance(text, str) or text is None else str(text)
+    """MMEB-train marks where its image goes with Phi-3-V's tag; the chat messages place images themselves."""
+    return strip_image_tags(text or "") if isinstance(text, str) or text is None else str(text)
 
 
 def _image_paths(value: Any, image_root: Path | None, where: str) -> tuple[str, ...]:
