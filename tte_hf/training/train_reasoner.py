@@ -91,18 +91,13 @@ def train_reasoner(
     return run_sft(script_args, training_args, model_args, reasoner_args, progress=progress)
 
 
-def run_sft(script_args, training_args, model_args, reasoner_args, progress=None):
+def load_policy(model_args, freeze_vision_tower: bool, trust_remote_code: bool = False):
+    """The reasoner VLM to train (vision tower frozen when asked) and TRL's PEFT config for it (LoRA on
+    the language model only unless the recipe names target modules; ``None`` for a full fine-tune)."""
     import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-    from trl import SFTTrainer, get_peft_config
+    from transformers import AutoModelForImageTextToText
+    from trl import get_peft_config
 
-    from .config import use_progress
-
-    if reasoner_args.side not in ("query", "target"):
-        raise ValueError(f"side must be 'query' or 'target', got {reasoner_args.side!r}.")
-    if not model_args.model_name_or_path:
-        raise ValueError("The recipe needs `model_name_or_path` (the student VLM).")
-    train_dataset = build_sft_dataset(reasoner_args)  # validates everything before the model loads
     if model_args.attn_implementation == "flash_attention_2":
         try:
             import flash_attn  # noqa: F401
@@ -111,25 +106,39 @@ def run_sft(script_args, training_args, model_args, reasoner_args, progress=None
                 "attn_implementation: flash_attention_2 needs flash-attn: `pip install 'tte-hf[flash]'` "
                 "(CUDA only), or set attn_implementation: sdpa."
             ) from err
-
     dtype = model_args.dtype if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
     model = AutoModelForImageTextToText.from_pretrained(
         model_args.model_name_or_path,
         revision=model_args.model_revision,
         dtype=dtype,
         attn_implementation=model_args.attn_implementation,
-        trust_remote_code=training_args.trust_remote_code,
+        trust_remote_code=trust_remote_code,
     )
+    if freeze_vision_tower:
+        freeze_vision(model)
+    peft_config = get_peft_config(model_args)
+    if peft_config is not None and peft_config.target_modules is None:
+        peft_config.target_modules = LANGUAGE_MODEL_LORA_TARGETS
+    return model, peft_config
+
+
+def run_sft(script_args, training_args, model_args, reasoner_args, progress=None):
+    from transformers import AutoProcessor
+    from trl import SFTTrainer
+
+    from .config import use_progress
+
+    if reasoner_args.side not in ("query", "target"):
+        raise ValueError(f"side must be 'query' or 'target', got {reasoner_args.side!r}.")
+    if not model_args.model_name_or_path:
+        raise ValueError("The recipe needs `model_name_or_path` (the student VLM).")
+    train_dataset = build_sft_dataset(reasoner_args)  # validates everything before the model loads
+    model, peft_config = load_policy(model_args, reasoner_args.freeze_vision_tower, training_args.trust_remote_code)
     processor = AutoProcessor.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision)
     inference_template = processor.chat_template
     if training_args.assistant_only_loss and training_args.chat_template_path is None:
         if model.config.model_type in _QWEN_VL_TYPES:
             training_args.chat_template_path = str(ECR_TRAINING_TEMPLATE)
-    if reasoner_args.freeze_vision_tower:
-        freeze_vision(model)
-    peft_config = get_peft_config(model_args)
-    if peft_config is not None and peft_config.target_modules is None:
-        peft_config.target_modules = LANGUAGE_MODEL_LORA_TARGETS
     trainer = SFTTrainer(
         model=model,
         args=training_args,

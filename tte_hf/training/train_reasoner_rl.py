@@ -117,12 +117,11 @@ def train_reasoner_rl(
 
 
 def run_grpo(script_args, training_args, model_args, rl_args, extra_reward_funcs: Sequence[Callable] = ()):
-    import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-    from trl import GRPOTrainer, get_peft_config
+    from transformers import AutoProcessor
+    from trl import GRPOTrainer
 
     from ..sentence_transformers import build_sentence_transformer
-    from .train_reasoner import LANGUAGE_MODEL_LORA_TARGETS, freeze_vision
+    from .train_reasoner import freeze_vision, load_policy
 
     if not model_args.model_name_or_path:
         raise ValueError("The recipe needs `model_name_or_path` (the SFT student reasoner).")
@@ -138,18 +137,7 @@ def run_grpo(script_args, training_args, model_args, rl_args, extra_reward_funcs
     reward_funcs = build_rewards(rl_args, pairs, embedder, training_args.max_completion_length)
     reward_funcs += list(extra_reward_funcs)
 
-    dtype = model_args.dtype if model_args.dtype in ("auto", None) else getattr(torch, model_args.dtype)
-    model = AutoModelForImageTextToText.from_pretrained(
-        model_args.model_name_or_path,
-        revision=model_args.model_revision,
-        dtype=dtype,
-        attn_implementation=model_args.attn_implementation,
-    )
-    if rl_args.freeze_vision_tower:
-        freeze_vision(model)
-    peft_config = get_peft_config(model_args)
-    if peft_config is not None and peft_config.target_modules is None:
-        peft_config.target_modules = LANGUAGE_MODEL_LORA_TARGETS
+    model, peft_config = load_policy(model_args, rl_args.freeze_vision_tower)
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=reward_funcs,
