@@ -90,3 +90,61 @@ def test_same_model_reloaded_is_reused(tiny_vlm, toy_task, tmp_path):
     again = evaluate(tiny_st_model(tiny_vlm), [toy_task], tmp_path / "out", **kwargs)
     assert again["tasks"] == first["tasks"]
     assert (tmp_path / "out/tasks/toy/score.json").stat().st_mtime_ns == stamp
+
+
+class NamedReasoner:
+    """A runtime reasoner (``set_reasoner``): a fixed trace per input; ``name`` is all ``describe()`` says."""
+
+    def __init__(self, name: str = "first"):
+        self.name = name
+
+    def describe(self):
+        return {"name": self.name}
+
+    def generate(self, requests):
+        return [f"<think>{self.name} thinks about {r.text}</think> {r.text}" for r in requests]
+
+
+def _tte_changes():
+    """Issue 13's TTE-specific parts of the resume key: each changes the query vectors, not the weights."""
+
+    def trace_mode(model):
+        model[0].trace_mode = "final"
+
+    def think(model):
+        model[0].query_reasoning = False
+
+    def reasoner(model):
+        model[0].set_reasoner(NamedReasoner("second"))
+
+    return {"trace_mode": trace_mode, "think": think, "reasoner": reasoner}
+
+
+@pytest.mark.parametrize("change", list(_tte_changes()))
+def test_tte_model_with_other_reasoning_is_not_reused(tiny_vlm, toy_task, tmp_path, change):
+    from tte_hf.sentence_transformers import build_sentence_transformer
+
+    kwargs = dict(model_id="org/tte-2b", show_progress_bar=False, chart=False, chunk_size=2, require_ecr=False)
+    evaluate(build_sentence_transformer(tiny_vlm, reasoner=NamedReasoner()), [toy_task], tmp_path / "out", **kwargs)
+    changed = build_sentence_transformer(tiny_vlm, reasoner=NamedReasoner())
+    _tte_changes()[change](changed)
+    with pytest.raises(ValueError, match=r"different run.*fingerprint: module_config"):
+        evaluate(changed, [toy_task], tmp_path / "out", **kwargs)
+
+
+def test_configured_reasoner_loaded_by_the_first_run_does_not_block_its_resume(tiny_vlm, toy_task, tmp_path):
+    """A reasoner named in the module config is built on first use; the same model object evaluated again
+    into the same folder (a notebook resuming after an interruption) must reuse the finished task."""
+    from tte_hf.sentence_transformers import build_sentence_transformer
+
+    model = build_sentence_transformer(tiny_vlm, reasoner=tiny_vlm, max_new_tokens=2)
+    kwargs = dict(model_id="org/tte-2b", show_progress_bar=False, chart=False, chunk_size=2, require_ecr=False)
+    first = evaluate(model, [toy_task], tmp_path / "out", **kwargs)
+    assert model[0]._reasoner is not None  # the first run built it
+    stamp = (tmp_path / "out/tasks/toy/score.json").stat().st_mtime_ns
+    again = evaluate(model, [toy_task], tmp_path / "out", **kwargs)
+    assert again["tasks"] == first["tasks"]
+    assert (tmp_path / "out/tasks/toy/score.json").stat().st_mtime_ns == stamp
+    # a fresh load of the same model (reasoner not built yet) reuses it too
+    fresh = build_sentence_transformer(tiny_vlm, reasoner=tiny_vlm, max_new_tokens=2)
+    assert evaluate(fresh, [toy_task], tmp_path / "out", **kwargs)["tasks"] == first["tasks"]

@@ -139,6 +139,10 @@ class TTETransformer(TTEInputsMixin, Transformer):
             self._reasoner = OpenAIReasoner(
                 self.reasoner_model, self.reasoner_endpoint, max_new_tokens=self.max_new_tokens
             )
+        else:
+            return self._reasoner
+        # Built from the config, so the config describes it (evaluation fingerprints skip this one).
+        self._config_reasoner = self._reasoner
         return self._reasoner
 
     def _resolve_reasoner_path(self) -> str:

@@ -36,9 +36,10 @@ def _module_config(module: Any) -> dict[str, Any]:
     config = module.get_config_dict() if callable(getattr(module, "get_config_dict", None)) else {}
     entry: dict[str, Any] = {"class": f"{type(module).__module__}.{type(module).__qualname__}", "config": config}
     # A reasoner given at run time (`set_reasoner`) is not in the saved config; its description is.
-    # The private slot is read so that fingerprinting never loads a configured reasoner.
+    # The private slot is read so that fingerprinting never loads a configured reasoner; one the config
+    # already built is left out, so a model's fingerprint does not change with its first encode.
     backend = getattr(module, "_reasoner", None)
-    if backend is not None:
+    if backend is not None and backend is not getattr(module, "_config_reasoner", None):
         describe = getattr(backend, "describe", None)
         entry["reasoner"] = describe() if callable(describe) else type(backend).__name__
     return entry
