@@ -259,3 +259,54 @@ def test_failing_reasoner_gives_502_for_its_requests_only(server, model, chat):
             _vectors(response), model.encode_query(body["input"], normalize_embeddings=True), atol=1e-5, rtol=0
         )
     assert _post(url, {"input": ["after the failure"], "think": True}).status_code == 200
+
+
+# --- image URLs, when the server allows them ------------------------------------------------------
+
+
+def test_http_image_urls_when_allowed_match_in_process_encode(model):
+    """With ``allow_image_urls`` an ``http`` image is fetched and embedded like the same image given in
+    process; one larger than ``max_image_bytes`` or unreachable is a 400 naming the item."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    buffer = io.BytesIO()
+    _image(7, 40, 52).save(buffer, format="PNG")
+    small = buffer.getvalue()
+    noise = np.random.default_rng(1).integers(0, 255, (150, 150, 3)).astype("uint8")
+    buffer = io.BytesIO()
+    Image.fromarray(noise).save(buffer, format="PNG")
+    files = {"/small.png": small, "/big.png": buffer.getvalue()}
+    assert len(files["/big.png"]) > 20_000 > len(small)
+
+    class Images(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            body = files.get(self.path)
+            self.send_response(200 if body else 404)
+            self.send_header("Content-Length", str(len(body or b"")))
+            self.end_headers()
+            self.wfile.write(body or b"")
+
+        def log_message(self, *args):
+            pass
+
+    images = ThreadingHTTPServer(("127.0.0.1", 0), Images)
+    threading.Thread(target=images.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{images.server_port}"
+    config = ServeConfig(model_name="tte-tiny", limits=Limits(max_image_bytes=20_000, allow_image_urls=True))
+    try:
+        with BackgroundServer(create_app(model, config)) as url:
+            body = {"input": [{"text": "which object is red", "image": f"{base}/small.png"}], "think": False}
+            expected = model.encode_query(
+                [{"text": "which object is red", "image": Image.open(io.BytesIO(small)).convert("RGB")}],
+                think=False,
+                normalize_embeddings=True,
+            )
+            np.testing.assert_allclose(_vectors(_post(url, body, key=None)), expected, atol=1e-5, rtol=0)
+            for name in ("big.png", "missing.png"):
+                items = ["fine", {"text": "x", "image": f"{base}/{name}"}]
+                response = _post(url, {"input": items, "think": False}, key=None)
+                assert response.status_code == 400, response.text
+                assert "input[1].image" in response.json()["error"]["message"], name
+    finally:
+        images.shutdown()
+        images.server_close()
