@@ -39,8 +39,10 @@ def readme_commands(text: str | None = None) -> list[str]:
             line = re.sub(r"\s+#.*$", "", line).strip()
             for segment in line.split("&&"):
                 segment = " ".join(segment.split())
-                if segment.startswith("tte-hf "):
-                    commands.append(segment)
+                # a command of its own, or one a scheduler runs (`sbatch --wrap 'tte-hf ...'`)
+                found = re.match(r"(?:.* --wrap ['\"])?(tte-hf .*?)['\"]?$", segment)
+                if found:
+                    commands.append(found.group(1))
     return commands
 
 
@@ -174,6 +176,8 @@ def test_every_readme_command_has_exactly_one_case():
 def test_an_uncovered_readme_line_fails():
     text = "```bash\ntte-hf serve org/tte-2b --port 8000   # new\n```\n"
     (command,) = readme_commands(text)
+    wrapped = "```bash\nsbatch --array=0-3 --wrap 'tte-hf eval --model m \\\n    --output o'\n```\n"
+    assert readme_commands(wrapped) == ["tte-hf eval --model m --output o"]
     with pytest.raises(pytest.fail.Exception, match="add exactly one entry"):
         _case_for(command)
 

@@ -11,8 +11,9 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
-from transformers import AutoProcessor
+from transformers import AutoModelForImageTextToText, AutoProcessor
 from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 from unified_capture import generated_sequences, sorted_like
 
@@ -126,6 +127,20 @@ def test_every_path_reads_the_reasoners_generation_sequence(setting, tiny_vlm, t
     assert st[1].get_config_dict()["pooling_mode"] == "lasttoken"
     features = st[0].preprocess([_st_input(t, i, image) for _, t, i in ROWS], prompt=INSTRUCTION, task="query")
     seen["TTETransformer.preprocess"] = _rows(features)
+    # The pooled position is the end token: the embedding is the backbone's final state there, read
+    # from a raw transformers forward of each expected sequence alone.
+    backbone = AutoModelForImageTextToText.from_pretrained(tiny_vlm).eval()
+    pooled = []
+    for (_, text, has_image), ids in zip(ROWS, want):
+        string = expected_text(text, has_image, TRACE)
+        row = processor(text=[string], images=[image] if has_image else None, return_tensors="pt")
+        assert row.input_ids[0].tolist() == ids
+        end = max(i for i, token in enumerate(ids) if token == setting["end_id"])
+        with torch.no_grad():
+            pooled.append(backbone(**row, output_hidden_states=True).hidden_states[-1][0, end])
+    reference = torch.nn.functional.normalize(torch.stack(pooled), dim=-1)
+    got = st.encode([_st_input(t, i, image) for _, t, i in ROWS], prompt=INSTRUCTION, convert_to_tensor=True)
+    torch.testing.assert_close(got, reference, atol=1e-5, rtol=0)
 
     # 2. TTEEmbedderModel fed through tte_hf.inputs
     texts = [
