@@ -282,6 +282,35 @@ def test_model_meta_from_exported_folder(st_model, tmp_path):
     assert meta.use_instructions and set(meta.modalities) == {"text", "image"}
 
 
+def test_model_meta_from_an_exported_repo_loaded_by_repo_id(tiny_vlm, tmp_path, monkeypatch):
+    """`TTEMtebModel("org/...")` as README shows it: the card and `tte_export.json` that `tte-hf export`
+    wrote are read from the Hub (here: a populated HF cache, offline), not only from a local folder."""
+    from hub_helpers import populate_hf_cache
+    from huggingface_hub import constants
+    from transformers import AutoProcessor
+
+    from tte_hf import TTEEmbedderModel
+    from tte_hf.hub import export_model
+    from tte_hf.hub.export import CardInfo
+
+    cache = tmp_path / "cache"
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    populate_hf_cache(tiny_vlm, "org/tte-reasoner", cache)
+    ckpt = tmp_path / "ckpt"
+    TTEEmbedderModel.from_backbone(tiny_vlm).save_pretrained(ckpt)
+    AutoProcessor.from_pretrained(tiny_vlm).save_pretrained(ckpt)
+    card = CardInfo(repo_id="org/tte-tiny", base_model="Qwen/Qwen2-VL-2B-Instruct", datasets=["TIGER-Lab/MMEB-train"])
+    export_model(ckpt, tmp_path / "export", reasoner="org/tte-reasoner", card=card)
+    populate_hf_cache(tmp_path / "export", "org/tte-tiny", cache)
+
+    meta = TTEMtebModel("org/tte-tiny", device="cpu").mteb_model_meta
+    assert meta.name == "org/tte-tiny"
+    assert (meta.license, meta.adapted_from) == ("apache-2.0", "Qwen/Qwen2-VL-2B-Instruct")
+    assert meta.training_datasets == {"TIGER-Lab/MMEB-train"}
+    assert meta.experiment_kwargs["reasoner"] == "org/tte-reasoner"
+
+
 _LOCAL_TASKS = """
 import sys
 sys.path.insert(0, {tests!r})

@@ -83,6 +83,7 @@ class TTEMtebModel(AbsEncoder):
             )
         else:
             name = None
+        hub = {"token": model_kwargs.get("token"), "cache_dir": model_kwargs.get("cache_folder")}
         for method in ("encode_query", "encode_document"):
             if not callable(getattr(model, method, None)):
                 raise TypeError(f"model {type(model).__name__} has no {method}(); pass a TTE SentenceTransformer.")
@@ -92,7 +93,7 @@ class TTEMtebModel(AbsEncoder):
         self.task_map = dict(task_map or {})
         # Not filtered by mteb's task registry: a key naming a locally defined task must still apply.
         self.model_prompts = {k: v for k, v in (model_prompts or getattr(model, "prompts", None) or {}).items() if v}
-        self.mteb_model_meta = meta or tte_model_meta(model, name=name, revision=revision)
+        self.mteb_model_meta = meta or tte_model_meta(model, name=name, revision=revision, hub_kwargs=hub)
 
     def _side(self, prompt_type: PromptType | None) -> PromptType:
         if prompt_type is None:
@@ -151,31 +152,48 @@ class TTEMtebModel(AbsEncoder):
         return np.concatenate(chunks, axis=0)
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def _read_json(path: Path | None) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text()) if path.is_file() else {}
+        return json.loads(path.read_text()) if path is not None and path.is_file() else {}
     except (OSError, json.JSONDecodeError):
         return {}
 
 
-def _card_data(folder: Path | None) -> dict[str, Any]:
-    if folder is None or not (folder / "README.md").is_file():
+def _card_data(path: Path | None) -> dict[str, Any]:
+    if path is None or not path.is_file():
         return {}
     from huggingface_hub import ModelCard
 
     try:
-        return ModelCard.load(folder / "README.md").data.to_dict()
+        return ModelCard.load(path).data.to_dict()
     except Exception:  # a card without YAML front matter is no metadata, not an error
         return {}
 
 
-def tte_model_meta(model: Any, *, name: str | None = None, revision: str | None = None) -> ModelMeta:
+def _repo_file(name: str | None, filename: str, revision: str | None, hub_kwargs: Mapping[str, Any]) -> Path | None:
+    """``filename`` of a local folder, or of a Hub repo (its HF cache copy, or a download): ``None`` if absent."""
+    if not name:
+        return None
+    if Path(name).is_dir():
+        return Path(name) / filename
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(name, filename, revision=revision, **hub_kwargs))
+    except Exception:  # no such file, not a repo id, offline without it: the metadata is optional
+        return None
+
+
+def tte_model_meta(
+    model: Any, *, name: str | None = None, revision: str | None = None, hub_kwargs: Mapping[str, Any] | None = None
+) -> ModelMeta:
     """An mteb `ModelMeta` for a TTE ST model, from the model and (when ``name`` is a local folder, e.g.
-    a ``tte-hf export`` output) its model card and ``tte_export.json``: license, base model, training
-    datasets, parameter count, embedding size (the Matryoshka sizes when the head has them)."""
+    a ``tte-hf export`` output, or a Hub repo id of one) its model card and ``tte_export.json``: license,
+    base model, training datasets, parameter count, embedding size. ``hub_kwargs`` (``token``,
+    ``cache_dir``) reach the Hub downloads."""
     folder = Path(name) if name and Path(name).is_dir() else None
-    card = _card_data(folder)
-    manifest = _read_json(folder / "tte_export.json") if folder else {}
+    card = _card_data(_repo_file(name, "README.md", revision, hub_kwargs or {}))
+    manifest = _read_json(_repo_file(name, "tte_export.json", revision, hub_kwargs or {}))
     module = model[0] if len(model) else None
     dim = model.get_embedding_dimension()
     n_parameters = sum(p.numel() for p in model.parameters())
@@ -187,7 +205,7 @@ def tte_model_meta(model: Any, *, name: str | None = None, revision: str | None 
         base_model = base_model[0] if base_model else None
     reasoner = manifest.get("reasoner") or {}
     similarity = getattr(model, "similarity_fn_name", None) or "cosine"
-    meta_name = card.get("model_name") or (name if name and not folder else None) or (folder and folder.name)
+    meta_name = (name if name and not folder else None) or card.get("model_name") or (folder and folder.name)
     if not meta_name or "/" not in str(meta_name):
         meta_name = f"local/{meta_name or 'tte-model'}"
     experiment = {
