@@ -192,3 +192,64 @@ def test_cli_serves_a_saved_model_and_stops_cleanly_on_sigterm(tiny_vlm, tmp_pat
     assert code in (0, -signal.SIGTERM), stderr
     assert "Application shutdown complete" in stderr
     assert "k-123" not in stderr
+
+
+def test_cli_with_a_remote_reasoner_and_ecr_cache_as_readme_deploys_it(tiny_vlm, tmp_path):
+    """README's GPU line minus ``--device cuda``: ``tte-hf serve MODEL --reasoner-endpoint URL
+    --reasoner-model NAME --ecr-cache FILE`` reasons on the remote server (a fake OpenAI-compatible one
+    here), embeds in process, and keeps the traces in the SQLite file for the next start."""
+    import os
+    import signal
+    import socket
+    import sqlite3
+    import subprocess
+    import sys
+
+    from chat_server import ChatServer
+
+    from tte_hf.sentence_transformers import build_sentence_transformer
+
+    build_sentence_transformer(tiny_vlm, prompts={"query": "Find it."}).save(str(tmp_path / "tte-tiny"))
+    cache = tmp_path / "ecr.sqlite"
+    texts = ["a red bus", "which dog is closest"]
+    with ChatServer() as chat:
+        expected = build_sentence_transformer(
+            tiny_vlm, reasoner_endpoint=chat.base_url, reasoner_model="reasoner-2b", prompts={"query": "Find it."}
+        ).encode_query(texts, normalize_embeddings=True)
+        chat.received.clear()
+        for start in range(2):
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = sock.getsockname()[1]
+            command = [sys.executable, "-m", "tte_hf.cli", "serve", str(tmp_path / "tte-tiny"), "--trust-remote-code"]
+            command += ["--port", str(port), "--reasoner-endpoint", chat.base_url, "--reasoner-model", "reasoner-2b"]
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+            process = subprocess.Popen(
+                [*command, "--ecr-cache", str(cache)], env=env, stderr=subprocess.PIPE, text=True
+            )
+            try:
+                url = f"http://127.0.0.1:{port}"
+                deadline = time.monotonic() + 120
+                while True:
+                    try:
+                        if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        pass
+                    assert process.poll() is None and time.monotonic() < deadline, "server did not come up"
+                    time.sleep(0.2)
+                body = {"input": texts, "think": True, "encoding_format": "float"}
+                response = httpx.post(f"{url}/v1/embeddings", json=body, timeout=60)
+                assert response.status_code == 200, response.text
+                got = np.array([d["embedding"] for d in response.json()["data"]], dtype=np.float32)
+                np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+            finally:
+                process.send_signal(signal.SIGTERM)
+                process.wait(60)
+                process.stderr.read()
+            # first start: one remote call per input; the restarted server reads every trace from the file
+            assert len(chat.received) == len(texts), start
+            assert {body["model"] for body in chat.received} == {"reasoner-2b"}
+    with sqlite3.connect(cache) as db:
+        tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        assert tables == ["ecr"] and db.execute("SELECT COUNT(*) FROM ecr").fetchone()[0] == len(texts)
