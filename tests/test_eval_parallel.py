@@ -16,7 +16,7 @@ import torch
 from eval_toy_data import Recorder, build_tasks, tiny_st_model
 from safetensors.torch import load_file
 
-from tte_hf.evaluation import evaluate, load_task_file
+from tte_hf.evaluation import evaluate, load_task, load_task_file
 from tte_hf.evaluation.__main__ import main as eval_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -151,3 +151,59 @@ def test_one_process_run_resumes_with_two_processes(setup):
     grown = json.loads((out / "report.json").read_text())
     for name, task in one["tasks"].items():
         assert grown["tasks"][name]["metrics"] == pytest.approx(task["metrics"], abs=1e-12), name
+
+
+# Counts, per process, the prompts the in-process reasoner generates for (RANK is set by torchrun). The
+# model's own code is loaded from its folder (trust_remote_code), so transformers' generate is wrapped.
+_COUNT_REASONING = """
+import os
+if "RANK" in os.environ:
+    from transformers.generation.utils import GenerationMixin
+
+    _generate = GenerationMixin.generate
+
+    def generate(self, *args, **kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        with open(os.path.join({out!r}, os.environ["TTE_TEST_RUN"] + ".rank" + os.environ["RANK"]), "a") as log:
+            log.write(f"{{ids.shape[0]}}\\n")
+        return _generate(self, *args, **kwargs)
+
+    GenerationMixin.generate = generate
+"""
+
+
+def test_in_process_reasoning_is_split_like_the_embedding(setup, tiny_vlm, tmp_path):
+    """A TTE model that reasons in process: under 2 processes each reasons over its own share of the
+    queries (together exactly the 1-process run's), and the report is the 1-process one."""
+    from tte_hf.sentence_transformers import build_sentence_transformer
+
+    root, _ = setup
+    model_dir = tmp_path / "tte"
+    build_sentence_transformer(tiny_vlm, reasoner=tiny_vlm, max_new_tokens=3).save(str(model_dir))
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(_COUNT_REASONING.format(out=str(tmp_path)))
+    args = ["--model", str(model_dir), "--trust-remote-code", "--tasks-file", str(root / "tasks.json")]
+    args += ["--tasks", "toy-cls", "toy-t2i", *RUN]
+    env = ENV | {"PYTHONPATH": os.pathsep.join([str(site), str(ROOT)])}
+    reports = {}
+    for nproc in (1, 2):
+        out = tmp_path / f"out{nproc}"
+        run_env = env | {"TTE_TEST_RUN": f"n{nproc}"}
+        done = subprocess.run(_torchrun(nproc, [*args, "--output", str(out)]), env=run_env, capture_output=True, text=True, timeout=600)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        reports[nproc] = json.loads((out / "report.json").read_text())
+
+    def asked(name: str) -> int:
+        path = tmp_path / name
+        return sum(int(line) for line in path.read_text().split()) if path.exists() else 0
+
+    tasks = {task.name: task for task in load_task_file(root / "tasks.json")}
+    queries = sum(len(load_task(tasks[name]).queries) for name in ("toy-cls", "toy-t2i"))
+    single = asked("n1.rank0")
+    shares = [asked("n2.rank0"), asked("n2.rank1")]
+    assert single == queries and sum(shares) == single, (queries, single, shares)  # queries only, each once
+    assert min(shares) > 0 and abs(shares[0] - shares[1]) <= 2, shares  # chunks of 2 queries, split by chunk
+    assert set(reports[2]["tasks"]) == set(reports[1]["tasks"]) == {"toy-cls", "toy-t2i"}
+    for name, task in reports[1]["tasks"].items():
+        assert reports[2]["tasks"][name]["metrics"] == pytest.approx(task["metrics"], abs=1e-12), name
