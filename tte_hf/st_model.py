@@ -153,14 +153,25 @@ class TTESentenceTransformer(SentenceTransformer):
         prompt_name: str | None = None,
         prompt: str | None = None,
         task: str | None = "query",
-        think: bool | None = None,
+        think: bool | str | None = None,
     ) -> list[str | None]:
         """The traces the embedder reads for ``inputs`` with ``task``'s prompt (as ``encode_query``
-        uses it), in input order; ``None`` where it reads none. Cached inputs are not regenerated."""
+        uses it), in input order; ``None`` where it reads none (``think="auto"``: where the gate skips). Cached inputs are not regenerated."""
         if prompt_name is None and prompt is None and task in self.prompts:
             prompt_name = task
         prompt = self._resolve_prompt(prompt, prompt_name)
         return self[0].get_reasoning(inputs, task=task, prompt=prompt, think=think)
+
+    def gate_decisions(
+        self, inputs, prompt_name: str | None = None, prompt: str | None = None, task: str | None = "query"
+    ) -> tuple[list[bool], list[float]]:
+        """The reasoning gate's decisions (True: reason) and scores for ``inputs`` with ``task``'s prompt,
+        in input order: what ``encode_query(inputs, think="auto")`` does with each. Needs a gate
+        (``tte-hf train-gate``)."""
+        if prompt_name is None and prompt is None and task in self.prompts:
+            prompt_name = task
+        prompt = self._resolve_prompt(prompt, prompt_name)
+        return self[0].gate_decisions(inputs, prompt=prompt, task=task)
 
 
 def ship_module_code(model: SentenceTransformer, path: str) -> None:

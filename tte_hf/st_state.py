@@ -68,6 +68,8 @@ class PerThreadState(threading.local):
     def __init__(self):
         self.last_reasoning: list[str | None] = []
         self.prompt_by_task: dict[str | None, str | None] = {}
+        self.last_gate_decisions: list[bool] | None = None
+        self.last_gate_scores: list[float] | None = None
 
     def __reduce__(self):  # copies of a module start with fresh per-thread state
         return (type(self), ())
