@@ -76,8 +76,7 @@ def test_auto_skipped_rows_are_the_no_trace_vectors_and_the_rest_reason(gated):
     think, _ = gated.gate_decisions(QUERIES)
     assert 0 < sum(think) < len(QUERIES), "the fixture's threshold splits the inputs"
     auto = gated.encode_query(QUERIES, think="auto", batch_size=3, convert_to_tensor=True)
-    decisions = gated[0].last_gate_decisions  # of the last batch only (per call state)
-    assert decisions is not None and len(decisions) == len(QUERIES) % 3
+    assert gated[0].last_gate_decisions == think  # the whole call's, in input order
     never = gated.encode_query(QUERIES, think=False, batch_size=3, convert_to_tensor=True)
     always = gated.encode_query(QUERIES, think=True, batch_size=3, convert_to_tensor=True)
     assert gated[0].last_gate_decisions is None  # forced modes do not consult the gate
@@ -303,3 +302,98 @@ def test_train_gate_command_writes_a_gate_whose_numbers_recompute(tiny_vlm, tiny
     vectors = model.encode_query(queries, convert_to_numpy=True)  # auto by default (thinking rows: the reasoner)
     skipped = ~np.array(think)
     np.testing.assert_allclose(vectors[skipped], without[skipped], atol=1e-5)
+
+
+# --- export -------------------------------------------------------------------------------------
+
+
+def test_export_ships_the_gate_sets_auto_and_says_how_it_was_trained(tiny_vlm, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    from tte_hf import TTEEmbedderModel
+    from tte_hf.hub import ExportError, export_model
+
+    checkpoint = tmp_path / "embedder"
+    TTEEmbedderModel.from_backbone(tiny_vlm).save_pretrained(checkpoint)
+    gate = ReasoningGate(build_sentence_transformer(tiny_vlm)[0].get_embedding_dimension(), threshold=0.5)
+    gate.info = {
+        "trained_with": "tte-hf train-gate",
+        "queries": 40,
+        "datasets": [{"name": "shapes", "queries": 40}],
+        "label": "1 when the trace helps",
+        "threshold_rule": "keep Hit@1",
+        "held_out": {
+            "queries": 10,
+            "skip_rate": 0.6,
+            "hit_at_1_auto": 0.8,
+            "hit_at_1_always": 0.8,
+            "hit_at_1_never": 0.5,
+        },  # fmt: skip
+    }
+    gate.save(str(tmp_path / "gated"))
+    with pytest.raises(ExportError, match="has no gate_config.json"):
+        export_model(checkpoint, tmp_path / "bad", processor=tiny_vlm, gate=tmp_path)
+    repo = export_model(checkpoint, tmp_path / "repo", processor=tiny_vlm, gate=tmp_path / "gated")
+    assert json.loads((repo / "sentence_bert_config.json").read_text())["query_reasoning"] == "auto"
+    card = (repo / "README.md").read_text()
+    assert "Reasoning on queries: **auto (gated)**" in card
+    assert "skips **60.0%** of reasoner calls" in card and "shapes: 40" in card
+    model = SentenceTransformer(str(repo), trust_remote_code=True)
+    torch.testing.assert_close(model[0].gate.linear.weight, gate.linear.weight, atol=0, rtol=0)
+    # a repo folder that holds a gate passes it on by itself
+    again = export_model(repo, tmp_path / "again", processor=tiny_vlm)
+    assert (again / "gate.safetensors").read_bytes() == (repo / "gate.safetensors").read_bytes()
+
+
+# --- training both modes ------------------------------------------------------------------------
+
+
+def test_trace_dropout_drops_query_traces_of_a_fixed_hashed_fraction(tmp_path):
+    import hashlib
+
+    from tte_hf.training.data import DatasetSpec, load_pairs
+    from tte_hf.training.synthetic import write_synthetic_retrieval
+
+    paths = write_synthetic_retrieval(tmp_path, num_items=64)
+    raw = {
+        "name": "shapes",
+        "path": str(paths["data"]),
+        "image_root": str(tmp_path),
+        "query_ecr": str(paths["query_ecr"]),
+        "target_ecr": str(paths["target_ecr"]),
+    }
+    full = load_pairs(DatasetSpec.from_dict(raw, 0))
+    dropped = load_pairs(DatasetSpec.from_dict({**raw, "trace_dropout": 0.4, "trace_dropout_seed": 3}, 0))
+    expected = [
+        int.from_bytes(hashlib.sha256(f"3:{p.item_id}".encode()).digest()[:8], "big") / 2**64 < 0.4 for p in full
+    ]
+    assert [p.query.trace is None for p in dropped] == expected
+    assert 10 < sum(expected) < 40
+    assert all(p.positive.trace == f.positive.trace is not None for p, f in zip(dropped, full))  # targets keep theirs
+    assert [p.query.trace for p, e in zip(dropped, expected) if not e] == [f.query.trace for f, e in zip(full, expected) if not e]  # fmt: skip
+    assert load_pairs(DatasetSpec.from_dict({**raw, "trace_dropout": 0.4, "trace_dropout_seed": 3}, 0)) == dropped
+    with pytest.raises(ValueError, match="trace_dropout must lie in"):
+        DatasetSpec.from_dict({**raw, "trace_dropout": 1.5}, 0)
+    with pytest.raises(ValueError, match="trace_dropout needs query_ecr"):
+        DatasetSpec.from_dict({"name": "x", "path": "y", "trace_dropout": 0.3}, 0)
+
+
+def test_auto_packs_the_reasoned_inputs_of_a_call_into_full_batches(tiny_vlm, embedder_model):
+    class Counting:
+        name = "counting"
+
+        def __init__(self):
+            self.calls: list[int] = []
+
+        def generate(self, requests):
+            self.calls.append(len(requests))
+            return [f"<think> {r.text} </think> answer" for r in requests]
+
+    model = build_sentence_transformer(tiny_vlm, prompts={"query": INSTRUCTION})
+    model[0].set_gate(embedder_model[0].gate)
+    reasoner = Counting()
+    model[0].set_reasoner(reasoner)
+    think, _ = model.gate_decisions(QUERIES)
+    model.encode_query(QUERIES, think="auto", batch_size=sum(think))
+    # one decode batch for every reasoned input, not one per ST batch with only some rows reasoning
+    assert reasoner.calls == [sum(think)]
