@@ -28,7 +28,7 @@ from tte_hf.gate_tte import ReasoningGate
 from tte_hf.sentence_transformers import build_sentence_transformer
 from tte_hf.testing import build_tiny_vlm
 from tte_hf.training.gate_fit import fit_probe
-from tte_hf.training.synthetic import COLORS, SHAPES, _draw
+from tte_hf.training.synthetic import COLORS, POSITIONS, SHAPES, _draw
 
 INSTRUCTION = "Find the description that answers the query."
 
@@ -36,14 +36,16 @@ INSTRUCTION = "Find the description that answers the query."
 def mixed_queries(count: int) -> tuple[list, list[int]]:
     """``count`` queries, alternating plain text and picture riddles; 1 marks a riddle."""
     queries, riddle = [], []
-    combos = [(c, s) for c in COLORS for s in SHAPES]
+    combos = [(c, s, p) for c in COLORS for s in SHAPES for p in POSITIONS]
+    if count > len(combos):
+        raise ValueError(f"at most {len(combos)} distinct queries, got {count}.")
     for index in range(count):
-        color, shape = combos[index % len(combos)]
+        color, shape, position = combos[(index * 7) % len(combos)]  # 7 is prime to 64: all distinct
         if index % 2 == 0:
-            queries.append(f"a {color} {shape} drawn on a white background")
+            queries.append(f"a {color} {shape} drawn on the {position} of a white background")
             riddle.append(0)
         else:
-            image = _draw(COLORS[color], shape, "left")
+            image = _draw(COLORS[color], shape, position)
             queries.append({"text": "What would you get if this shape lost one of its corners?", "image": image})
             riddle.append(1)
     return queries, riddle
@@ -63,10 +65,10 @@ def fit_type_gate(model, queries, riddle) -> float:
 
 def time_modes(model, queries, batch: int, repeats: int) -> dict[str, tuple[float, int]]:
     module = model[0]
-    results: dict[str, list[float]] = {"always": [], "auto": []}
+    results: dict[str, list[float]] = {"always": [], "auto": [], "never": []}
     calls: dict[str, int] = {}
     for _ in range(repeats):
-        for mode, think in (("always", True), ("auto", "auto")):
+        for mode, think in (("always", True), ("auto", "auto"), ("never", False)):
             module.ecr_cache.clear()
             if hasattr(module, "trace_token_ids"):
                 module.trace_token_ids.clear()
@@ -111,7 +113,8 @@ def main(argv: list[str] | None = None) -> None:
             (always, always_calls), (auto, auto_calls) = timing["always"], timing["auto"]
             print(
                 f"{name:8s} skip {skip:.0%}  reasoner calls always {always_calls} / auto {auto_calls}  "
-                f"wall always {always:.2f} s / auto {auto:.2f} s  ratio {auto / always:.3f}"
+                f"wall always {always:.2f} s / auto {auto:.2f} s / never {timing['never'][0]:.2f} s  "
+                f"ratio auto/always {auto / always:.3f}"
             )
 
 

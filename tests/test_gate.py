@@ -397,3 +397,21 @@ def test_auto_packs_the_reasoned_inputs_of_a_call_into_full_batches(tiny_vlm, em
     model.encode_query(QUERIES, think="auto", batch_size=sum(think))
     # one decode batch for every reasoned input, not one per ST batch with only some rows reasoning
     assert reasoner.calls == [sum(think)]
+
+
+def test_skipped_inputs_reuse_the_gates_pass(gated, monkeypatch):
+    """A skipped input costs one prefill (the gate's); the unified model embeds reasoned inputs while
+    generating, the embedder in one more pass over prompt + trace."""
+    module = gated[0]
+    think, _ = gated.gate_decisions(QUERIES)
+    rows: list[int] = []
+    real = module.model.forward
+
+    def counting(*args, **kwargs):
+        rows.append(int(kwargs["input_ids"].shape[0]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module.model, "forward", counting)
+    gated.encode_query(QUERIES, think="auto", batch_size=4)
+    unified = hasattr(module, "trace_token_ids")
+    assert sum(rows) == len(QUERIES) + (0 if unified else sum(think))

@@ -222,9 +222,15 @@ class TTETransformer(TTEInputsMixin, Transformer):
         and run the processor. ``prompt`` (ST prompts) is the task instruction."""
         if not inputs:
             return {}
+        mode = self._wants_reasoning(task, think)
+        stashed = self._stashed_states(inputs, prompt, mode)
+        if stashed is not None:  # skipped by the gate in this call: its last-token states are the output
+            self._per_thread().prompt_by_task[task] = prompt
+            self.last_reasoning = [None] * len(inputs)
+            return {"stashed_states": stashed, "modality": "message"}
         items = self.parse_inputs(inputs)
         self._per_thread().prompt_by_task[task] = prompt
-        think_rows = self._think_rows(items, prompt, self._wants_reasoning(task, think))
+        think_rows = self._think_rows(items, prompt, mode)
         traces = self._traces(items, prompt, think_rows)
         self.last_reasoning = traces
         return self._features(items, self.embedder_texts(items, traces, prompt))
@@ -252,6 +258,11 @@ class TTETransformer(TTEInputsMixin, Transformer):
         return pooling(output)["sentence_embedding"]
 
     def forward(self, features: dict[str, Any], think: bool | str | None = None, **kwargs) -> dict[str, Any]:
+        if "stashed_states" in features:  # one-token "sequences": lasttoken pooling returns the state as is
+            states = features.pop("stashed_states")
+            features["token_embeddings"] = states.unsqueeze(1)
+            features["attention_mask"] = torch.ones(states.shape[0], 1, dtype=torch.long, device=states.device)
+            return features
         return super().forward(features, **kwargs)
 
     def save(self, output_path: str, *args, **kwargs) -> None:

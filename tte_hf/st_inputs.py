@@ -12,6 +12,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import torch
 from sentence_transformers import SentenceTransformer
 
 from .ecr import parse_ecr
@@ -342,18 +343,36 @@ class TTEInputsMixin:
         raise NotImplementedError
 
     def gate_decisions(
-        self, inputs: Sequence[Any] | Any, prompt: str | None = ..., task: str | None = "query"
+        self,
+        inputs: Sequence[Any] | Any,
+        prompt: str | None = ...,
+        task: str | None = "query",
+        states: dict[int, Any] | None = None,
     ) -> tuple[list[bool], list[float]]:
         """The gate's (think, score) for each input, in input order; ``prompt`` defaults to the one this
-        thread last used for ``task``. Raises when the model has no gate."""
+        thread last used for ``task``. Raises when the model has no gate. ``states`` receives each
+        input's no-trace state (the gate's feature) by its index in the caller's list."""
         if not isinstance(inputs, list) or (inputs and isinstance(inputs[0], Mapping) and "role" in inputs[0]):
             inputs = [inputs]
         if prompt is ...:
             prompt = self._per_thread().prompt_by_task.get(task)
         items = self.parse_inputs(inputs)
-        self._think_rows(items, prompt, AUTO)
+        call: dict[str, Any] = {}
+        self._think_rows(items, prompt, AUTO, call)
+        if states is not None:
+            states.update({item.index: feature for item, feature in zip(items, call["gate_features"])})
         state = self._per_thread()
         return state.last_gate_decisions, state.last_gate_scores
+
+    def _stashed_states(self, inputs: Sequence[Any], prompt: str | None, mode: bool | str):
+        """The no-trace states the gate already computed for ``inputs`` in this ``think="auto"`` call
+        (all of them, same prompt, embedding without a trace), stacked; else ``None``."""
+        stash = self._per_thread().no_trace_states
+        if mode is not False or stash is None or stash[0] != prompt:
+            return None
+        if not all(isinstance(value, ParsedInput) and value.index in stash[1] for value in inputs):
+            return None
+        return torch.stack([stash[1][value.index] for value in inputs])
 
     def _request(self, item: ParsedInput, instruction: str | None) -> ReasoningRequest:
         return ReasoningRequest(

@@ -176,10 +176,17 @@ class TTEUnifiedTransformer(TTEInputsMixin, InputModule):
         Under ``"auto"`` the gate's no-trace embeddings are reused for the rows it skips."""
         if not inputs:
             return {}
+        mode = self._wants_reasoning(task, think)
+        stashed = self._stashed_states(inputs, prompt, mode)
+        if stashed is not None:  # skipped by the gate in this call: the gate read exactly these vectors
+            self._per_thread().prompt_by_task[task] = prompt
+            self.last_reasoning = [None] * len(inputs)
+            rows = torch.arange(len(inputs))
+            return {"batch_size": torch.tensor(len(inputs)), "generated_rows": rows, "generated_embeddings": stashed}
         items = self.parse_inputs(inputs)
         self._per_thread().prompt_by_task[task] = prompt
         call: dict[str, Any] = {}  # this call's keys and generated embeddings: no module state, no mixing
-        think_rows = self._think_rows(items, prompt, self._wants_reasoning(task, think), call)
+        think_rows = self._think_rows(items, prompt, mode, call)
         traces = self._traces(items, prompt, think_rows, call)
         self.last_reasoning = traces
         generated = call.get("embeddings", {})

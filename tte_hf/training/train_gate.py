@@ -158,12 +158,10 @@ def _module_path(folder: Path) -> str:
 
 
 def _gate_class(module):
-    """The `ReasoningGate` class of the module's own code (a repo's shipped copy or tte_hf's)."""
+    """The `ReasoningGate` class of the module's own code: ``tte_hf.gate_tte`` or a repo's shipped copy."""
     import importlib
 
-    package = type(module).__module__.rsplit(".", 1)[0]
-    name = f"{package}.gate_tte" if "." in type(module).__module__ else "gate_tte"
-    return importlib.import_module(name).ReasoningGate
+    return importlib.import_module(type(module).__module__.rsplit(".", 1)[0] + ".gate_tte").ReasoningGate
 
 
 def _input(side, task: str | None) -> dict[str, Any]:
