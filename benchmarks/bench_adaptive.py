@@ -67,14 +67,15 @@ def time_modes(model, queries, batch: int, repeats: int) -> dict[str, tuple[floa
     module = model[0]
     results: dict[str, list[float]] = {"always": [], "auto": [], "never": []}
     calls: dict[str, int] = {}
-    for _ in range(repeats):
+    for repeat in range(repeats + 1):  # the first round warms up (lazy reasoner load, allocator) and is not kept
         for mode, think in (("always", True), ("auto", "auto"), ("never", False)):
             module.ecr_cache.clear()
             if hasattr(module, "trace_token_ids"):
                 module.trace_token_ids.clear()
             start = time.perf_counter()
             model.encode_query(queries, think=think, batch_size=batch)
-            results[mode].append(time.perf_counter() - start)
+            if repeat:
+                results[mode].append(time.perf_counter() - start)
             calls[mode] = len(module.ecr_cache)  # one entry per query the reasoner ran on
     return {mode: (statistics.median(times), calls[mode]) for mode, times in results.items()}
 

@@ -415,3 +415,17 @@ def test_skipped_inputs_reuse_the_gates_pass(gated, monkeypatch):
     gated.encode_query(QUERIES, think="auto", batch_size=4)
     unified = hasattr(module, "trace_token_ids")
     assert sum(rows) == len(QUERIES) + (0 if unified else sum(think))
+
+
+def test_gate_recipes_parse_and_name_traces_for_every_dataset():
+    from tte_hf.training.config import parse_recipe
+    from tte_hf.training.data import DatasetSpec
+    from tte_hf.training.train_gate import GateArguments
+
+    root = Path(__file__).resolve().parents[1] / "recipes" / "gate"
+    for name in ("tiny.yaml", "qwen2vl_2b.yaml"):
+        (args,) = parse_recipe([GateArguments], root / name)
+        specs = [DatasetSpec.from_dict(raw, i) for i, raw in enumerate(args.datasets)]
+        assert specs and all(spec.query_ecr for spec in specs), name
+    with pytest.raises(ValueError, match="unknown_key"):
+        parse_recipe([GateArguments], root / "tiny.yaml", ["--unknown_key", "1"])
