@@ -412,6 +412,7 @@ def test_skipped_inputs_reuse_the_gates_pass(gated, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(module.model, "forward", counting)
+    module.ecr_cache.clear()  # cached traces are embedded by a forward pass; fresh ones while generating
     gated.encode_query(QUERIES, think="auto", batch_size=4)
     unified = hasattr(module, "trace_token_ids")
     assert sum(rows) == len(QUERIES) + (0 if unified else sum(think))
@@ -429,3 +430,12 @@ def test_gate_recipes_parse_and_name_traces_for_every_dataset():
         assert specs and all(spec.query_ecr for spec in specs), name
     with pytest.raises(ValueError, match="unknown_key"):
         parse_recipe([GateArguments], root / "tiny.yaml", ["--unknown_key", "1"])
+
+
+def test_an_inputs_own_trace_is_read_under_auto_even_where_the_gate_skips(embedder_model):
+    think, _ = embedder_model.gate_decisions(QUERIES)
+    given = [{"text": q, "reasoning": "<think> a given trace </think> yes"} for q in QUERIES]
+    auto = embedder_model.encode_query(given, think="auto", convert_to_tensor=True)
+    forced = embedder_model.encode_query(given, think=True, convert_to_tensor=True)
+    assert not all(think)
+    torch.testing.assert_close(auto, forced, atol=1e-5, rtol=0)

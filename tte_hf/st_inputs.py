@@ -370,7 +370,9 @@ class TTEInputsMixin:
         stash = self._per_thread().no_trace_states
         if mode is not False or stash is None or stash[0] != prompt:
             return None
-        if not all(isinstance(value, ParsedInput) and value.index in stash[1] for value in inputs):
+        if not all(
+            isinstance(value, ParsedInput) and value.reasoning is None and value.index in stash[1] for value in inputs
+        ):  # an input's own trace is read even without reasoning: it needs its own pass
             return None
         return torch.stack([stash[1][value.index] for value in inputs])
 
