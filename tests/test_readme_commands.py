@@ -57,6 +57,7 @@ class Case:
     runner: str = "cli"  # "cli": python -m tte_hf.cli; "push": the same main() with huggingface_hub faked
     skip: str | None = None
     check: Callable[[Path], None] | None = None
+    setup: Callable[[Path], None] | None = None  # writes what the command reads besides earlier commands' output
 
 
 def _check_demo(work: Path) -> None:
@@ -97,6 +98,19 @@ def _check_vllm(work: Path) -> None:
     assert config["architectures"] == ["Qwen2VLForConditionalGeneration"] and "auto_map" not in config
 
 
+def _gate_data(work: Path) -> None:
+    from tte_hf.training.synthetic import write_synthetic_retrieval
+
+    write_synthetic_retrieval(work / "out" / "tiny-data", num_items=12)
+
+
+def _check_gate(work: Path) -> None:
+    config = json.loads((work / "out" / "tiny-tte-gated" / "gate_config.json").read_text())
+    assert config["info"]["queries"] == 12
+    st_config = json.loads((work / "out" / "tiny-tte-gated" / "sentence_bert_config.json").read_text())
+    assert st_config["query_reasoning"] == "auto"
+
+
 CASES = [
     # The full demo takes ~8 min on 2 cores; --quick runs every stage on fewer items.
     Case(r"tte-hf demo --output tte-demo$", extra=["--quick"], check=_check_demo),
@@ -127,6 +141,14 @@ CASES = [
     Case(r"tte-hf export \./out/tte-2b \./hub/tte-2b --reasoner ", check=_check_export),
     Case(r"tte-hf push \./hub/tte-2b my-org/tte-2b", runner="push", check=_check_push),
     Case(r"tte-hf export \./out/tte-2b \./hub/tte-2b-vllm --vllm$", check=_check_vllm),
+    # the real recipe's model and data -> the tiny recipe on the exported tiny repo and synthetic shapes
+    Case(
+        r"tte-hf train-gate --config recipes/gate/qwen2vl_2b\.yaml$",
+        subs={"qwen2vl_2b.yaml": "tiny.yaml"},
+        extra=["--model_name_or_path", "hub/tte-2b"],
+        setup=_gate_data,
+        check=_check_gate,
+    ),
 ]
 
 # `tte-hf push` runs the real entry point, main(), in a subprocess whose huggingface_hub API stops at the
@@ -277,6 +299,8 @@ def test_readme_commands_run(workdir, mirror):  # noqa: F811
         case = _case_for(command)
         if case.skip:
             continue
+        if case.setup:
+            case.setup(work)
         if case.runner == "serve":
             _serve_and_embed(_argv(command, case, mirror, work), work, env)
             ran.append(command)

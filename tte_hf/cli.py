@@ -20,6 +20,7 @@ COMMANDS = {
     "train-reasoner-rl": "train_reasoner_rl",
     "train-embedder": "train_embedder",
     "train-head": "train_head",
+    "train-gate": "train_gate",
     "demo": "demo",
     "serve": "serve",
 }

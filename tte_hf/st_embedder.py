@@ -20,9 +20,12 @@ import os
 from collections.abc import MutableMapping, Sequence
 from typing import Any
 
+import torch
 from sentence_transformers.base.modules import Transformer
+from sentence_transformers.sentence_transformer.modules import Pooling
 
 from .ecr import parse_ecr
+from .gate_tte import check_mode
 from .inputs import build_messages, embedder_system_prompt, embedder_text, render_prompt
 from .reasoner_openai import OpenAIReasoner
 from .reasoner_transformers import TransformersReasoner
@@ -45,7 +48,8 @@ class TTETransformer(TTEInputsMixin, Transformer):
             or ``"openai"`` (``reasoner_endpoint`` + ``reasoner_model``). A backend object set with
             `set_reasoner` at runtime (vLLM, ``tte_hf.reasoning.load_reasoner``, ...) wins over it.
         query_reasoning / document_reasoning: reason in ``encode_query`` / ``encode_document``
-            (plain ``encode`` follows ``document_reasoning``); ``think=`` overrides per call.
+            (plain ``encode`` follows ``document_reasoning``): True, False or ``"auto"`` (the module's
+            reasoning gate, `gate_tte.ReasoningGate`, decides per input); ``think=`` overrides per call.
         reasoning_task: task prompt name for the reasoner (an input's ``"task"`` key overrides it).
         trace_mode: ``"full"`` (thought + final) or ``"final"``, see ``ecr.parse_ecr``.
         max_new_tokens: cap on the trace length of the built-in reasoners.
@@ -82,8 +86,8 @@ class TTETransformer(TTEInputsMixin, Transformer):
         reasoner_revision: str | None = None,
         reasoner_endpoint: str | None = None,
         reasoner_model: str | None = None,
-        query_reasoning: bool = True,
-        document_reasoning: bool = False,
+        query_reasoning: bool | str = True,
+        document_reasoning: bool | str = False,
         reasoning_task: str = "generic",
         trace_mode: str = "full",
         max_new_tokens: int = 256,
@@ -97,6 +101,8 @@ class TTETransformer(TTEInputsMixin, Transformer):
         if reasoning_source == "openai" and not (reasoner_endpoint and reasoner_model):
             raise ValueError("reasoning_source='openai' needs reasoner_endpoint and reasoner_model.")
         parse_ecr("").for_embedder(trace_mode)  # validates the mode early
+        check_mode("query_reasoning", query_reasoning)
+        check_mode("document_reasoning", document_reasoning)
         settings = {name: transformer_kwargs.pop(name) for name in INPUT_SETTINGS if name in transformer_kwargs}
         # Qwen2-VL cannot take unpadded (flattened) batches; the pooled token must stay last.
         transformer_kwargs.setdefault("unpad_inputs", False)
@@ -121,6 +127,10 @@ class TTETransformer(TTEInputsMixin, Transformer):
         self._reasoner = None
         #: raw reasoner outputs by input fingerprint; any MutableMapping[str, str] can replace it
         self.ecr_cache: MutableMapping[str, str] = {}
+        hub = {k: v for k, v in self._hub_kwargs.items() if k != "cache_dir"}
+        if "cache_dir" in self._hub_kwargs:
+            hub["cache_folder"] = self._hub_kwargs["cache_dir"]
+        self._load_gate(model_name_or_path, hub)  # `gate_config.json` next to the weights, if trained
 
     # --- reasoner -------------------------------------------------------------------------------
 
@@ -216,11 +226,20 @@ class TTETransformer(TTEInputsMixin, Transformer):
         and run the processor. ``prompt`` (ST prompts) is the task instruction."""
         if not inputs:
             return {}
+        mode = self._wants_reasoning(task, think)
+        stashed = self._stashed_states(inputs, prompt, mode)
+        if stashed is not None:  # skipped by the gate in this call: its last-token states are the output
+            self._per_thread().prompt_by_task[task] = prompt
+            self.last_reasoning = [None] * len(inputs)
+            return {"stashed_states": stashed, "modality": "message"}
         items = self.parse_inputs(inputs)
         self._per_thread().prompt_by_task[task] = prompt
-        traces = self._traces(items, prompt, self._wants_reasoning(task, think))
+        think_rows = self._think_rows(items, prompt, mode)
+        traces = self._traces(items, prompt, think_rows)
         self.last_reasoning = traces
-        texts = self.embedder_texts(items, traces, prompt)
+        return self._features(items, self.embedder_texts(items, traces, prompt))
+
+    def _features(self, items: list[ParsedInput], texts: list[str]) -> dict[str, Any]:
         images = [image for item in items for image in item.images]
         videos = [item.video for item in items if item.video is not None]
         # No truncation: it would cut the end token whose hidden state is the embedding.
@@ -230,8 +249,29 @@ class TTETransformer(TTEInputsMixin, Transformer):
         features["modality"] = "message"
         return features
 
-    def forward(self, features: dict[str, Any], think: bool | None = None, **kwargs) -> dict[str, Any]:
+    @torch.no_grad()
+    def _no_trace_features(self, items: list[ParsedInput], instruction: str | None) -> torch.Tensor:
+        """The gate's input: the no-trace sequences' last-token states (ST's own lasttoken pooling), i.e.
+        the ``think=False`` vectors before normalisation. A skipped row is embedded again by the model's
+        pooling modules: one extra prefill, small next to the decode it saves."""
+        features = self._features(items, self.embedder_texts(items, [None] * len(items), instruction))
+        device = self.model.device
+        features = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
+        output = Transformer.forward(self, features)
+        pooling = Pooling(self.get_embedding_dimension(), pooling_mode="lasttoken")
+        return pooling(output)["sentence_embedding"]
+
+    def forward(self, features: dict[str, Any], think: bool | str | None = None, **kwargs) -> dict[str, Any]:
+        if "stashed_states" in features:  # one-token "sequences": lasttoken pooling returns the state as is
+            states = features.pop("stashed_states")
+            features["token_embeddings"] = states.unsqueeze(1)
+            features["attention_mask"] = torch.ones(states.shape[0], 1, dtype=torch.long, device=states.device)
+            return features
         return super().forward(features, **kwargs)
+
+    def save(self, output_path: str, *args, **kwargs) -> None:
+        super().save(output_path, *args, **kwargs)
+        self._save_gate(output_path)
 
 
 def _config_model_type(name_or_path: str, hub_kwargs: dict[str, Any]) -> str | None:

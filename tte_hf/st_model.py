@@ -15,6 +15,7 @@ import sys
 from collections.abc import MutableMapping
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from sentence_transformers import SentenceTransformer
 
@@ -145,7 +146,49 @@ class TTESentenceTransformer(SentenceTransformer):
         if self.is_singular_input(inputs):
             return super().encode(module.parse_inputs([inputs], load=False)[0], *args, **kwargs)
         # Images are read batch by batch later (in `preprocess`); errors there still name the index.
-        return super().encode(module.parse_inputs(list(inputs), load=False), *args, **kwargs)
+        items = module.parse_inputs(list(inputs), load=False)
+        if not args and len(items) > 1 and module._wants_reasoning(kwargs.get("task"), kwargs.get("think")) == "auto":
+            return self._encode_gated(items, kwargs)
+        return super().encode(items, *args, **kwargs)
+
+    def _encode_gated(self, items: list, kwargs: dict[str, Any]):
+        """``think="auto"`` over a whole call: the gate decides for every input first, then the inputs
+        it sends to the reasoner are encoded together and the others without a trace. Batched decoding
+        costs per step, not per row, so packing the reasoned inputs into full batches is what turns
+        skipped inputs into saved time. Each input's vector is the one its mode gives on its own."""
+        module = self[0]
+        task = kwargs.get("task")
+        prompt_name, prompt = kwargs.get("prompt_name"), kwargs.get("prompt")
+        states: dict[int, torch.Tensor] = {}
+        think, scores = self.gate_decisions(items, prompt_name, prompt, task, kwargs.get("batch_size") or 32, states)
+        groups = {True: [i for i, t in enumerate(think) if t], False: [i for i, t in enumerate(think) if not t]}
+        parts = {}
+        state = module._per_thread()
+        for mode, rows in groups.items():
+            if not rows:
+                continue
+            # the skipped inputs' vectors are the gate's own features: no second pass over them
+            state.no_trace_states = None if mode else (self._gate_prompt(prompt_name, prompt, task), states)
+            try:
+                parts[mode] = super().encode([items[i] for i in rows], **{**kwargs, "think": mode})
+            finally:
+                state.no_trace_states = None
+        state.last_gate_decisions, state.last_gate_scores = think, scores
+        order = [(mode, position) for mode in (True, False) for position in range(len(groups[mode]))]
+        by_input = [None] * len(items)
+        for (mode, position), index in zip(order, groups[True] + groups[False]):
+            by_input[index] = (mode, position)
+        first = next(iter(parts.values()))
+        if isinstance(first, torch.Tensor):
+            return torch.stack([parts[mode][position] for mode, position in by_input])
+        if isinstance(first, np.ndarray):
+            return np.stack([parts[mode][position] for mode, position in by_input])
+        return [parts[mode][position] for mode, position in by_input]
+
+    def _gate_prompt(self, prompt_name: str | None, prompt: str | None, task: str | None) -> str | None:
+        if prompt_name is None and prompt is None and task in self.prompts:
+            prompt_name = task
+        return self._resolve_prompt(prompt, prompt_name)
 
     def get_reasoning(
         self,
@@ -153,14 +196,38 @@ class TTESentenceTransformer(SentenceTransformer):
         prompt_name: str | None = None,
         prompt: str | None = None,
         task: str | None = "query",
-        think: bool | None = None,
+        think: bool | str | None = None,
     ) -> list[str | None]:
         """The traces the embedder reads for ``inputs`` with ``task``'s prompt (as ``encode_query``
-        uses it), in input order; ``None`` where it reads none. Cached inputs are not regenerated."""
+        uses it), in input order; ``None`` where it reads none (``think="auto"``: where the gate skips). Cached inputs are not regenerated."""
         if prompt_name is None and prompt is None and task in self.prompts:
             prompt_name = task
         prompt = self._resolve_prompt(prompt, prompt_name)
         return self[0].get_reasoning(inputs, task=task, prompt=prompt, think=think)
+
+    def gate_decisions(
+        self,
+        inputs,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        task: str | None = "query",
+        batch_size: int = 32,
+        states: dict[int, torch.Tensor] | None = None,
+    ) -> tuple[list[bool], list[float]]:
+        """The reasoning gate's decisions (True: reason) and scores for ``inputs`` with ``task``'s prompt,
+        in input order: what ``encode_query(inputs, think="auto")`` does with each (also kept, for the
+        last such call of this thread, in ``model[0].last_gate_decisions`` / ``last_gate_scores``).
+        Needs a gate (``tte-hf train-gate``). ``states`` receives the gate's features by input index."""
+        prompt = self._gate_prompt(prompt_name, prompt, task)
+        module = self[0]
+        inputs = list(inputs) if isinstance(inputs, (list, tuple)) and not self.is_singular_input(inputs) else [inputs]
+        think: list[bool] = []
+        scores: list[float] = []
+        for start in range(0, len(inputs), batch_size):
+            decided = module.gate_decisions(inputs[start : start + batch_size], prompt=prompt, task=task, states=states)
+            think += decided[0]
+            scores += decided[1]
+        return think, scores
 
 
 def ship_module_code(model: SentenceTransformer, path: str) -> None:

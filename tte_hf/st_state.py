@@ -68,6 +68,11 @@ class PerThreadState(threading.local):
     def __init__(self):
         self.last_reasoning: list[str | None] = []
         self.prompt_by_task: dict[str | None, str | None] = {}
+        self.last_gate_decisions: list[bool] | None = None
+        self.last_gate_scores: list[float] | None = None
+        #: (prompt, {caller index: no-trace state}) the gate computed during this thread's ``think="auto"``
+        #: call, reused when the skipped inputs are then embedded without a trace
+        self.no_trace_states: tuple[str | None, dict[int, Any]] | None = None
 
     def __reduce__(self):  # copies of a module start with fresh per-thread state
         return (type(self), ())

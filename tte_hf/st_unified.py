@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from sentence_transformers.base.modules import InputModule
 
+from .gate_tte import check_mode
 from .generation_tte import decoding_settings
 from .inputs import END_OF_TURN, build_messages, embedder_system_prompt, embedder_text, render_prompt
 from .reasoner_base import ReasoningRequest
@@ -67,6 +68,8 @@ class TTEUnifiedTransformer(TTEInputsMixin, InputModule):
     outputs ``sentence_embedding`` (the head pools and normalises), so it stands alone in the model.
     The sequence is the reasoner's own: system = the task prompt, the ST prompt = the instruction.
     Besides its own arguments it takes the `st_inputs.INPUT_SETTINGS` (pixel budget, URLs, cache size).
+    ``query_reasoning`` / ``document_reasoning`` may be ``"auto"``: the module's reasoning gate reads
+    each input's no-trace embedding (one prefill) and a skipped input returns that vector as is.
     """
 
     config_file_name = "tte_unified_config.json"
@@ -86,8 +89,8 @@ class TTEUnifiedTransformer(TTEInputsMixin, InputModule):
         self,
         model_name_or_path: str,
         *,
-        query_reasoning: bool = True,
-        document_reasoning: bool = False,
+        query_reasoning: bool | str = True,
+        document_reasoning: bool | str = False,
         reasoning_task: str = "generic",
         max_new_tokens: int | None = None,
         generation_settings: dict | None = None,
@@ -97,6 +100,8 @@ class TTEUnifiedTransformer(TTEInputsMixin, InputModule):
     ):
         super().__init__()
         self._set_input_settings(input_settings)  # before the weights load: a misspelt setting fails fast
+        check_mode("query_reasoning", query_reasoning)
+        check_mode("document_reasoning", document_reasoning)
         from transformers import AutoProcessor
 
         from .modeling_tte import TTEUnifiedModel
@@ -117,6 +122,13 @@ class TTEUnifiedTransformer(TTEInputsMixin, InputModule):
         #: generated (decoded text need not re-tokenize to them). Bounded (LRU, ``TRACE_TOKEN_CACHE_SIZE``):
         #: an evicted or text-only entry falls back to re-tokenising the trace text.
         self.trace_token_ids: MutableMapping[str, list[int]] = LRUCache(self.TRACE_TOKEN_CACHE_SIZE)
+        hub = {
+            key: (model_kwargs or {}).get(name)
+            for key, name in (("token", "token"), ("cache_folder", "cache_dir"), ("revision", "revision"))
+        }
+        hub["local_files_only"] = bool((model_kwargs or {}).get("local_files_only"))
+        hub["subfolder"] = (model_kwargs or {}).get("subfolder") or ""
+        self._load_gate(model_name_or_path, hub)  # `gate_config.json` next to the weights, if trained
 
     @property
     def reasoner(self):
@@ -160,47 +172,76 @@ class TTEUnifiedTransformer(TTEInputsMixin, InputModule):
         return {k: v.to(self.model.device) for k, v in batch.items()}
 
     def preprocess(self, inputs, prompt: str | None = None, task: str | None = None, think=None, **kwargs):
-        """Reason (generating and embedding at once) where needed; tokenise the rest for `forward`."""
+        """Reason (generating and embedding at once) where needed; tokenise the rest for `forward`.
+        Under ``"auto"`` the gate's no-trace embeddings are reused for the rows it skips."""
         if not inputs:
             return {}
+        mode = self._wants_reasoning(task, think)
+        stashed = self._stashed_states(inputs, prompt, mode)
+        if stashed is not None:  # skipped by the gate in this call: the gate read exactly these vectors
+            self._per_thread().prompt_by_task[task] = prompt
+            self.last_reasoning = [None] * len(inputs)
+            rows = torch.arange(len(inputs))
+            return {"batch_size": torch.tensor(len(inputs)), "generated_rows": rows, "generated_embeddings": stashed}
         items = self.parse_inputs(inputs)
         self._per_thread().prompt_by_task[task] = prompt
         call: dict[str, Any] = {}  # this call's keys and generated embeddings: no module state, no mixing
-        traces = self._traces(items, prompt, self._wants_reasoning(task, think), call)
+        think_rows = self._think_rows(items, prompt, mode, call)
+        traces = self._traces(items, prompt, think_rows, call)
         self.last_reasoning = traces
         generated = call.get("embeddings", {})
         fresh = {i: generated[key] for i, key in call["keys"].items() if key in generated}
+        if "gate_features" in call:  # skipped rows: the gate read exactly their no-trace vector
+            fresh |= {i: call["gate_features"][i] for i in range(len(items)) if traces[i] is None}
         rows = [i for i in range(len(items)) if i not in fresh]
         features: dict[str, Any] = {"batch_size": torch.tensor(len(items))}
         if fresh:
             features["generated_rows"] = torch.tensor(list(fresh))
             features["generated_embeddings"] = torch.stack(list(fresh.values()))
         if rows:
-            end_id = self.processor.tokenizer.convert_tokens_to_ids(END_OF_TURN)
-            suffixes = []
-            for i in rows:
-                key = call["keys"].get(i)
-                token_ids = self.trace_token_ids.get(key) if key is not None else None
-                if token_ids is not None:
-                    suffixes.append([*token_ids, end_id])
-                else:
-                    suffixes.append(
-                        self.processor.tokenizer(embedder_text("", traces[i]), add_special_tokens=False).input_ids
-                    )
-            prompts = [
-                self.prompt_text(
-                    items[i].text,
-                    len(items[i].images),
-                    items[i].video is not None,
-                    prompt,
-                    items[i].task,
-                    has_trace=traces[i] is not None,
-                )
-                for i in rows
-            ]
-            features |= self.process(prompts, [items[i].images for i in rows], [items[i].video for i in rows], suffixes)
-            features["forward_rows"] = torch.tensor(rows)
+            features |= self._forward_features(items, rows, traces, call["keys"], prompt)
         return features
+
+    def _forward_features(
+        self, items: list, rows: list[int], traces: list[str | None], keys: dict[int, str], prompt: str | None
+    ) -> dict[str, Any]:
+        """Processor outputs for embedding ``rows`` in one forward pass: prompt + trace (its generated
+        token ids where cached) + end token."""
+        end_id = self.processor.tokenizer.convert_tokens_to_ids(END_OF_TURN)
+        suffixes = []
+        for i in rows:
+            key = keys.get(i)
+            token_ids = self.trace_token_ids.get(key) if key is not None else None
+            if token_ids is not None:
+                suffixes.append([*token_ids, end_id])
+            else:
+                suffixes.append(
+                    self.processor.tokenizer(embedder_text("", traces[i]), add_special_tokens=False).input_ids
+                )
+        prompts = [
+            self.prompt_text(
+                items[i].text,
+                len(items[i].images),
+                items[i].video is not None,
+                prompt,
+                items[i].task,
+                has_trace=traces[i] is not None,
+            )
+            for i in rows
+        ]
+        features = self.process(prompts, [items[i].images for i in rows], [items[i].video for i in rows], suffixes)
+        features["forward_rows"] = torch.tensor(rows)
+        return features
+
+    @torch.no_grad()
+    def _no_trace_features(self, items: list, instruction: str | None) -> torch.Tensor:
+        """The gate's input: each row's no-trace embedding (prompt + end token through the head), the
+        exact vector a skipped row returns (`preprocess` reuses it)."""
+        rows = list(range(len(items)))
+        features = self._forward_features(items, rows, [None] * len(items), {}, instruction)
+        features.pop("forward_rows")
+        with self._model_lock():
+            return self.model(**features).embeddings
 
     def forward(self, features: dict[str, Any], think=None, **kwargs) -> dict[str, Any]:
         size = int(features["batch_size"])
@@ -229,6 +270,7 @@ class TTEUnifiedTransformer(TTEInputsMixin, InputModule):
             self.model.save_pretrained(output_path, safe_serialization=safe_serialization)
         self.processor.save_pretrained(output_path)
         self.save_config(output_path)
+        self._save_gate(output_path)
 
     @classmethod
     def load(

@@ -33,6 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-report", help="Eval report JSON: MMEB results go into the card's model-index.")
     parser.add_argument("--recipe", help="Training recipe YAML, summarised in the card.")
     parser.add_argument("--overwrite", action="store_true", help="Replace OUTPUT_DIR if it is not empty.")
+    parser.add_argument(
+        "--gate", help="Folder with a reasoning gate (train-gate output); default: SOURCE's own, if any."
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -76,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
                 prompts=prompts,
                 card=card,
                 overwrite=args.overwrite,
+                gate=args.gate,
             )
     except (ExportError, json.JSONDecodeError) as err:
         print(f"tte-hf export: error: {err}")

@@ -39,6 +39,7 @@ REMOTE_CODE_FILES = (
     "inputs.py",
     "ecr.py",
     "fingerprints.py",
+    "gate_tte.py",
     "reasoner_base.py",
     "reasoner_transformers.py",
     "reasoner_openai.py",
@@ -263,22 +264,31 @@ def export_model(
     reasoner_revision: str | None = None,
     merge_lora: bool = True,
     sentence_transformers: bool = True,
-    query_reasoning: bool = True,
+    query_reasoning: bool | str = True,
     document_reasoning: bool = False,
     prompts: dict[str, str] | None = None,
     card: CardInfo | None = None,
     overwrite: bool = False,
+    gate: str | Path | None = None,
 ) -> Path:
     """Build a drop-in Hub repo folder for a TTE embedder, unified model or student reasoner.
 
     ``adapter_base`` names the base of a LoRA adapter folder when its ``adapter_config.json`` does not.
     ``reasoner`` (+ ``reasoner_revision``) is the model the sentence-transformers pipeline calls at query
     time for an embedder; a unified model reasons with itself. ``merge_lora=False`` keeps a LoRA adapter
-    as an adapter (``adapter_config.json`` + weights) instead of merging it. Returns ``output_dir``.
+    as an adapter (``adapter_config.json`` + weights) instead of merging it. ``gate``: a folder with a
+    reasoning gate (``tte-hf train-gate`` output; default: ``source`` itself when it has one): shipped
+    with the repo, queries default to ``think="auto"`` (unless ``query_reasoning`` is False) and the
+    card says how the gate was trained. Returns ``output_dir``.
     """
     info = card or CardInfo()
     output_dir = Path(output_dir)
     src = inspect_source(source, kind, adapter_base)
+    gate_files, gate_info = find_gate_files(Path(source) if gate is None else Path(gate), required=gate is not None)
+    if gate_files and src.kind == "reasoner":
+        raise ExportError("A reasoner export takes no reasoning gate; export the embedder or unified model with it.")
+    if gate_files and query_reasoning is True:
+        query_reasoning = "auto"
     processor_dir = find_processor_dir(src, processor)
     ref = resolve_reasoner(src.kind, reasoner, reasoner_revision)
     prevalidate_card_inputs(info)
@@ -304,6 +314,8 @@ def export_model(
         save_processor(processor_obj, staging)
         if src.kind != "reasoner" and not adapter_only:
             copy_remote_code(staging)
+            for file in gate_files:  # before the ST files: the module loads the gate found next to the weights
+                shutil.copyfile(file, staging / file.name)
             if sentence_transformers:
                 st_options = {"query_reasoning": query_reasoning, "document_reasoning": document_reasoning}
                 if prompts:
@@ -328,6 +340,7 @@ def export_model(
                 "query_reasoning": query_reasoning,
                 "document_reasoning": document_reasoning,
                 "prompts": prompts or {},
+                "gate": gate_info,
             },
         )
         write_manifest(
@@ -339,6 +352,21 @@ def export_model(
             head_only=head_only,
         )
     return output_dir
+
+
+def find_gate_files(folder: Path, required: bool = False) -> tuple[list[Path], dict[str, Any] | None]:
+    """The reasoning gate's files in ``folder`` and its training info, or ``([], None)``."""
+    from ..gate_tte import GATE_CONFIG, GATE_WEIGHTS
+
+    files = [folder / GATE_CONFIG, folder / GATE_WEIGHTS]
+    if not files[0].is_file():
+        if required:
+            raise ExportError(f"gate={folder} has no {GATE_CONFIG}; pass the output_dir of `tte-hf train-gate`.")
+        return [], None
+    if not files[1].is_file():
+        raise ExportError(f"{folder} has {GATE_CONFIG} but no {GATE_WEIGHTS}; re-run `tte-hf train-gate`.")
+    config = json.loads(files[0].read_text())
+    return files, {"threshold": config.get("threshold"), **config.get("info", {})}
 
 
 def hub_id(name_or_path: str | None) -> str | None:

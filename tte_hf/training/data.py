@@ -10,6 +10,7 @@ A hard negative of a row with an ``id`` is looked up as ``"{id}:neg"`` in the ta
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +60,10 @@ class DatasetSpec:
     hard_negatives: bool = False
     max_examples: int | None = None
     skip_missing_traces: bool = False
+    #: fraction of query rows trained WITHOUT their trace, so one embedder (or unified head) serves both
+    #: modes of ``think="auto"``; which rows is fixed by (``trace_dropout_seed``, row id), see `drops_trace`
+    trace_dropout: float = 0.0
+    trace_dropout_seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -82,7 +87,20 @@ class DatasetSpec:
         spec = cls(**raw)
         if not spec.weight > 0:
             raise ValueError(f"datasets[{index}] ({spec.name}): weight must be > 0, got {spec.weight}.")
+        if not 0 <= spec.trace_dropout <= 1:
+            raise ValueError(f"datasets[{index}] ({spec.name}): trace_dropout must lie in [0, 1], got {spec.trace_dropout}.")  # fmt: skip
+        if spec.trace_dropout and not spec.query_ecr:
+            raise ValueError(f"datasets[{index}] ({spec.name}): trace_dropout needs query_ecr (traces to drop).")
         return spec
+
+
+def drops_trace(key: str, fraction: float, seed: int = 0) -> bool:
+    """Whether the query row with ECR id ``key`` trains without its trace: a hash of (seed, key) below
+    ``fraction``. Independent of file order, epoch, process and rank, so every worker agrees."""
+    if fraction <= 0:
+        return False
+    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
 
 
 def load_ecr(path: str | Path) -> dict[str, str]:
@@ -182,6 +200,8 @@ def _lookup(traces: dict | None, key: str, source: str | None, where: str) -> st
 def _pair(spec, row, index, where, image_root, query_traces, target_traces) -> PairExample:
     key = side_id(row, "query", spec, index)
     query_trace = _lookup(query_traces, key, spec.query_ecr, where)
+    if drops_trace(key, spec.trace_dropout, spec.trace_dropout_seed):
+        query_trace = None  # embedded as think=False embeds it: the no-trace prompt + end token
     query = _side(row, "qry", "qry_image_path", image_root, query_trace, where)
     pos_trace = _lookup(target_traces, side_id(row, "target", spec, index), spec.target_ecr, where)
     positive = _side(row, "pos_text", "pos_image_path", image_root, pos_trace, where)

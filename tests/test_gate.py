@@ -1,0 +1,441 @@
+"""Adaptive thinking (``think="auto"``): the reasoning gate's decisions, what a skipped or reasoned input
+embeds to, forced modes, save/load (also by repo id without tte_hf), fitting, ``train-gate`` and export."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hub_helpers import populate_hf_cache
+from test_sentence_transformer import _save_unified
+
+from tte_hf.gate_tte import ReasoningGate
+from tte_hf.sentence_transformers import build_sentence_transformer, save_sentence_transformer
+
+INSTRUCTION = "Find the picture that answers the question."
+QUERIES = [
+    "what color is the bus",
+    "which object is red",
+    "a cat sitting on a mat near the window",
+    "two dogs",
+    "the sky at night over a long quiet road",
+    "count the apples",
+    "who wrote this sign",
+    "is the door open",
+]
+
+
+def _median_gate(model, inputs=QUERIES, seed: int = 0) -> ReasoningGate:
+    """A random probe whose threshold splits ``inputs`` in half (so both modes occur)."""
+    module = model[0]
+    gate = ReasoningGate(module.get_embedding_dimension())
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        gate.linear.weight.copy_(torch.randn(gate.linear.weight.shape, generator=generator) * 4)
+        gate.linear.bias.zero_()
+    module.set_gate(gate)
+    gate.threshold.fill_(1.0)  # score everything without deciding
+    _, scores = model.gate_decisions(inputs)
+    ordered = sorted(scores)
+    gate.threshold.fill_((ordered[len(ordered) // 2 - 1] + ordered[len(ordered) // 2]) / 2)
+    return gate
+
+
+@pytest.fixture(scope="module")
+def embedder_model(tiny_vlm, tiny_vlm_25):
+    model = build_sentence_transformer(tiny_vlm, reasoner=tiny_vlm_25, max_new_tokens=8, prompts={"query": INSTRUCTION})
+    _median_gate(model)
+    return model
+
+
+@pytest.fixture(scope="module")
+def unified_path(tiny_vlm, tmp_path_factory):
+    return _save_unified(tiny_vlm, tmp_path_factory.mktemp("unified_gate"))
+
+
+@pytest.fixture(scope="module")
+def unified_model(unified_path):
+    model = build_sentence_transformer(unified_path, max_new_tokens=8, prompts={"query": INSTRUCTION})
+    _median_gate(model, seed=1)
+    return model
+
+
+@pytest.fixture(params=["embedder", "unified"])
+def gated(request):
+    return request.getfixturevalue(f"{request.param}_model")
+
+
+def test_auto_skipped_rows_are_the_no_trace_vectors_and_the_rest_reason(gated):
+    think, _ = gated.gate_decisions(QUERIES)
+    assert 0 < sum(think) < len(QUERIES), "the fixture's threshold splits the inputs"
+    auto = gated.encode_query(QUERIES, think="auto", batch_size=3, convert_to_tensor=True)
+    assert gated[0].last_gate_decisions == think  # the whole call's, in input order
+    never = gated.encode_query(QUERIES, think=False, batch_size=3, convert_to_tensor=True)
+    always = gated.encode_query(QUERIES, think=True, batch_size=3, convert_to_tensor=True)
+    assert gated[0].last_gate_decisions is None  # forced modes do not consult the gate
+    for row, reasons in enumerate(think):
+        expected = always[row] if reasons else never[row]
+        torch.testing.assert_close(auto[row], expected, atol=1e-5, rtol=0, msg=f"row {row} (think={reasons})")
+    assert not torch.allclose(never, always, atol=1e-3), "the trace must change the vector for this test to mean anything"  # fmt: skip
+    traces = gated.get_reasoning(QUERIES, think="auto")
+    forced = gated.get_reasoning(QUERIES, think=True)
+    assert [t is None for t in traces] == [not t for t in think]
+    assert [t for t, r in zip(traces, think) if r] == [t for t, r in zip(forced, think) if r]
+
+
+def test_decisions_are_deterministic_and_batch_invariant(gated):
+    think, scores = gated.gate_decisions(QUERIES)
+    again = gated.gate_decisions(QUERIES)
+    assert again == (think, scores)
+    alone = [gated.gate_decisions([q]) for q in QUERIES]
+    assert [d[0][0] for d in alone] == think
+    np.testing.assert_allclose([s[1][0] for s in alone], scores, atol=1e-5, rtol=0)
+    order = [5, 2, 7, 0, 3, 1, 6, 4]
+    shuffled = gated.gate_decisions([QUERIES[i] for i in order])
+    assert shuffled[0] == [think[i] for i in order]
+    tokenizer = gated[0].processor.tokenizer
+    side = tokenizer.padding_side
+    if side == "right":  # the embedder: the gate must not depend on the padding side either
+        tokenizer.padding_side = "left"
+        try:
+            left = gated.gate_decisions(QUERIES)
+        finally:
+            tokenizer.padding_side = side
+        assert left[0] == think
+        np.testing.assert_allclose(left[1], scores, atol=1e-5, rtol=0)
+
+
+def test_query_reasoning_auto_is_the_default_and_think_forces_a_mode(tiny_vlm, tiny_vlm_25, embedder_model):
+    model = build_sentence_transformer(
+        tiny_vlm, reasoner=tiny_vlm_25, max_new_tokens=8, prompts={"query": INSTRUCTION}, query_reasoning="auto"
+    )
+    model[0].set_gate(embedder_model[0].gate)
+    think, _ = model.gate_decisions(QUERIES)
+    default = model.get_reasoning(QUERIES)
+    assert [t is not None for t in default] == think
+    assert all(t is not None for t in model.get_reasoning(QUERIES, think=True))
+    assert all(t is None for t in model.get_reasoning(QUERIES, think=False))
+    vectors = model.encode_query(QUERIES, convert_to_tensor=True)
+    torch.testing.assert_close(vectors, model.encode_query(QUERIES, think="auto", convert_to_tensor=True))
+
+
+def test_auto_without_a_gate_or_with_a_bad_mode_says_what_to_do(tiny_vlm):
+    model = build_sentence_transformer(tiny_vlm, prompts={"query": INSTRUCTION})
+    with pytest.raises(ValueError, match="train-gate"):
+        model.encode_query(["a red bus"], think="auto")
+    with pytest.raises(ValueError, match="think='sometimes' must be True, False or 'auto'"):
+        model.encode_query(["a red bus"], think="sometimes")
+    with pytest.raises(ValueError, match="query_reasoning='yes'"):
+        build_sentence_transformer(tiny_vlm, query_reasoning="yes")
+    with pytest.raises(ValueError, match="reads 3-d features"):
+        model[0].set_gate(ReasoningGate(3))
+
+
+_LOAD_SCRIPT = """
+import json, sys
+sys.modules["tte_hf"] = None  # any tte_hf import fails
+import numpy as np
+from sentence_transformers import SentenceTransformer
+
+queries = json.loads(sys.argv[2])
+out = {}
+for name in ("org/tte-gated", "org/tte-unified-gated"):
+    model = SentenceTransformer(name, trust_remote_code=True)
+    assert type(model[0]).__module__.startswith("transformers_modules."), type(model[0]).__module__
+    think, scores = model.gate_decisions(queries)
+    vectors = model.encode_query(queries)  # query_reasoning: auto in the saved config
+    out[name] = {"think": think, "scores": scores, "vectors": vectors.tolist()}
+json.dump(out, open(sys.argv[1], "w"))
+"""
+
+
+def test_save_and_load_keep_the_gate_also_by_repo_id_without_tte_hf(embedder_model, unified_model, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    expected = {}
+    for name, model in (("org/tte-gated", embedder_model), ("org/tte-unified-gated", unified_model)):
+        model[0].query_reasoning = "auto"
+        try:
+            folder = tmp_path / name.split("/")[1]
+            save_sentence_transformer(model, folder)
+        finally:
+            model[0].query_reasoning = True
+        config = json.loads((folder / "gate_config.json").read_text())
+        assert config["threshold"] == pytest.approx(float(model[0].gate.threshold))
+        loaded = SentenceTransformer(str(folder), trust_remote_code=True)
+        torch.testing.assert_close(loaded[0].gate.linear.weight, model[0].gate.linear.weight, atol=0, rtol=0)
+        assert loaded[0].query_reasoning == "auto"
+        think, scores = model.gate_decisions(QUERIES)
+        loaded_think, loaded_scores = loaded.gate_decisions(QUERIES)
+        assert loaded_think == think
+        np.testing.assert_allclose(loaded_scores, scores, atol=1e-5, rtol=0)
+        vectors = model.encode_query(QUERIES, think="auto", convert_to_tensor=True)
+        torch.testing.assert_close(loaded.encode_query(QUERIES, convert_to_tensor=True), vectors, atol=1e-5, rtol=0)
+        expected[name] = (think, scores, vectors)
+        populate_hf_cache(folder, name, tmp_path / "hub")
+
+    script = tmp_path / "load.py"
+    script.write_text(_LOAD_SCRIPT)
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HF_HUB_OFFLINE": "1",
+        "HF_HUB_CACHE": str(tmp_path / "hub"),
+        "HF_HOME": str(tmp_path / "hf_home"),
+        "HF_MODULES_CACHE": str(tmp_path / "modules"),
+        "OMP_NUM_THREADS": "1",
+    }
+    result = subprocess.run(
+        [sys.executable, "-I", str(script), str(tmp_path / "out.json"), json.dumps(QUERIES)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    got = json.loads((tmp_path / "out.json").read_text())
+    for name, (think, scores, vectors) in expected.items():
+        assert got[name]["think"] == think, name
+        np.testing.assert_allclose(got[name]["scores"], scores, atol=1e-5, rtol=0)
+        np.testing.assert_allclose(np.array(got[name]["vectors"]), vectors.numpy(), atol=1e-5, rtol=0)
+
+
+def test_a_module_saved_without_a_gate_drops_an_old_one(tiny_vlm, embedder_model, tmp_path):
+    save_sentence_transformer(embedder_model, tmp_path)
+    plain = build_sentence_transformer(tiny_vlm)
+    plain.save(str(tmp_path))
+    assert not (tmp_path / "gate_config.json").exists() and not (tmp_path / "gate.safetensors").exists()
+
+
+# --- fitting ------------------------------------------------------------------------------------
+
+
+def test_probe_learns_a_separable_signal_and_the_threshold_is_the_brute_force_one():
+    from tte_hf.training.gate_fit import choose_threshold, fit_probe, gold_ranks, trace_helps
+
+    generator = torch.Generator().manual_seed(0)
+    dim, n = 16, 200
+    kind = torch.arange(n) % 2  # 1: "riddles" (the trace helps), 0: plain queries
+    direction = torch.zeros(dim)
+    direction[0] = 1.0
+    features = torch.randn(n, dim, generator=generator) * 0.3 + direction * (2 * kind.float() - 1).view(-1, 1)
+    weight, bias = fit_probe(features, kind.float())
+    unit = features / features.norm(dim=1, keepdim=True)
+    probability = 1 / (1 + np.exp(-(unit.numpy() @ weight.numpy() + bias.item())))
+    assert ((probability >= 0.5) == kind.numpy().astype(bool)).mean() == 1.0
+
+    # threshold: compare with an exhaustive search over every cut of the sorted scores
+    scores = torch.rand(n, generator=generator)
+    hit_with = (torch.rand(n, generator=generator) < 0.7).float()
+    hit_without = torch.where(kind.bool(), torch.zeros(n), hit_with)
+    chosen = choose_threshold(scores, hit_with, hit_without, max_hit_drop=0.01)
+    s, h1, h0 = scores.numpy(), hit_with.numpy(), hit_without.numpy()
+    best = None
+    for cut in [-math.inf, *sorted(s)]:  # think for scores > cut
+        think = s > cut
+        hit, skip = np.where(think, h1, h0).mean(), 1 - think.mean()
+        if hit >= h1.mean() - 0.01 - 1e-9 and (best is None or (skip, hit) > best):
+            best = (skip, hit)
+    assert (chosen.skip_rate, chosen.hit_auto) == pytest.approx(best)
+    assert chosen.hit_always == pytest.approx(h1.mean()) and chosen.hit_never == pytest.approx(h0.mean())
+
+    # ranks and labels against a direct count
+    q, c = torch.randn(5, 4, generator=generator), torch.randn(7, 4, generator=generator)
+    gold = torch.tensor([0, 3, 6, 2, 2])
+    cos = (q / q.norm(dim=1, keepdim=True)) @ (c / c.norm(dim=1, keepdim=True)).T
+    assert gold_ranks(q, c, gold).tolist() == [int((cos[i] > cos[i, g]).sum()) for i, g in enumerate(gold.tolist())]
+    assert trace_helps(torch.tensor([3, 0, 2]), torch.tensor([1, 0, 2]), 2).tolist() == [1.0, 0.0, 0.0]
+
+
+def test_train_gate_command_writes_a_gate_whose_numbers_recompute(tiny_vlm, tiny_vlm_25, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    from tte_hf.cli import main
+    from tte_hf.training.synthetic import write_synthetic_retrieval
+
+    data = write_synthetic_retrieval(tmp_path / "data", num_items=16)
+    source = tmp_path / "tte"
+    build_sentence_transformer(tiny_vlm, reasoner=tiny_vlm_25, max_new_tokens=4, prompts={"query": INSTRUCTION}).save(str(source))  # fmt: skip
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "gate" / "tiny.yaml"
+    text = recipe.read_text().replace("out/tiny-data", str(data["image_root"]))
+    text = text.replace("out/tiny-tte-gated", str(tmp_path / "gated")).replace("out/tiny-tte", str(source))
+    (tmp_path / "gate.yaml").write_text(text)
+    assert main(["train-gate", "--config", str(tmp_path / "gate.yaml"), "--max_hit_drop", "0.0"]) == 0
+
+    gated = tmp_path / "gated"
+    info = json.loads((gated / "gate_config.json").read_text())["info"]
+    assert json.loads((gated / "sentence_bert_config.json").read_text())["query_reasoning"] == "auto"
+    assert not (source / "gate_config.json").exists(), "the source folder is left as it was"
+    model = SentenceTransformer(str(gated), trust_remote_code=True)
+    rows = [json.loads(line) for line in Path(data["data"]).read_text().splitlines()]
+    traces = {json.loads(line)["id"]: json.loads(line)["ecr"] for line in Path(data["query_ecr"]).read_text().splitlines()}  # fmt: skip
+    from PIL import Image
+
+    queries = [
+        {
+            "text": "Find the color and shape of the object in this image",
+            "images": [Image.open(data["image_root"] / r["qry_image_path"])],
+            "task": "classification",
+        }  # fmt: skip
+        for r in rows
+    ]
+    targets = model.encode_document([r["pos_text"] for r in rows], convert_to_numpy=True)
+    without = model.encode_query(queries, think=False, convert_to_numpy=True)
+    with_trace = model.encode_query([{**q, "reasoning": traces[r["id"]]} for q, r in zip(queries, rows)], convert_to_numpy=True)  # fmt: skip
+
+    def ranks(q):
+        scores = q @ targets.T
+        return (scores > np.diag(scores)[:, None]).sum(1)
+
+    labels = (ranks(without) - ranks(with_trace) >= 1).astype(float)
+    assert info["trace_helps_rate"] == pytest.approx(labels.mean())
+    think, _ = model.gate_decisions(queries)  # the runtime path: the gate's own feature, not train-gate's
+    assert info["skip_rate_all"] == pytest.approx(1 - np.mean(think))
+    assert info["held_out"]["hit_at_1_always"] >= info["held_out"]["hit_at_1_auto"] - 1e-9
+    assert info["held_out"]["hit_at_1_auto"] >= info["held_out"]["hit_at_1_always"] - 1e-9  # max_hit_drop 0
+    vectors = model.encode_query(queries, convert_to_numpy=True)  # auto by default (thinking rows: the reasoner)
+    skipped = ~np.array(think)
+    np.testing.assert_allclose(vectors[skipped], without[skipped], atol=1e-5)
+
+
+# --- export -------------------------------------------------------------------------------------
+
+
+def test_export_ships_the_gate_sets_auto_and_says_how_it_was_trained(tiny_vlm, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    from tte_hf import TTEEmbedderModel
+    from tte_hf.hub import ExportError, export_model
+
+    checkpoint = tmp_path / "embedder"
+    TTEEmbedderModel.from_backbone(tiny_vlm).save_pretrained(checkpoint)
+    gate = ReasoningGate(build_sentence_transformer(tiny_vlm)[0].get_embedding_dimension(), threshold=0.5)
+    gate.info = {
+        "trained_with": "tte-hf train-gate",
+        "queries": 40,
+        "datasets": [{"name": "shapes", "queries": 40}],
+        "label": "1 when the trace helps",
+        "threshold_rule": "keep Hit@1",
+        "held_out": {
+            "queries": 10,
+            "skip_rate": 0.6,
+            "hit_at_1_auto": 0.8,
+            "hit_at_1_always": 0.8,
+            "hit_at_1_never": 0.5,
+        },  # fmt: skip
+    }
+    gate.save(str(tmp_path / "gated"))
+    with pytest.raises(ExportError, match="has no gate_config.json"):
+        export_model(checkpoint, tmp_path / "bad", processor=tiny_vlm, gate=tmp_path)
+    repo = export_model(checkpoint, tmp_path / "repo", processor=tiny_vlm, gate=tmp_path / "gated")
+    assert json.loads((repo / "sentence_bert_config.json").read_text())["query_reasoning"] == "auto"
+    card = (repo / "README.md").read_text()
+    assert "Reasoning on queries: **auto (gated)**" in card
+    assert "skips **60.0%** of reasoner calls" in card and "shapes: 40" in card
+    model = SentenceTransformer(str(repo), trust_remote_code=True)
+    torch.testing.assert_close(model[0].gate.linear.weight, gate.linear.weight, atol=0, rtol=0)
+    # a repo folder that holds a gate passes it on by itself
+    again = export_model(repo, tmp_path / "again", processor=tiny_vlm)
+    assert (again / "gate.safetensors").read_bytes() == (repo / "gate.safetensors").read_bytes()
+
+
+# --- training both modes ------------------------------------------------------------------------
+
+
+def test_trace_dropout_drops_query_traces_of_a_fixed_hashed_fraction(tmp_path):
+    import hashlib
+
+    from tte_hf.training.data import DatasetSpec, load_pairs
+    from tte_hf.training.synthetic import write_synthetic_retrieval
+
+    paths = write_synthetic_retrieval(tmp_path, num_items=64)
+    raw = {
+        "name": "shapes",
+        "path": str(paths["data"]),
+        "image_root": str(tmp_path),
+        "query_ecr": str(paths["query_ecr"]),
+        "target_ecr": str(paths["target_ecr"]),
+    }
+    full = load_pairs(DatasetSpec.from_dict(raw, 0))
+    dropped = load_pairs(DatasetSpec.from_dict({**raw, "trace_dropout": 0.4, "trace_dropout_seed": 3}, 0))
+    expected = [
+        int.from_bytes(hashlib.sha256(f"3:{p.item_id}".encode()).digest()[:8], "big") / 2**64 < 0.4 for p in full
+    ]
+    assert [p.query.trace is None for p in dropped] == expected
+    assert 10 < sum(expected) < 40
+    assert all(p.positive.trace == f.positive.trace is not None for p, f in zip(dropped, full))  # targets keep theirs
+    assert [p.query.trace for p, e in zip(dropped, expected) if not e] == [f.query.trace for f, e in zip(full, expected) if not e]  # fmt: skip
+    assert load_pairs(DatasetSpec.from_dict({**raw, "trace_dropout": 0.4, "trace_dropout_seed": 3}, 0)) == dropped
+    with pytest.raises(ValueError, match="trace_dropout must lie in"):
+        DatasetSpec.from_dict({**raw, "trace_dropout": 1.5}, 0)
+    with pytest.raises(ValueError, match="trace_dropout needs query_ecr"):
+        DatasetSpec.from_dict({"name": "x", "path": "y", "trace_dropout": 0.3}, 0)
+
+
+def test_auto_packs_the_reasoned_inputs_of_a_call_into_full_batches(tiny_vlm, embedder_model):
+    class Counting:
+        name = "counting"
+
+        def __init__(self):
+            self.calls: list[int] = []
+
+        def generate(self, requests):
+            self.calls.append(len(requests))
+            return [f"<think> {r.text} </think> answer" for r in requests]
+
+    model = build_sentence_transformer(tiny_vlm, prompts={"query": INSTRUCTION})
+    model[0].set_gate(embedder_model[0].gate)
+    reasoner = Counting()
+    model[0].set_reasoner(reasoner)
+    think, _ = model.gate_decisions(QUERIES)
+    model.encode_query(QUERIES, think="auto", batch_size=sum(think))
+    # one decode batch for every reasoned input, not one per ST batch with only some rows reasoning
+    assert reasoner.calls == [sum(think)]
+
+
+def test_skipped_inputs_reuse_the_gates_pass(gated, monkeypatch):
+    """A skipped input costs one prefill (the gate's); the unified model embeds reasoned inputs while
+    generating, the embedder in one more pass over prompt + trace."""
+    module = gated[0]
+    think, _ = gated.gate_decisions(QUERIES)
+    rows: list[int] = []
+    real = module.model.forward
+
+    def counting(*args, **kwargs):
+        rows.append(int(kwargs["input_ids"].shape[0]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module.model, "forward", counting)
+    module.ecr_cache.clear()  # cached traces are embedded by a forward pass; fresh ones while generating
+    gated.encode_query(QUERIES, think="auto", batch_size=4)
+    unified = hasattr(module, "trace_token_ids")
+    assert sum(rows) == len(QUERIES) + (0 if unified else sum(think))
+
+
+def test_gate_recipes_parse_and_name_traces_for_every_dataset():
+    from tte_hf.training.config import parse_recipe
+    from tte_hf.training.data import DatasetSpec
+    from tte_hf.training.train_gate import GateArguments
+
+    root = Path(__file__).resolve().parents[1] / "recipes" / "gate"
+    for name in ("tiny.yaml", "qwen2vl_2b.yaml"):
+        (args,) = parse_recipe([GateArguments], root / name)
+        specs = [DatasetSpec.from_dict(raw, i) for i, raw in enumerate(args.datasets)]
+        assert specs and all(spec.query_ecr for spec in specs), name
+    with pytest.raises(ValueError, match="unknown_key"):
+        parse_recipe([GateArguments], root / "tiny.yaml", ["--unknown_key", "1"])
+
+
+def test_an_inputs_own_trace_is_read_under_auto_even_where_the_gate_skips(embedder_model):
+    think, _ = embedder_model.gate_decisions(QUERIES)
+    given = [{"text": q, "reasoning": "<think> a given trace </think> yes"} for q in QUERIES]
+    auto = embedder_model.encode_query(given, think="auto", convert_to_tensor=True)
+    forced = embedder_model.encode_query(given, think=True, convert_to_tensor=True)
+    assert not all(think)
+    torch.testing.assert_close(auto, forced, atol=1e-5, rtol=0)

@@ -1,0 +1,103 @@
+"""The reasoning gate of ``think="auto"``: a logistic probe that decides, per input, whether the
+reasoner's trace is worth its cost.
+
+Design (why this probe, on this feature):
+
+- **Feature = the input's no-trace embedding** (the vector ``think=False`` returns, L2-normalised).
+  A skipped input needs exactly that vector, so the gate reads a state the model must compute for
+  half its inputs anyway; the unified model hands it back as is (a skipped query costs one prefill).
+  It also carries the task and content the gate needs: an input whose answer is plain in it embeds
+  near its target already. The same feature for every TTE model keeps one training recipe.
+- **Probe = one ``Linear`` + sigmoid** on that unit vector: a few thousand parameters, negligible
+  next to one decode step, trainable on CPU from a few thousand labelled queries.
+- **Decision = score >= threshold**, per input, from that input's own vector: batch composition and
+  padding side do not enter (up to the backbone's float noise in a padded batch).
+- The threshold is chosen on held-out queries to keep always-mode Hit@1 while skipping the most
+  (see ``tte_hf.gate.fit_gate``); how it was trained is kept in ``gate_config.json``.
+
+Self-contained (stdlib, torch, safetensors): shipped next to the weights for ``trust_remote_code``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import torch
+
+GATE_CONFIG = "gate_config.json"
+GATE_WEIGHTS = "gate.safetensors"
+#: values of ``query_reasoning`` / ``document_reasoning`` / ``think``: on, off, or decided by the gate
+AUTO = "auto"
+
+
+class ReasoningGate(torch.nn.Module):
+    """``score(features)`` = P(the trace improves this input's retrieval); think where it is >= ``threshold``.
+
+    ``info`` (JSON-serialisable) records how the gate was trained: data, label rule, held-out skip rate.
+    """
+
+    def __init__(self, dim: int, threshold: float = 0.5, info: dict[str, Any] | None = None):
+        super().__init__()
+        self.linear = torch.nn.Linear(dim, 1)
+        self.register_buffer("threshold", torch.tensor(float(threshold)))  # a buffer: in the weights fingerprint
+        self.info = dict(info or {})
+        self.requires_grad_(False)
+
+    @property
+    def dim(self) -> int:
+        return self.linear.in_features
+
+    def score(self, features: torch.Tensor) -> torch.Tensor:
+        """Per-row probability that reasoning helps, from (n, dim) features (any scale: normalised here)."""
+        if features.ndim != 2 or features.shape[1] != self.dim:
+            raise ValueError(f"the gate takes (n, {self.dim}) features, got shape {tuple(features.shape)}.")
+        weight = self.linear.weight
+        unit = torch.nn.functional.normalize(features.detach().to(weight.device, torch.float32), dim=-1)
+        return torch.sigmoid(self.linear(unit).squeeze(-1))
+
+    def decide(self, features: torch.Tensor) -> tuple[list[bool], list[float]]:
+        """(think per row, score per row)."""
+        scores = self.score(features)
+        return (scores >= self.threshold).tolist(), scores.tolist()
+
+    def save(self, path: str) -> None:
+        from safetensors.torch import save_file
+
+        os.makedirs(path, exist_ok=True)
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        save_file(tensors, os.path.join(path, GATE_WEIGHTS))
+        config = {"dim": self.dim, "threshold": float(self.threshold), "info": self.info}
+        with open(os.path.join(path, GATE_CONFIG), "w", encoding="utf8") as handle:
+            json.dump(config, handle, indent=2, sort_keys=True)
+
+    @classmethod
+    def load(cls, config_file: str, weights_file: str) -> ReasoningGate:
+        from safetensors.torch import load_file
+
+        with open(config_file, encoding="utf8") as handle:
+            config = json.load(handle)
+        gate = cls(config["dim"], config["threshold"], config.get("info"))
+        gate.load_state_dict(load_file(weights_file))
+        return gate
+
+
+def find_gate(name_or_path: str, hub_kwargs: dict[str, Any] | None = None) -> ReasoningGate | None:
+    """The gate saved with a model (folder or Hub repo, ``hub_kwargs`` as ST's ``load_file_path``
+    takes them), or ``None`` when it has none."""
+    from sentence_transformers.base.modules import Module
+
+    hub = dict(hub_kwargs or {})
+    files = [Module.load_file_path(name_or_path, name, **hub) for name in (GATE_CONFIG, GATE_WEIGHTS)]
+    if files[0] is None:
+        return None
+    if files[1] is None:
+        raise FileNotFoundError(f"{name_or_path} has {GATE_CONFIG} but no {GATE_WEIGHTS}; re-run tte-hf train-gate.")
+    return ReasoningGate.load(*files)
+
+
+def check_mode(name: str, value: Any) -> None:
+    """``value`` must be True, False or ``"auto"``."""
+    if value not in (True, False, AUTO):
+        raise ValueError(f"{name}={value!r} must be True, False or {AUTO!r}.")
