@@ -213,7 +213,7 @@ def test_shipped_recipes_parse_and_carry_the_paper_settings():
     from trl import ModelConfig, ScriptArguments, SFTConfig
 
     from tte_hf.training.contrastive_trainer import ContrastiveTrainingArguments
-    from tte_hf.training.embedder_args import EmbedderTrainingArguments
+    from tte_hf.training.embedder_trainer import EmbedderTrainingArguments
     from tte_hf.training.train_embedder import EmbedderArguments
     from tte_hf.training.train_head import HeadArguments
     from tte_hf.training.train_reasoner import ReasonerArguments

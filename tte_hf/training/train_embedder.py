@@ -63,7 +63,7 @@ def train_embedder(
     from trl import ModelConfig
 
     from .config import parse_recipe
-    from .embedder_args import EmbedderTrainingArguments
+    from .embedder_trainer import EmbedderTrainingArguments
 
     model_args, embedder_args, training_args = parse_recipe(
         (ModelConfig, EmbedderArguments, EmbedderTrainingArguments), config, argv
@@ -128,25 +128,27 @@ def build_embedder_model(model_args, embedder_args):
 def contrastive_loss(model, training_args, normalize: bool = True):
     """`CachedMultipleNegativesRankingLoss` (GradCache mini-batches of ``gradcache_chunk_size``) or, with
     one mini-batch per batch, `MultipleNegativesRankingLoss` (one forward, the same loss and gradient);
-    scale = 1/τ, embeddings gathered across processes. Unnormalised embeddings score by dot product."""
+    scale = 1/τ, embeddings (and hard negatives) gathered across processes when there are several.
+    Unnormalised embeddings score by dot product."""
     from sentence_transformers import losses, util
 
     kwargs = {
         "scale": 1.0 / training_args.temperature,
         "similarity_fct": util.cos_sim if normalize else util.dot_score,
-        "gather_across_devices": True,
+        "gather_across_devices": training_args.world_size > 1,
     }
     if training_args.uses_grad_cache:
-        return losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=training_args.gradcache_chunk_size, **kwargs)
+        return losses.CachedMultipleNegativesRankingLoss(
+            model, mini_batch_size=training_args.gradcache_chunk_size, **kwargs
+        )
     return losses.MultipleNegativesRankingLoss(model, **kwargs)
 
 
 def run_embedder_training(model_args, embedder_args, training_args, progress=None):
     from functools import partial
 
-    from sentence_transformers import SentenceTransformerTrainer
-
     from .config import use_progress
+    from .embedder_trainer import EmbedderTrainer
     from .pair_dataset import pairs_dataset
     from .sampler import WeightedDatasetBatchSampler
 
@@ -165,7 +167,7 @@ def run_embedder_training(model_args, embedder_args, training_args, progress=Non
         training_args.activation_checkpointing_kwargs = {"use_reentrant": False}
 
     model = build_embedder_model(model_args, embedder_args)
-    trainer = SentenceTransformerTrainer(
+    trainer = EmbedderTrainer(
         model=model,
         args=training_args,
         train_dataset=train_dataset,
