@@ -53,7 +53,7 @@ class WeightedGlobalBatches:
     def __len__(self) -> int:
         return sum(self.batches_per_dataset)
 
-    def epoch(self, epoch: int) -> list[list[int]]:
+    def batches(self, epoch: int) -> list[list[int]]:
         rng = random.Random(self.seed * 100003 + epoch)
         batches = []
         for size, offset, count in zip(self.sizes, self.offsets, self.batches_per_dataset):
@@ -66,36 +66,24 @@ class WeightedGlobalBatches:
         return batches
 
 
-class InterleavedBatchSampler:
-    """Yields this process's slice of each global batch of `WeightedGlobalBatches`: rows
-    ``[rank * batch_size, (rank + 1) * batch_size)``, so the processes of one step always work on
-    the same dataset (needed for in-batch negatives across processes)."""
+class InterleavedBatchSampler(WeightedGlobalBatches):
+    """Yields this process's slice of each global batch: rows ``[rank * batch_size, (rank + 1) *
+    batch_size)``, so the processes of one step always work on the same dataset (needed for in-batch
+    negatives across processes). Arguments: those of `WeightedGlobalBatches` plus ``rank``."""
 
-    def __init__(
-        self,
-        dataset_sizes: Sequence[int],
-        batch_size: int,
-        weights: Sequence[float] | None = None,
-        world_size: int = 1,
-        rank: int = 0,
-        seed: int = 0,
-        names: Sequence[str] | None = None,
-    ):
-        self.plan = WeightedGlobalBatches(dataset_sizes, batch_size, weights, world_size, seed, names)
-        self.batch_size, self.rank, self.epoch = batch_size, rank, 0
+    def __init__(self, *args, rank: int = 0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.rank, self.epoch = rank, 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def __len__(self) -> int:
-        return len(self.plan)
-
     def global_batches(self) -> list[list[int]]:
-        return self.plan.epoch(self.epoch)
+        return self.batches(self.epoch)
 
     def __iter__(self) -> Iterator[list[int]]:
         start = self.rank * self.batch_size
-        for batch in self.plan.epoch(self.epoch):
+        for batch in self.global_batches():
             yield batch[start : start + self.batch_size]
 
 
@@ -129,6 +117,6 @@ class WeightedDatasetBatchSampler(MultiDatasetDefaultBatchSampler):
         return len(self.plan) * self.plan.world_size
 
     def __iter__(self) -> Iterator[list[int]]:
-        for batch in self.plan.epoch(self.epoch):
+        for batch in self.plan.batches(self.epoch):
             for start in range(0, len(batch), self.batch_size):
                 yield batch[start : start + self.batch_size]
