@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from sentence_transformers import SentenceTransformer
+from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
 from training_launch import launch_losses
 from transformers import AutoModel, AutoProcessor
 
@@ -146,7 +146,7 @@ def test_recipe_loss_falls_hit_at_1_rises_and_output_loads_through_st_and_automo
     pairs = load_pairs(DatasetSpec.from_dict({"name": "s", **dataset_entry(data)}, 0))
     before = hit_at_1(build_sentence_transformer(tiny_vlm), pairs)
     trainer = train_embedder(tiny_recipe(data, tiny_vlm, tmp_path))  # the recipe as shipped
-    assert type(trainer).__name__ == "SentenceTransformerTrainer"
+    assert isinstance(trainer, SentenceTransformerTrainer)
     losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
     assert losses[-1] < losses[0] - 0.5
     st = SentenceTransformer(str(tmp_path), trust_remote_code=True)
