@@ -8,7 +8,9 @@ Paper / VLM2Vec-V2 settings: LoRA r16 alpha64 (merged into the saved model), in-
 gathered over all GPUs, GradCache chunks of 8 for 128 rows per GPU, lr 5e-5 linear, 100 warm-up steps,
 5000 steps, bf16. Any recipe key can be overridden after the flags, TRL style: ``--max_steps 1000``.
 On a CPU (tiny models): ``--dtype float32 --attn_implementation sdpa --bf16 false --use_cpu true``.
-The output loads with ``AutoModel`` (`tte_hf.TTEEmbedderModel`); ``examples/export_and_push.py`` publishes it.
+Trains on sentence-transformers' ``SentenceTransformerTrainer``; the output loads with
+``SentenceTransformer(path, trust_remote_code=True)`` and ``AutoModel`` (`tte_hf.TTEEmbedderModel`);
+``examples/export_and_push.py`` publishes it.
 """
 
 from __future__ import annotations

@@ -152,8 +152,20 @@ def test_every_path_reads_the_reasoners_generation_sequence(setting, tiny_vlm, t
     ]
     seen["tte_hf.inputs"] = _rows(processor(text=texts, images=images, padding=True, return_tensors="pt"))
 
-    # 3. the contrastive training collator (separate embedder, parsed-ECR file)
+    # 3. the embedder recipe's training rows (parsed-ECR file) through sentence-transformers' collator,
+    # the dataset's instruction as the ST prompt, as `train_embedder` hands them to its trainer ...
+    from sentence_transformers.sentence_transformer.data_collator import SentenceTransformerDataCollator
+
+    from tte_hf.training.pair_dataset import pairs_dataset
+
     pairs = load_pairs(DatasetSpec.from_dict({**setting["spec"], "query_ecr": setting["embedder_ecr"]}, 0))
+    datasets, instructions = pairs_dataset(pairs, [len(pairs)], ["c"])
+    batch = SentenceTransformerDataCollator(preprocess_fn=st.preprocess, prompts=instructions)(
+        [row | {"dataset_name": "c"} for row in datasets["c"]]
+    )
+    anchor = {key.removeprefix("anchor_"): value for key, value in batch.items() if key.startswith("anchor_")}
+    seen["embedder training (ST collator)"] = _rows(anchor)
+    # ... and the contrastive collator of the head's trainer, on the same pairs
     seen["ContrastiveCollator"] = _rows(ContrastiveCollator(processor)(pairs)["query"][0])
 
     # 4. the unified head's training batches, from a generate-ecr file, captured inside `train_head`

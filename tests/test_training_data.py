@@ -8,7 +8,7 @@ from PIL import Image
 
 from tte_hf.training.config import parse_recipe
 from tte_hf.training.data import DatasetSpec, load_pairs
-from tte_hf.training.sampler import InterleavedBatchSampler
+from tte_hf.training.sampler import InterleavedBatchSampler, WeightedDatasetBatchSampler
 from tte_hf.training.sft_data import sft_rows
 from tte_hf.training.synthetic import write_synthetic_retrieval
 
@@ -151,6 +151,56 @@ def test_sampler_one_dataset_per_global_batch_and_ranks_split_it():
     assert ranks[0].global_batches() != global_batches
 
 
+def _st_sampler(sizes, batch, weights, world, seed):
+    """The weighted sampler as sentence-transformers' trainer builds it (one child sampler per dataset)."""
+    from functools import partial
+
+    from sentence_transformers.base.sampler import DefaultBatchSampler
+    from torch.utils.data import ConcatDataset, SequentialSampler
+
+    parts = [list(range(n)) for n in sizes]
+    children = [DefaultBatchSampler(SequentialSampler(p), batch_size=batch, drop_last=True) for p in parts]
+    make = partial(WeightedDatasetBatchSampler, weights=weights, world_size=world)
+    return make(ConcatDataset(parts), batch_samplers=children, generator=None, seed=seed)
+
+
+def test_st_sampler_one_dataset_per_step_on_every_rank_with_the_configured_weights():
+    """Sharded as accelerate shards a batch sampler (batch i to rank i % world), every step's ranks read
+    disjoint rows of one dataset; per epoch each dataset gives round(weight x full global batches) steps."""
+    from accelerate.data_loader import BatchSamplerShard
+
+    sizes, batch, world, weights = [20, 12, 40], 2, 2, [1.0, 2.0, 0.5]
+    bounds = [0, 20, 32, 72]
+    sampler = _st_sampler(sizes, batch, weights, world, seed=3)
+    ranks = [list(BatchSamplerShard(sampler, world, r, split_batches=False, even_batches=False)) for r in range(world)]
+    assert len(ranks[0]) == len(ranks[1]) == len(sampler) // world == 16
+    owner = Counter()
+    for step in zip(*ranks):
+        rows = [i for part in step for i in part]
+        assert all(len(part) == batch for part in step) and len(set(rows)) == len(rows)
+        datasets = {next(d for d in range(3) if bounds[d] <= i < bounds[d + 1]) for i in rows}
+        assert len(datasets) == 1, step
+        owner[datasets.pop()] += 1
+    assert owner == {0: 5, 1: 6, 2: 5}  # 1*(20//4), 2*(12//4), 0.5*(40//4)
+
+
+def test_st_sampler_is_deterministic_by_seed_and_interleaves_by_weight():
+    """Same seed and epoch: the same batches; another seed or epoch: another order. Over many epochs, a
+    dataset's share of the first half of an epoch is its weighted share (the draw is not blockwise)."""
+    sizes, batch, weights = [40, 40], 4, [3.0, 1.0]  # 30 and 10 steps an epoch: shares 0.75 / 0.25
+    first = list(_st_sampler(sizes, batch, weights, 1, seed=7))
+    assert first == list(_st_sampler(sizes, batch, weights, 1, seed=7))
+    assert first != list(_st_sampler(sizes, batch, weights, 1, seed=8))
+    sampler = _st_sampler(sizes, batch, weights, 1, seed=7)
+    shares = []
+    for epoch in range(100):
+        sampler.set_epoch(epoch)
+        steps = list(sampler)
+        assert len(steps) == 40 and (epoch > 0 or steps == first)
+        shares.append(sum(b[0] < 40 for b in steps[:20]) / 20)
+    assert sum(shares) / len(shares) == pytest.approx(0.75, abs=0.03)
+
+
 def test_sampler_refuses_datasets_smaller_than_a_global_batch():
     with pytest.raises(ValueError, match="'tiny' has 3 items, fewer than one global batch"):
         InterleavedBatchSampler([3], 2, world_size=2, names=["tiny"])
@@ -163,6 +213,7 @@ def test_shipped_recipes_parse_and_carry_the_paper_settings():
     from trl import ModelConfig, ScriptArguments, SFTConfig
 
     from tte_hf.training.contrastive_trainer import ContrastiveTrainingArguments
+    from tte_hf.training.embedder_trainer import EmbedderTrainingArguments
     from tte_hf.training.train_embedder import EmbedderArguments
     from tte_hf.training.train_head import HeadArguments
     from tte_hf.training.train_reasoner import ReasonerArguments
@@ -177,7 +228,7 @@ def test_shipped_recipes_parse_and_carry_the_paper_settings():
         assert (sft.learning_rate, sft.num_train_epochs, sft.assistant_only_loss) == (2e-5, 1, True)
         assert reasoner.freeze_vision_tower and len(reasoner.datasets) == 20
     model, embedder, args = parse_recipe(
-        (ModelConfig, EmbedderArguments, ContrastiveTrainingArguments), recipes / "embedder" / "qwen2vl_2b.yaml", cpu
+        (ModelConfig, EmbedderArguments, EmbedderTrainingArguments), recipes / "embedder" / "qwen2vl_2b.yaml", cpu
     )
     assert (model.lora_r, model.lora_alpha, model.lora_dropout, args.temperature) == (16, 64, 0.1, 0.02)
     assert (args.gradcache_chunk_size, args.learning_rate, args.max_steps, args.warmup_steps) == (8, 5e-5, 5000, 100)

@@ -1,22 +1,29 @@
-"""Contrastive embedder: GradCache == full batch, loss falls and Hit@1 rises, reloads, 2 processes == 1."""
+"""Contrastive embedder on sentence-transformers' trainer: the cached ranking loss == full-batch InfoNCE,
+loss falls and Hit@1 rises, the output loads through ST and AutoModel, 2 processes == 1, resume; the
+head's GradCache == full batch; GradCache refused under DeepSpeed."""
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
 from training_launch import launch_losses
 from transformers import AutoModel, AutoProcessor
 
 import tte_hf  # noqa: F401  (registers the TTE classes with AutoModel)
 from tte_hf import TTEEmbedderModel
+from tte_hf.sentence_transformers import build_sentence_transformer
 from tte_hf.training import train_embedder
 from tte_hf.training.collator import ContrastiveCollator
 from tte_hf.training.data import DatasetSpec, load_pairs
 from tte_hf.training.grad_cache import grad_cache_step
 from tte_hf.training.losses import info_nce
+from tte_hf.training.pair_dataset import pairs_dataset, side_input
 from tte_hf.training.synthetic import write_synthetic_retrieval
+from tte_hf.training.train_embedder import build_embedder_model, contrastive_loss
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,17 +49,55 @@ def tiny_recipe(data, tiny_vlm, output_dir, **overrides):
     return recipe | {"output_dir": str(output_dir)} | overrides
 
 
+def embedder_model(tiny_vlm):
+    """The recipe's ST model, eager attention and eval mode (no dropout)."""
+    model_args = SimpleNamespace(model_name_or_path=tiny_vlm, dtype=None, attn_implementation="eager", use_peft=False)
+    return build_embedder_model(model_args, SimpleNamespace(normalize=True, freeze_vision_tower=True)).eval()
+
+
 @torch.no_grad()
-def hit_at_1(model, processor, pairs) -> float:
+def hit_at_1(model, pairs) -> float:
     """Each query ranks all positives; Hit@1 = share whose own positive scores highest."""
-    collate = ContrastiveCollator(processor)
-    batch = collate(pairs)
-    q = model(**batch["query"][0]).embeddings
-    t = model(**batch["positive"][0]).embeddings
-    return ((q @ t.T).argmax(-1) == torch.arange(len(pairs))).float().mean().item()
+    queries = model.encode_query([side_input(p.query, p.task) for p in pairs], convert_to_tensor=True)
+    targets = model.encode_document([side_input(p.positive, p.task) for p in pairs], convert_to_tensor=True)
+    return ((queries @ targets.T).argmax(-1) == torch.arange(len(pairs))).float().mean().item()
+
+
+def test_cached_ranking_loss_equals_full_batch_info_nce_with_hard_negatives(data, tiny_vlm):
+    """The recipe's loss (CMNRL, mini-batches of 3 over 8 rows, scale 1/0.02) on the ST training columns
+    gives the loss and gradients of InfoNCE written here over one full-batch forward of the model class
+    on the sequences `tte_hf.inputs` builds. In float64: in float32 the two equivalent computations
+    already differ by ~2e-5 (rounding amplified by the scale of 50), with or without mini-batches."""
+    torch.manual_seed(0)
+    model = embedder_model(tiny_vlm).double()
+    spec = DatasetSpec.from_dict({"name": "s", **dataset_entry(data), "hard_negatives": True}, 0)
+    pairs = load_pairs(spec)[:8]
+    rows = pairs_dataset(pairs, [8], ["s"])[0]["s"]
+    features = [model.preprocess(rows[column]) for column in ("anchor", "positive", "negative")]
+    args = SimpleNamespace(temperature=0.02, gradcache_chunk_size=3, uses_grad_cache=True, world_size=1)
+    loss_fn = contrastive_loss(model, args)
+    assert type(loss_fn).__name__ == "CachedMultipleNegativesRankingLoss" and loss_fn.mini_batch_size == 3
+    loss = loss_fn(features, None)
+    loss.backward()
+    params = dict(model.named_parameters())
+    got = {n: p.grad.clone() for n, p in params.items() if p.grad is not None}
+    model.zero_grad()
+
+    tte = model[0].model  # the TTEEmbedderModel the ST module runs
+    full = ContrastiveCollator(AutoProcessor.from_pretrained(tiny_vlm))(pairs)
+    queries, positives, negatives = (tte(**full[k][0]).embeddings for k in ("query", "positive", "negative"))
+    logits = queries @ torch.cat([positives, negatives]).T / 0.02
+    reference = F.cross_entropy(logits, torch.arange(8))
+    reference.backward()
+    torch.testing.assert_close(loss.detach(), reference.detach(), atol=1e-5, rtol=0)
+    expected = {n: p.grad for n, p in params.items() if p.grad is not None}
+    assert got.keys() == expected.keys() and len(got) > 20
+    for name, grad in got.items():
+        torch.testing.assert_close(grad, expected[name], atol=1e-5, rtol=1e-4, msg=name)
 
 
 def test_gradcache_gradients_equal_full_batch_gradients(data, tiny_vlm):
+    """The unified head's own GradCache (`grad_cache_step`), on the embedder model class."""
     torch.manual_seed(0)
     model = TTEEmbedderModel.from_backbone(tiny_vlm, attn_implementation="eager").eval()  # no dropout
     processor = AutoProcessor.from_pretrained(tiny_vlm)
@@ -97,22 +142,24 @@ def test_gradcache_replays_dropout_masks():
         torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
 
 
-def test_recipe_loss_falls_hit_at_1_rises_and_checkpoint_reloads(data, tiny_vlm, tmp_path):
-    processor = AutoProcessor.from_pretrained(tiny_vlm)
+def test_recipe_loss_falls_hit_at_1_rises_and_output_loads_through_st_and_automodel(data, tiny_vlm, tmp_path):
     pairs = load_pairs(DatasetSpec.from_dict({"name": "s", **dataset_entry(data)}, 0))
-    before = hit_at_1(TTEEmbedderModel.from_backbone(tiny_vlm).eval(), processor, pairs)
+    before = hit_at_1(build_sentence_transformer(tiny_vlm), pairs)
     trainer = train_embedder(tiny_recipe(data, tiny_vlm, tmp_path))  # the recipe as shipped
+    assert isinstance(trainer, SentenceTransformerTrainer)
     losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
     assert losses[-1] < losses[0] - 0.5
-    model = trainer.model.eval()
-    after = hit_at_1(model, processor, pairs)
+    st = SentenceTransformer(str(tmp_path), trust_remote_code=True)
+    after = hit_at_1(st, pairs)
     assert after >= before + 0.25, (before, after)
+    assert "sentence-transformers" in (tmp_path / "README.md").read_text()  # ST's own model card
 
     reloaded = AutoModel.from_pretrained(tmp_path)
     assert isinstance(reloaded, TTEEmbedderModel)
-    batch = ContrastiveCollator(processor)(pairs[:4])["query"][0]
+    batch = ContrastiveCollator(AutoProcessor.from_pretrained(tmp_path))(pairs[:4])["query"][0]
+    vectors = st.encode_query([side_input(p.query, p.task) for p in pairs[:4]], convert_to_tensor=True)
     with torch.no_grad():
-        torch.testing.assert_close(reloaded.eval()(**batch).embeddings, model(**batch).embeddings)
+        torch.testing.assert_close(reloaded.eval()(**batch).embeddings, vectors, atol=1e-5, rtol=0)
 
 
 def test_lora_is_merged_on_request(data, tiny_vlm, tmp_path):
@@ -195,6 +242,21 @@ def test_accelerate_deepspeed_steps_inside_every_backward():
     assert engine.steps == 4  # one optimizer step per chunk, not one per batch
 
 
+def test_cached_ranking_loss_accumulates_each_gradient_once_per_mini_batch(data, tiny_vlm):
+    """Why GradCache stays refused under DeepSpeed with ST's loss: one backward of the cached loss
+    accumulates a parameter's gradient once per mini-batch, and ZeRO-2 reduces a gradient in such a
+    hook and asserts on a second one ("Gradient computed twice for this partition")."""
+    model = embedder_model(tiny_vlm)
+    rows = pairs_dataset(load_pairs(DatasetSpec.from_dict({"name": "s", **dataset_entry(data)}, 0))[:4], [4], ["s"])
+    features = [model.preprocess(rows[0]["s"][column]) for column in ("anchor", "positive")]
+    weight = model[0].model.backbone.language_model.norm.weight
+    calls = []
+    weight.register_post_accumulate_grad_hook(lambda param: calls.append(1))
+    args = SimpleNamespace(temperature=0.02, gradcache_chunk_size=2, uses_grad_cache=True, world_size=1)
+    contrastive_loss(model, args)(features, None).backward()
+    assert len(calls) == 4  # 2 columns x 2 mini-batches, in one backward call
+
+
 def engine_backward(engine):
     from accelerate.utils.deepspeed import DeepSpeedEngineWrapper
 
@@ -209,7 +271,7 @@ def engine_backward(engine):
 def test_gradcache_under_deepspeed_is_refused_naming_the_keys(deepspeed, chunk, refused):
     from accelerate.utils import DistributedType
 
-    from tte_hf.training.contrastive_trainer import check_grad_cache_backend
+    from tte_hf.training.contrastive_args import check_grad_cache_backend
 
     for flag in (deepspeed, DistributedType(deepspeed)):
         if refused:

@@ -1,4 +1,4 @@
-"""``tte-hf train-embedder --config RECIPE.yaml``: Contrastive training of the TTE embedder (InfoNCE, GradCache, LoRA) from a YAML recipe."""
+"""``tte-hf train-embedder --config RECIPE.yaml``: Contrastive training of the TTE embedder (sentence-transformers trainer, cached ranking loss, LoRA) from a YAML recipe."""
 
 from __future__ import annotations
 

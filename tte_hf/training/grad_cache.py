@@ -4,8 +4,8 @@
 its gradient w.r.t. them; 3. re-embed chunk by chunk with autograd and backpropagate the cached
 gradient. Dropout masks repeat exactly because each chunk's RNG state is replayed in step 3.
 
-Written here rather than taken from sentence-transformers because its GradCache lives inside
-`CachedMultipleNegativesRankingLoss`, tied to ST's feature dicts (see `contrastive_trainer`).
+For the unified head's trainer; the embedder uses sentence-transformers'
+`CachedMultipleNegativesRankingLoss`, whose GradCache is tied to ST's feature dicts (see `contrastive_trainer`).
 """
 
 from __future__ import annotations

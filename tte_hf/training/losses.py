@@ -1,6 +1,7 @@
 """InfoNCE (query -> target) over embeddings gathered from every process, as VLM2Vec trains.
 
-Why not `sentence_transformers.losses.CachedMultipleNegativesRankingLoss`: see `contrastive_trainer`.
+For the unified head's trainer; the embedder trains with sentence-transformers' ranking losses
+(why the head does not: see `contrastive_trainer`).
 """
 
 from __future__ import annotations

@@ -1,19 +1,24 @@
-"""One dataset per batch, datasets interleaved by weight (VLM2Vec-V2's multi-dataset sampling)."""
+"""One dataset per batch, datasets interleaved by weight (VLM2Vec-V2's multi-dataset sampling).
+
+`WeightedGlobalBatches` plans the global batches; `WeightedDatasetBatchSampler` hands them to
+sentence-transformers' trainer, `InterleavedBatchSampler` to the unified head's trainer.
+"""
 
 from __future__ import annotations
 
 import random
 from collections.abc import Iterator, Sequence
 
+from sentence_transformers.base.sampler import MultiDatasetDefaultBatchSampler
 
-class InterleavedBatchSampler:
-    """Yields this process's slice of global batches; every global batch comes from one dataset.
+
+class WeightedGlobalBatches:
+    """The global batches of one epoch; every global batch comes from one dataset.
 
     Per epoch, dataset d contributes ``round(weight_d * full_batches_d)`` global batches (its items
     reshuffled; a weight above 1 repeats items, below 1 leaves some out), and the batches of all
-    datasets are shuffled together. Every process builds the same sequence from ``seed`` and takes rows
-    ``[rank * batch_size, (rank + 1) * batch_size)`` of each global batch, so the processes of one step
-    always work on the same dataset (needed for in-batch negatives across processes).
+    datasets are shuffled together. The sequence depends only on the sizes, weights, batch, ``seed``
+    and epoch, so every process builds the same one. Indices are into the datasets concatenated.
     """
 
     def __init__(
@@ -22,16 +27,16 @@ class InterleavedBatchSampler:
         batch_size: int,
         weights: Sequence[float] | None = None,
         world_size: int = 1,
-        rank: int = 0,
         seed: int = 0,
         names: Sequence[str] | None = None,
     ):
         self.sizes = list(dataset_sizes)
         self.weights = list(weights) if weights is not None else [1.0] * len(self.sizes)
-        self.batch_size, self.world_size, self.rank, self.seed = batch_size, world_size, rank, seed
+        if len(self.weights) != len(self.sizes):
+            raise ValueError(f"{len(self.weights)} weights for {len(self.sizes)} datasets.")
+        self.batch_size, self.world_size, self.seed = batch_size, world_size, seed
         self.global_batch = batch_size * world_size
         self.offsets = [sum(self.sizes[:i]) for i in range(len(self.sizes))]
-        self.epoch = 0
         names = list(names) if names is not None else [str(i) for i in range(len(self.sizes))]
         self.batches_per_dataset = [
             max(0, round(w * (n // self.global_batch))) for n, w in zip(self.sizes, self.weights)
@@ -45,14 +50,11 @@ class InterleavedBatchSampler:
             if count == 0:
                 raise ValueError(f"Dataset {name!r} gets no batch with its weight; raise its weight.")
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
     def __len__(self) -> int:
         return sum(self.batches_per_dataset)
 
-    def global_batches(self) -> list[list[int]]:
-        rng = random.Random(self.seed * 100003 + self.epoch)
+    def batches(self, epoch: int) -> list[list[int]]:
+        rng = random.Random(self.seed * 100003 + epoch)
         batches = []
         for size, offset, count in zip(self.sizes, self.offsets, self.batches_per_dataset):
             order: list[int] = []
@@ -63,7 +65,58 @@ class InterleavedBatchSampler:
         rng.shuffle(batches)
         return batches
 
+
+class InterleavedBatchSampler(WeightedGlobalBatches):
+    """Yields this process's slice of each global batch: rows ``[rank * batch_size, (rank + 1) *
+    batch_size)``, so the processes of one step always work on the same dataset (needed for in-batch
+    negatives across processes). Arguments: those of `WeightedGlobalBatches` plus ``rank``."""
+
+    def __init__(self, *args, rank: int = 0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.rank, self.epoch = rank, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def global_batches(self) -> list[list[int]]:
+        return self.batches(self.epoch)
+
     def __iter__(self) -> Iterator[list[int]]:
         start = self.rank * self.batch_size
         for batch in self.global_batches():
             yield batch[start : start + self.batch_size]
+
+
+class WeightedDatasetBatchSampler(MultiDatasetDefaultBatchSampler):
+    """sentence-transformers' multi-dataset batch sampler with VLM2Vec-V2's weighting: one dataset per
+    step, datasets drawn by weight (see `WeightedGlobalBatches`).
+
+    It yields every process's part of a global batch in a row: accelerate's batch-sampler shard
+    hands batch ``i`` to process ``i % world_size``, so all processes of a step get the same
+    dataset. Give it to the trainer as ``multi_dataset_batch_sampler=functools.partial(
+    WeightedDatasetBatchSampler, weights=..., world_size=...)``; the trainer passes the
+    concatenated datasets, their batch samplers (only their batch size is used) and the seed.
+    """
+
+    def __init__(
+        self,
+        dataset,
+        batch_samplers,
+        generator=None,
+        seed: int = 0,
+        *,
+        weights: Sequence[float] | None = None,
+        world_size: int = 1,
+        names: Sequence[str] | None = None,
+    ):
+        super().__init__(dataset, batch_samplers, generator=generator, seed=seed)
+        sizes = [len(part) for part in dataset.datasets]
+        self.plan = WeightedGlobalBatches(sizes, self.batch_size, weights, world_size, seed or 0, names)
+
+    def __len__(self) -> int:
+        return len(self.plan) * self.plan.world_size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for batch in self.plan.batches(self.epoch):
+            for start in range(0, len(batch), self.batch_size):
+                yield batch[start : start + self.batch_size]

@@ -1,4 +1,10 @@
-"""Contrastive training of the TTE embedder: InfoNCE q->t with GradCache, LoRA or full fine-tune.
+"""Contrastive training of the TTE embedder on sentence-transformers' own trainer.
+
+`SentenceTransformerTrainer` + `CachedMultipleNegativesRankingLoss` (GradCache; scale = 1/τ, in-batch
+and hard negatives gathered across processes), VLM2Vec-V2's weighted one-dataset-per-step sampling
+(`sampler.WeightedDatasetBatchSampler`), LoRA or full fine-tune. The model is the TTE ST model
+(`TTETransformer` + lasttoken Pooling + Normalize) around a `TTEEmbedderModel`, so the output folder
+is a sentence-transformers model with ST's model card that `AutoModel` also loads.
 
 accelerate launch -m tte_hf.training.train_embedder --config recipes/embedder/qwen2vl_2b.yaml
 tte-hf train-embedder --config recipes/embedder/tiny.yaml
@@ -51,15 +57,16 @@ def load_training_pairs(datasets: list[dict[str, Any]], traces: str = "ecr"):
 def train_embedder(
     config: str | os.PathLike | dict[str, Any] | None = None, argv: list[str] | None = None, progress=None
 ):
-    """Run the embedder recipe ``config`` (YAML path or dict; ``argv`` = CLI overrides). Returns the trainer.
+    """Run the embedder recipe ``config`` (YAML path or dict; ``argv`` = CLI overrides). Returns the
+    `SentenceTransformerTrainer`; ``trainer.model`` is the trained `SentenceTransformer`.
     ``progress``: a `TrainerCallback` that replaces the Trainer's console display."""
     from trl import ModelConfig
 
     from .config import parse_recipe
-    from .contrastive_trainer import ContrastiveTrainingArguments
+    from .embedder_trainer import EmbedderTrainingArguments
 
     model_args, embedder_args, training_args = parse_recipe(
-        (ModelConfig, EmbedderArguments, ContrastiveTrainingArguments), config, argv
+        (ModelConfig, EmbedderArguments, EmbedderTrainingArguments), config, argv
     )
     return run_embedder_training(model_args, embedder_args, training_args, progress=progress)
 
@@ -79,67 +86,115 @@ def _lora_config(model_args):
     )
 
 
-def run_embedder_training(model_args, embedder_args, training_args, progress=None):
+def build_embedder_model(model_args, embedder_args):
+    """The TTE sentence-transformers model around a `TTEEmbedderModel` of ``model_name_or_path``,
+    vision tower frozen and LoRA added as the recipe says.
+
+    LoRA goes through `peft.get_peft_model` rather than ST's ``add_adapter`` (transformers' adapter
+    injection): the recipe saves a merged model by default, which needs PEFT's ``merge_and_unload``.
+    """
     import torch
-    from transformers import AutoProcessor
 
+    from ..configuration_tte import TTEEmbedderConfig
     from ..modeling_tte import TTEEmbedderModel
-    from .collator import ContrastiveCollator
-    from .config import use_progress
-    from .contrastive_trainer import ContrastiveTrainer
+    from ..sentence_transformers import build_sentence_transformer
 
-    if not model_args.model_name_or_path:
-        raise ValueError("The recipe needs `model_name_or_path` (the backbone VLM).")
-    examples, sizes, weights, names = load_training_pairs(embedder_args.datasets)  # fails before any model load
-
-    dtype = None if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
-    load_kwargs = {"dtype": dtype} if dtype is not None else {}
+    model_kwargs = {}
+    if model_args.dtype not in (None, "auto"):
+        model_kwargs["dtype"] = getattr(torch, model_args.dtype)
     if model_args.attn_implementation:
-        load_kwargs["attn_implementation"] = model_args.attn_implementation
-    model = TTEEmbedderModel.from_backbone(
-        model_args.model_name_or_path, normalize=embedder_args.normalize, **load_kwargs
-    )
-    processor = AutoProcessor.from_pretrained(model_args.model_name_or_path)
+        model_kwargs["attn_implementation"] = model_args.attn_implementation
+    # Traces come with the data (query_ecr / target_ecr): the model itself reasons about nothing.
+    model = build_sentence_transformer(model_args.model_name_or_path, model_kwargs=model_kwargs)
+    module = model[0]
+    backbone = module.model
+    # The backbone ST loaded becomes a TTEEmbedderModel in place (no second load): saved, the folder's
+    # config.json is the TTE one, so AutoModel and SentenceTransformer both read the same weights.
+    config = TTEEmbedderConfig(backbone_config=backbone.config, normalize=embedder_args.normalize)
+    module.model = TTEEmbedderModel(config, backbone=backbone)
+    if not embedder_args.normalize:
+        from sentence_transformers import SentenceTransformer
+
+        model = SentenceTransformer(modules=[module, model[1]])
     if embedder_args.freeze_vision_tower:
-        model.backbone.visual.requires_grad_(False)
+        backbone.visual.requires_grad_(False)
     if model_args.use_peft:
         from peft import get_peft_model
 
-        model = get_peft_model(model, _lora_config(model_args))
+        module.model = get_peft_model(module.model, _lora_config(model_args))
+    return model
+
+
+def contrastive_loss(model, training_args, normalize: bool = True):
+    """`CachedMultipleNegativesRankingLoss` (GradCache mini-batches of ``gradcache_chunk_size``) or, with
+    one mini-batch per batch, `MultipleNegativesRankingLoss` (one forward, the same loss and gradient);
+    scale = 1/τ, embeddings (and hard negatives) gathered across processes when there are several.
+    Unnormalised embeddings score by dot product."""
+    from sentence_transformers import losses, util
+
+    kwargs = {
+        "scale": 1.0 / training_args.temperature,
+        "similarity_fct": util.cos_sim if normalize else util.dot_score,
+        "gather_across_devices": training_args.world_size > 1,
+    }
+    if training_args.uses_grad_cache:
+        return losses.CachedMultipleNegativesRankingLoss(
+            model, mini_batch_size=training_args.gradcache_chunk_size, **kwargs
+        )
+    return losses.MultipleNegativesRankingLoss(model, **kwargs)
+
+
+def run_embedder_training(model_args, embedder_args, training_args, progress=None):
+    from functools import partial
+
+    from .config import use_progress
+    from .embedder_trainer import EmbedderTrainer
+    from .pair_dataset import pairs_dataset
+    from .sampler import WeightedDatasetBatchSampler
+
+    if not model_args.model_name_or_path:
+        raise ValueError("The recipe needs `model_name_or_path` (the backbone VLM).")
+    # Validates every file, row and trace before any model load.
+    examples, sizes, weights, names = load_training_pairs(embedder_args.datasets)
+    train_dataset, instructions = pairs_dataset(examples, sizes, names)
+    training_args.multi_dataset_batch_sampler = partial(
+        WeightedDatasetBatchSampler, weights=weights, world_size=training_args.world_size, names=names
+    )
+    # ST prompts are the TTE module's task instruction, per dataset (None: no instruction).
+    training_args.prompts = instructions if any(instructions.values()) else None
     if training_args.activation_checkpointing and not training_args.activation_checkpointing_kwargs:
         # Non-reentrant: works with frozen inputs (LoRA) and with GradCache's second forward.
         training_args.activation_checkpointing_kwargs = {"use_reentrant": False}
 
-    trainer = ContrastiveTrainer(
+    model = build_embedder_model(model_args, embedder_args)
+    trainer = EmbedderTrainer(
         model=model,
         args=training_args,
-        train_dataset=examples,
-        data_collator=ContrastiveCollator(processor, training_args.gradcache_chunk_size),
-        processing_class=processor,
-        dataset_sizes=sizes,
-        dataset_weights=weights,
-        dataset_names=names,
+        train_dataset=train_dataset,
+        loss=contrastive_loss(model, training_args, embedder_args.normalize),
     )
     use_progress(trainer, progress)
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    save_embedder(trainer, processor, training_args.output_dir, merge_lora=embedder_args.merge_lora)
+    save_embedder(trainer, training_args.output_dir, merge_lora=embedder_args.merge_lora)
     return trainer
 
 
-def save_embedder(trainer, processor, output_dir: str, merge_lora: bool = True) -> None:
-    """Save the final model and the processor (main process only). With LoRA and ``merge_lora``, the
-    merged model goes to ``output_dir`` and the adapter to ``output_dir/adapter``; without
-    ``merge_lora``, ``output_dir`` holds the adapter alone (load it with `peft.PeftModel`)."""
+def save_embedder(trainer, output_dir: str, merge_lora: bool = True) -> None:
+    """Save the trained ST model (main process only): ``SentenceTransformer(output_dir,
+    trust_remote_code=True)`` and ``AutoModel.from_pretrained(output_dir)`` load it. With LoRA and
+    ``merge_lora``, the merged model goes to ``output_dir`` and the adapter to ``output_dir/adapter``;
+    without ``merge_lora``, ``output_dir`` holds the adapter alone (load it with `peft.PeftModel` on
+    ``TTEEmbedderModel.from_backbone``)."""
     trainer.accelerator.wait_for_everyone()
     trainer.save_state()  # trainer_state.json: the loss log next to the model
     if not trainer.accelerator.is_main_process:
         return
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    if hasattr(model, "merge_and_unload") and merge_lora:
-        model.save_pretrained(os.path.join(output_dir, "adapter"))  # to resume or re-merge later
-        model = model.merge_and_unload()  # in place: the trainer's model is merged from here on
-    model.save_pretrained(output_dir)
-    processor.save_pretrained(output_dir)
+    model = trainer.model
+    module = model[0]
+    if hasattr(module.model, "merge_and_unload") and merge_lora:
+        module.model.save_pretrained(os.path.join(output_dir, "adapter"))  # to resume or re-merge later
+        module.model = module.model.merge_and_unload()  # the trainer's model is merged from here on
+    model.save(output_dir)
     print(f"Saved the embedder to {output_dir}.")
 
 

@@ -1,6 +1,10 @@
 """Unified TTE, stage 2: freeze the (SFT-trained) reasoner and train only an embedding head with the
 embedder's contrastive loss on the backbone's hidden states.
 
+It trains on `contrastive_trainer.ContrastiveTrainer` (GradCache, InfoNCE), not on
+sentence-transformers' trainer like the embedder: the head reads hidden states cached per input on
+disk, which ST's collator and GradCache cannot consult (see `contrastive_trainer`).
+
     tte-hf train-head --config recipes/unified/tiny.yaml
     accelerate launch -m tte_hf.training.train_head --config recipes/unified/qwen2vl_2b.yaml
 """
