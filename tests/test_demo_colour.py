@@ -1,6 +1,7 @@
 """The demo's tiny VLM keeps colour: mean-colour detectors in the frozen tower's patch embedding."""
 
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,13 +11,11 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 from tte_hf.demo.data import COLOURS, SHAPES, render_shape
 from tte_hf.testing import COLOUR_DETECTOR_GAIN, COLOUR_DETECTORS, build_tiny_vlm, colour_patch_embedding
 
-PATCH_EMBED = "model.visual.patch_embed.proj.weight"
-
 
 @pytest.fixture(scope="module")
-def towers(tmp_path_factory):
-    root = tmp_path_factory.mktemp("colour")
-    return {flag: build_tiny_vlm(root / str(flag), seed=0, colour_patches=flag) for flag in (False, True)}
+def towers(tiny_vlm, tmp_path_factory):
+    """The session's tiny Qwen2-VL (seed 0, plain) and the same seed with the colour detectors."""
+    return {False: Path(tiny_vlm), True: build_tiny_vlm(tmp_path_factory.mktemp("colour"), colour_patches=True)}
 
 
 def _weights(path):
@@ -63,10 +62,12 @@ def _tower_features(path, images):
 
 
 def _probe_accuracy(features, labels, n_train):
-    """A least-squares linear probe (one-hot targets, small ridge), trained on the first images."""
-    x = torch.cat([features, torch.ones(len(features), 1)], 1).double()
+    """A ridge-regression linear probe (standardised features, centred one-hot targets), trained on the
+    first ``n_train`` images, scored on the rest."""
+    x = features.double()
     x = (x - x[:n_train].mean(0)) / (x[:n_train].std(0) + 1e-6)
     y = torch.nn.functional.one_hot(labels, len(COLOURS)).double()
+    y = y - y[:n_train].mean(0)
     a = x[:n_train]
     w = torch.linalg.solve(a.T @ a + 1e-2 * torch.eye(a.shape[1], dtype=a.dtype), a.T @ y[:n_train])
     return ((x[n_train:] @ w).argmax(1) == labels[n_train:]).double().mean().item()
@@ -74,12 +75,12 @@ def _probe_accuracy(features, labels, n_train):
 
 def test_colour_survives_the_frozen_tower(towers):
     """The demo's pictures, through the frozen random tower: a linear probe on the merged tokens reads
-    the shape's colour more often with the detectors than without (seed 0: 0.77 without, 0.89 with)."""
+    the shape's colour more often with the detectors than without."""
     rng = random.Random(0)
     names = list(COLOURS)
-    labels = torch.tensor([i % len(names) for i in range(768)])
+    labels = torch.tensor([i % len(names) for i in range(512)])
     images = [render_shape(names[i], rng.choice(SHAPES), rng) for i in labels.tolist()]
-    accuracy = {flag: _probe_accuracy(_tower_features(path, images), labels, 512) for flag, path in towers.items()}
+    accuracy = {flag: _probe_accuracy(_tower_features(path, images), labels, 384) for flag, path in towers.items()}
     assert accuracy[True] >= accuracy[False] + 0.05, accuracy
 
 
