@@ -5,7 +5,7 @@
 
 Each seed runs as its own `tte-hf demo --seed N --output OUTPUT/seed-N` process (what README's line
 does), timed by wall clock; a seed whose report exists is not rerun. ``--jobs 2`` runs two seeds side
-by side (each demo uses one thread; results do not change, only the wall times, which then are not
+by side (each demo pins two threads; results do not change, only the wall times, which then are not
 the idle figures). The table is Markdown, ready for benchmarks/RESULTS.md.
 """
 

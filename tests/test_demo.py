@@ -9,6 +9,7 @@ from safetensors.torch import load_file
 from tte_hf.demo.data import split_compositions, write_benchmark
 from tte_hf.demo.pipeline import EVAL_TASK_NAME, MODELS, Demo, DemoSettings, run_demo
 from tte_hf.demo.report import CLAIMS, summarize
+from tte_hf.demo.runtime import pin_threads, restore_threads
 from tte_hf.evaluation.data import load_task
 from tte_hf.evaluation.tasks import TaskSpec
 
@@ -134,6 +135,17 @@ def test_same_seed_same_results_whatever_the_threads_and_folder(tmp_path, capsys
         assert claim in captured.out
     assert str(tmp_path / "a" / "report.md") in captured.out
     assert "Saved the" in (tmp_path / "a" / "demo.log").read_text()  # library prints go to the log
+
+
+def test_demo_pins_two_threads_and_gives_the_count_back():
+    """Two intra-op threads on every machine (bit-identical to one here, half the wall time)."""
+    before = torch.get_num_threads()
+    previous = pin_threads()
+    try:
+        assert torch.get_num_threads() == 2
+    finally:
+        restore_threads(previous)
+    assert torch.get_num_threads() == before
 
 
 def test_summary_reports_each_claims_slack():

@@ -151,6 +151,41 @@ def _tiny_config(arch: str, tokenizer, hidden_size: int, num_layers: int):
     raise ValueError(f"arch={arch!r} is not supported; choose one of {SUPPORTED_TINY_ARCHS}.")
 
 
+#: Rows of `colour_patch_embedding`: weights on a patch's mean normalised R, G, B. The channels
+#: themselves, then opponent contrasts (red-green, yellow-blue) and luminance, as in early vision:
+#: the contrasts keep hues that differ in one channel (orange/yellow: green; white/yellow: blue)
+#: apart after the tower's LayerNorms and GELUs, which a sum of random pixels does not.
+COLOUR_DETECTORS = (
+    (1.0, 0.0, 0.0),
+    (0.0, 1.0, 0.0),
+    (0.0, 0.0, 1.0),
+    (1.0, -1.0, 0.0),
+    (0.5, 0.5, -1.0),
+    (1 / 3, 1 / 3, 1 / 3),
+)
+COLOUR_DETECTOR_GAIN = 6.0
+
+
+@torch.no_grad()
+def colour_patch_embedding(weight: torch.Tensor, gain: float = COLOUR_DETECTOR_GAIN) -> None:
+    """Turn the first ``len(COLOUR_DETECTORS)`` output channels of a Qwen-VL patch embedding
+    (``weight``: out x 3 x time x patch x patch) into mean-colour detectors, in place.
+
+    Why: a random tower keeps a patch's colour only as a faint sum of 1,176 random pixel weights,
+    which the merger's LayerNorm and its random MLP partly wash out: the demo's student then names the
+    right object in the wrong colour (orange/yellow, purple/blue, white/yellow). Channel ``i`` becomes
+    ``gain * sum_c COLOUR_DETECTORS[i][c] * mean(pixels of channel c)``; the rest stay random.
+    """
+    if weight.dim() != 5 or weight.shape[1] != 3 or weight.shape[0] <= len(COLOUR_DETECTORS):
+        raise ValueError(
+            f"Expected a Qwen-VL patch embedding weight (out > {len(COLOUR_DETECTORS)}, 3, t, p, p), "
+            f"got shape {tuple(weight.shape)}."
+        )
+    per_pixel = weight[0, 0].numel()  # time x patch x patch pixels of one channel
+    rows = torch.tensor(COLOUR_DETECTORS, dtype=weight.dtype) * (gain / per_pixel)
+    weight[: len(COLOUR_DETECTORS)] = rows[:, :, None, None, None].expand(-1, -1, *weight.shape[2:])
+
+
 def build_tiny_vlm(
     output_dir: str | Path,
     *,
@@ -159,12 +194,17 @@ def build_tiny_vlm(
     hidden_size: int = 64,
     num_layers: int = 4,
     max_pixels: int = 28 * 28 * 16,
+    colour_patches: bool = False,
 ) -> Path:
     """Save a tiny random Qwen2-VL-family checkpoint (model, tokenizer, processor) and return its path.
 
     Deterministic for ``seed`` and fully offline. ``AutoModelForImageTextToText.from_pretrained`` and
     ``AutoProcessor.from_pretrained`` load the result. The tokenizer also ships the
     ``{% generation %}``-marked template as ``chat_template_training.jinja`` for assistant-only SFT.
+
+    ``colour_patches``: make the first channels of the vision tower's patch embedding mean-colour
+    detectors (`colour_patch_embedding`), so a patch's colour survives the frozen random tower; the
+    demo sets it. Off by default, which keeps every other caller's weights as they were.
     """
     from transformers import (
         Qwen2_5_VLForConditionalGeneration,
@@ -191,6 +231,8 @@ def build_tiny_vlm(
     }[arch]
     torch.manual_seed(seed)
     model = model_cls(config).eval()
+    if colour_patches:
+        colour_patch_embedding(model.model.visual.patch_embed.proj.weight)
     model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.do_sample = False

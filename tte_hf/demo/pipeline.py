@@ -39,6 +39,9 @@ class DemoSettings:
     num_candidates: int = 16
     hidden_size: int = 64
     num_layers: int = 4
+    # Colour detectors in the tiny VLM's patch embedding (`build_tiny_vlm(colour_patches=True)`): with
+    # a plain random tower every wrong student trace named the right object in the wrong colour.
+    colour_patches: bool = True
     sft_epochs: int = 12
     sft_learning_rate: float = 2e-3
     embed_epochs: int = 3
@@ -154,7 +157,13 @@ class Demo:
         with self._bar(total=1, unit="step") as bar:
             if not _done(self.models / "base" / "config.json"):
                 s = self.settings
-                build_tiny_vlm(self.models / "base", seed=s.seed, hidden_size=s.hidden_size, num_layers=s.num_layers)
+                build_tiny_vlm(
+                    self.models / "base",
+                    seed=s.seed,
+                    hidden_size=s.hidden_size,
+                    num_layers=s.num_layers,
+                    colour_patches=s.colour_patches,
+                )
             bar.update()
 
     def generate(self, name: str, source: Path, fmt: str, reasoner=None, reasoner_config=None) -> Path:

@@ -14,14 +14,13 @@ from pathlib import Path
 
 #: Intra-op threads of every demo run, whatever the machine has. CPU kernels may split their sums
 #: by thread, so another count can change the last bits of a float and, through hundreds of training
-#: steps, the table. Checked here: a training step with the vision tower trainable gives other gradient
-#: bits on 1 and 2 threads (only the tower's); with the tower frozen, as in every demo stage, the step
-#: and a whole shortened demo are bit-identical on 1 and 2 threads. Pinning makes that a guarantee for
-#: any machine. One thread, not two: on these tiny matrices a second thread saves almost nothing (the
-#: quick demo used 71 s of CPU on one thread, 92 s on two for 73 s of wall time), and on a busy machine
-#: two OpenMP threads wait on each other at every op (an SFT step took 13 s on two threads, 2.6 s on
-#: one, under the same load). Inter-op threads: one as well.
-DEMO_THREADS = 1
+#: steps, the table. Two is safe: the kernels cut work into chunks fixed by the problem size and the
+#: thread count (not by timing), so one count always reduces in one order; with the vision tower
+#: frozen, as in every demo stage, a training step and a whole shortened demo were even
+#: bit-identical on 1 and 2 threads here (trainable, only the tower's gradients differed). The pin
+#: makes every machine use 2 whatever its core count. Two, not one: a full seed took about 991 s on
+#: one thread against about 440 s on two (issue 15). Inter-op threads: one.
+DEMO_THREADS = 2
 #: Read by OpenMP / MKL when torch loads (a demo started as `tte-hf demo` sets them before that);
 #: ``torch.set_num_threads`` covers a process that imported torch already.
 _THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
