@@ -52,6 +52,26 @@ def _post(url: str, text: str) -> httpx.Response:
     return httpx.post(f"{url}/v1/embeddings", json={"input": [text], "encoding_format": "float"}, timeout=60)
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_until_healthy(url: str, process, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert process.poll() is None and time.monotonic() < deadline, "server did not come up"
+        time.sleep(0.2)
+
+
 def test_full_queue_answers_429_and_queued_requests_still_succeed():
     model = SlowModel(delay=0.0)
     entered, release = threading.Event(), threading.Event()
@@ -155,7 +175,6 @@ def test_cli_serves_a_saved_model_and_stops_cleanly_on_sigterm(tiny_vlm, tmp_pat
     """``tte-hf serve FOLDER``: the vectors of a saved model; SIGTERM shuts it down gracefully."""
     import os
     import signal
-    import socket
     import subprocess
     import sys
 
@@ -163,23 +182,13 @@ def test_cli_serves_a_saved_model_and_stops_cleanly_on_sigterm(tiny_vlm, tmp_pat
 
     model = build_sentence_transformer(tiny_vlm, prompts={"query": "Find it."})
     model.save(str(tmp_path / "tte-tiny"))
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = _free_port()
     env = {**os.environ, "TTE_HF_API_KEY": "k-123", "PYTHONPATH": os.pathsep.join(sys.path)}
     command = [sys.executable, "-m", "tte_hf.cli", "serve", str(tmp_path / "tte-tiny"), "--port", str(port)]
     process = subprocess.Popen([*command, "--trust-remote-code"], env=env, stderr=subprocess.PIPE, text=True)
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None and time.monotonic() < deadline, "server did not come up"
-            time.sleep(0.2)
+        _wait_until_healthy(url, process)
         body = {"model": "tte-tiny", "input": ["a red bus", "a dog"], "encoding_format": "float"}
         response = httpx.post(f"{url}/v1/embeddings", json=body, headers={"Authorization": "Bearer k-123"}, timeout=60)
         got = np.array([d["embedding"] for d in response.json()["data"]], dtype=np.float32)
@@ -200,7 +209,6 @@ def test_cli_with_a_remote_reasoner_and_ecr_cache_as_readme_deploys_it(tiny_vlm,
     here), embeds in process, and keeps the traces in the SQLite file for the next start."""
     import os
     import signal
-    import socket
     import sqlite3
     import subprocess
     import sys
@@ -218,9 +226,7 @@ def test_cli_with_a_remote_reasoner_and_ecr_cache_as_readme_deploys_it(tiny_vlm,
         ).encode_query(texts, normalize_embeddings=True)
         chat.received.clear()
         for start in range(2):
-            with socket.socket() as sock:
-                sock.bind(("127.0.0.1", 0))
-                port = sock.getsockname()[1]
+            port = _free_port()
             command = [sys.executable, "-m", "tte_hf.cli", "serve", str(tmp_path / "tte-tiny"), "--trust-remote-code"]
             command += ["--port", str(port), "--reasoner-endpoint", chat.base_url, "--reasoner-model", "reasoner-2b"]
             env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
@@ -229,15 +235,7 @@ def test_cli_with_a_remote_reasoner_and_ecr_cache_as_readme_deploys_it(tiny_vlm,
             )
             try:
                 url = f"http://127.0.0.1:{port}"
-                deadline = time.monotonic() + 120
-                while True:
-                    try:
-                        if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        pass
-                    assert process.poll() is None and time.monotonic() < deadline, "server did not come up"
-                    time.sleep(0.2)
+                _wait_until_healthy(url, process)
                 body = {"input": texts, "think": True, "encoding_format": "float"}
                 response = httpx.post(f"{url}/v1/embeddings", json=body, timeout=60)
                 assert response.status_code == 200, response.text
