@@ -2,7 +2,8 @@
 (``sentence_transformer_tte.TTETransformer``, ``...TTEUnifiedTransformer``) in saved models and Hub repos.
 
 The code lives in sibling files, one job each, shipped next to the weights with this one:
-``st_inputs`` (input parsing, the reasoning step and its ECR cache), ``st_embedder`` (`TTETransformer`),
+``st_inputs`` (input parsing, the reasoning step and its ECR cache), ``st_gate`` (the ``think="auto"``
+gate step), ``st_embedder`` (`TTETransformer`),
 ``st_unified`` (`TTEUnifiedTransformer`), ``st_model`` (`TTESentenceTransformer`), ``st_state`` (LRU
 cache, per-thread state), ``reasoner_transformers`` / ``reasoner_openai`` (the built-in reasoners) and
 ``reasoner_base`` (`ReasoningRequest`). The same classes are ``tte_hf``'s own in the package.

@@ -44,6 +44,7 @@ REMOTE_CODE_FILES = (
     "reasoner_transformers.py",
     "reasoner_openai.py",
     "st_state.py",
+    "st_gate.py",
     "st_inputs.py",
     "st_embedder.py",
     "st_unified.py",
