@@ -168,7 +168,7 @@ class TTESentenceTransformer(SentenceTransformer):
             if not rows:
                 continue
             # the skipped inputs' vectors are the gate's own features: no second pass over them
-            state.no_trace_states = None if mode else (self._gate_prompt(prompt_name, prompt, task), states)
+            state.no_trace_states = None if mode else (self._task_prompt(prompt_name, prompt, task), states)
             try:
                 parts[mode] = super().encode([items[i] for i in rows], **{**kwargs, "think": mode})
             finally:
@@ -185,7 +185,8 @@ class TTESentenceTransformer(SentenceTransformer):
             return np.stack([parts[mode][position] for mode, position in by_input])
         return [parts[mode][position] for mode, position in by_input]
 
-    def _gate_prompt(self, prompt_name: str | None, prompt: str | None, task: str | None) -> str | None:
+    def _task_prompt(self, prompt_name: str | None, prompt: str | None, task: str | None) -> str | None:
+        """The prompt ``encode_query``/``encode_document`` would use: explicit, named, else the task's own."""
         if prompt_name is None and prompt is None and task in self.prompts:
             prompt_name = task
         return self._resolve_prompt(prompt, prompt_name)
@@ -200,9 +201,7 @@ class TTESentenceTransformer(SentenceTransformer):
     ) -> list[str | None]:
         """The traces the embedder reads for ``inputs`` with ``task``'s prompt (as ``encode_query``
         uses it), in input order; ``None`` where it reads none (``think="auto"``: where the gate skips). Cached inputs are not regenerated."""
-        if prompt_name is None and prompt is None and task in self.prompts:
-            prompt_name = task
-        prompt = self._resolve_prompt(prompt, prompt_name)
+        prompt = self._task_prompt(prompt_name, prompt, task)
         return self[0].get_reasoning(inputs, task=task, prompt=prompt, think=think)
 
     def gate_decisions(
@@ -218,7 +217,7 @@ class TTESentenceTransformer(SentenceTransformer):
         in input order: what ``encode_query(inputs, think="auto")`` does with each (also kept, for the
         last such call of this thread, in ``model[0].last_gate_decisions`` / ``last_gate_scores``).
         Needs a gate (``tte-hf train-gate``). ``states`` receives the gate's features by input index."""
-        prompt = self._gate_prompt(prompt_name, prompt, task)
+        prompt = self._task_prompt(prompt_name, prompt, task)
         module = self[0]
         inputs = list(inputs) if isinstance(inputs, (list, tuple)) and not self.is_singular_input(inputs) else [inputs]
         think: list[bool] = []
