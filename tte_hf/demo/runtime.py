@@ -24,6 +24,12 @@ DEMO_THREADS = 2
 #: Read by OpenMP / MKL when torch loads (a demo started as `tte-hf demo` sets them before that);
 #: ``torch.set_num_threads`` covers a process that imported torch already.
 _THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+#: Each library picks its vector code path from the CPU, and AVX2 and AVX-512 paths round differently.
+#: Measured on this project's AVX-512 machine: ATen's own kernels (softmax, CPU attention) and oneDNN's
+#: convolution (the vision tower's patch embedding) give other bits on their AVX-512 paths than on AVX2;
+#: MKL's matmul already took its AVX2 path here (an AMD CPU) but takes AVX-512 on an Intel one.
+#: Read when torch loads, so only a demo that starts torch itself (`tte-hf demo`) can pin them.
+AVX2_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 
 
 def _has_avx2() -> bool:
@@ -38,14 +44,15 @@ def pin_threads(threads: int = DEMO_THREADS) -> int:
     """Run torch's CPU kernels on exactly ``threads`` threads (and one inter-op thread); returns the
     count before, for `restore_threads`.
 
-    Before torch loads, also pins ATen's vector kernels to AVX2 where the CPU has it, so an AVX-512
-    machine runs the same kernels (and rounds the same way) as an AVX2 one.
+    Before torch loads, also pins every kernel library to its AVX2 code path where the CPU has AVX2
+    (`AVX2_ENV`), so an AVX-512 machine runs the same kernels, and rounds the same way, as an AVX2 one.
     """
     if "torch" not in sys.modules:
         for name in _THREAD_ENV:
             os.environ[name] = str(threads)
         if _has_avx2():
-            os.environ.setdefault("ATEN_CPU_CAPABILITY", "avx2")
+            for name, value in AVX2_ENV.items():
+                os.environ.setdefault(name, value)
     import torch
 
     before = torch.get_num_threads()
@@ -69,12 +76,18 @@ def deterministic(seed: int) -> Iterator[None]:
     from transformers import set_seed
 
     previous = torch.are_deterministic_algorithms_enabled()
+    previous_fill = torch.utils.deterministic.fill_uninitialized_memory
     torch.use_deterministic_algorithms(True)
+    # Deterministic mode also fills every new uninitialised tensor with NaN, to expose code that reads
+    # memory it never wrote. No result of correct code depends on it, and it doubled the demo's
+    # student SFT (every `torch.empty` of the image processor and the training step became a fill).
+    torch.utils.deterministic.fill_uninitialized_memory = False
     set_seed(seed)
     try:
         yield
     finally:
         torch.use_deterministic_algorithms(previous)
+        torch.utils.deterministic.fill_uninitialized_memory = previous_fill
 
 
 _LIBRARY_LOGGERS = ("transformers", "datasets", "huggingface_hub", "accelerate", "trl", "sentence_transformers")
