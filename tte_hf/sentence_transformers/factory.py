@@ -85,7 +85,9 @@ def build_sentence_transformer(
         )
         if backend is not None:
             module.set_reasoner(backend)
-        return SentenceTransformer(modules=[module], prompts=prompts, truncate_dim=truncate_dim, device=device)
+        return _without_card_encoding(
+            SentenceTransformer(modules=[module], prompts=prompts, truncate_dim=truncate_dim, device=device)
+        )
     from ..st_embedder import TTETransformer
 
     module = TTETransformer(
@@ -100,12 +102,24 @@ def build_sentence_transformer(
     pooling = Pooling(module.get_embedding_dimension(), pooling_mode="lasttoken")
     # The embedder's own settings: its vectors are then the same through ST as through AutoModel.
     normalize = config.get("normalize", True) if config.get("model_type") == "tte_embedder" else True
-    return SentenceTransformer(
-        modules=[module, pooling, *([Normalize()] if normalize else [])],
-        prompts=prompts,
-        truncate_dim=truncate_dim,
-        device=device,
+    return _without_card_encoding(
+        SentenceTransformer(
+            modules=[module, pooling, *([Normalize()] if normalize else [])],
+            prompts=prompts,
+            truncate_dim=truncate_dim,
+            device=device,
+        )
     )
+
+
+def _without_card_encoding(model):
+    """Saving writes sentence-transformers' model card, which encodes example sentences (as queries, once
+    the model has a query prompt) to print their similarities. For a TTE model that runs the reasoner: a
+    2B-72B model decoding hundreds of tokens at save time, or, while `save_sentence_transformer` points
+    the config at the not-yet-copied ``reasoner/`` folder, a Hub lookup of a repo called "reasoner"
+    (minutes of retries without a network). The card keeps its usage snippet, without the scores."""
+    model.model_card_data.generate_widget_examples = False
+    return model
 
 
 BUNDLED_REASONER_DIR = "reasoner"
@@ -118,6 +132,7 @@ def save_sentence_transformer(model, path: str | os.PathLike, *, bundle_reasoner
     The module resolves a relative ``reasoner_name_or_path`` against the model's own folder or repo.
     """
     module = model[0]
+    _without_card_encoding(model)  # also for a model loaded from a folder (its card data is fresh)
     source = getattr(module, "reasoner_name_or_path", None)
     if not (bundle_reasoner and getattr(module, "reasoning_source", None) == "transformers" and source):
         model.save(os.fspath(path), **save_kwargs)
