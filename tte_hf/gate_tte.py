@@ -3,13 +3,18 @@ reasoner's trace is worth its cost.
 
 Design (why this probe, on this feature):
 
-- **Feature = the input's no-trace embedding** (the vector ``think=False`` returns, L2-normalised).
-  A skipped input needs exactly that vector, so the gate reads a state the model must compute for
-  half its inputs anyway; the unified model hands it back as is (a skipped query costs one prefill).
-  It also carries the task and content the gate needs: an input whose answer is plain in it embeds
-  near its target already. The same feature for every TTE model keeps one training recipe.
-- **Probe = one ``Linear`` + sigmoid** on that unit vector: a few thousand parameters, negligible
-  next to one decode step, trainable on CPU from a few thousand labelled queries.
+- **Feature = the mean of the input embeddings of the input's no-trace sequence** (what the first
+  decoder layer reads: text tokens and the vision tower's image tokens, averaged over the sequence,
+  L2-normalised; `GATE_FEATURE`). The gate's pass is the no-trace pass a skipped input needs for its
+  vector anyway, so the feature costs nothing more (the unified model's skipped query: one prefill).
+  Why not the no-trace *embedding*, the first choice: a contrastive embedder is trained to forget how
+  a query is phrased (a riddle and a plain query with the same answer embed alike), while whether a
+  trace helps depends on what the query asks. In the demo, probes fitted on the dev compositions told
+  riddles from plain queries on the held-out ones from the input embeddings' mean 97.5% of the time,
+  from any later layer's mean 61-65% (benchmarks/RESULTS.md).
+- **Probe = one ``Linear`` + sigmoid** on that unit vector (fitted on standardised features, folded
+  back into the weights): a few thousand parameters, negligible next to one decode step, trainable on
+  CPU from a few hundred labelled queries.
 - **Decision = score >= threshold**, per input, from that input's own vector: batch composition and
   padding side do not enter (up to the backbone's float noise in a padded batch).
 - The threshold is chosen on held-out queries to keep always-mode Hit@1 while skipping the most
@@ -28,6 +33,8 @@ import torch
 
 GATE_CONFIG = "gate_config.json"
 GATE_WEIGHTS = "gate.safetensors"
+#: What a gate reads; saved with it, so a gate fitted on other features is refused, not misread.
+GATE_FEATURE = "mean input embedding of the no-trace sequence"
 #: values of ``query_reasoning`` / ``document_reasoning`` / ``think``: on, off, or decided by the gate
 AUTO = "auto"
 
@@ -38,11 +45,14 @@ class ReasoningGate(torch.nn.Module):
     ``info`` (JSON-serialisable) records how the gate was trained: data, label rule, held-out skip rate.
     """
 
-    def __init__(self, dim: int, threshold: float = 0.5, info: dict[str, Any] | None = None):
+    def __init__(
+        self, dim: int, threshold: float = 0.5, info: dict[str, Any] | None = None, feature: str = GATE_FEATURE
+    ):
         super().__init__()
         self.linear = torch.nn.Linear(dim, 1)
         self.register_buffer("threshold", torch.tensor(float(threshold)))  # a buffer: in the weights fingerprint
         self.info = dict(info or {})
+        self.feature = feature
         self.requires_grad_(False)
 
     @property
@@ -68,7 +78,7 @@ class ReasoningGate(torch.nn.Module):
         os.makedirs(path, exist_ok=True)
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         save_file(tensors, os.path.join(path, GATE_WEIGHTS))
-        config = {"dim": self.dim, "threshold": float(self.threshold), "info": self.info}
+        config = {"dim": self.dim, "threshold": float(self.threshold), "feature": self.feature, "info": self.info}
         with open(os.path.join(path, GATE_CONFIG), "w", encoding="utf8") as handle:
             json.dump(config, handle, indent=2, sort_keys=True)
 
@@ -78,7 +88,9 @@ class ReasoningGate(torch.nn.Module):
 
         with open(config_file, encoding="utf8") as handle:
             config = json.load(handle)
-        gate = cls(config["dim"], config["threshold"], config.get("info"))
+        # A gate saved before features were recorded read the no-trace embedding.
+        feature = config.get("feature", "no-trace embedding")
+        gate = cls(config["dim"], config["threshold"], config.get("info"), feature)
         gate.load_state_dict(load_file(weights_file))
         return gate
 

@@ -29,6 +29,7 @@ from .gate_tte import check_mode
 from .inputs import build_messages, embedder_system_prompt, embedder_text, render_prompt
 from .reasoner_openai import OpenAIReasoner
 from .reasoner_transformers import TransformersReasoner
+from .st_gate import run_reading_input_states
 from .st_inputs import INPUT_SETTINGS, ParsedInput, TTEInputsMixin
 
 REASONING_SOURCES = ("off", "transformers", "openai")
@@ -249,17 +250,25 @@ class TTETransformer(TTEInputsMixin, Transformer):
         features["modality"] = "message"
         return features
 
+    def gate_feature_dim(self) -> int:
+        return self.model.get_input_embeddings().embedding_dim
+
     @torch.no_grad()
-    def _no_trace_features(self, items: list[ParsedInput], instruction: str | None) -> torch.Tensor:
-        """The gate's input: the no-trace sequences' last-token states (ST's own lasttoken pooling), i.e.
-        the ``think=False`` vectors before normalisation. A skipped row is embedded again by the model's
-        pooling modules: one extra prefill, small next to the decode it saves."""
+    def _no_trace_features(
+        self, items: list[ParsedInput], instruction: str | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One pass over the no-trace sequences: their last-token states (ST's own lasttoken pooling),
+        i.e. the ``think=False`` vectors before normalisation, which a skipped row returns through the
+        model's pooling modules; and the gate's features from the same pass (`run_reading_input_states`)."""
         features = self._features(items, self.embedder_texts(items, [None] * len(items), instruction))
         device = self.model.device
         features = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
-        output = Transformer.forward(self, features)
+        layers = getattr(self.model, "backbone", self.model).language_model.layers
+        output, gate_features = run_reading_input_states(
+            layers, features["attention_mask"], lambda: Transformer.forward(self, features)
+        )
         pooling = Pooling(self.get_embedding_dimension(), pooling_mode="lasttoken")
-        return pooling(output)["sentence_embedding"]
+        return pooling(output)["sentence_embedding"], gate_features
 
     def forward(self, features: dict[str, Any], think: bool | str | None = None, **kwargs) -> dict[str, Any]:
         if "stashed_states" in features:  # one-token "sequences": lasttoken pooling returns the state as is

@@ -204,6 +204,20 @@ class TTESentenceTransformer(SentenceTransformer):
         prompt = self._task_prompt(prompt_name, prompt, task)
         return self[0].get_reasoning(inputs, task=task, prompt=prompt, think=think)
 
+    def gate_features(
+        self,
+        inputs,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        task: str | None = "query",
+        batch_size: int = 32,
+    ) -> torch.Tensor:
+        """The reasoning gate's (n, d) features for ``inputs`` with ``task``'s prompt, in input order: what
+        the gate reads in ``encode_query(inputs, think="auto")`` and what ``tte-hf train-gate`` fits it on."""
+        prompt = self._task_prompt(prompt_name, prompt, task)
+        inputs = list(inputs)
+        return torch.cat([self[0].gate_features(inputs[i : i + batch_size], prompt) for i in range(0, len(inputs), batch_size)])  # fmt: skip
+
     def gate_decisions(
         self,
         inputs,
@@ -216,7 +230,7 @@ class TTESentenceTransformer(SentenceTransformer):
         """The reasoning gate's decisions (True: reason) and scores for ``inputs`` with ``task``'s prompt,
         in input order: what ``encode_query(inputs, think="auto")`` does with each (also kept, for the
         last such call of this thread, in ``model[0].last_gate_decisions`` / ``last_gate_scores``).
-        Needs a gate (``tte-hf train-gate``). ``states`` receives the gate's features by input index."""
+        Needs a gate (``tte-hf train-gate``). ``states`` receives each input's no-trace state by index."""
         prompt = self._task_prompt(prompt_name, prompt, task)
         module = self[0]
         inputs = list(inputs) if isinstance(inputs, (list, tuple)) and not self.is_singular_input(inputs) else [inputs]

@@ -17,6 +17,7 @@ from .gate_tte import check_mode
 from .generation_tte import decoding_settings
 from .inputs import END_OF_TURN, build_messages, embedder_system_prompt, embedder_text, render_prompt
 from .reasoner_base import ReasoningRequest
+from .st_gate import run_reading_input_states
 from .st_inputs import INPUT_SETTINGS, TTEInputsMixin
 from .st_state import LRUCache
 
@@ -69,7 +70,8 @@ class TTEUnifiedTransformer(TTEInputsMixin, InputModule):
     The sequence is the reasoner's own: system = the task prompt, the ST prompt = the instruction.
     Besides its own arguments it takes the `st_inputs.INPUT_SETTINGS` (pixel budget, URLs, cache size).
     ``query_reasoning`` / ``document_reasoning`` may be ``"auto"``: the module's reasoning gate reads
-    each input's no-trace embedding (one prefill) and a skipped input returns that vector as is.
+    each input's no-trace pass (one prefill: its embedding and the gate's feature) and a skipped input
+    returns that embedding as is.
     """
 
     config_file_name = "tte_unified_config.json"
@@ -191,8 +193,8 @@ class TTEUnifiedTransformer(TTEInputsMixin, InputModule):
         self.last_reasoning = traces
         generated = call.get("embeddings", {})
         fresh = {i: generated[key] for i, key in call["keys"].items() if key in generated}
-        if "gate_features" in call:  # skipped rows: the gate read exactly their no-trace vector
-            fresh |= {i: call["gate_features"][i] for i in range(len(items)) if traces[i] is None}
+        if "no_trace_states" in call:  # skipped rows: their no-trace vectors came with the gate's pass
+            fresh |= {i: call["no_trace_states"][i] for i in range(len(items)) if traces[i] is None}
         rows = [i for i in range(len(items)) if i not in fresh]
         features: dict[str, Any] = {"batch_size": torch.tensor(len(items))}
         if fresh:
@@ -233,15 +235,22 @@ class TTEUnifiedTransformer(TTEInputsMixin, InputModule):
         features["forward_rows"] = torch.tensor(rows)
         return features
 
+    def gate_feature_dim(self) -> int:
+        return self.model.backbone.get_input_embeddings().embedding_dim
+
     @torch.no_grad()
-    def _no_trace_features(self, items: list, instruction: str | None) -> torch.Tensor:
-        """The gate's input: each row's no-trace embedding (prompt + end token through the head), the
-        exact vector a skipped row returns (`preprocess` reuses it)."""
+    def _no_trace_features(self, items: list, instruction: str | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One pass over each row's no-trace sequence (prompt + end token through the head): its
+        embedding, the exact vector a skipped row returns (`preprocess` reuses it), and the gate's
+        feature from the same pass (`st_gate.run_reading_input_states`)."""
         rows = list(range(len(items)))
         features = self._forward_features(items, rows, [None] * len(items), {}, instruction)
         features.pop("forward_rows")
         with self._model_lock():
-            return self.model(**features).embeddings
+            output, gate_features = run_reading_input_states(
+                self.model.language_model.layers, features["attention_mask"], lambda: self.model(**features)
+            )
+        return output.embeddings, gate_features
 
     def forward(self, features: dict[str, Any], think=None, **kwargs) -> dict[str, Any]:
         size = int(features["batch_size"])

@@ -27,10 +27,17 @@ def fit_probe(
     features: torch.Tensor, labels: torch.Tensor, l2: float = 1e-3, steps: int = 200, seed: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Class-weighted L2 logistic regression on the normalised ``features`` (full-batch LBFGS, so the
-    result does not depend on batch order): ``(weight (dim,), bias ())``. Each class weighs half of
-    the loss, so a rare "trace helps" class is not ignored."""
+    result does not depend on batch order): ``(weight (dim,), bias ())`` for the normalised features.
+    Each class weighs half of the loss, so a rare "trace helps" class is not ignored.
+
+    It is fitted on standardised features (each dimension centred and scaled to unit spread over these
+    rows) and folded back into ``weight`` and ``bias``: the gate's features (mean input embeddings)
+    share most of their value across inputs (every prompt repeats the template), so what tells inputs
+    apart is small next to the common part, and an L2 penalty on raw unit vectors would flatten it."""
     torch.manual_seed(seed)
-    x = torch.nn.functional.normalize(features.float(), dim=-1)
+    unit = torch.nn.functional.normalize(features.float(), dim=-1)
+    centre, spread = unit.mean(0), unit.std(0, correction=0).clamp(min=1e-6)
+    x = (unit - centre) / spread
     y = labels.float()
     positives = y.sum().clamp(min=1)
     negatives = (1 - y).sum().clamp(min=1)
@@ -48,7 +55,8 @@ def fit_probe(
         return loss
 
     optimizer.step(closure)
-    return weight.detach(), bias.detach()
+    weight, bias = weight.detach(), bias.detach()
+    return weight / spread, bias - (weight * centre / spread).sum()
 
 
 @dataclass(frozen=True)
@@ -63,24 +71,41 @@ class Threshold:
 
 
 def choose_threshold(
-    scores: torch.Tensor, hit_with: torch.Tensor, hit_without: torch.Tensor, max_hit_drop: float = 0.01
+    scores: torch.Tensor,
+    hit_with: torch.Tensor,
+    hit_without: torch.Tensor,
+    max_hit_drop: float = 0.01,
+    skip_tolerance: float = 0.0,
 ) -> Threshold:
-    """The threshold (think where score >= it) that skips the most rows while auto-mode Hit@1 stays
-    within ``max_hit_drop`` (absolute) of always-mode Hit@1; among equal skip rates the higher Hit@1.
-    Candidates lie between consecutive distinct scores, so a threshold never sits on a seen score."""
+    """The threshold (think where score >= it) that skips the most rows while losing at most
+    ``max_hit_drop`` (a share of all rows) of the hits only the trace gives (rows right with it and
+    wrong without it); among equal skip rates the higher Hit@1. Rows the trace gets wrong and a skip
+    gets right do not offset those losses: on the rows a gate is fitted on, a few inputs its reasoner
+    fails on would otherwise pay for skipping inputs where reasoning helps, and at run time such
+    failures need not recur. Candidates lie between consecutive distinct scores, so a threshold never
+    sits on a seen score.
+
+    ``skip_tolerance`` > 0 trades a little skipping for margin: the lowest allowed threshold that skips
+    at least the most minus ``skip_tolerance``. The most-skipping threshold tends to sit just below the
+    rows the trace helped, among rows it did not help by chance; inputs scored a little lower than
+    those at run time are then skipped, and they are rows like the helped ones."""
     scores = scores.float()
     hit_with, hit_without = hit_with.float(), hit_without.float()
     distinct = torch.unique(scores)
     candidates = [float(distinct[0]) - 1.0, *((distinct[1:] + distinct[:-1]) / 2).tolist(), float(distinct[-1]) + 1.0]
     always, never = float(hit_with.mean()), float(hit_without.mean())
-    best = None
+    only_with_trace = (hit_with > 0) & (hit_without <= 0)
+    allowed = []
     for threshold in candidates:
         think = scores >= threshold
         hit = float(torch.where(think, hit_with, hit_without).mean())
         skip = float((~think).float().mean())
-        if hit < always - max_hit_drop - 1e-9:
-            continue
-        if best is None or (skip, hit) > (best.skip_rate, best.hit_auto):
-            best = Threshold(threshold, skip, hit, always, never)
-    assert best is not None  # the lowest candidate thinks everywhere: hit == always
+        if float((~think & only_with_trace).float().mean()) <= max_hit_drop + 1e-6:
+            allowed.append(Threshold(threshold, skip, hit, always, never))
+    # the lowest candidate thinks everywhere (loses nothing), so `allowed` is never empty
+    best = max(allowed, key=lambda t: (t.skip_rate, t.hit_auto))
+    if skip_tolerance > 0:
+        best = min(
+            (t for t in allowed if t.skip_rate >= best.skip_rate - skip_tolerance - 1e-6), key=lambda t: t.threshold
+        )
     return best

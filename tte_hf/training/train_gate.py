@@ -1,11 +1,15 @@
 """``tte-hf train-gate``: learn when a TTE model's reasoning is worth running (``think="auto"``).
 
 For every training query (MMEB-train style rows + their ``generate-ecr`` traces) the model embeds the
-query with and without its trace; the gold target's rank among the dataset's targets gives the label
-(1: the trace moves it up). A logistic probe on the no-trace embedding (the gate's runtime feature,
-see `tte_hf.gate_tte`) is fitted on one split; the threshold is chosen on a held-out split to keep
-always-mode Hit@1 while skipping the most reasoning. The output folder is the model with the gate
-added (``gate_config.json`` + ``gate.safetensors``) and ``query_reasoning: auto``.
+query with and without its trace; the gold target's rank among the dataset's targets (positives and
+hard negatives) gives the label (1: the trace moves it up). A logistic probe on the gate's runtime
+feature (`tte_hf.gate_tte`) is cross-fitted: each query's score for choosing the threshold comes from
+a probe fitted on the other folds, so every query serves as held-out data once; the threshold keeps
+always-mode Hit@1 while skipping the most reasoning, and the gate saved is the probe fitted on all
+queries. Use data the model did not train on (the demo's dev split): on its own training rows a model
+often needs no trace, and the gate would learn to skip where reasoning helps on new inputs. The output
+folder is the model with the gate added (``gate_config.json`` + ``gate.safetensors``) and
+``query_reasoning: auto``.
 """
 
 from __future__ import annotations
@@ -30,8 +34,9 @@ class GateArguments:
     output_dir: str = field(metadata={"help": "Where the model with its gate goes (may equal model_name_or_path)."})
     datasets: list[dict[str, Any]] = field(default_factory=list, metadata={"help": "MMEB-train rows + query_ecr (YAML)."})  # fmt: skip
     min_rank_gain: int = field(default=1, metadata={"help": "Label 1 when the trace moves the gold target up this much."})  # fmt: skip
-    held_out_fraction: float = field(default=0.25, metadata={"help": "Queries kept out of the fit to choose the threshold."})  # fmt: skip
-    max_hit_drop: float = field(default=0.01, metadata={"help": "Allowed Hit@1 loss vs always-reasoning on the held-out split."})  # fmt: skip
+    folds: int = field(default=4, metadata={"help": "Cross-fitting folds: a query's threshold score comes from a probe fitted without it."})  # fmt: skip
+    max_hit_drop: float = field(default=0.01, metadata={"help": "Share of queries whose out-of-fold hit only the trace gives and a skip may lose."})  # fmt: skip
+    skip_tolerance: float = field(default=0.05, metadata={"help": "Skip rate given up for the lowest such threshold (margin)."})  # fmt: skip
     l2: float = field(default=1e-3, metadata={"help": "L2 penalty of the logistic probe."})
     max_steps: int = field(default=200, metadata={"help": "LBFGS iterations."})
     batch_size: int = field(default=16, metadata={"help": "Encode batch size."})
@@ -57,8 +62,10 @@ def fit_gate(args: GateArguments) -> dict:
     from .data import DatasetSpec, load_pairs
     from .gate_fit import choose_threshold, fit_probe, gold_ranks, trace_helps
 
-    if not 0 < args.held_out_fraction < 1:
-        raise ValueError(f"held_out_fraction must lie in (0, 1), got {args.held_out_fraction}.")
+    if args.folds < 2:
+        raise ValueError(
+            f"folds must be >= 2 (each query is scored by a probe fitted on the others), got {args.folds}."
+        )
     if not args.datasets:
         raise ValueError("The recipe names no `datasets`; add at least one (name, path, query_ecr, ...).")
     specs = [DatasetSpec.from_dict(raw, i) for i, raw in enumerate(args.datasets)]
@@ -84,45 +91,54 @@ def fit_gate(args: GateArguments) -> dict:
         traced = [{**q, "reasoning": p.query.trace} for q, p in zip(queries, pairs)]
         with_trace = model.encode_query(traced, think=True, batch_size=args.batch_size, convert_to_tensor=True)
         rank0, rank1 = gold_ranks(without, docs, gold), gold_ranks(with_trace, docs, gold)
-        features.append(without.float().cpu())
+        features.append(model.gate_features(queries, batch_size=args.batch_size).float().cpu())
         hit_without.append((rank0 == 0).float().cpu())
         hit_with.append((rank1 == 0).float().cpu())
         labels.append(trace_helps(rank0, rank1, args.min_rank_gain).cpu())
         described.append({"name": spec.name, "file": Path(spec.path).name, "queries": len(pairs), "targets": len(targets)})  # fmt: skip
     x, y = torch.cat(features), torch.cat(labels)
     hit1, hit0 = torch.cat(hit_with), torch.cat(hit_without)
-    order = list(range(len(y)))
-    random.Random(args.seed).shuffle(order)
-    held = max(1, round(len(order) * args.held_out_fraction))
-    held_out, train = torch.tensor(sorted(order[:held])), torch.tensor(sorted(order[held:]))
-    if len(train) == 0:
-        raise ValueError(f"{len(order)} queries leave none to fit on; add data or lower held_out_fraction.")
-    weight, bias = fit_probe(x[train], y[train], l2=args.l2, steps=args.max_steps, seed=args.seed)
+    if len(y) < args.folds:
+        raise ValueError(f"{len(y)} queries cannot fill {args.folds} folds; add data or lower folds.")
     gate_cls = _gate_class(module)
     gate = gate_cls(x.shape[1])
-    with torch.no_grad():
-        gate.linear.weight.copy_(weight.view(1, -1))
-        gate.linear.bias.copy_(bias.view(1))
-    scores = gate.score(x)
-    chosen = choose_threshold(scores[held_out], hit1[held_out], hit0[held_out], args.max_hit_drop)
+
+    def fitted(rows: torch.Tensor):
+        weight, bias = fit_probe(x[rows], y[rows], l2=args.l2, steps=args.max_steps, seed=args.seed)
+        with torch.no_grad():
+            gate.linear.weight.copy_(weight.view(1, -1))
+            gate.linear.bias.copy_(bias.view(1))
+        return gate
+
+    order = list(range(len(y)))
+    random.Random(args.seed).shuffle(order)
+    out_of_fold = torch.zeros(len(y))
+    for fold in range(args.folds):
+        held = torch.tensor(sorted(order[fold :: args.folds]))
+        rest = torch.tensor(sorted(set(order) - set(held.tolist())))
+        out_of_fold[held] = fitted(rest).score(x[held])
+    chosen = choose_threshold(out_of_fold, hit1, hit0, args.max_hit_drop, args.skip_tolerance)
+    scores = fitted(torch.arange(len(y))).score(x)  # the gate saved: fitted on every query
     gate.threshold.fill_(chosen.threshold)
     decisions = scores >= chosen.threshold
+    oof_decisions = out_of_fold >= chosen.threshold
     info = {
         "trained_with": f"tte-hf {__version__} train-gate",
-        "feature": "the input's no-trace embedding (what think=False returns), L2-normalised",
-        "label": f"1 when the query's trace moves its gold target up >= {args.min_rank_gain} place(s) among its dataset's targets",  # fmt: skip
-        "threshold_rule": f"most skipped reasoning on the held-out split with Hit@1 >= always-mode Hit@1 - {args.max_hit_drop}",  # fmt: skip
+        "feature": gate.feature,
+        "label": f"1 when the query's trace moves its gold target up >= {args.min_rank_gain} place(s) among its dataset's targets (positives and hard negatives)",  # fmt: skip
+        "threshold_rule": f"{args.folds}-fold cross-fitted scores: the lowest threshold that skips within {args.skip_tolerance} of the most while skipping at most {args.max_hit_drop} of the queries as hits only the trace gives",  # fmt: skip
         "datasets": described,
         "queries": len(y),
         "trace_helps_rate": float(y.mean()),
-        "train": {"queries": len(train), "accuracy": float((decisions[train].float() == y[train]).float().mean())},
-        "held_out": {
-            "queries": len(held_out),
+        "train": {"queries": len(y), "accuracy": float((decisions.float() == y).float().mean())},
+        "held_out": {  # out of fold: every query, scored by a probe that did not see it
+            "queries": len(y),
+            "folds": args.folds,
             "skip_rate": chosen.skip_rate,
             "hit_at_1_auto": chosen.hit_auto,
             "hit_at_1_always": chosen.hit_always,
             "hit_at_1_never": chosen.hit_never,
-            "accuracy": float((decisions[held_out].float() == y[held_out]).float().mean()),
+            "accuracy": float((oof_decisions.float() == y).float().mean()),
         },
         "skip_rate_all": float((~decisions).float().mean()),
         "recipe": {k: v for k, v in asdict(args).items() if k not in ("model_name_or_path", "output_dir", "device")},
@@ -133,7 +149,7 @@ def fit_gate(args: GateArguments) -> dict:
     folder = output / _module_path(output)
     module.save_config(str(folder))
     module._save_gate(str(folder))
-    logger.info("Gate: held-out skip rate %.3f, Hit@1 auto %.3f / always %.3f / never %.3f", chosen.skip_rate, chosen.hit_auto, chosen.hit_always, chosen.hit_never)  # fmt: skip
+    logger.info("Gate: out-of-fold skip rate %.3f, Hit@1 auto %.3f / always %.3f / never %.3f", chosen.skip_rate, chosen.hit_auto, chosen.hit_always, chosen.hit_never)  # fmt: skip
     print(json.dumps({"output_dir": str(output), **info["held_out"]}, indent=2))
     return info
 
@@ -176,15 +192,23 @@ def _input(side, task: str | None) -> dict[str, Any]:
 
 
 def _targets(pairs) -> tuple[list, Any]:
-    """The dataset's distinct positives (the candidate pool) and each pair's gold index in it."""
+    """The candidate pool, the dataset's distinct targets (positives, then the hard negatives of a dataset
+    with ``hard_negatives``), and each pair's gold index in it. Negatives matter where the positives alone
+    are few and unlike each other: without them a query need not be understood to rank first."""
     import torch
 
     index: dict[tuple, int] = {}
-    targets, gold = [], []
-    for pair in pairs:
-        key = (pair.positive.text, pair.positive.images)
+    targets = []
+
+    def add(side) -> int:
+        key = (side.text, side.images)
         if key not in index:
             index[key] = len(targets)
-            targets.append(pair.positive)
-        gold.append(index[key])
+            targets.append(side)
+        return index[key]
+
+    gold = [add(pair.positive) for pair in pairs]
+    for pair in pairs:
+        if pair.negative is not None:
+            add(pair.negative)
     return targets, torch.tensor(gold)
