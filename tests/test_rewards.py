@@ -82,9 +82,36 @@ def test_retrieval_reward_is_the_positives_softmax_probability_over_in_batch_and
     assert sorted(embedder.encoded_documents) == ["cat", "dog", "fox"]
 
 
+def test_dataset_candidates_score_every_target_of_the_data_once():
+    """candidates='dataset': the softmax runs over every distinct target of the rows (positives and hard
+    negatives), whatever the batch holds; the corpus is embedded once."""
+    documents = {"cat": [1.0, 0.0], "dog": [0.0, 1.0], "fox": [0.6, 0.8]}
+    queries = {"cat": [0.8, 0.6], "dog": [0.6, 0.8]}
+    pairs = [_pair("cat"), _pair("dog", negative="fox"), _pair("cat", negative="dog")]
+    embedder = FakeEmbedder(queries, documents)
+    reward = RetrievalReward(embedder, pairs, temperature=0.5, candidates="dataset")
+    # A batch with only row 0: in-batch scoring would have no negative at all (reward 1).
+    got = reward(completions=["<think>x</think>cat", "<think>x</think>dog"], pair_index=[0, 0])
+
+    def probability(query, target):
+        scores = {name: sum(a * b for a, b in zip(query, vector)) for name, vector in documents.items()}
+        return math.exp(scores[target] / 0.5) / sum(math.exp(v / 0.5) for v in scores.values())
+
+    assert got == pytest.approx([probability([0.8, 0.6], "cat"), probability([0.6, 0.8], "cat")], abs=1e-6)
+    assert sorted(embedder.encoded_documents) == ["cat", "dog", "fox"]
+    reward(completions=["<think>x</think>dog"], pair_index=[1])
+    assert sorted(embedder.encoded_documents) == ["cat", "dog", "fox"]
+    without_negatives = RetrievalReward(FakeEmbedder(queries, documents), pairs[:2], 0.5, hard_negatives=False, candidates="dataset")  # fmt: skip
+    assert without_negatives(completions=["<think>x</think>cat"], pair_index=[0]) == pytest.approx(
+        [math.exp(0.8 / 0.5) / (math.exp(0.8 / 0.5) + math.exp(0.6 / 0.5))], abs=1e-6
+    )
+
+
 def test_retrieval_reward_errors_name_the_problem():
     reward = RetrievalReward(FakeEmbedder({}, {}), [_pair("cat")])
     with pytest.raises(IndexError, match="pair_index 3"):
         reward(completions=["a"], pair_index=[3])
     with pytest.raises(ValueError, match="temperature"):
         RetrievalReward(None, [], temperature=0)
+    with pytest.raises(ValueError, match="candidates must be one of"):
+        RetrievalReward(None, [], candidates="corpus")

@@ -151,3 +151,15 @@ def test_an_embedder_with_another_tokenizer_fails_before_any_step(data, tiny_vlm
     recipe = tiny_recipe(data, tiny_vlm, tmp_path / "out", embedder_name_or_path=str(other))
     with pytest.raises(ValueError, match="does not use the reasoner's tokenizer"):
         train_reasoner_rl(recipe)
+
+
+def test_an_unknown_reward_candidate_set_fails_before_anything_loads(data, tiny_vlm, tmp_path, monkeypatch):
+    import importlib
+
+    import trl
+
+    module = importlib.import_module("tte_hf.training.train_reasoner_rl")  # the package exports the function
+    monkeypatch.setattr(trl, "GRPOTrainer", NoTraining)
+    monkeypatch.setattr(module, "load_rl_pairs", lambda *_: pytest.fail("data read before the recipe was checked"))
+    with pytest.raises(ValueError, match="reward_candidates must be one of"):
+        train_reasoner_rl(tiny_recipe(data, tiny_vlm, tmp_path / "out", reward_candidates="corpus"))

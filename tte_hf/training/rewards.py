@@ -70,10 +70,19 @@ class ECRFormatReward:
         return [self.score(completion_text(c), n) for c, n in zip(completions, lengths)]
 
 
+#: the candidate sets the retrieval reward scores a row's positive against
+CANDIDATES = ("batch", "dataset")
+
+
 class RetrievalReward:
     """The probability the frozen embedder gives the row's positive target, when the query is embedded
-    with the sampled trace: ``softmax(q · [t_1, …, t_k] / temperature)[positive]`` over the distinct
-    positives of the generation batch (in-batch negatives) plus the row's hard negative, if any.
+    with the sampled trace: ``softmax(q · [t_1, …, t_k] / temperature)[positive]`` over the candidates:
+
+    - ``candidates="batch"``: the distinct positives of the generation batch (in-batch negatives) plus
+      the row's hard negative, if any;
+    - ``candidates="dataset"``: every distinct target of the training rows (positives, and hard negatives
+      with ``hard_negatives``), as a retrieval corpus is: a trace that names a wrong but plausible target
+      is penalised even when no row of the batch has that target.
 
     Why a softmax probability rather than the rank: it is graded. Once the positive ranks first for
     every sample of a group, reciprocal rank is 1 for all of them and GRPO's group-relative advantage is
@@ -83,7 +92,8 @@ class RetrievalReward:
 
     ``embedder``: a sentence-transformers TTE model whose reasoning is off (traces are given), e.g.
     ``build_sentence_transformer(path, query_reasoning=False)``. ``pairs``: the rows, looked up through
-    the dataset's ``pair_index`` column. Target embeddings are computed once per distinct target and kept.
+    the dataset's ``pair_index`` column. Target embeddings are computed once per distinct target and kept
+    (a target is its content and task, so rows of several datasets share no vector by mistake).
     """
 
     __name__ = "retrieval_reward"
@@ -96,16 +106,21 @@ class RetrievalReward:
         hard_negatives: bool = True,
         trace_mode: str = "full",
         batch_size: int = 32,
+        candidates: str = "batch",
     ):
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}.")
+        if candidates not in CANDIDATES:
+            raise ValueError(f"candidates must be one of {CANDIDATES}, got {candidates!r}.")
         self.embedder = embedder
         self.pairs = list(pairs)
         self.temperature = temperature
         self.hard_negatives = hard_negatives
         self.trace_mode = trace_mode
         self.batch_size = batch_size
+        self.candidates = candidates
         self._targets: dict[tuple[Side, str | None], Any] = {}  # (target, task) -> its embedding
+        self._corpus: list[tuple[Side, str | None]] | None = None  # candidates="dataset": every target
 
     @staticmethod
     def _as_input(side: Side, task: str | None, trace: str | None) -> dict[str, Any]:
@@ -134,6 +149,8 @@ class RetrievalReward:
         traces = [parse_ecr(completion_text(c)).for_embedder(self.trace_mode) for c in completions]
         queries = [self._as_input(p.query, p.task, trace) for p, trace in zip(rows, traces)]
         q = self.embedder.encode_query(queries, batch_size=self.batch_size, convert_to_tensor=True).float().cpu()
+        if self.candidates == "dataset":
+            return self._dataset_rewards(q, rows)
 
         positives = list(dict.fromkeys((p.positive, p.task) for p in rows))  # in-batch candidates, once each
         batch_targets = self.target_embeddings(positives)
@@ -145,6 +162,20 @@ class RetrievalReward:
                 targets = torch.cat([targets, self.target_embeddings([negative])])
             logits = targets @ vector / self.temperature
             rewards.append(torch.softmax(logits, dim=0)[positive].item())
+        return [r if math.isfinite(r) else 0.0 for r in rewards]
+
+    def _dataset_rewards(self, q, rows: Sequence[PairExample]) -> list[float]:
+        import torch
+
+        if self._corpus is None:
+            targets = [(p.positive, p.task) for p in self.pairs]
+            if self.hard_negatives:
+                targets += [(p.negative, p.task) for p in self.pairs if p.negative is not None]
+            self._corpus = list(dict.fromkeys(targets))
+        corpus = self.target_embeddings(self._corpus)
+        index = {target: i for i, target in enumerate(self._corpus)}
+        probabilities = torch.softmax(q @ corpus.T / self.temperature, dim=1)
+        rewards = [probabilities[r, index[(p.positive, p.task)]].item() for r, p in enumerate(rows)]
         return [r if math.isfinite(r) else 0.0 for r in rewards]
 
     def _pair(self, index: int) -> PairExample:

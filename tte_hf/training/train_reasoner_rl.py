@@ -33,6 +33,7 @@ class RLArguments:
     rewards: list[str] = field(default_factory=lambda: list(REWARDS), metadata={"help": f"Any of {REWARDS}."})
     reward_temperature: float = field(default=0.02, metadata={"help": "Softmax temperature of the retrieval reward."})
     reward_hard_negatives: bool = field(default=True, metadata={"help": "Score against the rows' hard negatives too."})
+    reward_candidates: str = field(default="batch", metadata={"help": "batch (in-batch positives + the row's hard negative) | dataset (every target of the data)."})  # fmt: skip
     max_final_words: int = field(default=32, metadata={"help": "Longest final part the format reward accepts."})
     freeze_vision_tower: bool = field(default=True, metadata={"help": "Freeze the vision encoder."})
 
@@ -90,7 +91,11 @@ def build_rewards(rl_args: RLArguments, pairs: Sequence, embedder, max_completio
         raise ValueError(f"rewards must be a non-empty list of {REWARDS}; got unknown {unknown}.")
     made = {
         "retrieval": lambda: RetrievalReward(
-            embedder, pairs, temperature=rl_args.reward_temperature, hard_negatives=rl_args.reward_hard_negatives
+            embedder,
+            pairs,
+            temperature=rl_args.reward_temperature,
+            hard_negatives=rl_args.reward_hard_negatives,
+            candidates=rl_args.reward_candidates,
         ),
         "ecr_format": lambda: ECRFormatReward(rl_args.max_final_words, max_completion_length),
     }
@@ -101,11 +106,13 @@ def train_reasoner_rl(
     config: str | os.PathLike | dict[str, Any] | None = None,
     argv: list[str] | None = None,
     extra_reward_funcs: Sequence[Callable] = (),
+    progress=None,
 ):
     """Run the GRPO recipe ``config`` (YAML path or dict; ``argv`` = CLI overrides). Returns the trainer.
 
     ``extra_reward_funcs``: more TRL reward functions, after the recipe's ``rewards`` (their weights
-    follow in ``reward_weights``)."""
+    follow in ``reward_weights``). ``progress``: a `TrainerCallback` that replaces the Trainer's console
+    display."""
     from trl import GRPOConfig, ModelConfig, ScriptArguments
 
     from .config import parse_recipe
@@ -113,14 +120,18 @@ def train_reasoner_rl(
     script_args, training_args, model_args, rl_args = parse_recipe(
         (ScriptArguments, GRPOConfig, ModelConfig, RLArguments), config, argv
     )
-    return run_grpo(script_args, training_args, model_args, rl_args, extra_reward_funcs)
+    return run_grpo(script_args, training_args, model_args, rl_args, extra_reward_funcs, progress)
 
 
-def run_grpo(script_args, training_args, model_args, rl_args, extra_reward_funcs: Sequence[Callable] = ()):
+def run_grpo(
+    script_args, training_args, model_args, rl_args, extra_reward_funcs: Sequence[Callable] = (), progress=None
+):
     from transformers import AutoProcessor
     from trl import GRPOTrainer
 
     from ..sentence_transformers import build_sentence_transformer
+    from .config import use_progress
+    from .rewards import CANDIDATES
     from .train_reasoner import freeze_vision, load_policy
 
     if not model_args.model_name_or_path:
@@ -128,6 +139,8 @@ def run_grpo(script_args, training_args, model_args, rl_args, extra_reward_funcs
     if not rl_args.embedder_name_or_path:
         raise ValueError("The recipe needs `embedder_name_or_path` (the frozen TTE embedder that scores traces).")
     # Everything that can be wrong is checked before the policy loads and before any step.
+    if rl_args.reward_candidates not in CANDIDATES:
+        raise ValueError(f"reward_candidates must be one of {CANDIDATES}, got {rl_args.reward_candidates!r}.")
     pairs = load_rl_pairs(rl_args)
     dataset = build_prompt_dataset(pairs)
     processor = AutoProcessor.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision)
@@ -148,6 +161,7 @@ def run_grpo(script_args, training_args, model_args, rl_args, extra_reward_funcs
     )
     if rl_args.freeze_vision_tower:
         freeze_vision(trainer.model)
+    use_progress(trainer, progress)
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(training_args.output_dir)  # weights + the processor (the trainer's processing_class)
     trainer.accelerator.print(f"Saved the GRPO-tuned reasoner to {training_args.output_dir}.")
