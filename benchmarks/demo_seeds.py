@@ -1,7 +1,9 @@
-"""`tte-hf demo` on several seeds: per-seed table, median and range, each claim's minimum slack.
+"""`tte-hf demo` on several seeds: per-seed tables (the paper's claims; adaptive thinking), median and
+range, each claim's and check's minimum slack.
 
     python benchmarks/demo_seeds.py --seeds 0-9 --output /tmp/demo-seeds          # run, then tabulate
     python benchmarks/demo_seeds.py --seeds 0-9 --output /tmp/demo-seeds --no-run # tabulate what is there
+    python benchmarks/demo_seeds.py --seeds 0-2 --rl --output /tmp/demo-seeds-rl  # with the GRPO student
 
 Each seed runs as its own `tte-hf demo --seed N --output OUTPUT/seed-N` process (what README's line
 does), timed by wall clock; a seed whose report exists is not rerun. ``--jobs 2`` runs two seeds side
@@ -20,7 +22,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from tte_hf.demo.report import CLAIMS, LABELS, SLACK_UNITS
+from tte_hf.demo.report import ADAPTIVE_CHECKS, ADAPTIVE_UNITS, LABELS, SLACK_UNITS
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -31,8 +33,9 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def run_seed(seed: int, output: Path, quick: bool) -> float:
-    command = ["tte-hf", "demo", "--seed", str(seed), "--output", str(output)] + (["--quick"] if quick else [])
+def run_seed(seed: int, output: Path, quick: bool, rl: bool = False) -> float:
+    command = ["tte-hf", "demo", "--seed", str(seed), "--output", str(output)]
+    command += (["--quick"] if quick else []) + (["--rl"] if rl else [])
     start = time.perf_counter()
     with open(output.parent / f"{output.name}.console.txt", "w") as console:
         subprocess.run(command, check=True, stdout=console, stderr=subprocess.STDOUT)
@@ -40,36 +43,68 @@ def run_seed(seed: int, output: Path, quick: bool) -> float:
 
 
 def table(reports: dict[int, dict], walls: dict[int, float]) -> str:
-    models = list(LABELS)
-    head = ["seed", *(LABELS[m] for m in models), *CLAIMS, "wall"]
+    first = next(iter(reports.values()))
+    models = [m for m in LABELS if any(m in r["hit_at_1"] for r in reports.values())]
+    claims = list(dict.fromkeys(claim for r in reports.values() for claim in r["slack"]))
+    head = ["seed", *(LABELS[m] for m in models), *claims, "wall"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for seed, report in sorted(reports.items()):
-        scores = [f"{report['hit_at_1'][m]:.1f}" for m in models]
-        slack = [_slack_cell(report, claim) for claim in CLAIMS]
+        scores = [f"{report['hit_at_1'][m]:.1f}" if m in report["hit_at_1"] else "–" for m in models]
+        slack = [_cell(report["slack"][c], report["checks"][c]) if c in report["slack"] else "–" for c in claims]
         wall = f"{walls[seed]:.0f} s" if seed in walls else f"({sum(report['timings_s'].values()):.0f} s stages)"
         lines.append("| " + " | ".join([str(seed), *scores, *slack, wall]) + " |")
-    lines.append("")
-    lines.append("| model | median | min–max |")
-    lines.append("| --- | --- | --- |")
+    lines += ["", "| model | median | min–max |", "| --- | --- | --- |"]
     for m in models:
-        values = [r["hit_at_1"][m] for r in reports.values()]
+        values = [r["hit_at_1"][m] for r in reports.values() if m in r["hit_at_1"]]
         lines.append(f"| {LABELS[m]} | {statistics.median(values):.1f} | {min(values):.1f}–{max(values):.1f} |")
-    lines.append("")
-    lines.append("| claim | holds on | min slack (seed) |")
-    lines.append("| --- | --- | --- |")
-    for claim in CLAIMS:
-        held = sum(r["checks"][claim] for r in reports.values())
-        known = {s: r["slack"][claim] for s, r in reports.items() if r["slack"][claim] is not None}
-        worst = min(known, key=known.get) if known else None
-        cell = f"{known[worst]:+.1f} {SLACK_UNITS[claim]} ({worst})" if worst is not None else "n/a"
-        lines.append(f"| {claim} | {held} of {len(reports)} seeds | {cell} |")
+    lines += ["", "| claim | holds on | min slack (seed) |", "| --- | --- | --- |"]
+    lines += [_summary_row(reports, claim, lambda r, c=claim: (r["slack"][c], r["checks"][c]) if c in r["slack"] else None, SLACK_UNITS.get(claim, "points")) for claim in claims]  # fmt: skip
+    if "adaptive" in first:
+        lines += ["", adaptive_table(reports)]
     return "\n".join(lines)
 
 
-def _slack_cell(report: dict, claim: str) -> str:
-    value = report["slack"][claim]
-    mark = "" if report["checks"][claim] else " ✗"
-    return "n/a ✗" if value is None else f"{value:+.1f}{mark}"
+def adaptive_table(reports: dict[int, dict]) -> str:
+    """Per seed and model: Hit@1 on the mixed set and reasoner calls for never / always / auto, and the checks."""
+    head = ["seed", "model", "never", "always", "auto", "calls always / auto", *ADAPTIVE_CHECKS]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for seed, report in sorted(reports.items()):
+        for name, result in report["adaptive"].items():
+            modes = result["modes"]
+            hits = [f"{modes[m]['hit_at_1']:.1f}" for m in ("never", "always", "auto")]
+            calls = f"{modes['always']['reasoner_calls']} / {modes['auto']['reasoner_calls']}"
+            checks = [_cell(result["slack"][c], result["checks"][c]) for c in ADAPTIVE_CHECKS]
+            lines.append("| " + " | ".join([str(seed), LABELS[name], *hits, calls, *checks]) + " |")
+    lines += ["", "| model: check | holds on | min slack (seed) |", "| --- | --- | --- |"]
+    for name in next(iter(reports.values()))["adaptive"]:
+        for check in ADAPTIVE_CHECKS:
+
+            def read(report, n=name, c=check):
+                result = report["adaptive"][n]
+                return result["slack"][c], result["checks"][c]
+
+            lines.append(_summary_row(reports, f"{LABELS[name]}: {check}", read, ADAPTIVE_UNITS[check]))
+    return "\n".join(lines)
+
+
+def _summary_row(reports: dict[int, dict], label: str, read, unit: str) -> str:
+    """How many seeds a claim or check holds on (n/a seeds apart) and its smallest slack."""
+    values = {seed: read(report) for seed, report in reports.items()}
+    values = {seed: value for seed, value in values.items() if value is not None}
+    held = sum(ok is True for _, ok in values.values())
+    applicable = sum(ok is not None for _, ok in values.values())
+    na = len(values) - applicable
+    known = {seed: slack for seed, (slack, _) in values.items() if slack is not None}
+    worst = min(known, key=known.get) if known else None
+    cell = f"{known[worst]:+.1f} {unit} ({worst})" if worst is not None else "n/a"
+    na = f" ({na} n/a)" if na else ""
+    return f"| {label} | {held} of {applicable} seeds{na} | {cell} |"
+
+
+def _cell(value, ok) -> str:
+    if ok is None:
+        return "n/a"
+    return "n/a ✗" if value is None else f"{value:+.1f}{'' if ok else ' ✗'}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0-9", help="e.g. 0-9 or 0,3,5-7")
     parser.add_argument("--output", type=Path, default=Path("/tmp/demo-seeds"))
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--rl", action="store_true", help="Run with --rl (the GRPO student's row and claim).")
     parser.add_argument("--no-run", action="store_true", help="Only tabulate the reports already there.")
     parser.add_argument("--jobs", type=int, default=1, help="Seeds run side by side.")
     args = parser.parse_args(argv)
@@ -87,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     todo = [s for s in seeds if not (args.output / f"seed-{s}" / "report.json").exists() and not args.no_run]
 
     def one(seed: int) -> None:
-        walls[seed] = run_seed(seed, args.output / f"seed-{seed}", args.quick)
+        walls[seed] = run_seed(seed, args.output / f"seed-{seed}", args.quick, args.rl)
         walls_path.write_text(json.dumps(walls, indent=1))
         print(f"seed {seed} done in {walls[seed]:.0f} s", file=sys.stderr, flush=True)
 

@@ -6,29 +6,45 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tte_hf.demo.data import split_compositions, write_benchmark
-from tte_hf.demo.pipeline import EVAL_TASK_NAME, MODELS, Demo, DemoSettings, run_demo
-from tte_hf.demo.report import CLAIMS, summarize
+from tte_hf.demo.data import COLOURS, RIDDLES, split_compositions, write_benchmark
+from tte_hf.demo.pipeline import (
+    ADAPTIVE_MODELS,
+    EVAL_TASK_NAME,
+    MODELS,
+    PLAIN_TASK_NAME,
+    RL_MODEL,
+    Demo,
+    DemoSettings,
+    run_demo,
+)
+from tte_hf.demo.report import ADAPTIVE_CHECKS, CLAIMS, LABELS, RL_CLAIM, adaptive_summary, rl_slack, summarize
 from tte_hf.demo.runtime import pin_threads, restore_threads
 from tte_hf.evaluation.data import load_task
 from tte_hf.evaluation.tasks import TaskSpec
 
 
-def _recomputed_hit_at_1(output, name) -> float:
-    """Hit@1 from the saved embedding chunks, independent of the runner's scorer: the gold candidate
-    (first in each list) must score strictly highest."""
-    task_dir = output / "eval" / name / "tasks" / EVAL_TASK_NAME
+def _task(output, name: str, file: str) -> TaskSpec:
+    return TaskSpec(
+        name=name,
+        modality="image",
+        meta_task="VQA",
+        data_files=str((output / "data" / file).resolve()),
+        image_root=str((output / "data").resolve()),
+    )
+
+
+def _saved_embeddings(output, run: str, task: str) -> tuple[torch.Tensor, torch.Tensor]:
+    task_dir = output / "eval" / run / "tasks" / task
     queries = torch.cat([load_file(p)["embeddings"] for p in sorted(task_dir.glob("query-*.safetensors"))])
     candidates = torch.cat([load_file(p)["embeddings"] for p in sorted(task_dir.glob("candidate-*.safetensors"))])
-    data = load_task(
-        TaskSpec(
-            name=EVAL_TASK_NAME,
-            modality="image",
-            meta_task="VQA",
-            data_files=str((output / "data" / "test.jsonl").resolve()),
-            image_root=str((output / "data").resolve()),
-        )
-    )
+    return queries, candidates
+
+
+def _recomputed_hit_at_1(output, run: str, task: str = EVAL_TASK_NAME, file: str = "test.jsonl") -> float:
+    """Hit@1 from the saved embedding chunks, independent of the runner's scorer: the gold candidate
+    (first in each list) must score strictly highest."""
+    queries, candidates = _saved_embeddings(output, run, task)
+    data = load_task(_task(output, task, file))
     hits = 0
     for q, own in enumerate(data.query_candidates):
         scores = candidates[own] @ queries[q]
@@ -36,38 +52,87 @@ def _recomputed_hit_at_1(output, name) -> float:
     return 100.0 * hits / len(data.query_candidates)
 
 
+def _reasoned_rows(output, model: str) -> int:
+    """How many queries ``think=auto`` reasoned about, read off the saved vectors: a skipped query's vector
+    is its ``think=False`` vector, a reasoned one its ``think=True`` vector."""
+    reasoned = 0
+    for task in (EVAL_TASK_NAME, PLAIN_TASK_NAME):
+        auto, never, always = (_saved_embeddings(output, f"{model}-{mode}", task)[0] for mode in MODES_ORDER)
+        skipped = (auto - never).abs().amax(1) < 1e-5
+        thought = (auto - always).abs().amax(1) < 1e-4
+        assert bool((skipped | thought).all()), f"{model}/{task}: an auto vector is neither mode's"
+        reasoned += int((~skipped).sum())
+    return reasoned
+
+
+MODES_ORDER = ("auto", "never", "always")
+
+
 @pytest.mark.slow
 def test_quick_demo_report_matches_saved_embeddings(tmp_path):
-    summary = run_demo(tmp_path, seed=3, quick=True)
+    """The default path with --rl: every number of the report recomputes from what the run saved."""
+    summary = run_demo(tmp_path, seed=3, quick=True, rl=True)
 
     report = json.loads((tmp_path / "report.json").read_text())
     assert report == json.loads(json.dumps(summary))
-    assert list(report["hit_at_1"]) == list(MODELS)
-    assert report["settings"]["seed"] == 3 and report["settings"]["num_test"] == DemoSettings.quick().num_test
-    for name in MODELS:
-        assert report["hit_at_1"][name] == pytest.approx(_recomputed_hit_at_1(tmp_path, name), abs=1e-9)
+    assert list(report["hit_at_1"]) == [*MODELS, RL_MODEL]
+    settings = DemoSettings.quick(rl=True)
+    assert report["settings"]["seed"] == 3 and report["settings"]["num_test"] == settings.num_test
+    for name in report["hit_at_1"]:
+        run = f"{name}-always" if name in ADAPTIVE_MODELS else name
+        assert report["hit_at_1"][name] == pytest.approx(_recomputed_hit_at_1(tmp_path, run), abs=1e-9)
     assert report == {**report, **summarize(report["hit_at_1"])}
+    mixed = settings.num_test + settings.num_test_plain
+    for name in ADAPTIVE_MODELS:
+        modes = report["adaptive"][name]["modes"]
+        for mode, result in modes.items():
+            riddles = _recomputed_hit_at_1(tmp_path, f"{name}-{mode}")
+            plain = _recomputed_hit_at_1(tmp_path, f"{name}-{mode}", PLAIN_TASK_NAME, "test_plain.jsonl")
+            assert (result["riddles"], result["plain"]) == pytest.approx((riddles, plain), abs=1e-9)
+            expected = (riddles * settings.num_test + plain * settings.num_test_plain) / mixed
+            assert result["hit_at_1"] == pytest.approx(expected) and result["queries"] == mixed
+        assert (modes["never"]["reasoner_calls"], modes["always"]["reasoner_calls"]) == (0, mixed)
+        assert modes["auto"]["reasoner_calls"] == _reasoned_rows(tmp_path, name)
+        assert report["adaptive"][name] == {"modes": modes, **adaptive_summary(modes)}
     assert (tmp_path / "hit_at_1.png").read_bytes()[:4] == b"\x89PNG"
     table = (tmp_path / "report.md").read_text()
-    for name in MODELS:
-        assert f"{report['hit_at_1'][name]:.1f}" in table
-    # every artefact stays: data, traces, checkpoints
-    for path in ("data/train.jsonl", "ecr/teacher-train.jsonl", "ecr/student-test.jsonl", "models/student/config.json",
-                 "models/embedder-teacher/config.json", "models/unified/config.json"):  # fmt: skip
+    for name, score in report["hit_at_1"].items():
+        assert f"| {LABELS[name]} | {score:.1f} |" in table
+    assert "## Adaptive thinking" in table and "| think |" in table
+    # every artefact stays: data, traces, checkpoints, the saved models with their gates
+    for path in ("data/train.jsonl", "data/dev.jsonl", "data/test_plain.jsonl", "ecr/teacher-train.jsonl",
+                 "ecr/student-dev.jsonl", "ecr/student-rl-train.jsonl", "models/student/config.json",
+                 "models/student-rl/config.json", "models/embedder-teacher/config.json", "models/unified/config.json",
+                 "models/tte-student/gate_config.json", "models/tte-unified/gate_config.json"):  # fmt: skip
         assert (tmp_path / path).exists(), path
 
 
-def test_held_out_compositions_are_unseen_in_training(tmp_path):
-    train_pairs, held_out = split_compositions()
-    assert not set(train_pairs) & set(held_out)
-    assert {c for c, _ in held_out} == {c for c, _ in train_pairs}  # every colour and object is seen alone
-    assert {o for _, o in held_out} == {o for _, o in train_pairs}
-    paths = write_benchmark(tmp_path, seed=1, num_train=64, num_test=16)
+def test_splits_are_disjoint_compositions_and_plain_queries_name_their_answer(tmp_path):
+    train_pairs, dev_pairs, held_out = split_compositions()
+    assert (len(train_pairs), len(dev_pairs), len(held_out)) == (40, 8, 16)
+    for a, b in ((train_pairs, dev_pairs), (train_pairs, held_out), (dev_pairs, held_out)):
+        assert not set(a) & set(b)
+    for pairs in (train_pairs, dev_pairs, held_out):  # every colour and object is seen in each split
+        assert {c for c, _ in pairs} == set(COLOURS) and {o for _, o in pairs} == set(RIDDLES)
+    paths = write_benchmark(
+        tmp_path, seed=1, num_train=64, num_test=16, train_plain_fraction=0.25, num_dev=16, num_test_plain=16
+    )
     scenes = [json.loads(line) for line in paths["scenes"].open()]
-    train_answers = {s["answer"] for s in scenes if s["split"] == "train"}
-    test_rows = [json.loads(line) for line in paths["test"].open()]
-    assert all(row["tgt_text"][0] not in train_answers for row in test_rows)
-    assert all(len(set(row["tgt_text"])) == len(row["tgt_text"]) == 16 for row in test_rows)
+    seen_answers = {s["answer"] for s in scenes if s["split"] in ("train", "dev")}
+    for split in ("test", "test_plain"):
+        rows = [json.loads(line) for line in paths[split].open()]
+        assert len(rows) == 16
+        assert all(row["tgt_text"][0] not in seen_answers for row in rows)
+        assert all(len(set(row["tgt_text"])) == len(row["tgt_text"]) == 16 for row in rows)
+    plain = [json.loads(line) for line in paths["test_plain"].open()]
+    assert all(row["tgt_text"][0].removeprefix("a ") in row["qry_text"] for row in plain)
+    train = [json.loads(line) for line in paths["train"].open()]
+    assert sum("-plain-" in row["id"] for row in train) == 16
+    held_out_answers = {f"a {c} {o}" for c, o in held_out}
+    dev = [json.loads(line) for line in paths["dev"].open()]
+    assert all(row["neg_text"] and row["neg_text"] not in held_out_answers for row in dev)
+    assert all(row["neg_text"] != row["pos_text"] for row in dev)
+    assert sum("-plain-" in row["id"] for row in dev) == 8
 
 
 def test_benchmark_is_deterministic_for_a_seed(tmp_path):
@@ -93,7 +158,15 @@ def test_unified_claim_is_the_papers_one_sided_one(unified, holds):
 def _tiny_settings() -> DemoSettings:
     """Every stage, on as little as still trains: ~15 s a run on an idle core."""
     return DemoSettings(
-        seed=7, num_train=64, num_test=16, sft_epochs=2, embed_epochs=1, head_epochs=2, embed_batch_size=16
+        seed=7,
+        num_train=64,
+        num_dev=16,
+        num_test=16,
+        num_test_plain=16,
+        sft_epochs=2,
+        embed_epochs=1,
+        head_epochs=2,
+        embed_batch_size=16,
     )
 
 
@@ -157,3 +230,58 @@ def test_summary_reports_each_claims_slack():
     assert summary["checks"] == {CLAIMS[0]: True, CLAIMS[1]: False, CLAIMS[2]: False}
     no_gain = summarize({**scores, "tte-teacher": 50.0})
     assert no_gain["slack"][CLAIMS[1]] is None and no_gain["checks"][CLAIMS[1]] is False
+
+
+def test_adaptive_checks_by_hand():
+    def mode(hit, calls):
+        return {"hit_at_1": hit, "reasoner_calls": calls, "queries": 100}
+
+    result = adaptive_summary({"never": mode(60.0, 0), "always": mode(90.0, 100), "auto": mode(89.5, 45)})
+    # auto 0.5 below always (1 allowed) -> +0.5; 55% of the calls skipped -> +15; 29.5 above never -> +19.5
+    assert result["slack"] == pytest.approx(
+        {ADAPTIVE_CHECKS[0]: 0.5, ADAPTIVE_CHECKS[1]: 15.0, ADAPTIVE_CHECKS[2]: 19.5}
+    )
+    assert all(result["checks"].values()) and result["skipped_calls"] == pytest.approx(55.0)
+    failing = adaptive_summary({"never": mode(60.0, 0), "always": mode(90.0, 100), "auto": mode(88.0, 70)})
+    assert failing["checks"] == {ADAPTIVE_CHECKS[0]: False, ADAPTIVE_CHECKS[1]: False, ADAPTIVE_CHECKS[2]: True}
+    # where reasoning itself gains < 10 points, "beats never by 10" cannot be asked of a gate
+    flat = adaptive_summary({"never": mode(98.0, 0), "always": mode(97.0, 100), "auto": mode(98.0, 0)})
+    assert flat["checks"][ADAPTIVE_CHECKS[2]] is None and flat["slack"][ADAPTIVE_CHECKS[2]] is None
+    assert flat["checks"][ADAPTIVE_CHECKS[0]] is True and flat["gain_always_over_never"] == pytest.approx(-1.0)
+
+
+@pytest.mark.parametrize(
+    ("rl", "student", "teacher", "slack"),
+    [
+        (93.0, 90.0, 100.0, 0.0),  # +3 points: exactly the first bar (30% of the gap would be 93.0 too)
+        (92.0, 90.0, 96.0, 0.2),  # +2 points, but 2 of the 6-point gap is 33%: the second bar, 1.8
+        (90.5, 90.0, 91.0, 0.2),  # a 1-point gap: 30% of it is 0.3
+        (88.0, 90.0, 100.0, -5.0),  # worse than the SFT student: 5 short of either bar (93)
+    ],
+)
+def test_rl_claim_takes_the_better_of_its_two_bars(rl, student, teacher, slack):
+    assert rl_slack(rl, student, teacher) == pytest.approx(slack)
+    scores = {"baseline": 50.0, "tte-teacher": teacher, "tte-student": student, "tte-unified": student, RL_MODEL: rl}
+    summary = summarize(scores)
+    assert summary["slack"][RL_CLAIM] == pytest.approx(slack)
+    assert summary["checks"][RL_CLAIM] is (slack >= -1e-9)
+
+
+def test_a_fresh_process_pins_every_kernel_library_to_avx2_before_torch_loads():
+    """`tte-hf demo` starts torch after `pin_threads`: ATen, MKL and oneDNN then take their AVX2 code paths
+    (AVX-512 ones round differently), and two threads."""
+    import subprocess
+    import sys
+
+    from tte_hf.demo.runtime import AVX2_ENV, _has_avx2
+
+    if not _has_avx2():
+        pytest.skip("the CPU has no AVX2")
+    code = (
+        "import os, sys; from tte_hf.demo.runtime import AVX2_ENV, pin_threads; assert 'torch' not in sys.modules; "
+        "pin_threads(); import torch; "
+        "print(torch.backends.cpu.get_cpu_capability(), torch.get_num_threads(), *(os.environ[k] for k in AVX2_ENV))"
+    )
+    env = {k: v for k, v in __import__("os").environ.items() if k not in AVX2_ENV}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["AVX2", "2", *AVX2_ENV.values()]

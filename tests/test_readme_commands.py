@@ -62,7 +62,12 @@ class Case:
 
 def _check_demo(work: Path) -> None:
     report = json.loads((work / "tte-demo" / "report.json").read_text())
-    assert report["settings"]["num_test"] > 0
+    assert report["settings"]["num_test"] > 0 and set(report["adaptive"]) == {"tte-student", "tte-unified"}
+
+
+def _check_demo_rl(work: Path) -> None:
+    report = json.loads((work / "tte-demo-rl" / "report.json").read_text())
+    assert report["settings"]["rl"] and "tte-student-rl" in report["hit_at_1"]
 
 
 def _check_ecr(work: Path) -> None:
@@ -114,6 +119,7 @@ def _check_gate(work: Path) -> None:
 CASES = [
     # The full demo takes ~8 min on 2 cores; --quick runs every stage on fewer items.
     Case(r"tte-hf demo --output tte-demo$", extra=["--quick"], check=_check_demo),
+    Case(r"tte-hf demo --rl --output tte-demo-rl$", extra=["--quick"], check=_check_demo_rl),
     Case(r"tte-hf make-tiny tiny-vlm$", check=lambda work: (work / "tiny-vlm" / "config.json").is_file()),
     Case(r"tte-hf generate-ecr --config recipes/ecr/tiny\.yaml$", check=_check_ecr),
     Case(

@@ -1,11 +1,14 @@
 """A synthetic compositional multimodal retrieval benchmark, generated on the fly.
 
-Each query is a picture of one coloured shape plus a riddle that names an object indirectly
-("the animal that barks"); its target is the text "a <colour> <object>". Answering needs a
-reasoning step — read the colour off the picture, resolve the riddle — and the held-out split uses
-colour/object *compositions* never seen in training. Files follow MMEB's formats, so the demo drives
-the same readers as real data: MMEB-train JSONL for training, MMEB-eval JSONL (``qry_inst``,
-``qry_text``, ``qry_img_path``, ``tgt_text`` with the gold first) for evaluation.
+Each query is a picture of one coloured shape plus a text; its target is the text
+"a <colour> <object>". A **riddle** names the object indirectly ("the animal that barks") and asks
+for the picture's colour: answering needs a reasoning step (read the colour, resolve the riddle). A
+**plain** query names both ("Find the green cat."): the answer is in the text, and a trace cannot
+help (what ``think="auto"`` should learn to skip). Compositions come in three disjoint sets: train
+(the embedders and the student), dev (never trained on: the reasoning gate and GRPO learn there)
+and held-out (evaluation). Files follow MMEB's formats, so the demo drives the same readers as real
+data: MMEB-train JSONL for training and dev, MMEB-eval JSONL (``qry_inst``, ``qry_text``,
+``qry_img_path``, ``tgt_text`` with the gold first) for evaluation.
 """
 
 from __future__ import annotations
@@ -39,8 +42,10 @@ RIDDLES = {
     "boat": ["thing that floats on the sea", "vessel with a sail"],
 }
 SHAPES = ("circle", "square", "triangle", "star")
-INSTRUCTION = "Find the object the riddle describes, in the colour of the shape in the picture."
+INSTRUCTION = "Find the object the query describes, in the colour of the shape in the picture."
 QUERY_TEMPLATES = ("Which {riddle} has this colour?", "Find the {riddle}, painted like this shape.")
+PLAIN_TEMPLATES = ("Find the {colour} {object}.", "Show me a {colour} {object}.")
+RIDDLE, PLAIN = "riddle", "plain"
 
 
 @dataclass(frozen=True)
@@ -51,22 +56,26 @@ class Scene:
     colour: str
     shape: str
     object: str
-    riddle: str
+    riddle: str | None  # None for a plain query
     query: str
+    kind: str = RIDDLE
 
     @property
     def answer(self) -> str:
         return f"a {self.colour} {self.object}"
 
 
-def split_compositions() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """Train and held-out (colour, object) pairs; every colour and object occurs in both splits."""
+def split_compositions() -> tuple[list[tuple[str, str]], list[tuple[str, str]], list[tuple[str, str]]]:
+    """Train, dev and held-out (colour, object) pairs (40 / 8 / 16 of the 8 x 8), disjoint; every colour
+    and every object occurs in each of them. Train keeps 40: with 32 the student wrote training
+    compositions as the answers of most held-out queries (Hit@1 20-29)."""
     colours, objects = list(COLOURS), list(RIDDLES)
-    train, held_out = [], []
+    train, dev, held_out = [], [], []
     for i, colour in enumerate(colours):
         for j, obj in enumerate(objects):
-            (held_out if (j - i) % len(objects) in (0, 4) else train).append((colour, obj))
-    return train, held_out
+            offset = (j - i) % len(objects)
+            (held_out if offset in (0, 4) else dev if offset == 2 else train).append((colour, obj))
+    return train, dev, held_out
 
 
 def render_shape(colour: str, shape: str, rng: random.Random, size: int = 56) -> Image.Image:
@@ -97,13 +106,29 @@ def render_shape(colour: str, shape: str, rng: random.Random, size: int = 56) ->
     return image
 
 
-def make_scenes(pairs: list[tuple[str, str]], n: int, rng: random.Random, prefix: str) -> list[Scene]:
+def make_scenes(
+    pairs: list[tuple[str, str]], n: int, rng: random.Random, prefix: str, kind: str = RIDDLE
+) -> list[Scene]:
+    """``n`` scenes of one kind; every pair occurs once before any repeats."""
     scenes = []
     for i in range(n):
         colour, obj = pairs[i % len(pairs)] if i < len(pairs) else rng.choice(pairs)
-        riddle = rng.choice(RIDDLES[obj])
-        query = rng.choice(QUERY_TEMPLATES).format(riddle=riddle)
-        scenes.append(Scene(f"{prefix}-{i:05d}", colour, rng.choice(SHAPES), obj, riddle, query))
+        shape = rng.choice(SHAPES)
+        if kind == PLAIN:
+            query = rng.choice(PLAIN_TEMPLATES).format(colour=colour, object=obj)
+            scenes.append(Scene(f"{prefix}-plain-{i:05d}", colour, shape, obj, None, query, PLAIN))
+        else:
+            riddle = rng.choice(RIDDLES[obj])
+            query = rng.choice(QUERY_TEMPLATES).format(riddle=riddle)
+            scenes.append(Scene(f"{prefix}-{i:05d}", colour, shape, obj, riddle, query))
+    return scenes
+
+
+def _mixed(pairs, n: int, plain_fraction: float, rng: random.Random, prefix: str) -> list[Scene]:
+    """Riddles and plain queries in one shuffled list (``round(n * plain_fraction)`` plain)."""
+    plain = round(n * plain_fraction)
+    scenes = make_scenes(pairs, n - plain, rng, prefix) + make_scenes(pairs, plain, rng, prefix, PLAIN)
+    rng.shuffle(scenes)
     return scenes
 
 
@@ -118,52 +143,88 @@ def candidates_for(scene: Scene, rng: random.Random, num_candidates: int) -> lis
     return [scene.answer, *distractors]
 
 
+def _train_row(scene: Scene, image_path: str, negative: str = "") -> dict:
+    return {
+        "id": scene.id,
+        "qry": f"<|image_1|> {INSTRUCTION} {scene.query}",  # MMEB-train (Phi-3-V) placeholder
+        "qry_image_path": image_path,
+        "pos_text": scene.answer,
+        "pos_image_path": "",
+        "neg_text": negative,
+        "neg_image_path": "",
+    }
+
+
+def hard_negative(scene: Scene, pairs: list[tuple[str, str]], rng: random.Random) -> str:
+    """A composition of ``pairs`` that shares exactly one of the scene's colour and object."""
+    confusers = [(c, o) for c, o in pairs if (c == scene.colour) != (o == scene.object)]
+    colour, obj = rng.choice(confusers)
+    return f"a {colour} {obj}"
+
+
+def _eval_row(scene: Scene, image_path: str, rng: random.Random, num_candidates: int) -> dict:
+    return {
+        "id": scene.id,
+        "qry_inst": INSTRUCTION,
+        "qry_text": scene.query,
+        "qry_img_path": image_path,
+        "tgt_text": candidates_for(scene, rng, num_candidates),
+        "tgt_img_path": [""] * num_candidates,
+    }
+
+
+#: file written per split: (file name, MMEB format)
+SPLIT_FILES = {
+    "train": ("train.jsonl", "train"),
+    "dev": ("dev.jsonl", "train"),
+    "test": ("test.jsonl", "eval"),
+    "test_plain": ("test_plain.jsonl", "eval"),
+}
+
+
 def write_benchmark(
-    output_dir: str | Path, *, seed: int = 0, num_train: int = 768, num_test: int = 256, num_candidates: int = 16
+    output_dir: str | Path,
+    *,
+    seed: int = 0,
+    num_train: int = 768,
+    num_test: int = 256,
+    num_candidates: int = 16,
+    train_plain_fraction: float = 0.0,
+    num_dev: int = 0,
+    num_test_plain: int = 0,
 ) -> dict[str, Path]:
-    """Write images, ``train.jsonl`` (MMEB-train), ``test.jsonl`` (MMEB-eval) and ``scenes.jsonl``."""
+    """Write images, ``scenes.jsonl`` and one JSONL per split: ``train.jsonl`` and ``dev.jsonl``
+    (MMEB-train; ``train_plain_fraction`` of the train rows and half the dev rows are plain queries),
+    ``test.jsonl`` (held-out riddles) and ``test_plain.jsonl`` (held-out plain queries), MMEB-eval.
+    Dev rows carry a hard negative (``neg_text``) from the train and dev compositions, never a held-out
+    one. A split of size 0 is not written."""
     output_dir = Path(output_dir)
     (output_dir / "images").mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
-    train_pairs, held_out_pairs = split_compositions()
+    train_pairs, dev_pairs, held_out_pairs = split_compositions()
     splits = {
-        "train": make_scenes(train_pairs, num_train, rng, "train"),
+        "train": _mixed(train_pairs, num_train, train_plain_fraction, rng, "train"),
+        "dev": _mixed(dev_pairs, num_dev, 0.5, rng, "dev"),
         "test": make_scenes(held_out_pairs, num_test, rng, "test"),
+        "test_plain": make_scenes(held_out_pairs, num_test_plain, rng, "test", PLAIN),
     }
-    with open(output_dir / "scenes.jsonl", "w") as scenes_file:
+    paths = {"scenes": output_dir / "scenes.jsonl"}
+    with open(paths["scenes"], "w") as scenes_file:
         for split, scenes in splits.items():
+            if not scenes:
+                continue
+            name, fmt = SPLIT_FILES[split]
             rows = []
             for scene in scenes:
                 image_path = f"images/{scene.id}.png"
                 render_shape(scene.colour, scene.shape, rng).save(output_dir / image_path)
                 scenes_file.write(json.dumps({**asdict(scene), "split": split, "answer": scene.answer}) + "\n")
-                if split == "train":
-                    rows.append(
-                        {
-                            "id": scene.id,
-                            "qry": f"<|image_1|> {INSTRUCTION} {scene.query}",  # MMEB-train (Phi-3-V) placeholder
-                            "qry_image_path": image_path,
-                            "pos_text": scene.answer,
-                            "pos_image_path": "",
-                            "neg_text": "",
-                            "neg_image_path": "",
-                        }
-                    )
+                if fmt == "eval":
+                    rows.append(_eval_row(scene, image_path, rng, num_candidates))
                 else:
-                    rows.append(
-                        {
-                            "id": scene.id,
-                            "qry_inst": INSTRUCTION,
-                            "qry_text": scene.query,
-                            "qry_img_path": image_path,
-                            "tgt_text": candidates_for(scene, rng, num_candidates),
-                            "tgt_img_path": [""] * num_candidates,
-                        }
-                    )
-            with open(output_dir / f"{split}.jsonl", "w") as f:
+                    negative = hard_negative(scene, train_pairs + dev_pairs, rng) if split == "dev" else ""
+                    rows.append(_train_row(scene, image_path, negative))
+            paths[split] = output_dir / name
+            with open(paths[split], "w") as f:
                 f.writelines(json.dumps(row) + "\n" for row in rows)
-    return {
-        "train": output_dir / "train.jsonl",
-        "test": output_dir / "test.jsonl",
-        "scenes": output_dir / "scenes.jsonl",
-    }
+    return paths

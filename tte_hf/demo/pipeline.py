@@ -3,7 +3,13 @@
 Stages (each skipped when its output already exists, so an interrupted demo resumes):
 data → tiny base VLM → teacher ECR (`generate_ecr`) → student SFT (TRL) → student ECR →
 embedders trained without ECR / with teacher ECR / with student ECR → unified head on the student
-→ evaluation of the held-out compositions (`evaluate`) → table + chart.
+→ reasoning gates (`train_gate`, ``think="auto"``) → evaluation of the held-out compositions
+(`evaluate`) → table + chart.
+
+The student embedder and the unified head train with ``trace_dropout``, so each serves both modes;
+saved as sentence-transformers models (``models/tte-student``, ``models/tte-unified``) with their
+gates, they are evaluated with ``think`` never / always / auto on the held-out riddles plus plain
+queries that need no trace.
 
 A seed gives the same table on every run: threads pinned, deterministic kernels, every RNG seeded
 (`runtime`). The console shows one bar per stage; library logs and warnings go to ``demo.log``.
@@ -21,12 +27,19 @@ from pathlib import Path
 from typing import Any
 
 from .data import write_benchmark
+from .report import PLAIN_TASK, RIDDLE_TASK
 from .runtime import deterministic, pin_threads, quiet_console, restore_threads
 from .teacher import SceneTeacher
 
 TASK = "vqa"  # the ECR task prompt: reason towards an answer
-EVAL_TASK_NAME = "held-out-compositions"
+# Task names: the riddles (the paper's claims are checked there) and plain queries of the same
+# compositions (no trace needed).
+EVAL_TASK_NAME, PLAIN_TASK_NAME = RIDDLE_TASK, PLAIN_TASK
 MODELS = ("baseline", "tte-teacher", "tte-student", "tte-unified")
+RL_MODEL = "tte-student-rl"  # with --rl: the GRPO-tuned student and an embedder on its traces
+#: the models evaluated in every ``think`` mode, on riddles + plain queries (the "mixed" set)
+ADAPTIVE_MODELS = ("tte-student", "tte-unified")
+MODES = {"never": False, "always": True, "auto": "auto"}
 
 
 @dataclass
@@ -35,14 +48,20 @@ class DemoSettings:
 
     seed: int = 0
     num_train: int = 1024
+    #: of the training rows, the share of plain queries (the rest are riddles)
+    train_plain_fraction: float = 0.25
+    #: rows of dev compositions (half plain): the gates and GRPO learn there, on compositions no model
+    #: trained on
+    num_dev: int = 512
     num_test: int = 256
+    num_test_plain: int = 256
     num_candidates: int = 16
     hidden_size: int = 64
     num_layers: int = 4
     # Colour detectors in the tiny VLM's patch embedding (`build_tiny_vlm(colour_patches=True)`): with
     # a plain random tower every wrong student trace named the right object in the wrong colour.
     colour_patches: bool = True
-    sft_epochs: int = 12
+    sft_epochs: int = 10
     sft_learning_rate: float = 2e-3
     embed_epochs: int = 3
     embed_learning_rate: float = 1e-3
@@ -50,26 +69,61 @@ class DemoSettings:
     # student embedder was still short of its traces' accuracy after 3 epochs on some seeds.
     embed_batch_size: int = 16
     head_layers: int = 3
-    head_epochs: int = 30
+    head_epochs: int = 20
     head_learning_rate: float = 1e-3
+    head_batch_size: int = 16
+    #: share of query rows the student embedder and the unified head train on without their trace
+    trace_dropout: float = 0.3
     batch_size: int = 32
     max_trace_tokens: int = 40
+    #: `tte-hf demo --rl`: GRPO on the SFT student (reward: the teacher-trace embedder's probability of the
+    #: right answer among every target of the dev rows), then an embedder on the GRPO student's traces
+    rl: bool = False
+    rl_steps: int = 60
+    rl_prompts: int = 8  # per step, each sampled rl_samples times
+    rl_samples: int = 4
+    rl_learning_rate: float = 1e-4
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """The main table's rows."""
+        return (*MODELS, RL_MODEL) if self.rl else MODELS
 
     @classmethod
-    def quick(cls, seed: int = 0) -> DemoSettings:
+    def quick(cls, seed: int = 0, rl: bool = False) -> DemoSettings:
         # A smoke run of every stage; its numbers mean nothing. The SFT is most of its time, but with 4
         # epochs instead of 8 the student wrote an empty trace on seed 3 and the evaluation refused it.
-        return cls(seed=seed, num_train=256, num_test=32, sft_epochs=8, embed_epochs=1, head_epochs=1)
+        return cls(
+            seed=seed,
+            rl=rl,
+            rl_steps=2,
+            num_train=256,
+            num_dev=64,
+            num_test=32,
+            num_test_plain=32,
+            sft_epochs=8,
+            embed_epochs=1,
+            head_epochs=1,
+        )
 
 
 def _done(path: Path) -> bool:
     return path.exists()
 
 
-def _train_rows(data_dir: Path, ecr: Path | None) -> list[dict[str, Any]]:
-    spec = {"name": "demo", "path": str(data_dir / "train.jsonl"), "image_root": str(data_dir), "task": TASK}
+def _train_rows(
+    data_dir: Path, ecr: Path | None, trace_dropout: float = 0.0, split: str = "train"
+) -> list[dict[str, Any]]:
+    spec = {
+        "name": f"demo-{split}",
+        "path": str(data_dir / f"{split}.jsonl"),
+        "image_root": str(data_dir),
+        "task": TASK,
+    }
     if ecr is not None:
         spec["query_ecr"] = str(ecr)
+    if trace_dropout:
+        spec["trace_dropout"] = trace_dropout
     return [spec]
 
 
@@ -97,7 +151,8 @@ def _common_training(
 
 
 def write_test_queries(data_dir: Path) -> Path:
-    """The held-out queries in the package's JSONL, keyed as the evaluation looks traces up."""
+    """The held-out riddles in the package's JSONL, keyed as the evaluation looks traces up (the
+    teacher's test traces are precomputed: it reads scenes)."""
     path = data_dir / "test_queries.jsonl"
     with open(data_dir / "test.jsonl") as src, open(path, "w") as dst:
         for row in map(json.loads, src):
@@ -146,7 +201,14 @@ class Demo:
             if not _done(self.data / "test_queries.jsonl"):
                 s = self.settings
                 write_benchmark(
-                    self.data, seed=s.seed, num_train=s.num_train, num_test=s.num_test, num_candidates=s.num_candidates
+                    self.data,
+                    seed=s.seed,
+                    num_train=s.num_train,
+                    num_test=s.num_test,
+                    num_candidates=s.num_candidates,
+                    train_plain_fraction=s.train_plain_fraction,
+                    num_dev=s.num_dev,
+                    num_test_plain=s.num_test_plain,
                 )
                 write_test_queries(self.data)
             bar.update()
@@ -183,15 +245,15 @@ class Demo:
         generate_ecr(config, reasoner=reasoner)
         return output
 
-    def _generate_splits(self, prefix: str, reasoner=None, reasoner_config=None) -> None:
-        splits = [("train", self.data / "train.jsonl", "mmeb"), ("test", self.data / "test_queries.jsonl", "tte")]
+    def _generate_splits(self, prefix: str, splits, reasoner=None, reasoner_config=None) -> None:
         with self._bar(total=len(splits), unit="split") as bar:
             for split, source, fmt in splits:
                 self.generate(f"{prefix}-{split}", source, fmt, reasoner=reasoner, reasoner_config=reasoner_config)
                 bar.update()
 
     def teacher_ecr(self) -> None:
-        self._generate_splits("teacher", reasoner=SceneTeacher(self.data / "scenes.jsonl"))
+        splits = [("train", self.data / "train.jsonl", "mmeb"), ("test", self.data / "test_queries.jsonl", "tte")]
+        self._generate_splits("teacher", splits, reasoner=SceneTeacher(self.data / "scenes.jsonl"))
 
     def train_student(self) -> None:
         from ..training import train_reasoner
@@ -222,9 +284,12 @@ class Demo:
             "do_sample": False,
             "batch_size": 64,
         }
-        self._generate_splits("student", reasoner_config=config)
+        # Train: what the student embedder and the unified head learn from; dev: what the gates learn
+        # from. Test queries are reasoned about live, at evaluation time.
+        splits = [("train", self.data / "train.jsonl", "mmeb"), ("dev", self.data / "dev.jsonl", "mmeb")]
+        self._generate_splits("student", splits, reasoner_config=config)
 
-    def train_embedder(self, name: str, ecr: Path | None) -> None:
+    def train_embedder(self, name: str, ecr: Path | None, trace_dropout: float = 0.0) -> None:
         from ..training import train_embedder
 
         target = self.models / f"embedder-{name}"
@@ -235,7 +300,7 @@ class Demo:
             {
                 "model_name_or_path": str(self.models / "base"),
                 "use_peft": False,
-                "datasets": _train_rows(self.data, ecr),
+                "datasets": _train_rows(self.data, ecr, trace_dropout),
                 "temperature": 0.02,
                 "gradcache_chunk_size": None,
                 **_common_training(s, target, s.embed_epochs, s.embed_learning_rate, s.embed_batch_size),
@@ -258,44 +323,147 @@ class Demo:
                 # The student's own generations (`raw` + `raw_token_ids`, written with the transformers
                 # backend and the same trace cap as at query time): the head trains on the exact tokens
                 # `generate_and_embed` embeds, not on the parsed `ecr` text.
-                "datasets": _train_rows(self.data, self.ecr / "student-train.jsonl"),
+                "datasets": _train_rows(self.data, self.ecr / "student-train.jsonl", s.trace_dropout),
                 # The reasoner is frozen, so its hidden states are computed once and reused every epoch.
                 "hidden_cache_dir": str(self.out / "cache" / "unified-hidden-states"),
                 "temperature": 0.02,
                 "gradcache_chunk_size": None,
-                **_common_training(s, target, s.head_epochs, s.head_learning_rate),
+                **_common_training(s, target, s.head_epochs, s.head_learning_rate, s.head_batch_size),
             },
             progress=self._training_bar(),
         )
 
-    def evaluate(self, name: str) -> dict[str, Any]:
-        from ..evaluation import TaskSpec, evaluate
-        from ..sentence_transformers import build_sentence_transformer
+    def train_gates(self) -> None:
+        """Save the student and unified models as sentence-transformers folders, then fit each one's
+        reasoning gate on the dev split (compositions neither model trained on) with `train_gate`."""
+        from ..sentence_transformers import build_sentence_transformer, save_sentence_transformer
+        from ..training.train_gate import train_gate
 
-        task = TaskSpec(
-            name=EVAL_TASK_NAME,
+        reasoning = {"reasoning_task": TASK, "max_new_tokens": self.settings.max_trace_tokens}
+        sources = {
+            "tte-student": lambda: build_sentence_transformer(
+                str(self.models / "embedder-student"), reasoner=str(self.models / "student"), **reasoning
+            ),
+            "tte-unified": lambda: build_sentence_transformer(str(self.models / "unified"), **reasoning),
+        }
+        with self._bar(total=len(ADAPTIVE_MODELS), unit="gate") as bar:
+            for name in ADAPTIVE_MODELS:
+                folder = self.models / name
+                if not _done(folder / "gate_config.json"):
+                    save_sentence_transformer(sources[name](), folder)
+                    train_gate(
+                        {
+                            "model_name_or_path": str(folder),
+                            "output_dir": str(folder),
+                            # Ranks among the dev rows' answers *and* hard negatives: the 8 dev answers
+                            # alone differ in colour and object at once, so no query would need its trace.
+                            "datasets": [
+                                {
+                                    **_train_rows(self.data, self.ecr / "student-dev.jsonl", split="dev")[0],
+                                    "hard_negatives": True,
+                                }
+                            ],
+                            "batch_size": 64,
+                            "device": "cpu",
+                            "seed": self.settings.seed,
+                        }
+                    )
+                bar.update()
+
+    def train_student_rl(self) -> None:
+        """GRPO (`train_reasoner_rl`) on the SFT student over the dev rows: no teacher traces, only each
+        query's answer, scored against every target of the dev rows (their answers and hard negatives, which
+        include training compositions) by the teacher-trace embedder, which learned from correct traces."""
+        from ..training import train_reasoner_rl
+
+        target = self.models / "student-rl"
+        if _done(target / "config.json"):
+            return
+        s = self.settings
+        training = _common_training(s, target, 1, s.rl_learning_rate, s.rl_prompts * s.rl_samples)
+        del training["num_train_epochs"]
+        train_reasoner_rl(
+            {
+                "model_name_or_path": str(self.models / "student"),
+                "embedder_name_or_path": str(self.models / "embedder-teacher"),
+                "datasets": [{**_train_rows(self.data, None, split="dev")[0], "hard_negatives": True}],
+                "rewards": ["retrieval", "ecr_format"],
+                "reward_weights": [1.0, 0.2],
+                "reward_candidates": "dataset",
+                "freeze_vision_tower": True,
+                "use_peft": False,
+                "num_generations": s.rl_samples,
+                "max_completion_length": s.max_trace_tokens,
+                "temperature": 1.0,
+                "beta": 0.0,  # no reference model: DAPO / Dr. GRPO practice, and half the compute
+                # Most groups of this student are all right with nearly equal rewards: scaling by their
+                # tiny standard deviation would turn that noise into full-size updates.
+                "scale_rewards": "none",
+                "max_steps": s.rl_steps,
+                **training,
+            },
+            progress=self._training_bar(),
+        )
+
+    def student_rl_ecr(self) -> None:
+        config = {
+            "backend": "transformers",
+            "model": str(self.models / "student-rl"),
+            "max_new_tokens": self.settings.max_trace_tokens,
+            "do_sample": False,
+            "batch_size": 64,
+        }
+        self._generate_splits("student-rl", [("train", self.data / "train.jsonl", "mmeb")], reasoner_config=config)
+
+    def _task(self, name: str, file: str) -> Any:
+        from ..evaluation import TaskSpec
+
+        return TaskSpec(
+            name=name,
             modality="image",
             meta_task="VQA",
-            data_files=str((self.data / "test.jsonl").resolve()),
+            data_files=str((self.data / file).resolve()),
             image_root=str(self.data.resolve()),
         )
-        reasoning = {"reasoning_task": TASK, "max_new_tokens": self.settings.max_trace_tokens}
+
+    def evaluate(self, name: str, mode: str = "always") -> dict[str, Any]:
+        """Evaluate one model (``mode``: the ``think`` setting of the two adaptive models) on the riddles,
+        and the adaptive models on the plain queries too. The report gains ``reasoner_calls``: the
+        inputs the reasoner wrote a trace for (fresh model, so its ECR cache holds exactly those)."""
+        import shutil
+
+        from sentence_transformers import SentenceTransformer
+
+        from ..evaluation import evaluate
+        from ..sentence_transformers import build_sentence_transformer
+
         ecr_files: list[Path] = []
+        tasks = [self._task(EVAL_TASK_NAME, "test.jsonl")]
         if name == "baseline":
             model = build_sentence_transformer(str(self.models / "embedder-none"), query_reasoning=False)
+        elif name == RL_MODEL:  # the GRPO student reasons live, read by the embedder trained on its traces
+            model = build_sentence_transformer(
+                str(self.models / "embedder-student-rl"),
+                reasoner=str(self.models / "student-rl"),
+                reasoning_task=TASK,
+                max_new_tokens=self.settings.max_trace_tokens,
+            )
         elif name == "tte-teacher":
             model = build_sentence_transformer(str(self.models / "embedder-teacher"), query_reasoning=False)
             ecr_files = [self.ecr / "teacher-test.jsonl"]  # the teacher reads scenes, so its traces are precomputed
-        elif name == "tte-student":  # the student reasons live, at query time
-            model = build_sentence_transformer(
-                str(self.models / "embedder-student"), reasoner=str(self.models / "student"), **reasoning
-            )
-        else:  # one model: generates the trace and embeds from the same hidden states
-            model = build_sentence_transformer(str(self.models / "unified"), **reasoning)
+        else:  # the saved model with its gate: the student reasons live, the unified model in the same pass
+            model = SentenceTransformer(str(self.models / name), trust_remote_code=True, device="cpu")
+            model[0].query_reasoning = MODES[mode]
+            tasks.append(self._task(PLAIN_TASK_NAME, "test_plain.jsonl"))
+            name = f"{name}-{mode}"
+        output = self.out / "eval" / name
+        calls_file = output / "reasoner_calls.json"
+        if not calls_file.exists() and output.exists():
+            shutil.rmtree(output)  # an interrupted evaluation: its call count would miss what it reused
         report = evaluate(
             model,
-            [task],
-            self.out / "eval" / name,
+            tasks,
+            output,
             ecr_files=ecr_files,
             require_ecr=bool(ecr_files),
             model_id=name,
@@ -303,10 +471,21 @@ class Demo:
             chart=False,
             show_progress_bar=False,  # the stage's bar counts the models
         )
-        return report
+        if not calls_file.exists():
+            calls_file.write_text(json.dumps({"reasoner_calls": len(getattr(model[0], "ecr_cache", {}))}))
+        return {**report, **json.loads(calls_file.read_text())}
 
     # --- all ----------------------------------------------------------------------------------
     def stages(self) -> list[tuple[str, Callable[[], Any]]]:
+        dropout = self.settings.trace_dropout
+        rl = [
+            ("GRPO on the student (TRL, --rl)", self.train_student_rl),
+            ("GRPO student ECR (generate-ecr)", self.student_rl_ecr),
+            (
+                "embedder with GRPO-student ECR",
+                partial(self.train_embedder, "student-rl", self.ecr / "student-rl-train.jsonl", dropout),
+            ),
+        ]
         return [
             ("synthetic benchmark (MMEB formats)", self.make_data),
             ("tiny base VLM", self.make_base),
@@ -315,8 +494,13 @@ class Demo:
             ("student ECR (generate-ecr, transformers)", self.student_ecr),
             ("embedder without ECR", partial(self.train_embedder, "none", None)),
             ("embedder with teacher ECR", partial(self.train_embedder, "teacher", self.ecr / "teacher-train.jsonl")),
-            ("embedder with student ECR", partial(self.train_embedder, "student", self.ecr / "student-train.jsonl")),
+            (
+                "embedder with student ECR",
+                partial(self.train_embedder, "student", self.ecr / "student-train.jsonl", dropout),
+            ),
             ("unified head on the frozen student", self.train_unified),
+            ("reasoning gates (train-gate)", self.train_gates),
+            *(rl if self.settings.rl else []),
             ("evaluation on held-out compositions", self._evaluate_all),
         ]
 
@@ -337,12 +521,18 @@ class Demo:
         print(console_summary(summary, self.out), flush=True)
         return summary
 
+    def _evaluations(self) -> list[tuple[str, str]]:
+        plain = [(name, "always") for name in self.settings.models if name not in ADAPTIVE_MODELS]
+        return plain + [(name, mode) for name in ADAPTIVE_MODELS for mode in MODES]
+
     def _evaluate_all(self) -> dict[str, dict[str, Any]]:
         reports = {}
-        with self._bar(total=len(MODELS), unit="model") as bar:
-            for name in MODELS:
-                reports[name] = self.evaluate(name)
-                bar.set_postfix({name: f"{reports[name]['overall']:.1f}"})
+        evaluations = self._evaluations()
+        with self._bar(total=len(evaluations), unit="model") as bar:
+            for name, mode in evaluations:
+                key = name if name not in ADAPTIVE_MODELS else f"{name}/{mode}"
+                reports[key] = self.evaluate(name, mode)
+                bar.set_postfix({key: f"{reports[key]['tasks'][EVAL_TASK_NAME]['main_score']:.1f}"})
                 bar.update()
         return reports
 
@@ -352,7 +542,10 @@ class Demo:
         return write_demo_report(self.out, reports, asdict(self.settings), self.timings)
 
 
-def run_demo(output: str | os.PathLike = "tte-demo", *, seed: int = 0, quick: bool = False) -> dict[str, Any]:
-    """Run the whole demo into ``output`` and return its summary (also in ``output/report.json``)."""
-    settings = DemoSettings.quick(seed) if quick else DemoSettings(seed=seed)
+def run_demo(
+    output: str | os.PathLike = "tte-demo", *, seed: int = 0, quick: bool = False, rl: bool = False
+) -> dict[str, Any]:
+    """Run the whole demo into ``output`` and return its summary (also in ``output/report.json``);
+    ``rl`` adds the GRPO stages and the GRPO student's row."""
+    settings = DemoSettings.quick(seed, rl=rl) if quick else DemoSettings(seed=seed, rl=rl)
     return Demo(output, settings).run()

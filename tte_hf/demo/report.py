@@ -1,4 +1,5 @@
-"""The demo's summary: Hit@1 per model, the paper's three claims checked, a table and a chart."""
+"""The demo's summary: Hit@1 per model, the paper's three claims checked, adaptive thinking (never /
+always / auto) with its three checks, a table and a chart."""
 
 from __future__ import annotations
 
@@ -11,12 +12,19 @@ LABELS = {
     "tte-teacher": "TTE-teacher",
     "tte-student": "TTE-student",
     "tte-unified": "TTE-unified",
+    "tte-student-rl": "TTE-student + GRPO",
 }
 
 
 CLAIMS = ("teacher >= baseline + 10", "student keeps >= 50% of the gain", "unified >= student - 5")
 #: How each claim's slack reads: points of Hit@1, or percentage points of the teacher's gain.
 SLACK_UNITS = {CLAIMS[0]: "points", CLAIMS[1]: "% of the gain", CLAIMS[2]: "points"}
+#: What adaptive thinking must show on the mixed held-out set (riddles + plain queries), per model.
+#: With ``--rl``: the GRPO-tuned student against the SFT-only one.
+RL_CLAIM = "GRPO student >= student + 3, or closes >= 30% of its gap to the teacher"
+ADAPTIVE_CHECKS = ("auto >= always - 1", "auto skips >= 40% of reasoner calls", "auto >= never + 10")
+ADAPTIVE_UNITS = {ADAPTIVE_CHECKS[0]: "points", ADAPTIVE_CHECKS[1]: "% of the calls", ADAPTIVE_CHECKS[2]: "points"}
+MODE_NAMES = ("never", "always", "auto")
 
 
 def summarize(scores: dict[str, float]) -> dict[str, Any]:
@@ -35,6 +43,8 @@ def summarize(scores: dict[str, float]) -> dict[str, Any]:
         CLAIMS[1]: None if recovered is None else 100 * (recovered - 0.5),
         CLAIMS[2]: unified_gap + 5,
     }
+    if "tte-student-rl" in scores:
+        slack[RL_CLAIM] = rl_slack(scores["tte-student-rl"], scores["tte-student"], scores["tte-teacher"])
     return {
         "teacher_gain": gain,
         "student_recovery": recovered,
@@ -44,36 +54,114 @@ def summarize(scores: dict[str, float]) -> dict[str, Any]:
     }
 
 
-def write_chart(scores: dict[str, float], path: Path) -> None:
+def rl_slack(rl: float, student: float, teacher: float) -> float:
+    """How far the GRPO student is from failing `RL_CLAIM`, in points of Hit@1: the better of its margin
+    over ``student + 3`` and over ``student + 30% of (teacher - student)``."""
+    return max(rl - (student + 3), rl - (student + 0.3 * (teacher - student)))
+
+
+def adaptive_summary(modes: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The three adaptive-thinking checks for one model from its per-mode results (``hit_at_1`` on the
+    mixed set, in points; ``reasoner_calls``; ``queries``), each with its slack (>= 0 when it holds):
+    auto keeps always-mode Hit@1 within 1 point, skips at least 40% of the reasoner calls always-mode
+    makes, and beats never-reasoning by at least 10 points."""
+    never, always, auto = (modes[m] for m in MODE_NAMES)
+    skipped = 100 * (1 - auto["reasoner_calls"] / always["reasoner_calls"]) if always["reasoner_calls"] else 0.0
+    slack = {
+        ADAPTIVE_CHECKS[0]: auto["hit_at_1"] - (always["hit_at_1"] - 1),
+        ADAPTIVE_CHECKS[1]: skipped - 40,
+        ADAPTIVE_CHECKS[2]: auto["hit_at_1"] - (never["hit_at_1"] + 10),
+    }
+    checks: dict[str, bool | None] = {k: v >= 0 for k, v in slack.items()}
+    gain = always["hit_at_1"] - never["hit_at_1"]
+    if gain < 10:  # reasoning itself gains less than 10: no gate can beat never by 10
+        checks[ADAPTIVE_CHECKS[2]] = slack[ADAPTIVE_CHECKS[2]] = None
+    return {"skipped_calls": skipped, "gain_always_over_never": gain, "checks": checks, "slack": slack}
+
+
+def mode_results(report: dict[str, Any]) -> dict[str, Any]:
+    """One adaptive evaluation: Hit@1 on the riddles, the plain queries and both together (query-weighted),
+    and how many inputs the reasoner wrote a trace for."""
+    tasks = list(report["tasks"].values())
+    queries = sum(t["num_queries"] for t in tasks)
+    return {
+        "riddles": report["tasks"][RIDDLE_TASK]["main_score"],
+        "plain": report["tasks"][PLAIN_TASK]["main_score"],
+        "hit_at_1": sum(t["main_score"] * t["num_queries"] for t in tasks) / queries,
+        "reasoner_calls": report["reasoner_calls"],
+        "queries": queries,
+    }
+
+
+RIDDLE_TASK, PLAIN_TASK = "held-out-compositions", "held-out-plain"
+
+
+def write_chart(scores: dict[str, float], adaptive: dict[str, Any], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     names = list(scores)
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    bars = ax.bar([LABELS[n] for n in names], [scores[n] for n in names], color=["#999", "#2a6", "#4a8", "#48c"])
-    ax.bar_label(bars, fmt="%.1f")
-    ax.set_ylabel("Hit@1 (held-out compositions)")
-    ax.set_ylim(0, 105)
-    ax.set_title("Think-Then-Embed in miniature")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [1, 1.1]})
+    colours = ["#999", "#2a6", "#4a8", "#48c", "#a6c"][: len(names)]
+    bars = left.bar([LABELS[n].replace(" + ", "\n+ ") for n in names], [scores[n] for n in names], color=colours)
+    left.bar_label(bars, fmt="%.1f")
+    left.set_ylabel("Hit@1 (held-out riddles)")
+    left.set_ylim(0, 105)
+    left.set_title("Think-Then-Embed in miniature")
+    left.tick_params(axis="x", labelsize=8)
+    width = 0.38
+    for offset, (name, result) in zip((-width / 2, width / 2), adaptive.items()):
+        xs = [i + offset for i in range(len(MODE_NAMES))]
+        modes = result["modes"]
+        bars = right.bar(xs, [modes[m]["hit_at_1"] for m in MODE_NAMES], width, label=LABELS[name])
+        labels = [f"{modes[m]['hit_at_1']:.1f}\n{modes[m]['reasoner_calls']} calls" for m in MODE_NAMES]
+        right.bar_label(bars, labels=labels, fontsize=7)
+    right.set_xticks(range(len(MODE_NAMES)), [f"think={m}" for m in MODE_NAMES])
+    right.set_ylabel("Hit@1 (riddles + plain queries)")
+    right.set_ylim(0, 118)
+    right.set_title("Adaptive thinking: reasoner calls per mode")
+    right.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def split_reports(reports: dict[str, dict[str, Any]]) -> tuple[dict[str, float], dict[str, Any]]:
+    """The evaluation reports (keys ``"baseline"``, ``"tte-teacher"``, ``"<model>/<mode>"``) as the main
+    table's riddle scores (the adaptive models in always-mode) and the adaptive results per model."""
+    scores, adaptive = {}, {}
+    for key, report in reports.items():
+        name, _, mode = key.partition("/")
+        if mode:
+            adaptive.setdefault(name, {"modes": {}})["modes"][mode] = mode_results(report)
+        if mode in ("", "always"):
+            scores[name] = report["tasks"][RIDDLE_TASK]["main_score"]
+    for result in adaptive.values():
+        result.update(adaptive_summary(result["modes"]))
+    return {name: scores[name] for name in LABELS if name in scores}, adaptive
 
 
 def write_demo_report(
     output: Path, reports: dict[str, dict[str, Any]], settings: dict[str, Any], timings: dict[str, float]
 ) -> dict[str, Any]:
     """Write ``report.json``, ``report.md`` and ``hit_at_1.png`` into ``output``; return the summary."""
-    scores = {name: report["overall"] for name, report in reports.items()}
-    summary = {"hit_at_1": scores, **summarize(scores), "settings": settings, "timings_s": timings}
+    scores, adaptive = split_reports(reports)
+    summary = {
+        "hit_at_1": scores,
+        **summarize(scores),
+        "adaptive": adaptive,
+        "settings": settings,
+        "timings_s": timings,
+    }
     (output / "report.json").write_text(json.dumps(summary, indent=2))
-    write_chart(scores, output / "hit_at_1.png")
+    write_chart(scores, adaptive, output / "hit_at_1.png")
+    mixed = settings["num_test"] + settings["num_test_plain"]
     lines = [
         "# Think-Then-Embed demo",
         "",
-        f"Held-out colour/object compositions, {settings['num_test']} queries, "
+        f"Held-out colour/object compositions, {settings['num_test']} riddles, "
         f"{settings['num_candidates']} candidates each (chance {100 / settings['num_candidates']:.1f}).",
         "",
         "| model | Hit@1 |",
@@ -91,6 +179,27 @@ def write_demo_report(
         "",
         *(f"- [{'x' if ok else ' '}] {claim}{_slack(summary, claim)}" for claim, ok in summary["checks"].items()),
         "",
+        "## Adaptive thinking",
+        "",
+        f"The riddles plus {settings['num_test_plain']} plain queries of the same compositions ({mixed} queries; "
+        "a plain query names its answer, so a trace cannot help). `think=auto`: the model's gate, trained on "
+        "dev compositions, decides per query.",
+        "",
+        "| model | think | Hit@1 (all) | riddles | plain | reasoner calls |",
+        "| --- | --- | --- | --- | --- | --- |",
+        *(
+            f"| {LABELS[name]} | {mode} | {m['hit_at_1']:.1f} | {m['riddles']:.1f} | {m['plain']:.1f} "
+            f"| {m['reasoner_calls']} of {m['queries']} |"
+            for name, result in adaptive.items()
+            for mode, m in result["modes"].items()
+        ),
+        "",
+        *(
+            f"- {LABELS[name]}: {_adaptive_line(result, check)}"
+            for name, result in adaptive.items()
+            for check in result["checks"]
+        ),
+        "",
         "![Hit@1](hit_at_1.png)",
     ]
     (output / "report.md").write_text("\n".join(lines) + "\n")
@@ -99,11 +208,20 @@ def write_demo_report(
 
 def _slack(summary: dict[str, Any], claim: str) -> str:
     value = summary["slack"][claim]
-    return "" if value is None else f" (slack {value:+.1f} {SLACK_UNITS[claim]})"
+    return "" if value is None else f" (slack {value:+.1f} {SLACK_UNITS.get(claim, 'points')})"
+
+
+def _adaptive_line(result: dict[str, Any], check: str) -> str:
+    ok, slack = result["checks"][check], result["slack"][check]
+    if ok is None:
+        gain = result["gain_always_over_never"]
+        return f"[n/a] {check} (reasoning itself gains {gain:+.1f} points here: there is nothing to keep)"
+    return f"[{'x' if ok else ' '}] {check} (slack {slack:+.1f} {ADAPTIVE_UNITS[check]})"
 
 
 def console_summary(summary: dict[str, Any], output: Path) -> str:
-    """What the demo prints at the end: the table, the claims with their slack, where the files are."""
+    """What the demo prints at the end: the table, the claims with their slack, adaptive thinking,
+    where the files are."""
     scores = summary["hit_at_1"]
     width = max(len(label) for label in LABELS.values())
     settings = summary["settings"]
@@ -115,6 +233,14 @@ def console_summary(summary: dict[str, Any], output: Path) -> str:
         "",
         "The paper's claims:",
         *(f"  [{'x' if ok else ' '}] {claim}{_slack(summary, claim)}" for claim, ok in summary["checks"].items()),
+        "",
+        f"Adaptive thinking, riddles + {settings['num_test_plain']} plain queries (Hit@1, reasoner calls):",
+    ]
+    for name, result in summary.get("adaptive", {}).items():
+        cells = [f"{mode} {m['hit_at_1']:5.1f} ({m['reasoner_calls']})" for mode, m in result["modes"].items()]
+        lines.append(f"  {LABELS[name]:<{width}}  " + "   ".join(cells))
+        lines.extend(f"    {_adaptive_line(result, check)}" for check in result["checks"])
+    lines += [
         "",
         f"Report: {output / 'report.md'} (and report.json)",
         f"Chart:  {output / 'hit_at_1.png'}",

@@ -15,10 +15,12 @@ from ..reasoning.base import ReasoningBackend, ReasoningRequest
 
 
 def scene_trace(scene: dict[str, Any]) -> str:
-    """The ECR for one scene: perceive the colour, resolve the riddle, state the answer."""
+    """The ECR for one scene: perceive the colour, resolve the riddle (a plain query names its object),
+    state the answer."""
+    resolved = f"The {scene['riddle']} is a" if scene.get("riddle") else "The query names a"
     return (
         f"<think> The shape in the picture is {scene['colour']}. "
-        f"The {scene['riddle']} is a {scene['object']}. </think> {scene['answer']}"
+        f"{resolved} {scene['object']}. </think> {scene['answer']}"
     )
 
 
