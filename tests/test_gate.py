@@ -225,7 +225,7 @@ def test_probe_learns_a_separable_signal_and_the_threshold_is_the_brute_force_on
     direction = torch.zeros(dim)
     direction[0] = 1.0
     features = torch.randn(n, dim, generator=generator) * 0.3 + direction * (2 * kind.float() - 1).view(-1, 1)
-    weight, bias = fit_probe(features, kind.float())
+    weight, bias = fit_probe(features, kind.float(), l2=1e-3)
     unit = features / features.norm(dim=1, keepdim=True)
     probability = 1 / (1 + np.exp(-(unit.numpy() @ weight.numpy() + bias.item())))
     assert ((probability >= 0.5) == kind.numpy().astype(bool)).mean() == 1.0

@@ -24,7 +24,7 @@ def trace_helps(rank_without: torch.Tensor, rank_with: torch.Tensor, min_gain: i
 
 
 def fit_probe(
-    features: torch.Tensor, labels: torch.Tensor, l2: float = 1e-3, steps: int = 200, seed: int = 0
+    features: torch.Tensor, labels: torch.Tensor, l2: float = 0.1, steps: int = 200, seed: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Class-weighted L2 logistic regression on the normalised ``features`` (full-batch LBFGS, so the
     result does not depend on batch order): ``(weight (dim,), bias ())`` for the normalised features.
