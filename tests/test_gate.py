@@ -379,6 +379,19 @@ def test_trace_dropout_drops_query_traces_of_a_fixed_hashed_fraction(tmp_path):
     with pytest.raises(ValueError, match="trace_dropout needs query_ecr"):
         DatasetSpec.from_dict({"name": "x", "path": "y", "trace_dropout": 0.3}, 0)
 
+    # no_trace_copies: the same hashed rows come twice, traced (as in `full`) and as a no-trace copy after it
+    copied = load_pairs(DatasetSpec.from_dict({**raw, "no_trace_copies": 0.4, "trace_dropout_seed": 3}, 0))
+    assert [p for p in copied if not p.item_id.endswith("#no-trace")] == full
+    copies = iter(p for p in copied if p.item_id.endswith("#no-trace"))
+    for pair, chosen in zip(full, expected):
+        if chosen:
+            copy = next(copies)
+            assert copy.item_id == f"{pair.item_id}#no-trace" and copy.query.trace is None
+            assert (copy.query.text, copy.query.images, copy.positive) == (pair.query.text, pair.query.images, pair.positive)  # fmt: skip
+    assert next(copies, None) is None and len(copied) == len(full) + sum(expected)
+    with pytest.raises(ValueError, match="no_trace_copies must lie in"):
+        DatasetSpec.from_dict({**raw, "no_trace_copies": -0.1}, 0)
+
 
 def test_auto_packs_the_reasoned_inputs_of_a_call_into_full_batches(tiny_vlm, embedder_model):
     class Counting:

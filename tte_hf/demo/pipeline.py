@@ -6,9 +6,9 @@ embedders trained without ECR / with teacher ECR / with student ECR → unified 
 → reasoning gates (`train_gate`, ``think="auto"``) → evaluation of the held-out compositions
 (`evaluate`) → table + chart.
 
-The student embedder and the unified head train with ``trace_dropout``, so each serves both modes;
-saved as sentence-transformers models (``models/tte-student``, ``models/tte-unified``) with their
-gates, they are evaluated with ``think`` never / always / auto on the held-out riddles plus plain
+The student embedder and the unified head train on rows with and without traces (``no_trace_copies``,
+``trace_dropout``), so each serves both modes; saved as sentence-transformers models
+(``models/tte-student``, ``models/tte-unified``) with their gates, they are evaluated with ``think`` never / always / auto on the held-out riddles plus plain
 queries that need no trace.
 
 A seed gives the same table on every run: threads pinned, deterministic kernels, every RNG seeded
@@ -72,7 +72,10 @@ class DemoSettings:
     head_epochs: int = 20
     head_learning_rate: float = 1e-3
     head_batch_size: int = 16
-    #: share of query rows the student embedder and the unified head train on without their trace
+    #: share of query rows the unified head trains on without their trace (`trace_dropout`), and the
+    #: student embedder trains on without their trace as well (`no_trace_copies`): dropping traces from
+    #: the separate embedder's rows instead cost its always-mode Hit@1 up to 16 points (seed 1: 80.5,
+    #: with copies 96.5), while the head was as good either way
     trace_dropout: float = 0.3
     batch_size: int = 32
     max_trace_tokens: int = 40
@@ -289,7 +292,7 @@ class Demo:
         splits = [("train", self.data / "train.jsonl", "mmeb"), ("dev", self.data / "dev.jsonl", "mmeb")]
         self._generate_splits("student", splits, reasoner_config=config)
 
-    def train_embedder(self, name: str, ecr: Path | None, trace_dropout: float = 0.0) -> None:
+    def train_embedder(self, name: str, ecr: Path | None, no_trace_copies: float = 0.0) -> None:
         from ..training import train_embedder
 
         target = self.models / f"embedder-{name}"
@@ -300,7 +303,10 @@ class Demo:
             {
                 "model_name_or_path": str(self.models / "base"),
                 "use_peft": False,
-                "datasets": _train_rows(self.data, ecr, trace_dropout),
+                "datasets": [
+                    {**spec, "no_trace_copies": no_trace_copies} if no_trace_copies else spec
+                    for spec in _train_rows(self.data, ecr)
+                ],
                 "temperature": 0.02,
                 "gradcache_chunk_size": None,
                 **_common_training(s, target, s.embed_epochs, s.embed_learning_rate, s.embed_batch_size),

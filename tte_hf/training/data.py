@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,9 @@ class DatasetSpec:
     #: fraction of query rows trained WITHOUT their trace, so one embedder (or unified head) serves both
     #: modes of ``think="auto"``; which rows is fixed by (``trace_dropout_seed``, row id), see `drops_trace`
     trace_dropout: float = 0.0
+    #: fraction of query rows ALSO trained without their trace, as an extra row (the traced row stays):
+    #: both modes without taking traced examples away (same row choice as ``trace_dropout``)
+    no_trace_copies: float = 0.0
     trace_dropout_seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -87,10 +90,12 @@ class DatasetSpec:
         spec = cls(**raw)
         if not spec.weight > 0:
             raise ValueError(f"datasets[{index}] ({spec.name}): weight must be > 0, got {spec.weight}.")
-        if not 0 <= spec.trace_dropout <= 1:
-            raise ValueError(f"datasets[{index}] ({spec.name}): trace_dropout must lie in [0, 1], got {spec.trace_dropout}.")  # fmt: skip
-        if spec.trace_dropout and not spec.query_ecr:
-            raise ValueError(f"datasets[{index}] ({spec.name}): trace_dropout needs query_ecr (traces to drop).")
+        for key in ("trace_dropout", "no_trace_copies"):
+            value = getattr(spec, key)
+            if not 0 <= value <= 1:
+                raise ValueError(f"datasets[{index}] ({spec.name}): {key} must lie in [0, 1], got {value}.")
+            if value and not spec.query_ecr:
+                raise ValueError(f"datasets[{index}] ({spec.name}): {key} needs query_ecr (traces to leave out).")
         return spec
 
 
@@ -212,6 +217,12 @@ def _pair(spec, row, index, where, image_root, query_traces, target_traces) -> P
     return PairExample(key, query, positive, negative, spec.instruction, spec.resolved_task)
 
 
+def _without_trace(pair: PairExample) -> PairExample:
+    """The pair's no-trace copy (`DatasetSpec.no_trace_copies`): its own id, the query as ``think=False``
+    embeds it."""
+    return replace(pair, item_id=f"{pair.item_id}#no-trace", query=replace(pair.query, trace=None, trace_ids=None))
+
+
 def report_skipped(spec: DatasetSpec, skipped: int, total: int) -> None:
     """Say how many rows had no trace; all of them is an error (wrong trace file)."""
     if not skipped:
@@ -245,7 +256,12 @@ def load_pairs(spec: DatasetSpec, traces: str = "ecr") -> list[PairExample]:
     for index, (line_no, row) in enumerate(rows):
         where = f"{spec.path}:{line_no}"
         try:
-            examples.append(_pair(spec, row, index, where, image_root, query_traces, target_traces))
+            pair = _pair(spec, row, index, where, image_root, query_traces, target_traces)
+            examples.append(pair)
+            if pair.query.trace is not None and drops_trace(
+                pair.item_id, spec.no_trace_copies, spec.trace_dropout_seed
+            ):
+                examples.append(_without_trace(pair))
         except MissingTraceError:
             if not spec.skip_missing_traces:
                 raise
