@@ -109,7 +109,7 @@ def test_quick_demo_report_matches_saved_embeddings(tmp_path):
 
 def test_splits_are_disjoint_compositions_and_plain_queries_name_their_answer(tmp_path):
     train_pairs, dev_pairs, held_out = split_compositions()
-    assert (len(train_pairs), len(dev_pairs), len(held_out)) == (40, 8, 16)
+    assert (len(train_pairs), len(dev_pairs), len(held_out)) == (48, 8, 8)
     for a, b in ((train_pairs, dev_pairs), (train_pairs, held_out), (dev_pairs, held_out)):
         assert not set(a) & set(b)
     for pairs in (train_pairs, dev_pairs, held_out):  # every colour and object is seen in each split
