@@ -114,9 +114,9 @@ def _done(path: Path) -> bool:
     return path.exists()
 
 
-def _train_rows(
-    data_dir: Path, ecr: Path | None, trace_dropout: float = 0.0, split: str = "train"
-) -> list[dict[str, Any]]:
+def _train_rows(data_dir: Path, ecr: Path | None, split: str = "train", **options: Any) -> list[dict[str, Any]]:
+    """The recipe's ``datasets``: one split of the demo's MMEB-train rows, with ``ecr`` traces if any and
+    the `DatasetSpec` ``options`` that are set (``trace_dropout``, ``no_trace_copies``, ``hard_negatives``)."""
     spec = {
         "name": f"demo-{split}",
         "path": str(data_dir / f"{split}.jsonl"),
@@ -125,8 +125,7 @@ def _train_rows(
     }
     if ecr is not None:
         spec["query_ecr"] = str(ecr)
-    if trace_dropout:
-        spec["trace_dropout"] = trace_dropout
+    spec.update({key: value for key, value in options.items() if value})
     return [spec]
 
 
@@ -279,18 +278,26 @@ class Demo:
             progress=self._training_bar(),
         )
 
-    def student_ecr(self) -> None:
-        config = {
+    def _reasoner_config(self, model: str) -> dict[str, Any]:
+        """`generate-ecr` settings for a demo reasoner: greedy, the same trace cap as at query time."""
+        return {
             "backend": "transformers",
-            "model": str(self.models / "student"),
+            "model": str(self.models / model),
             "max_new_tokens": self.settings.max_trace_tokens,
             "do_sample": False,
             "batch_size": 64,
         }
+
+    @property
+    def _reasoning(self) -> dict[str, Any]:
+        """How a demo ST model reasons at query time (`build_sentence_transformer` arguments)."""
+        return {"reasoning_task": TASK, "max_new_tokens": self.settings.max_trace_tokens}
+
+    def student_ecr(self) -> None:
         # Train: what the student embedder and the unified head learn from; dev: what the gates learn
         # from. Test queries are reasoned about live, at evaluation time.
         splits = [("train", self.data / "train.jsonl", "mmeb"), ("dev", self.data / "dev.jsonl", "mmeb")]
-        self._generate_splits("student", splits, reasoner_config=config)
+        self._generate_splits("student", splits, reasoner_config=self._reasoner_config("student"))
 
     def train_embedder(self, name: str, ecr: Path | None, no_trace_copies: float = 0.0) -> None:
         from ..training import train_embedder
@@ -303,10 +310,7 @@ class Demo:
             {
                 "model_name_or_path": str(self.models / "base"),
                 "use_peft": False,
-                "datasets": [
-                    {**spec, "no_trace_copies": no_trace_copies} if no_trace_copies else spec
-                    for spec in _train_rows(self.data, ecr)
-                ],
+                "datasets": _train_rows(self.data, ecr, no_trace_copies=no_trace_copies),
                 "temperature": 0.02,
                 "gradcache_chunk_size": None,
                 **_common_training(s, target, s.embed_epochs, s.embed_learning_rate, s.embed_batch_size),
@@ -329,7 +333,7 @@ class Demo:
                 # The student's own generations (`raw` + `raw_token_ids`, written with the transformers
                 # backend and the same trace cap as at query time): the head trains on the exact tokens
                 # `generate_and_embed` embeds, not on the parsed `ecr` text.
-                "datasets": _train_rows(self.data, self.ecr / "student-train.jsonl", s.trace_dropout),
+                "datasets": _train_rows(self.data, self.ecr / "student-train.jsonl", trace_dropout=s.trace_dropout),
                 # The reasoner is frozen, so its hidden states are computed once and reused every epoch.
                 "hidden_cache_dir": str(self.out / "cache" / "unified-hidden-states"),
                 "temperature": 0.02,
@@ -345,7 +349,7 @@ class Demo:
         from ..sentence_transformers import build_sentence_transformer, save_sentence_transformer
         from ..training.train_gate import train_gate
 
-        reasoning = {"reasoning_task": TASK, "max_new_tokens": self.settings.max_trace_tokens}
+        reasoning = self._reasoning
         sources = {
             "tte-student": lambda: build_sentence_transformer(
                 str(self.models / "embedder-student"), reasoner=str(self.models / "student"), **reasoning
@@ -363,12 +367,9 @@ class Demo:
                             "output_dir": str(folder),
                             # Ranks among the dev rows' answers *and* hard negatives: the 8 dev answers
                             # alone differ in colour and object at once, so no query would need its trace.
-                            "datasets": [
-                                {
-                                    **_train_rows(self.data, self.ecr / "student-dev.jsonl", split="dev")[0],
-                                    "hard_negatives": True,
-                                }
-                            ],
+                            "datasets": _train_rows(
+                                self.data, self.ecr / "student-dev.jsonl", split="dev", hard_negatives=True
+                            ),
                             "batch_size": 64,
                             "device": "cpu",
                             "seed": self.settings.seed,
@@ -392,7 +393,7 @@ class Demo:
             {
                 "model_name_or_path": str(self.models / "student"),
                 "embedder_name_or_path": str(self.models / "embedder-teacher"),
-                "datasets": [{**_train_rows(self.data, None, split="dev")[0], "hard_negatives": True}],
+                "datasets": _train_rows(self.data, None, split="dev", hard_negatives=True),
                 "rewards": ["retrieval", "ecr_format"],
                 "reward_weights": [1.0, 0.2],
                 "reward_candidates": "dataset",
@@ -412,14 +413,8 @@ class Demo:
         )
 
     def student_rl_ecr(self) -> None:
-        config = {
-            "backend": "transformers",
-            "model": str(self.models / "student-rl"),
-            "max_new_tokens": self.settings.max_trace_tokens,
-            "do_sample": False,
-            "batch_size": 64,
-        }
-        self._generate_splits("student-rl", [("train", self.data / "train.jsonl", "mmeb")], reasoner_config=config)
+        splits = [("train", self.data / "train.jsonl", "mmeb")]
+        self._generate_splits("student-rl", splits, reasoner_config=self._reasoner_config("student-rl"))
 
     def _task(self, name: str, file: str) -> Any:
         from ..evaluation import TaskSpec
@@ -451,8 +446,7 @@ class Demo:
             model = build_sentence_transformer(
                 str(self.models / "embedder-student-rl"),
                 reasoner=str(self.models / "student-rl"),
-                reasoning_task=TASK,
-                max_new_tokens=self.settings.max_trace_tokens,
+                **self._reasoning,
             )
         elif name == "tte-teacher":
             model = build_sentence_transformer(str(self.models / "embedder-teacher"), query_reasoning=False)

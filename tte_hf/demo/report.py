@@ -19,12 +19,14 @@ LABELS = {
 CLAIMS = ("teacher >= baseline + 10", "student keeps >= 50% of the gain", "unified >= student - 5")
 #: How each claim's slack reads: points of Hit@1, or percentage points of the teacher's gain.
 SLACK_UNITS = {CLAIMS[0]: "points", CLAIMS[1]: "% of the gain", CLAIMS[2]: "points"}
-#: What adaptive thinking must show on the mixed held-out set (riddles + plain queries), per model.
 #: With ``--rl``: the GRPO-tuned student against the SFT-only one.
 RL_CLAIM = "GRPO student >= student + 3, or closes >= 30% of its gap to the teacher"
+#: What adaptive thinking must show on the mixed held-out set (riddles + plain queries), per model.
 ADAPTIVE_CHECKS = ("auto >= always - 1", "auto skips >= 40% of reasoner calls", "auto >= never + 10")
 ADAPTIVE_UNITS = {ADAPTIVE_CHECKS[0]: "points", ADAPTIVE_CHECKS[1]: "% of the calls", ADAPTIVE_CHECKS[2]: "points"}
 MODE_NAMES = ("never", "always", "auto")
+#: evaluation task names: the held-out riddles (the paper's claims) and plain queries of the same compositions
+RIDDLE_TASK, PLAIN_TASK = "held-out-compositions", "held-out-plain"
 
 
 def summarize(scores: dict[str, float]) -> dict[str, Any]:
@@ -91,9 +93,6 @@ def mode_results(report: dict[str, Any]) -> dict[str, Any]:
         "reasoner_calls": report["reasoner_calls"],
         "queries": queries,
     }
-
-
-RIDDLE_TASK, PLAIN_TASK = "held-out-compositions", "held-out-plain"
 
 
 def write_chart(scores: dict[str, float], adaptive: dict[str, Any], path: Path) -> None:

@@ -120,7 +120,9 @@ class RetrievalReward:
         self.batch_size = batch_size
         self.candidates = candidates
         self._targets: dict[tuple[Side, str | None], Any] = {}  # (target, task) -> its embedding
-        self._corpus: list[tuple[Side, str | None]] | None = None  # candidates="dataset": every target
+        # candidates="dataset": every target's index in the corpus, and the corpus's embeddings (built once)
+        self._corpus_index: dict[tuple[Side, str | None], int] | None = None
+        self._corpus_embeddings = None
 
     @staticmethod
     def _as_input(side: Side, task: str | None, trace: str | None) -> dict[str, Any]:
@@ -167,14 +169,15 @@ class RetrievalReward:
     def _dataset_rewards(self, q, rows: Sequence[PairExample]) -> list[float]:
         import torch
 
-        if self._corpus is None:
+        if self._corpus_index is None:
             targets = [(p.positive, p.task) for p in self.pairs]
             if self.hard_negatives:
                 targets += [(p.negative, p.task) for p in self.pairs if p.negative is not None]
-            self._corpus = list(dict.fromkeys(targets))
-        corpus = self.target_embeddings(self._corpus)
-        index = {target: i for i, target in enumerate(self._corpus)}
-        probabilities = torch.softmax(q @ corpus.T / self.temperature, dim=1)
+            corpus = list(dict.fromkeys(targets))
+            self._corpus_embeddings = self.target_embeddings(corpus)
+            self._corpus_index = {target: i for i, target in enumerate(corpus)}
+        index = self._corpus_index
+        probabilities = torch.softmax(q @ self._corpus_embeddings.T / self.temperature, dim=1)
         rewards = [probabilities[r, index[(p.positive, p.task)]].item() for r, p in enumerate(rows)]
         return [r if math.isfinite(r) else 0.0 for r in rewards]
 
