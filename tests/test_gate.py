@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -391,6 +392,19 @@ def test_trace_dropout_drops_query_traces_of_a_fixed_hashed_fraction(tmp_path):
     assert next(copies, None) is None and len(copied) == len(full) + sum(expected)
     with pytest.raises(ValueError, match="no_trace_copies must lie in"):
         DatasetSpec.from_dict({**raw, "no_trace_copies": -0.1}, 0)
+
+    # no_trace_copies_ids: copies of exactly the rows whose id matches (here: ids ending in an even digit)
+    matching = [re.search(r"[02468]$", p.item_id) is not None for p in full]
+    assert 10 < sum(matching) < len(full) - 10
+    some = load_pairs(DatasetSpec.from_dict({**raw, "no_trace_copies": 1.0, "no_trace_copies_ids": r"[02468]$"}, 0))
+    assert [p for p in some if not p.item_id.endswith("#no-trace")] == full
+    assert [p.item_id for p in some if p.item_id.endswith("#no-trace")] == [
+        f"{p.item_id}#no-trace" for p, m in zip(full, matching) if m
+    ]
+    with pytest.raises(ValueError, match="no_trace_copies_ids needs no_trace_copies > 0"):
+        DatasetSpec.from_dict({**raw, "no_trace_copies_ids": "x"}, 0)
+    with pytest.raises(ValueError, match=r"\(shapes\): no_trace_copies_ids '\[' is not a regular expression"):
+        DatasetSpec.from_dict({**raw, "no_trace_copies": 1.0, "no_trace_copies_ids": "["}, 0)
 
 
 def test_auto_packs_the_reasoned_inputs_of_a_call_into_full_batches(tiny_vlm, embedder_model):

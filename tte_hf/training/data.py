@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,10 @@ class DatasetSpec:
     #: fraction of query rows ALSO trained without their trace, as an extra row (the traced row stays):
     #: both modes without taking traced examples away (same row choice as ``trace_dropout``)
     no_trace_copies: float = 0.0
+    #: regular expression on the query's row id: only matching rows get ``no_trace_copies`` (default all).
+    #: For the rows ``think="auto"`` should skip (answer in the query): a no-trace copy of a row that needs
+    #: its trace teaches the embedder to guess that answer, which on new inputs means recalling a training one
+    no_trace_copies_ids: str | None = None
     trace_dropout_seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -96,6 +101,16 @@ class DatasetSpec:
                 raise ValueError(f"datasets[{index}] ({spec.name}): {key} must lie in [0, 1], got {value}.")
             if value and not spec.query_ecr:
                 raise ValueError(f"datasets[{index}] ({spec.name}): {key} needs query_ecr (traces to leave out).")
+        if spec.no_trace_copies_ids is not None:
+            if not spec.no_trace_copies:
+                raise ValueError(f"datasets[{index}] ({spec.name}): no_trace_copies_ids needs no_trace_copies > 0.")
+            try:
+                re.compile(spec.no_trace_copies_ids)
+            except re.error as err:
+                raise ValueError(
+                    f"datasets[{index}] ({spec.name}): no_trace_copies_ids {spec.no_trace_copies_ids!r} is not a "
+                    f"regular expression: {err}."
+                ) from err
         return spec
 
 
@@ -217,6 +232,15 @@ def _pair(spec, row, index, where, image_root, query_traces, target_traces) -> P
     return PairExample(key, query, positive, negative, spec.instruction, spec.resolved_task)
 
 
+def _copies_without_trace(spec: DatasetSpec, pair: PairExample) -> bool:
+    """Does ``pair`` get a no-trace copy (`DatasetSpec.no_trace_copies`, ``no_trace_copies_ids``)?"""
+    if pair.query.trace is None:
+        return False
+    if spec.no_trace_copies_ids is not None and not re.search(spec.no_trace_copies_ids, pair.item_id):
+        return False
+    return drops_trace(pair.item_id, spec.no_trace_copies, spec.trace_dropout_seed)
+
+
 def _without_trace(pair: PairExample) -> PairExample:
     """The pair's no-trace copy (`DatasetSpec.no_trace_copies`): its own id, the query as ``think=False``
     embeds it."""
@@ -258,9 +282,7 @@ def load_pairs(spec: DatasetSpec, traces: str = "ecr") -> list[PairExample]:
         try:
             pair = _pair(spec, row, index, where, image_root, query_traces, target_traces)
             examples.append(pair)
-            if pair.query.trace is not None and drops_trace(
-                pair.item_id, spec.no_trace_copies, spec.trace_dropout_seed
-            ):
+            if _copies_without_trace(spec, pair):
                 examples.append(_without_trace(pair))
         except MissingTraceError:
             if not spec.skip_missing_traces:
