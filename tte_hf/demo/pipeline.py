@@ -6,8 +6,8 @@ embedders trained without ECR / with teacher ECR / with student ECR → unified 
 → reasoning gates (`train_gate`, ``think="auto"``) → evaluation of the held-out compositions
 (`evaluate`) → table + chart.
 
-The student embedder and the unified head train on rows with and without traces (``no_trace_copies``,
-``trace_dropout``), so each serves both modes; saved as sentence-transformers models
+The student embedder and the unified head train on rows with and without traces (``no_trace_copies``
+of the plain queries, ``trace_dropout``), so each serves both modes; saved as sentence-transformers models
 (``models/tte-student``, ``models/tte-unified``) with their gates, they are evaluated with ``think`` never / always / auto on the held-out riddles plus plain
 queries that need no trace.
 
@@ -72,11 +72,16 @@ class DemoSettings:
     head_epochs: int = 20
     head_learning_rate: float = 1e-3
     head_batch_size: int = 16
-    #: share of query rows the unified head trains on without their trace (`trace_dropout`), and the
-    #: student embedder trains on without their trace as well (`no_trace_copies`): dropping traces from
-    #: the separate embedder's rows instead cost its always-mode Hit@1 up to 16 points (seed 1: 80.5,
-    #: with copies 96.5), while the head was as good either way
+    #: share of query rows the unified head trains on without their trace (`trace_dropout`)
     trace_dropout: float = 0.3
+    #: the student embedders (SFT and GRPO students) also train on each plain query without its trace, as
+    #: an extra row (`no_trace_copies` of the rows whose id matches `no_trace_copies_ids`): the queries a
+    #: gate should skip. Dropping traces from the embedder's rows instead cost its always-mode Hit@1 up to
+    #: 16 points (seed 1: 80.5, with copies 96.5); copies of 30% of all rows, riddles too, taught it to
+    #: guess a riddle's answer without the trace, which on a new composition is a training one (seed 7:
+    #: 78.1, with copies of the plain rows only 96.9)
+    no_trace_copies: float = 1.0
+    no_trace_copies_ids: str = "-plain-"
     batch_size: int = 32
     max_trace_tokens: int = 40
     #: `tte-hf demo --rl`: GRPO on the SFT student (reward: the teacher-trace embedder's probability of the
@@ -299,7 +304,7 @@ class Demo:
         splits = [("train", self.data / "train.jsonl", "mmeb"), ("dev", self.data / "dev.jsonl", "mmeb")]
         self._generate_splits("student", splits, reasoner_config=self._reasoner_config("student"))
 
-    def train_embedder(self, name: str, ecr: Path | None, no_trace_copies: float = 0.0) -> None:
+    def train_embedder(self, name: str, ecr: Path | None, no_trace_copies: bool = False) -> None:
         from ..training import train_embedder
 
         target = self.models / f"embedder-{name}"
@@ -310,7 +315,12 @@ class Demo:
             {
                 "model_name_or_path": str(self.models / "base"),
                 "use_peft": False,
-                "datasets": _train_rows(self.data, ecr, no_trace_copies=no_trace_copies),
+                "datasets": _train_rows(
+                    self.data,
+                    ecr,
+                    no_trace_copies=s.no_trace_copies if no_trace_copies else 0.0,
+                    no_trace_copies_ids=s.no_trace_copies_ids if no_trace_copies else None,
+                ),
                 "temperature": 0.02,
                 "gradcache_chunk_size": None,
                 **_common_training(s, target, s.embed_epochs, s.embed_learning_rate, s.embed_batch_size),
@@ -477,13 +487,12 @@ class Demo:
 
     # --- all ----------------------------------------------------------------------------------
     def stages(self) -> list[tuple[str, Callable[[], Any]]]:
-        dropout = self.settings.trace_dropout
         rl = [
             ("GRPO on the student (TRL, --rl)", self.train_student_rl),
             ("GRPO student ECR (generate-ecr)", self.student_rl_ecr),
             (
                 "embedder with GRPO-student ECR",
-                partial(self.train_embedder, "student-rl", self.ecr / "student-rl-train.jsonl", dropout),
+                partial(self.train_embedder, "student-rl", self.ecr / "student-rl-train.jsonl", True),
             ),
         ]
         return [
@@ -496,7 +505,7 @@ class Demo:
             ("embedder with teacher ECR", partial(self.train_embedder, "teacher", self.ecr / "teacher-train.jsonl")),
             (
                 "embedder with student ECR",
-                partial(self.train_embedder, "student", self.ecr / "student-train.jsonl", dropout),
+                partial(self.train_embedder, "student", self.ecr / "student-train.jsonl", True),
             ),
             ("unified head on the frozen student", self.train_unified),
             ("reasoning gates (train-gate)", self.train_gates),
