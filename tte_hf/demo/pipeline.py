@@ -7,7 +7,7 @@ embedders trained without ECR / with teacher ECR / with student ECR → unified 
 (`evaluate`) → table + chart.
 
 The student embedder and the unified head train on rows with and without traces (``no_trace_copies``
-of the plain queries, ``trace_dropout``), so each serves both modes; saved as sentence-transformers models
+of the plain queries), so each serves both modes; saved as sentence-transformers models
 (``models/tte-student``, ``models/tte-unified``) with their gates, they are evaluated with ``think`` never / always / auto on the held-out riddles plus plain
 queries that need no trace.
 
@@ -72,14 +72,12 @@ class DemoSettings:
     head_epochs: int = 20
     head_learning_rate: float = 1e-3
     head_batch_size: int = 16
-    #: share of query rows the unified head trains on without their trace (`trace_dropout`)
-    trace_dropout: float = 0.3
-    #: the student embedders (SFT and GRPO students) also train on each plain query without its trace, as
-    #: an extra row (`no_trace_copies` of the rows whose id matches `no_trace_copies_ids`): the queries a
-    #: gate should skip. Dropping traces from the embedder's rows instead cost its always-mode Hit@1 up to
-    #: 16 points (seed 1: 80.5, with copies 96.5); copies of 30% of all rows, riddles too, taught it to
-    #: guess a riddle's answer without the trace, which on a new composition is a training one (seed 7:
-    #: 78.1, with copies of the plain rows only 96.9)
+    #: the student embedders (SFT and GRPO students) and the unified head also train on each plain query
+    #: without its trace, as an extra row (`no_trace_copies` of the rows whose id matches
+    #: `no_trace_copies_ids`): the queries a gate should skip. Dropping traces from the embedder's rows
+    #: instead cost its always-mode Hit@1 up to 16 points (seed 1: 80.5, with copies 96.5); copies of 30%
+    #: of all rows, riddles too, taught it to guess a riddle's answer without the trace, which on a new
+    #: composition is a training one (seed 7: 78.1; without any copies 96.9)
     no_trace_copies: float = 1.0
     no_trace_copies_ids: str = "-plain-"
     batch_size: int = 32
@@ -343,7 +341,12 @@ class Demo:
                 # The student's own generations (`raw` + `raw_token_ids`, written with the transformers
                 # backend and the same trace cap as at query time): the head trains on the exact tokens
                 # `generate_and_embed` embeds, not on the parsed `ecr` text.
-                "datasets": _train_rows(self.data, self.ecr / "student-train.jsonl", trace_dropout=s.trace_dropout),
+                "datasets": _train_rows(
+                    self.data,
+                    self.ecr / "student-train.jsonl",
+                    no_trace_copies=s.no_trace_copies,
+                    no_trace_copies_ids=s.no_trace_copies_ids,
+                ),
                 # The reasoner is frozen, so its hidden states are computed once and reused every epoch.
                 "hidden_cache_dir": str(self.out / "cache" / "unified-hidden-states"),
                 "temperature": 0.02,
