@@ -25,25 +25,20 @@ MODES = {"always": True, "auto": "auto", "never": False}
 ORACLE = "oracle"  # think on the riddles only
 
 
-def mixed_queries(demo: Path) -> list:
-    """The demo's held-out riddles then plain queries, materialised as its evaluation feeds them
-    (`RIDDLES` of them riddles when the demo ran with its default sizes; see `count_riddles`)."""
+def mixed_queries(demo: Path) -> tuple[list, int]:
+    """The demo's held-out riddles then plain queries, materialised as its evaluation feeds them, and
+    how many of them (the first ones) are riddles."""
     from tte_hf.demo.pipeline import EVAL_TASK_NAME, PLAIN_TASK_NAME
     from tte_hf.evaluation import TaskSpec
     from tte_hf.evaluation.data import load_task, materialize
 
-    inputs = []
+    inputs, riddles = [], 0
     for name, file in ((EVAL_TASK_NAME, "test.jsonl"), (PLAIN_TASK_NAME, "test_plain.jsonl")):
         data_dir = (demo / "data").resolve()
         task = TaskSpec(name, "image", "VQA", data_files=str(data_dir / file), image_root=str(data_dir))
         inputs += [materialize(task, query) for query in load_task(task).queries]
-    return inputs
-
-
-def count_riddles(demo: Path) -> int:
-    """How many of `mixed_queries` (the first ones) are riddles."""
-    with open(demo / "data" / "test.jsonl") as f:
-        return sum(1 for line in f if line.strip())
+        riddles = riddles or len(inputs)
+    return inputs, riddles
 
 
 def time_modes(model, queries, riddles: int, batch: int, repeats: int) -> dict[str, tuple[float, int]]:
@@ -84,8 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     from tte_hf.demo.runtime import pin_threads
 
     pin_threads()  # the demo's two threads
-    queries = mixed_queries(args.demo)
-    riddles = count_riddles(args.demo)
+    queries, riddles = mixed_queries(args.demo)
     print(f"{len(queries)} queries (the demo's held-out riddles + plain queries), batch {args.batch}, "
           f"{torch.get_num_threads()} threads, median of {args.repeats}")  # fmt: skip
     print("| model | reasoner calls always / auto / oracle | always (s) | auto (s) | never (s) | oracle (s) | auto / always | oracle / always |")  # fmt: skip

@@ -292,6 +292,12 @@ class Demo:
         }
 
     @property
+    def _plain_copies(self) -> dict[str, Any]:
+        """The `DatasetSpec` options that also train the plain queries without their trace."""
+        s = self.settings
+        return {"no_trace_copies": s.no_trace_copies, "no_trace_copies_ids": s.no_trace_copies_ids}
+
+    @property
     def _reasoning(self) -> dict[str, Any]:
         """How a demo ST model reasons at query time (`build_sentence_transformer` arguments)."""
         return {"reasoning_task": TASK, "max_new_tokens": self.settings.max_trace_tokens}
@@ -313,12 +319,7 @@ class Demo:
             {
                 "model_name_or_path": str(self.models / "base"),
                 "use_peft": False,
-                "datasets": _train_rows(
-                    self.data,
-                    ecr,
-                    no_trace_copies=s.no_trace_copies if no_trace_copies else 0.0,
-                    no_trace_copies_ids=s.no_trace_copies_ids if no_trace_copies else None,
-                ),
+                "datasets": _train_rows(self.data, ecr, **(self._plain_copies if no_trace_copies else {})),
                 "temperature": 0.02,
                 "gradcache_chunk_size": None,
                 **_common_training(s, target, s.embed_epochs, s.embed_learning_rate, s.embed_batch_size),
@@ -341,12 +342,7 @@ class Demo:
                 # The student's own generations (`raw` + `raw_token_ids`, written with the transformers
                 # backend and the same trace cap as at query time): the head trains on the exact tokens
                 # `generate_and_embed` embeds, not on the parsed `ecr` text.
-                "datasets": _train_rows(
-                    self.data,
-                    self.ecr / "student-train.jsonl",
-                    no_trace_copies=s.no_trace_copies,
-                    no_trace_copies_ids=s.no_trace_copies_ids,
-                ),
+                "datasets": _train_rows(self.data, self.ecr / "student-train.jsonl", **self._plain_copies),
                 # The reasoner is frozen, so its hidden states are computed once and reused every epoch.
                 "hidden_cache_dir": str(self.out / "cache" / "unified-hidden-states"),
                 "temperature": 0.02,
