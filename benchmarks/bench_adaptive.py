@@ -7,7 +7,9 @@ so each reasoned query really runs the reasoner. Prints, for the student (embedd
 reasoner) and the unified model, reasoner calls and the auto / always time ratio (goal <= 0.65), and
 beside it an oracle gate's ratio: reason on exactly the riddles, none of the plain queries (the kind
 is known from the data), each kind encoded in one call. That is about the least time a gate that
-keeps the riddles' Hit@1 can take on this set, with no gate pass at all.
+keeps the riddles' Hit@1 can take on this set, with no gate pass at all. Last, the gate's pass alone
+(`gate_decisions`: processor, vision tower and embeddings, no decoder) beside ``never``'s complete
+no-trace pass.
 
     tte-hf demo --output tte-demo
     python benchmarks/bench_adaptive.py --demo tte-demo [--batch 64 --repeats 3]
@@ -23,6 +25,7 @@ from pathlib import Path
 
 MODES = {"always": True, "auto": "auto", "never": False}
 ORACLE = "oracle"  # think on the riddles only
+GATE = "gate"  # the gate's decisions alone: its pass up to the first decoder layer
 
 
 def mixed_queries(demo: Path) -> tuple[list, int]:
@@ -43,7 +46,7 @@ def mixed_queries(demo: Path) -> tuple[list, int]:
 
 def time_modes(model, queries, riddles: int, batch: int, repeats: int) -> dict[str, tuple[float, int]]:
     module = model[0]
-    modes = [*MODES, ORACLE]
+    modes = [*MODES, ORACLE, GATE]
     times: dict[str, list[float]] = {mode: [] for mode in modes}
     calls: dict[str, int] = {}
     for repeat in range(repeats + 1):  # the first round warms up (lazy reasoner load, allocator) and is not kept
@@ -52,7 +55,9 @@ def time_modes(model, queries, riddles: int, batch: int, repeats: int) -> dict[s
             if hasattr(module, "trace_token_ids"):
                 module.trace_token_ids.clear()
             start = time.perf_counter()
-            if mode == ORACLE:
+            if mode == GATE:
+                model.gate_decisions(queries, batch_size=batch)
+            elif mode == ORACLE:
                 model.encode_query(queries[:riddles], think=True, batch_size=batch, show_progress_bar=False)
                 model.encode_query(queries[riddles:], think=False, batch_size=batch, show_progress_bar=False)
             else:
@@ -82,15 +87,15 @@ def main(argv: list[str] | None = None) -> int:
     queries, riddles = mixed_queries(args.demo)
     print(f"{len(queries)} queries (the demo's held-out riddles + plain queries), batch {args.batch}, "
           f"{torch.get_num_threads()} threads, median of {args.repeats}")  # fmt: skip
-    print("| model | reasoner calls always / auto / oracle | always (s) | auto (s) | never (s) | oracle (s) | auto / always | oracle / always |")  # fmt: skip
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| model | reasoner calls always / auto / oracle | always (s) | auto (s) | never (s) | oracle (s) | gate pass (s) | auto / always | oracle / always | gate pass / never |")  # fmt: skip
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name in ADAPTIVE_MODELS:
         model = SentenceTransformer(str(args.demo / "models" / name), trust_remote_code=True, device="cpu")
         timing = time_modes(model, queries, riddles, args.batch, args.repeats)
-        (always, always_calls), (auto, auto_calls), (never, _), (oracle, oracle_calls) = (
-            timing[m] for m in (*MODES, ORACLE)
+        (always, always_calls), (auto, auto_calls), (never, _), (oracle, oracle_calls), (gate, _) = (
+            timing[m] for m in (*MODES, ORACLE, GATE)
         )
-        print(f"| {name} | {always_calls} / {auto_calls} / {oracle_calls} | {always:.2f} | {auto:.2f} | {never:.2f} | {oracle:.2f} | **{auto / always:.2f}** | {oracle / always:.2f} |")  # fmt: skip
+        print(f"| {name} | {always_calls} / {auto_calls} / {oracle_calls} | {always:.2f} | {auto:.2f} | {never:.2f} | {oracle:.2f} | {gate:.2f} | **{auto / always:.2f}** | {oracle / always:.2f} | {gate / never:.2f} |")  # fmt: skip
     return 0
 
 

@@ -428,23 +428,30 @@ def test_auto_packs_the_reasoned_inputs_of_a_call_into_full_batches(tiny_vlm, em
     assert reasoner.calls == [sum(think)]
 
 
-def test_skipped_inputs_reuse_the_gates_pass(gated, monkeypatch):
-    """A skipped input costs one prefill (the gate's); the unified model embeds reasoned inputs while
-    generating, the embedder in one more pass over prompt + trace."""
+def test_every_input_crosses_the_decoder_once_and_the_gate_pass_never(gated):
+    """The gate's pass stops at the first decoder layer; then a skipped input takes its no-trace pass and
+    a reasoned one only its traced pass (the embedder's) or its generation (the unified model's, whose
+    prefill is that input's only multi-token pass). Counted at the backbone's last decoder layer."""
     module = gated[0]
-    think, _ = gated.gate_decisions(QUERIES)
-    rows: list[int] = []
-    real = module.model.forward
-
-    def counting(*args, **kwargs):
-        rows.append(int(kwargs["input_ids"].shape[0]))
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(module.model, "forward", counting)
-    module.ecr_cache.clear()  # cached traces are embedded by a forward pass; fresh ones while generating
-    gated.encode_query(QUERIES, think="auto", batch_size=4)
     unified = hasattr(module, "trace_token_ids")
-    assert sum(rows) == len(QUERIES) + (0 if unified else sum(think))
+    vlm = module.model.backbone.model if unified else getattr(module.model, "backbone", module.model)  # a Qwen2VLModel
+    rows: list[int] = []
+
+    def count(layer, args, kwargs):
+        states = args[0] if args else kwargs["hidden_states"]
+        if states.shape[1] > 1:  # a whole sequence, not one decode step
+            rows.append(states.shape[0])
+
+    handle = vlm.language_model.layers[-1].register_forward_pre_hook(count, with_kwargs=True)
+    try:
+        think, _ = gated.gate_decisions(QUERIES)
+        assert rows == [], "the gate's pass ran the decoder"
+        module.ecr_cache.clear()  # fresh traces: the unified model embeds them while generating
+        gated.encode_query(QUERIES, think="auto", batch_size=4)
+    finally:
+        handle.remove()
+    assert 0 < sum(think) < len(QUERIES)
+    assert sum(rows) == len(QUERIES)
 
 
 def test_gate_recipes_parse_and_name_traces_for_every_dataset():
@@ -505,6 +512,29 @@ def test_the_gate_reads_the_mean_input_embedding_of_the_no_trace_sequence(gated)
         ids = batch["input_ids"][row][batch["attention_mask"][row].bool()]
         torch.testing.assert_close(features[row], table(ids).mean(0), atol=1e-5, rtol=1e-5)
     assert features.shape == (2, module.gate_feature_dim())
+
+
+@pytest.mark.parametrize("arch", ["tiny_vlm", "tiny_vlm_25", "tiny_vlm_3"])
+def test_the_gates_short_pass_reads_what_a_complete_pass_feeds_the_first_layer(arch, request):
+    """With an image (vision tower tokens in the sequence) and padding, on every supported architecture:
+    the gate's pass stops at the first decoder layer and skips the M-RoPE index, and still reads exactly
+    the input embeddings of a complete pass (transformers' own ``hidden_states[0]``)."""
+    from PIL import Image
+
+    model = build_sentence_transformer(request.getfixturevalue(arch), prompts={"query": INSTRUCTION})
+    module = model[0]
+    image = Image.fromarray(np.arange(56 * 56 * 3, dtype=np.uint8).reshape(56, 56, 3))
+    inputs = [{"text": "which object is red", "image": image}, "the sky at night over a long quiet road"]
+    features = model.gate_features(inputs)
+    items = module.parse_inputs(inputs)
+    batch = module._features(items, module.embedder_texts(items, [None, None], INSTRUCTION))
+    batch = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
+    vlm = getattr(module.model, "backbone", module.model)
+    with torch.no_grad():
+        first = vlm(**batch, use_cache=False, output_hidden_states=True).hidden_states[0]
+    mask = batch["attention_mask"].unsqueeze(-1).to(first.dtype)
+    torch.testing.assert_close(features, (first * mask).sum(1) / mask.sum(1), atol=1e-6, rtol=1e-6)
+    assert batch["pixel_values"].numel() and not torch.allclose(features[0], features[1])
 
 
 def test_a_gate_fitted_on_other_features_is_refused(embedder_model, tmp_path):

@@ -5,8 +5,9 @@ Design (why this probe, on this feature):
 
 - **Feature = the mean of the input embeddings of the input's no-trace sequence** (what the first
   decoder layer reads: text tokens and the vision tower's image tokens, averaged over the sequence,
-  L2-normalised; `GATE_FEATURE`). The gate's pass is the no-trace pass a skipped input needs for its
-  vector anyway, so the feature costs nothing more (the unified model's skipped query: one prefill).
+  L2-normalised; `GATE_FEATURE`). The gate's pass stops where that is read, before the decoder
+  (`st_gate.read_input_states`): it costs the processor, the vision tower and an embedding lookup; a
+  skipped input then takes its one no-trace pass, a reasoned one never runs that pass.
   Why not the no-trace *embedding*, the first choice: a contrastive embedder is trained to forget how
   a query is phrased (a riddle and a plain query with the same answer embed alike), while whether a
   trace helps depends on what the query asks. In the demo, probes fitted on the dev compositions told

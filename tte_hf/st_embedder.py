@@ -22,14 +22,13 @@ from typing import Any
 
 import torch
 from sentence_transformers.base.modules import Transformer
-from sentence_transformers.sentence_transformer.modules import Pooling
 
 from .ecr import parse_ecr
 from .gate_tte import check_mode
 from .inputs import build_messages, embedder_system_prompt, embedder_text, render_prompt
 from .reasoner_openai import OpenAIReasoner
 from .reasoner_transformers import TransformersReasoner
-from .st_gate import run_reading_input_states
+from .st_gate import read_input_states
 from .st_inputs import INPUT_SETTINGS, ParsedInput, TTEInputsMixin
 
 REASONING_SOURCES = ("off", "transformers", "openai")
@@ -228,11 +227,6 @@ class TTETransformer(TTEInputsMixin, Transformer):
         if not inputs:
             return {}
         mode = self._wants_reasoning(task, think)
-        stashed = self._stashed_states(inputs, prompt, mode)
-        if stashed is not None:  # skipped by the gate in this call: its last-token states are the output
-            self._per_thread().prompt_by_task[task] = prompt
-            self.last_reasoning = [None] * len(inputs)
-            return {"stashed_states": stashed, "modality": "message"}
         items = self.parse_inputs(inputs)
         self._per_thread().prompt_by_task[task] = prompt
         think_rows = self._think_rows(items, prompt, mode)
@@ -254,29 +248,11 @@ class TTETransformer(TTEInputsMixin, Transformer):
         return self.model.get_input_embeddings().embedding_dim
 
     @torch.no_grad()
-    def _no_trace_features(
-        self, items: list[ParsedInput], instruction: str | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One pass over the no-trace sequences: their last-token states (ST's own lasttoken pooling),
-        i.e. the ``think=False`` vectors before normalisation, which a skipped row returns through the
-        model's pooling modules; and the gate's features from the same pass (`run_reading_input_states`)."""
+    def _gate_input_features(self, items: list[ParsedInput], instruction: str | None) -> torch.Tensor:
         features = self._features(items, self.embedder_texts(items, [None] * len(items), instruction))
         device = self.model.device
-        features = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
-        layers = getattr(self.model, "backbone", self.model).language_model.layers
-        output, gate_features = run_reading_input_states(
-            layers, features["attention_mask"], lambda: Transformer.forward(self, features)
-        )
-        pooling = Pooling(self.get_embedding_dimension(), pooling_mode="lasttoken")
-        return pooling(output)["sentence_embedding"], gate_features
-
-    def forward(self, features: dict[str, Any], think: bool | str | None = None, **kwargs) -> dict[str, Any]:
-        if "stashed_states" in features:  # one-token "sequences": lasttoken pooling returns the state as is
-            states = features.pop("stashed_states")
-            features["token_embeddings"] = states.unsqueeze(1)
-            features["attention_mask"] = torch.ones(states.shape[0], 1, dtype=torch.long, device=states.device)
-            return features
-        return super().forward(features, **kwargs)
+        features = {k: v.to(device) for k, v in features.items() if isinstance(v, torch.Tensor)}
+        return read_input_states(getattr(self.model, "backbone", self.model), features)  # a Qwen*VLModel
 
     def save(self, output_path: str, *args, **kwargs) -> None:
         super().save(output_path, *args, **kwargs)

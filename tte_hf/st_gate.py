@@ -18,28 +18,43 @@ if TYPE_CHECKING:
     from .st_inputs import ParsedInput
 
 
-def run_reading_input_states(decoder_layers, attention_mask: torch.Tensor, run):
-    """``run()``'s result and, per row, the mean over its unmasked positions of what the first decoder
-    layer reads: the input embeddings (text tokens and the vision tower's image tokens) of the sequence,
-    i.e. the gate's feature (`gate_tte.GATE_FEATURE`), at no cost beyond the pass itself."""
+class _FirstLayerReached(Exception):
+    """Raised by `read_input_states`' hook to end a gate pass where the gate's feature is read."""
+
+
+def read_input_states(vlm: torch.nn.Module, batch: Mapping[str, Any]) -> torch.Tensor:
+    """Per row, the mean over its unmasked positions of what the first decoder layer of ``vlm`` (a
+    transformers ``Qwen*VLModel``: vision tower + decoder) reads for the processor outputs ``batch``:
+    the input embeddings (text tokens and the vision tower's image tokens), i.e. the gate's feature
+    (`gate_tte.GATE_FEATURE`). The pass stops there, so the gate costs the processor, the embedding
+    lookup and the vision tower, not the decoder: a reasoned input never pays for a no-trace pass it
+    would throw away. Positions do not enter these states, so the M-RoPE index is not computed either
+    (zeros stand in). Bit-identical to the same tensor in a complete pass over the same batch."""
     captured = []
 
     def read(module, args, kwargs):
         captured.append(args[0] if args else kwargs["hidden_states"])
+        raise _FirstLayerReached
 
-    handle = decoder_layers[0].register_forward_pre_hook(read, with_kwargs=True)
+    inputs = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
+    inputs["position_ids"] = torch.zeros_like(inputs["input_ids"])
+    handle = vlm.language_model.layers[0].register_forward_pre_hook(read, with_kwargs=True)
     try:
-        result = run()
+        vlm(**inputs, use_cache=False)
+    except _FirstLayerReached:
+        pass
     finally:
         handle.remove()
+    if not captured:
+        raise RuntimeError("the gate's pass never reached the backbone's first decoder layer")
     states = captured[0]
-    mask = attention_mask.to(states.device, states.dtype).unsqueeze(-1)
-    return result, (states * mask).sum(1) / mask.sum(1).clamp(min=1)
+    mask = inputs["attention_mask"].to(states.device, states.dtype).unsqueeze(-1)
+    return (states * mask).sum(1) / mask.sum(1).clamp(min=1)
 
 
 class GateStepMixin:
     """Gate methods of `TTEInputsMixin` (which provides ``parse_inputs``, ``_per_thread`` and the
-    module's parameters); the module provides `_no_trace_features` and `gate_feature_dim`."""
+    module's parameters); the module provides `_gate_input_features` and `gate_feature_dim`."""
 
     @property
     def last_gate_decisions(self) -> list[bool] | None:
@@ -86,12 +101,10 @@ class GateStepMixin:
     def _gate_device(self):
         return next(self.parameters()).device
 
-    def _think_rows(
-        self, items: list[ParsedInput], instruction: str | None, mode: bool | str, call: dict[str, Any] | None = None
-    ) -> list[bool]:
-        """Which rows reason: all or none, or (``mode="auto"``) the gate's decisions. The no-trace
-        embeddings computed for the gate go to ``call["no_trace_states"]`` (a skipped row's vector); its
-        decisions and scores to the per-thread `last_gate_decisions` / `last_gate_scores`."""
+    def _think_rows(self, items: list[ParsedInput], instruction: str | None, mode: bool | str) -> list[bool]:
+        """Which rows reason: all or none, or (``mode="auto"``) the gate's decisions, which also go to the
+        per-thread `last_gate_decisions` / `last_gate_scores`. A row the gate skips is then embedded like
+        any ``think=False`` row."""
         state = self._per_thread()
         if mode != AUTO:
             state.last_gate_decisions = state.last_gate_scores = None
@@ -101,42 +114,29 @@ class GateStepMixin:
                 "think='auto' needs a reasoning gate and this model has none: train one with "
                 "`tte-hf train-gate --config recipes/gate/<name>.yaml`, or pass think=True/False."
             )
-        states, features = self._no_trace_features(items, instruction)
-        decisions, scores = self.gate.decide(features)
+        decisions, scores = self.gate.decide(self._gate_input_features(items, instruction))
         state.last_gate_decisions, state.last_gate_scores = decisions, scores
-        if call is not None:
-            call["no_trace_states"] = states
         return decisions
 
-    def _no_trace_features(self, items: list[ParsedInput], instruction: str | None):
-        """One no-trace pass over ``items``: ((n, d) the states a skipped row embeds as, i.e. what
-        ``think=False`` gives; (n, gate_feature_dim) the gate's features, `run_reading_input_states`)."""
+    def _gate_input_features(self, items: list[ParsedInput], instruction: str | None) -> torch.Tensor:
+        """The gate's (n, gate_feature_dim) features: `read_input_states` over ``items``' no-trace
+        sequences (what ``think=False`` embeds), batched as given."""
         raise NotImplementedError
 
     def gate_features(self, inputs: Sequence[Any], prompt: str | None = None) -> torch.Tensor:
         """The gate's (n, gate_feature_dim) features for ``inputs`` with instruction ``prompt``: what
         `tte-hf train-gate` fits the gate on, and what it reads at run time."""
-        return self._no_trace_features(self.parse_inputs(list(inputs)), prompt)[1]
+        return self._gate_input_features(self.parse_inputs(list(inputs)), prompt)
 
     def gate_decisions(
-        self,
-        inputs: Sequence[Any] | Any,
-        prompt: str | None = ...,
-        task: str | None = "query",
-        states: dict[int, Any] | None = None,
+        self, inputs: Sequence[Any] | Any, prompt: str | None = ..., task: str | None = "query"
     ) -> tuple[list[bool], list[float]]:
         """The gate's (think, score) for each input, in input order; ``prompt`` defaults to the one this
-        thread last used for ``task``. Raises when the model has no gate. ``states`` receives each
-        input's no-trace state (its ``think=False`` vector, before pooling modules) by its index in the
-        caller's list."""
+        thread last used for ``task``. Raises when the model has no gate."""
         if not isinstance(inputs, list) or (inputs and isinstance(inputs[0], Mapping) and "role" in inputs[0]):
             inputs = [inputs]
         if prompt is ...:
             prompt = self._per_thread().prompt_by_task.get(task)
-        items = self.parse_inputs(inputs)
-        call: dict[str, Any] = {}
-        self._think_rows(items, prompt, AUTO, call)
-        if states is not None:
-            states.update({item.index: state for item, state in zip(items, call["no_trace_states"])})
+        self._think_rows(self.parse_inputs(inputs), prompt, AUTO)
         state = self._per_thread()
         return state.last_gate_decisions, state.last_gate_scores

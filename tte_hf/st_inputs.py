@@ -12,7 +12,6 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import torch
 from sentence_transformers import SentenceTransformer
 
 from .ecr import parse_ecr
@@ -281,18 +280,6 @@ class TTEInputsMixin(GateStepMixin):
             return think
         wanted = self.query_reasoning if task == "query" else self.document_reasoning
         return wanted if self.reasoner is not None else False
-
-    def _stashed_states(self, inputs: Sequence[Any], prompt: str | None, mode: bool | str):
-        """The no-trace states the gate already computed for ``inputs`` in this ``think="auto"`` call
-        (all of them, same prompt, embedding without a trace), stacked; else ``None``."""
-        stash = self._per_thread().no_trace_states
-        if mode is not False or stash is None or stash[0] != prompt:
-            return None
-        if not all(
-            isinstance(value, ParsedInput) and value.reasoning is None and value.index in stash[1] for value in inputs
-        ):  # an input's own trace is read even without reasoning: it needs its own pass
-            return None
-        return torch.stack([stash[1][value.index] for value in inputs])
 
     def _request(self, item: ParsedInput, instruction: str | None) -> ReasoningRequest:
         return ReasoningRequest(

@@ -152,27 +152,21 @@ class TTESentenceTransformer(SentenceTransformer):
         return super().encode(items, *args, **kwargs)
 
     def _encode_gated(self, items: list, kwargs: dict[str, Any]):
-        """``think="auto"`` over a whole call: the gate decides for every input first, then the inputs
-        it sends to the reasoner are encoded together and the others without a trace. Batched decoding
-        costs per step, not per row, so packing the reasoned inputs into full batches is what turns
-        skipped inputs into saved time. Each input's vector is the one its mode gives on its own."""
+        """``think="auto"`` over a whole call: the gate decides for every input first (a pass up to the
+        first decoder layer), then the inputs it sends to the reasoner are encoded together and the
+        others without a trace. Batched decoding costs per step as well as per row, so packing the
+        reasoned inputs into full batches is what turns skipped inputs into saved time. Each input's
+        vector is the one its mode gives on its own."""
         module = self[0]
         task = kwargs.get("task")
         prompt_name, prompt = kwargs.get("prompt_name"), kwargs.get("prompt")
-        states: dict[int, torch.Tensor] = {}
-        think, scores = self.gate_decisions(items, prompt_name, prompt, task, kwargs.get("batch_size") or 32, states)
+        think, scores = self.gate_decisions(items, prompt_name, prompt, task, kwargs.get("batch_size") or 32)
         groups = {True: [i for i, t in enumerate(think) if t], False: [i for i, t in enumerate(think) if not t]}
         parts = {}
-        state = module._per_thread()
         for mode, rows in groups.items():
-            if not rows:
-                continue
-            # the skipped inputs' vectors are the gate's own features: no second pass over them
-            state.no_trace_states = None if mode else (self._task_prompt(prompt_name, prompt, task), states)
-            try:
+            if rows:
                 parts[mode] = super().encode([items[i] for i in rows], **{**kwargs, "think": mode})
-            finally:
-                state.no_trace_states = None
+        state = module._per_thread()
         state.last_gate_decisions, state.last_gate_scores = think, scores
         order = [(mode, position) for mode in (True, False) for position in range(len(groups[mode]))]
         by_input = [None] * len(items)
@@ -225,19 +219,18 @@ class TTESentenceTransformer(SentenceTransformer):
         prompt: str | None = None,
         task: str | None = "query",
         batch_size: int = 32,
-        states: dict[int, torch.Tensor] | None = None,
     ) -> tuple[list[bool], list[float]]:
         """The reasoning gate's decisions (True: reason) and scores for ``inputs`` with ``task``'s prompt,
         in input order: what ``encode_query(inputs, think="auto")`` does with each (also kept, for the
         last such call of this thread, in ``model[0].last_gate_decisions`` / ``last_gate_scores``).
-        Needs a gate (``tte-hf train-gate``). ``states`` receives each input's no-trace state by index."""
+        Needs a gate (``tte-hf train-gate``)."""
         prompt = self._task_prompt(prompt_name, prompt, task)
         module = self[0]
         inputs = list(inputs) if isinstance(inputs, (list, tuple)) and not self.is_singular_input(inputs) else [inputs]
         think: list[bool] = []
         scores: list[float] = []
         for start in range(0, len(inputs), batch_size):
-            decided = module.gate_decisions(inputs[start : start + batch_size], prompt=prompt, task=task, states=states)
+            decided = module.gate_decisions(inputs[start : start + batch_size], prompt=prompt, task=task)
             think += decided[0]
             scores += decided[1]
         return think, scores

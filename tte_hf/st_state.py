@@ -70,9 +70,6 @@ class PerThreadState(threading.local):
         self.prompt_by_task: dict[str | None, str | None] = {}
         self.last_gate_decisions: list[bool] | None = None
         self.last_gate_scores: list[float] | None = None
-        #: (prompt, {caller index: no-trace state}) the gate computed during this thread's ``think="auto"``
-        #: call, reused when the skipped inputs are then embedded without a trace
-        self.no_trace_states: tuple[str | None, dict[int, Any]] | None = None
 
     def __reduce__(self):  # copies of a module start with fresh per-thread state
         return (type(self), ())

@@ -17,7 +17,7 @@ from .gate_tte import check_mode
 from .generation_tte import decoding_settings
 from .inputs import END_OF_TURN, build_messages, embedder_system_prompt, embedder_text, render_prompt
 from .reasoner_base import ReasoningRequest
-from .st_gate import run_reading_input_states
+from .st_gate import read_input_states
 from .st_inputs import INPUT_SETTINGS, TTEInputsMixin
 from .st_state import LRUCache
 
@@ -70,8 +70,8 @@ class TTEUnifiedTransformer(TTEInputsMixin, InputModule):
     The sequence is the reasoner's own: system = the task prompt, the ST prompt = the instruction.
     Besides its own arguments it takes the `st_inputs.INPUT_SETTINGS` (pixel budget, URLs, cache size).
     ``query_reasoning`` / ``document_reasoning`` may be ``"auto"``: the module's reasoning gate reads
-    each input's no-trace pass (one prefill: its embedding and the gate's feature) and a skipped input
-    returns that embedding as is.
+    each input's no-trace sequence up to the first decoder layer, and a skipped input takes the
+    ``think=False`` pass (one prefill).
     """
 
     config_file_name = "tte_unified_config.json"
@@ -174,27 +174,18 @@ class TTEUnifiedTransformer(TTEInputsMixin, InputModule):
         return {k: v.to(self.model.device) for k, v in batch.items()}
 
     def preprocess(self, inputs, prompt: str | None = None, task: str | None = None, think=None, **kwargs):
-        """Reason (generating and embedding at once) where needed; tokenise the rest for `forward`.
-        Under ``"auto"`` the gate's no-trace embeddings are reused for the rows it skips."""
+        """Reason (generating and embedding at once) where needed; tokenise the rest for `forward`."""
         if not inputs:
             return {}
         mode = self._wants_reasoning(task, think)
-        stashed = self._stashed_states(inputs, prompt, mode)
-        if stashed is not None:  # skipped by the gate in this call: the gate read exactly these vectors
-            self._per_thread().prompt_by_task[task] = prompt
-            self.last_reasoning = [None] * len(inputs)
-            rows = torch.arange(len(inputs))
-            return {"batch_size": torch.tensor(len(inputs)), "generated_rows": rows, "generated_embeddings": stashed}
         items = self.parse_inputs(inputs)
         self._per_thread().prompt_by_task[task] = prompt
         call: dict[str, Any] = {}  # this call's keys and generated embeddings: no module state, no mixing
-        think_rows = self._think_rows(items, prompt, mode, call)
+        think_rows = self._think_rows(items, prompt, mode)
         traces = self._traces(items, prompt, think_rows, call)
         self.last_reasoning = traces
         generated = call.get("embeddings", {})
         fresh = {i: generated[key] for i, key in call["keys"].items() if key in generated}
-        if "no_trace_states" in call:  # skipped rows: their no-trace vectors came with the gate's pass
-            fresh |= {i: call["no_trace_states"][i] for i in range(len(items)) if traces[i] is None}
         rows = [i for i in range(len(items)) if i not in fresh]
         features: dict[str, Any] = {"batch_size": torch.tensor(len(items))}
         if fresh:
@@ -239,18 +230,11 @@ class TTEUnifiedTransformer(TTEInputsMixin, InputModule):
         return self.model.backbone.get_input_embeddings().embedding_dim
 
     @torch.no_grad()
-    def _no_trace_features(self, items: list, instruction: str | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """One pass over each row's no-trace sequence (prompt + end token through the head): its
-        embedding, the exact vector a skipped row returns (`preprocess` reuses it), and the gate's
-        feature from the same pass (`st_gate.run_reading_input_states`)."""
-        rows = list(range(len(items)))
-        features = self._forward_features(items, rows, [None] * len(items), {}, instruction)
+    def _gate_input_features(self, items: list, instruction: str | None) -> torch.Tensor:
+        features = self._forward_features(items, list(range(len(items))), [None] * len(items), {}, instruction)
         features.pop("forward_rows")
         with self._model_lock():
-            output, gate_features = run_reading_input_states(
-                self.model.language_model.layers, features["attention_mask"], lambda: self.model(**features)
-            )
-        return output.embeddings, gate_features
+            return read_input_states(self.model.backbone.model, features)
 
     def forward(self, features: dict[str, Any], think=None, **kwargs) -> dict[str, Any]:
         size = int(features["batch_size"])
