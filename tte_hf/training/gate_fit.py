@@ -82,37 +82,30 @@ def choose_threshold(
     wrong without it); among equal skip rates the higher Hit@1. Rows the trace gets wrong and a skip
     gets right do not offset those losses: on the rows a gate is fitted on, a few inputs its reasoner
     fails on would otherwise pay for skipping inputs where reasoning helps, and at run time such
-    failures need not recur. Candidates lie between consecutive distinct scores, at the middle of their
-    logits.
+    failures need not recur. Candidates lie between consecutive distinct scores, so a threshold never
+    sits on a seen score.
 
-    ``skip_tolerance`` > 0 trades a little skipping for margin: among the allowed thresholds that skip
-    at least the most minus ``skip_tolerance``, the one in the widest gap between consecutive scores,
-    measured in logits (the probe's linear units), placed at the gap's middle. The most-skipping
-    threshold tends to sit just below the rows the trace helped; inputs of new compositions score a
-    little differently, and a boundary as far as possible from the rows on either side keeps them on
-    the side of the rows they are like. (Taking the lowest threshold in the window instead pushed the
-    boundary into the rows that need no trace.)"""
+    ``skip_tolerance`` > 0 trades a little skipping for margin: the lowest allowed threshold that skips
+    at least the most minus ``skip_tolerance``. The most-skipping threshold tends to sit just below the
+    rows the trace helped, among rows it did not help by chance; inputs scored a little lower than
+    those at run time are then skipped, and they are rows like the helped ones."""
     scores = scores.float()
     hit_with, hit_without = hit_with.float(), hit_without.float()
     distinct = torch.unique(scores)
-    logits = torch.logit(distinct.double().clamp(1e-12, 1 - 1e-12))
-    # the lowest and highest candidates think / skip everywhere; inner ones sit mid-gap in logits
-    middles = torch.sigmoid((logits[1:] + logits[:-1]) / 2).float()
-    middles = torch.where(middles > distinct[:-1], middles, distinct[1:]).tolist()  # rounded onto the lower score
-    candidates = [float(distinct[0]) - 1.0, *middles, float(distinct[-1]) + 1.0]
-    gaps = [0.0, *(logits[1:] - logits[:-1]).tolist(), 0.0]
+    candidates = [float(distinct[0]) - 1.0, *((distinct[1:] + distinct[:-1]) / 2).tolist(), float(distinct[-1]) + 1.0]
     always, never = float(hit_with.mean()), float(hit_without.mean())
     only_with_trace = (hit_with > 0) & (hit_without <= 0)
     allowed = []
-    for threshold, gap in zip(candidates, gaps):
+    for threshold in candidates:
         think = scores >= threshold
         hit = float(torch.where(think, hit_with, hit_without).mean())
         skip = float((~think).float().mean())
         if float((~think & only_with_trace).float().mean()) <= max_hit_drop + 1e-6:
-            allowed.append((Threshold(threshold, skip, hit, always, never), gap))
+            allowed.append(Threshold(threshold, skip, hit, always, never))
     # the lowest candidate thinks everywhere (loses nothing), so `allowed` is never empty
-    best = max((t for t, _ in allowed), key=lambda t: (t.skip_rate, t.hit_auto))
+    best = max(allowed, key=lambda t: (t.skip_rate, t.hit_auto))
     if skip_tolerance > 0:
-        window = [(t, gap) for t, gap in allowed if t.skip_rate >= best.skip_rate - skip_tolerance - 1e-6]
-        best = max(window, key=lambda pair: (pair[1], pair[0].skip_rate))[0]
+        best = min(
+            (t for t in allowed if t.skip_rate >= best.skip_rate - skip_tolerance - 1e-6), key=lambda t: t.threshold
+        )
     return best

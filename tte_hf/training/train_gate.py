@@ -36,7 +36,7 @@ class GateArguments:
     min_rank_gain: int = field(default=1, metadata={"help": "Label 1 when the trace moves the gold target up this much."})  # fmt: skip
     folds: int = field(default=4, metadata={"help": "Cross-fitting folds: a query's threshold score comes from a probe fitted without it."})  # fmt: skip
     max_hit_drop: float = field(default=0.01, metadata={"help": "Share of queries whose out-of-fold hit only the trace gives and a skip may lose."})  # fmt: skip
-    skip_tolerance: float = field(default=0.1, metadata={"help": "Skip rate that may be given up to put the threshold in the widest gap of the scores (margin)."})  # fmt: skip
+    skip_tolerance: float = field(default=0.1, metadata={"help": "Skip rate given up for the lowest such threshold (margin)."})  # fmt: skip
     l2: float = field(default=0.1, metadata={"help": "L2 penalty of the logistic probe (on standardised features)."})
     max_steps: int = field(default=200, metadata={"help": "LBFGS iterations."})
     batch_size: int = field(default=16, metadata={"help": "Encode batch size."})
@@ -126,7 +126,7 @@ def fit_gate(args: GateArguments) -> dict:
         "trained_with": f"tte-hf {__version__} train-gate",
         "feature": gate.feature,
         "label": f"1 when the query's trace moves its gold target up >= {args.min_rank_gain} place(s) among its dataset's targets (positives and hard negatives)",  # fmt: skip
-        "threshold_rule": f"{args.folds}-fold cross-fitted scores: among the thresholds that skip at most {args.max_hit_drop} of the queries as hits only the trace gives and skip within {args.skip_tolerance} of the most, the middle (in logits) of the widest gap between scores",  # fmt: skip
+        "threshold_rule": f"{args.folds}-fold cross-fitted scores: the lowest threshold that skips within {args.skip_tolerance} of the most while skipping at most {args.max_hit_drop} of the queries as hits only the trace gives",  # fmt: skip
         "datasets": described,
         "queries": len(y),
         "trace_helps_rate": float(y.mean()),
