@@ -8,7 +8,7 @@ reasoner) and the unified model, reasoner calls and the auto / always time ratio
 beside it an oracle gate's ratio: reason on exactly the riddles, none of the plain queries (the kind
 is known from the data), each kind encoded in one call. That is about the least time a gate that
 keeps the riddles' Hit@1 can take on this set, with no gate pass at all. Last, the gate's pass alone
-(`gate_decisions`: processor, vision tower and embeddings, no decoder) beside ``never``'s complete
+(`gate_decisions`: tokenizer and embedding lookup of the prompts' text) beside ``never``'s complete
 no-trace pass. And ``reasoned only``: ``think=True`` on just the queries ``auto`` reasons on, one call,
 which is what ``auto`` would cost if its gate and its skipped queries were free: the floor of any
 engineering on the gate's pass (reusing its work for the skipped queries and so on) at this gate.
@@ -27,7 +27,7 @@ from pathlib import Path
 
 MODES = {"always": True, "auto": "auto", "never": False}
 ORACLE = "oracle"  # think on the riddles only
-GATE = "gate"  # the gate's decisions alone: its pass up to the first decoder layer
+GATE = "gate"  # the gate's decisions alone: its features (the prompts' text tokens) and probe
 REASONED = "reasoned"  # think=True on the queries the gate reasons on, nothing else
 
 

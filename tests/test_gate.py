@@ -428,30 +428,40 @@ def test_auto_packs_the_reasoned_inputs_of_a_call_into_full_batches(tiny_vlm, em
     assert reasoner.calls == [sum(think)]
 
 
-def test_every_input_crosses_the_decoder_once_and_the_gate_pass_never(gated):
-    """The gate's pass stops at the first decoder layer; then a skipped input takes its no-trace pass and
-    a reasoned one only its traced pass (the embedder's) or its generation (the unified model's, whose
-    prefill is that input's only multi-token pass). Counted at the backbone's last decoder layer."""
+def test_every_input_crosses_the_decoder_once_and_the_gate_reads_neither_it_nor_the_images(gated):
+    """The gate runs no processor, vision tower or decoder; then a skipped input takes its no-trace pass
+    and a reasoned one only its traced pass (the embedder's) or its generation (the unified model's,
+    whose prefill is that input's only multi-token pass). Counted at the backbone's first decoder layer
+    and its vision tower."""
+    from PIL import Image
+
     module = gated[0]
     unified = hasattr(module, "trace_token_ids")
     vlm = module.model.backbone.model if unified else getattr(module.model, "backbone", module.model)  # a Qwen2VLModel
     rows: list[int] = []
+    images: list[int] = []
 
     def count(layer, args, kwargs):
         states = args[0] if args else kwargs["hidden_states"]
         if states.shape[1] > 1:  # a whole sequence, not one decode step
             rows.append(states.shape[0])
 
-    handle = vlm.language_model.layers[-1].register_forward_pre_hook(count, with_kwargs=True)
+    picture = Image.fromarray(np.arange(56 * 56 * 3, dtype=np.uint8).reshape(56, 56, 3))
+    inputs = [{"text": QUERIES[0], "image": picture}, *QUERIES[1:]]
+    handles = [
+        vlm.language_model.layers[0].register_forward_pre_hook(count, with_kwargs=True),
+        vlm.visual.register_forward_pre_hook(lambda *_: images.append(1)),
+    ]
     try:
-        think, _ = gated.gate_decisions(QUERIES)
-        assert rows == [], "the gate's pass ran the decoder"
+        think, _ = gated.gate_decisions(inputs)
+        assert rows == [] and images == [], "the gate's pass ran the decoder or the vision tower"
         module.ecr_cache.clear()  # fresh traces: the unified model embeds them while generating
-        gated.encode_query(QUERIES, think="auto", batch_size=4)
+        gated.encode_query(inputs, think="auto", batch_size=4)
     finally:
-        handle.remove()
-    assert 0 < sum(think) < len(QUERIES)
-    assert sum(rows) == len(QUERIES)
+        for handle in handles:
+            handle.remove()
+    assert 0 < sum(think) < len(inputs)
+    assert sum(rows) == len(inputs) and images
 
 
 def test_gate_recipes_parse_and_name_traces_for_every_dataset():
@@ -492,39 +502,42 @@ def test_the_candidate_pool_holds_every_distinct_positive_and_hard_negative():
     assert gold.tolist() == [0, 1, 0]
 
 
-def test_the_gate_reads_the_mean_input_embedding_of_the_no_trace_sequence(gated):
-    """The gate's feature: the token embeddings of each input's no-trace sequence (what the first decoder
-    layer reads), averaged over its unpadded positions; computed here from the ids by table lookup."""
+def _image(seed: int):
+    from PIL import Image
+
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 255, (56, 56, 3), dtype=np.uint8))
+
+
+def test_the_gate_reads_the_mean_text_token_embedding_of_the_no_trace_sequence(gated):
+    """The gate's feature: the token embeddings of each input's no-trace sequence as the processor
+    builds it for the forward pass (padded, image placeholders expanded), averaged over the unpadded
+    positions that are not image placeholders; computed here from those ids by table lookup."""
     module = gated[0]
-    inputs = ["two dogs", "the sky at night over a long quiet road, seen from a bridge"]  # padding differs
+    inputs = [{"text": "which object is red", "image": _image(0)}, "the sky at night over a long quiet road, seen from a bridge"]  # fmt: skip
     features = gated.gate_features(inputs)
     items = module.parse_inputs(inputs)
-    if hasattr(module, "trace_token_ids"):  # unified: prompt + end token, left-padded
+    unified = hasattr(module, "trace_token_ids")
+    if unified:  # prompt + end token, left-padded
         batch = module._forward_features(items, [0, 1], [None, None], {}, INSTRUCTION)
     else:
         batch = module._features(items, module.embedder_texts(items, [None, None], INSTRUCTION))
-    table = (
-        module.model.get_input_embeddings()
-        if not hasattr(module, "trace_token_ids")
-        else module.model.backbone.get_input_embeddings()
-    )
+    table = module.model.backbone.get_input_embeddings() if unified else module.model.get_input_embeddings()
+    pad = module.processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    assert int((batch["input_ids"][0] == pad).sum()) > 1  # the expanded image: many placeholder positions
     for row in range(2):
         ids = batch["input_ids"][row][batch["attention_mask"][row].bool()]
-        torch.testing.assert_close(features[row], table(ids).mean(0), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(features[row], table(ids[ids != pad]).mean(0), atol=1e-6, rtol=1e-6)
     assert features.shape == (2, module.gate_feature_dim())
 
 
 @pytest.mark.parametrize("arch", ["tiny_vlm", "tiny_vlm_25", "tiny_vlm_3"])
-def test_the_gates_short_pass_reads_what_a_complete_pass_feeds_the_first_layer(arch, request):
-    """With an image (vision tower tokens in the sequence) and padding, on every supported architecture:
-    the gate's pass stops at the first decoder layer and skips the M-RoPE index, and still reads exactly
-    the input embeddings of a complete pass (transformers' own ``hidden_states[0]``)."""
-    from PIL import Image
-
+def test_the_gate_feature_is_what_a_complete_pass_feeds_the_first_layer_at_the_text_positions(arch, request):
+    """On every supported architecture, with an image and padding: the feature is transformers' own
+    first-layer input (``hidden_states[0]``) of a complete pass, averaged over the text positions; so the
+    picture does not enter it (another picture, same text: same bits) while the text does."""
     model = build_sentence_transformer(request.getfixturevalue(arch), prompts={"query": INSTRUCTION})
     module = model[0]
-    image = Image.fromarray(np.arange(56 * 56 * 3, dtype=np.uint8).reshape(56, 56, 3))
-    inputs = [{"text": "which object is red", "image": image}, "the sky at night over a long quiet road"]
+    inputs = [{"text": "which object is red", "image": _image(0)}, "the sky at night over a long quiet road"]
     features = model.gate_features(inputs)
     items = module.parse_inputs(inputs)
     batch = module._features(items, module.embedder_texts(items, [None, None], INSTRUCTION))
@@ -532,9 +545,11 @@ def test_the_gates_short_pass_reads_what_a_complete_pass_feeds_the_first_layer(a
     vlm = getattr(module.model, "backbone", module.model)
     with torch.no_grad():
         first = vlm(**batch, use_cache=False, output_hidden_states=True).hidden_states[0]
-    mask = batch["attention_mask"].unsqueeze(-1).to(first.dtype)
-    torch.testing.assert_close(features, (first * mask).sum(1) / mask.sum(1), atol=1e-6, rtol=1e-6)
-    assert batch["pixel_values"].numel() and not torch.allclose(features[0], features[1])
+    text = batch["attention_mask"].bool() & (batch["input_ids"] != vlm.config.image_token_id)
+    expected = torch.stack([first[row][text[row]].mean(0) for row in range(2)])
+    torch.testing.assert_close(features, expected.float(), atol=1e-6, rtol=1e-6)
+    other = model.gate_features([{"text": "which object is red", "image": _image(1)}, "which object is blue"])
+    assert torch.equal(other[0], features[0]) and not torch.allclose(other[1], features[1])
 
 
 def test_a_gate_fitted_on_other_features_is_refused(embedder_model, tmp_path):

@@ -3,11 +3,16 @@ reasoner's trace is worth its cost.
 
 Design (why this probe, on this feature):
 
-- **Feature = the mean of the input embeddings of the input's no-trace sequence** (what the first
-  decoder layer reads: text tokens and the vision tower's image tokens, averaged over the sequence,
-  L2-normalised; `GATE_FEATURE`). The gate's pass stops where that is read, before the decoder
-  (`st_gate.read_input_states`): it costs the processor, the vision tower and an embedding lookup; a
-  skipped input then takes its one no-trace pass, a reasoned one never runs that pass.
+- **Feature = the mean of the input embeddings of the text tokens of the input's no-trace sequence**
+  (the chat template the embedder reads without a trace, its image/video placeholders left out;
+  L2-normalised by the probe; `GATE_FEATURE`, `st_gate.mean_text_embeddings`). It costs a tokenizer call
+  and an embedding lookup: no processor, no vision tower, no decoder, so a skipped input pays for its
+  one no-trace pass and little else, and a reasoned one for nothing it throws away. Whether a trace
+  helps is a property of what the query asks (the task's instruction, the question), which is text;
+  the picture's pixels did not tell the demo's riddles from its plain queries any better: on seed 0's
+  held-out queries a probe on the text tokens separates them perfectly (AUC 1.000), as one on the
+  whole sequence with the vision tower's image tokens did, for a fraction of that pass's time
+  (benchmarks/RESULTS.md). A gate that needs the image's content is a different feature (and version).
   Why not the no-trace *embedding*, the first choice: a contrastive embedder is trained to forget how
   a query is phrased (a riddle and a plain query with the same answer embed alike), while whether a
   trace helps depends on what the query asks. In the demo, probes fitted on the dev compositions told
@@ -16,8 +21,8 @@ Design (why this probe, on this feature):
 - **Probe = one ``Linear`` + sigmoid** on that unit vector (fitted on standardised features, folded
   back into the weights): a few thousand parameters, negligible next to one decode step, trainable on
   CPU from a few hundred labelled queries.
-- **Decision = score >= threshold**, per input, from that input's own vector: batch composition and
-  padding side do not enter (up to the backbone's float noise in a padded batch).
+- **Decision = score >= threshold**, per input, from that input's own vector, averaged unpadded: batch
+  composition and padding side do not enter, bit for bit.
 - The threshold is chosen on held-out queries to keep always-mode Hit@1 while skipping the most
   (see ``tte_hf.gate.fit_gate``); how it was trained is kept in ``gate_config.json``.
 
@@ -35,7 +40,7 @@ import torch
 GATE_CONFIG = "gate_config.json"
 GATE_WEIGHTS = "gate.safetensors"
 #: What a gate reads; saved with it, so a gate fitted on other features is refused, not misread.
-GATE_FEATURE = "mean input embedding of the no-trace sequence"
+GATE_FEATURE = "mean input embedding of the no-trace sequence's text tokens"
 #: values of ``query_reasoning`` / ``document_reasoning`` / ``think``: on, off, or decided by the gate
 AUTO = "auto"
 

@@ -28,7 +28,7 @@ from .gate_tte import check_mode
 from .inputs import build_messages, embedder_system_prompt, embedder_text, render_prompt
 from .reasoner_openai import OpenAIReasoner
 from .reasoner_transformers import TransformersReasoner
-from .st_gate import read_input_states
+from .st_gate import mean_text_embeddings, vision_placeholder_ids
 from .st_inputs import INPUT_SETTINGS, ParsedInput, TTEInputsMixin
 
 REASONING_SOURCES = ("off", "transformers", "openai")
@@ -249,10 +249,9 @@ class TTETransformer(TTEInputsMixin, Transformer):
 
     @torch.no_grad()
     def _gate_input_features(self, items: list[ParsedInput], instruction: str | None) -> torch.Tensor:
-        features = self._features(items, self.embedder_texts(items, [None] * len(items), instruction))
-        device = self.model.device
-        features = {k: v.to(device) for k, v in features.items() if isinstance(v, torch.Tensor)}
-        return read_input_states(getattr(self.model, "backbone", self.model), features)  # a Qwen*VLModel
+        texts = self.embedder_texts(items, [None] * len(items), instruction)
+        embeddings = self.model.get_input_embeddings()
+        return mean_text_embeddings(embeddings, self.processor.tokenizer, texts, vision_placeholder_ids(self.processor))
 
     def save(self, output_path: str, *args, **kwargs) -> None:
         super().save(output_path, *args, **kwargs)

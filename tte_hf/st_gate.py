@@ -18,38 +18,33 @@ if TYPE_CHECKING:
     from .st_inputs import ParsedInput
 
 
-class _FirstLayerReached(Exception):
-    """Raised by `read_input_states`' hook to end a gate pass where the gate's feature is read."""
+def vision_placeholder_ids(processor: Any) -> set[int]:
+    """Token ids of the processor's image and video placeholders (``<|image_pad|>`` / ``<|video_pad|>``)."""
+    tokenizer = processor.tokenizer
+    ids = set()
+    for kind in ("image", "video"):
+        token_id = getattr(processor, f"{kind}_token_id", None)
+        token = getattr(processor, f"{kind}_token", None)
+        if token_id is None and token is not None:
+            token_id = tokenizer.convert_tokens_to_ids(token)
+        if token_id is not None:
+            ids.add(int(token_id))
+    return ids
 
 
-def read_input_states(vlm: torch.nn.Module, batch: Mapping[str, Any]) -> torch.Tensor:
-    """Per row, the mean over its unmasked positions of what the first decoder layer of ``vlm`` (a
-    transformers ``Qwen*VLModel``: vision tower + decoder) reads for the processor outputs ``batch``:
-    the input embeddings (text tokens and the vision tower's image tokens), i.e. the gate's feature
-    (`gate_tte.GATE_FEATURE`). The pass stops there, so the gate costs the processor, the embedding
-    lookup and the vision tower, not the decoder: a reasoned input never pays for a no-trace pass it
-    would throw away. Positions do not enter these states, so the M-RoPE index is not computed either
-    (zeros stand in). Bit-identical to the same tensor in a complete pass over the same batch."""
-    captured = []
-
-    def read(module, args, kwargs):
-        captured.append(args[0] if args else kwargs["hidden_states"])
-        raise _FirstLayerReached
-
-    inputs = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
-    inputs["position_ids"] = torch.zeros_like(inputs["input_ids"])
-    handle = vlm.language_model.layers[0].register_forward_pre_hook(read, with_kwargs=True)
-    try:
-        vlm(**inputs, use_cache=False)
-    except _FirstLayerReached:
-        pass
-    finally:
-        handle.remove()
-    if not captured:
-        raise RuntimeError("the gate's pass never reached the backbone's first decoder layer")
-    states = captured[0]
-    mask = inputs["attention_mask"].to(states.device, states.dtype).unsqueeze(-1)
-    return (states * mask).sum(1) / mask.sum(1).clamp(min=1)
+def mean_text_embeddings(
+    embeddings: torch.nn.Embedding, tokenizer: Any, texts: list[str], skip_ids: set[int]
+) -> torch.Tensor:
+    """Per text, the mean (float32) of its tokens' input embeddings, leaving out ``skip_ids`` (the vision
+    placeholders): the gate's feature (`gate_tte.GATE_FEATURE`). A tokenizer call and an embedding
+    lookup, no processor or vision tower. Each row is averaged on its own, unpadded, so a row's feature
+    is the same bits in any batch."""
+    weight = embeddings.weight
+    rows = []
+    for ids in tokenizer(texts).input_ids:
+        kept = torch.tensor([i for i in ids if i not in skip_ids], device=weight.device)
+        rows.append(weight[kept].float().mean(0))
+    return torch.stack(rows)
 
 
 class GateStepMixin:
@@ -119,8 +114,8 @@ class GateStepMixin:
         return decisions
 
     def _gate_input_features(self, items: list[ParsedInput], instruction: str | None) -> torch.Tensor:
-        """The gate's (n, gate_feature_dim) features: `read_input_states` over ``items``' no-trace
-        sequences (what ``think=False`` embeds), batched as given."""
+        """The gate's (n, gate_feature_dim) features: `mean_text_embeddings` of ``items``' no-trace
+        sequences (what ``think=False`` embeds)."""
         raise NotImplementedError
 
     def gate_features(self, inputs: Sequence[Any], prompt: str | None = None) -> torch.Tensor:

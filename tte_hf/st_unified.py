@@ -17,7 +17,7 @@ from .gate_tte import check_mode
 from .generation_tte import decoding_settings
 from .inputs import END_OF_TURN, build_messages, embedder_system_prompt, embedder_text, render_prompt
 from .reasoner_base import ReasoningRequest
-from .st_gate import read_input_states
+from .st_gate import mean_text_embeddings, vision_placeholder_ids
 from .st_inputs import INPUT_SETTINGS, TTEInputsMixin
 from .st_state import LRUCache
 
@@ -70,8 +70,8 @@ class TTEUnifiedTransformer(TTEInputsMixin, InputModule):
     The sequence is the reasoner's own: system = the task prompt, the ST prompt = the instruction.
     Besides its own arguments it takes the `st_inputs.INPUT_SETTINGS` (pixel budget, URLs, cache size).
     ``query_reasoning`` / ``document_reasoning`` may be ``"auto"``: the module's reasoning gate reads
-    each input's no-trace sequence up to the first decoder layer, and a skipped input takes the
-    ``think=False`` pass (one prefill).
+    the text tokens of each input's no-trace sequence (no pass of the model), and a skipped input
+    takes the ``think=False`` pass (one prefill).
     """
 
     config_file_name = "tte_unified_config.json"
@@ -231,10 +231,15 @@ class TTEUnifiedTransformer(TTEInputsMixin, InputModule):
 
     @torch.no_grad()
     def _gate_input_features(self, items: list, instruction: str | None) -> torch.Tensor:
-        features = self._forward_features(items, list(range(len(items))), [None] * len(items), {}, instruction)
-        features.pop("forward_rows")
-        with self._model_lock():
-            return read_input_states(self.model.backbone.model, features)
+        texts = [
+            embedder_text(
+                self.prompt_text(item.text, len(item.images), item.video is not None, instruction, item.task, False),
+                None,
+            )
+            for item in items
+        ]
+        embeddings = self.model.backbone.get_input_embeddings()
+        return mean_text_embeddings(embeddings, self.processor.tokenizer, texts, vision_placeholder_ids(self.processor))
 
     def forward(self, features: dict[str, Any], think=None, **kwargs) -> dict[str, Any]:
         size = int(features["batch_size"])
