@@ -196,6 +196,26 @@ def test_fresh_mhsa_head_equals_the_backbones_final_state_on_every_modality(requ
         torch.testing.assert_close(embeddings, reference, atol=1e-5, rtol=0)
 
 
+def test_an_embedding_pass_stops_at_the_layer_the_mhsa_head_reads(tiny_vlm):
+    """`forward` runs the backbone only up to the head's input: the layers the head copied do not run
+    (their outputs would be thrown away); generation, which needs the logits, still runs them all."""
+    processor = AutoProcessor.from_pretrained(tiny_vlm)
+    model = TTEUnifiedModel.from_backbone(tiny_vlm, head_type="mhsa", head_kwargs={"head_num_layers": 1}).eval()
+    layers = model.language_model.layers
+    ran = {i: 0 for i in range(len(layers))}
+    handles = [layer.register_forward_hook(lambda m, a, o, i=i: ran.__setitem__(i, ran[i] + 1)) for i, layer in enumerate(layers)]  # fmt: skip
+    batch = _batch(processor, _items(), "left", trace="<think> red </think> red")
+    try:
+        with torch.no_grad():
+            model(**batch)
+        assert ran == {**{i: 1 for i in range(len(layers) - 1)}, len(layers) - 1: 0}
+        model.generate_and_embed(**_batch(processor, _items(), "left"), max_new_tokens=2)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert ran[len(layers) - 1] > 0
+
+
 @pytest.mark.parametrize("fixture", ARCH_FIXTURES)
 def test_fresh_mhsa_head_in_generate_and_embed_equals_the_backbones_final_state(request, fixture):
     """Through the single pass: the generated tokens' positions come from the backbone's rope deltas."""

@@ -152,6 +152,10 @@ class TTEEmbedderModel(TTEPreTrainedModel):
         return TTEEmbedderOutput(embeddings=embeddings, last_hidden_state=hidden)
 
 
+class _HeadInputsRead(Exception):
+    """Ends an embedding pass of `TTEUnifiedModel.forward` at the layer whose input the head reads."""
+
+
 class TTEUnifiedModel(TTEPreTrainedModel):
     """One backbone that reasons and embeds: a frozen reasoner VLM plus a trainable embedding head.
 
@@ -249,9 +253,11 @@ class TTEUnifiedModel(TTEPreTrainedModel):
         self.backbone.eval()  # frozen: no dropout, whatever the head does
         return self
 
-    def _capture_head_inputs(self) -> tuple[list[torch.Tensor], list[torch.Tensor], list]:
+    def _capture_head_inputs(self, stop: bool = False) -> tuple[list[torch.Tensor], list[torch.Tensor], list]:
         """Hooks that collect, per backbone pass, the hidden states the head reads and the RoPE
-        positions the backbone's layers ran with. Remove the returned handles when done."""
+        positions the backbone's layers ran with. Remove the returned handles when done. ``stop``: end
+        the pass there (raise `_HeadInputsRead`): the layers above are the head's copies' originals,
+        whose outputs an embedding pass does not use."""
         hidden: list[torch.Tensor] = []
         positions: list[torch.Tensor] = []
         layer = self.head.reads_layer
@@ -262,6 +268,8 @@ class TTEUnifiedModel(TTEPreTrainedModel):
             # features to the early layers' outputs in between.
             def read_input(module, args, kwargs):
                 hidden.append(args[0] if args else kwargs["hidden_states"])
+                if stop:
+                    raise _HeadInputsRead
 
             hook = self.language_model.layers[layer].register_forward_pre_hook(read_input, with_kwargs=True)
 
@@ -285,16 +293,19 @@ class TTEUnifiedModel(TTEPreTrainedModel):
     def forward(
         self, input_ids: torch.LongTensor | None = None, attention_mask: torch.Tensor | None = None, **backbone_inputs
     ) -> TTEUnifiedOutput:
-        """Embed complete sequences (prompt + trace + end token) with one backbone pass."""
+        """Embed complete sequences (prompt + trace + end token) with one backbone pass, which ends at the
+        layer whose input the head reads."""
         if attention_mask is None:
             raise ValueError("TTEUnifiedModel.forward needs the attention_mask the processor returns.")
         backbone_inputs.pop("labels", None)
-        hidden, positions, handles = self._capture_head_inputs()
+        hidden, positions, handles = self._capture_head_inputs(stop=True)
         try:
             with torch.no_grad():
                 self.backbone.model(
                     input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **backbone_inputs
                 )
+        except _HeadInputsRead:
+            pass
         finally:
             for handle in handles:
                 handle.remove()
