@@ -98,6 +98,8 @@ def test_decisions_are_deterministic_and_batch_invariant(gated):
     alone = [gated.gate_decisions([q]) for q in QUERIES]
     assert [d[0][0] for d in alone] == think
     np.testing.assert_allclose([s[1][0] for s in alone], scores, atol=1e-5, rtol=0)
+    features = gated.gate_features(QUERIES)  # each row averaged unpadded: the same bits in any batch
+    assert all(torch.equal(gated.gate_features([q])[0], features[i]) for i, q in enumerate(QUERIES))
     order = [5, 2, 7, 0, 3, 1, 6, 4]
     shuffled = gated.gate_decisions([QUERIES[i] for i in order])
     assert shuffled[0] == [think[i] for i in order]
