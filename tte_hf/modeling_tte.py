@@ -92,6 +92,9 @@ class TTEPreTrainedModel(PreTrainedModel):
 
 
 def _load_kwargs(kwargs: dict) -> dict:
+    # `AutoModel.from_pretrained` tags its call of our `from_pretrained` with `_from_auto`; the backbone
+    # load is an Auto call of its own that sets the tag again (transformers 5.25 refuses it twice).
+    kwargs = {k: v for k, v in kwargs.items() if k != "_from_auto"}
     attn = kwargs.get("attn_implementation")
     if attn == "flash_attention_2":
         try:
