@@ -8,10 +8,9 @@ the rounds' own ratios, with their range (one round's ratio moves by 0.1 or more
 shared 2-core machine). Prints, for the student (embedder + a separate reasoner) and the unified
 model, reasoner calls and the auto / always time ratio (goal <= 0.65), and beside it an oracle gate's
 ratio: reason on exactly the riddles, none of the plain queries (the kind is known from the data),
-each kind encoded in one call. That is about the least time a gate that
-keeps the riddles' Hit@1 can take on this set, with no gate pass at all. Last, the gate's pass alone
-(`gate_decisions`: tokenizer and embedding lookup of the prompts' text) beside ``never``'s complete
-no-trace pass. And ``reasoned only``: ``think=True`` on just the queries ``auto`` reasons on, one call,
+each kind encoded in one call. That is about the least time a gate that keeps the riddles' Hit@1 can
+take on this set, with no gate pass at all. Last, the gate's pass alone (`gate_decisions`: tokenizer
+and embedding lookup of the prompts' text) beside ``never``'s complete no-trace pass. And ``reasoned only``: ``think=True`` on just the queries ``auto`` reasons on, one call,
 which is what ``auto`` would cost if its gate and its skipped queries were free: the floor of any
 engineering on the gate's pass (reusing its work for the skipped queries and so on) at this gate.
 

@@ -154,9 +154,9 @@ class TTESentenceTransformer(SentenceTransformer):
     def _encode_gated(self, items: list, kwargs: dict[str, Any]):
         """``think="auto"`` over a whole call: the gate decides for every input first (from its prompt's
         tokens: no processor, vision tower or decoder), then the inputs it sends to the reasoner are
-        encoded together and the others without a trace. Batched decoding costs per step as well as per row, so packing the
-        reasoned inputs into full batches is what turns skipped inputs into saved time. Each input's
-        vector is the one its mode gives on its own."""
+        encoded together and the others without a trace. Batched decoding costs per step as well as per
+        row, so packing the reasoned inputs into full batches is what turns skipped inputs into saved
+        time. Each input's vector is the one its mode gives on its own."""
         module = self[0]
         task = kwargs.get("task")
         prompt_name, prompt = kwargs.get("prompt_name"), kwargs.get("prompt")
