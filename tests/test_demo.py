@@ -4,6 +4,8 @@ import json
 
 import pytest
 import torch
+import transformers
+import trl
 from safetensors.torch import load_file
 
 from tte_hf.demo.data import COLOURS, RIDDLES, split_compositions, write_benchmark
@@ -99,6 +101,9 @@ def test_quick_demo_report_matches_saved_embeddings(tmp_path):
     for name, score in report["hit_at_1"].items():
         assert f"| {LABELS[name]} | {score:.1f} |" in table
     assert "## Adaptive thinking" in table and "| think |" in table
+    # the libraries that computed it, as installed (their versions can move a seed's figures)
+    assert report["versions"]["transformers"] == transformers.__version__
+    assert f"trl {trl.__version__}," in table
     # every artefact stays: data, traces, checkpoints, the saved models with their gates
     for path in ("data/train.jsonl", "data/dev.jsonl", "data/test_plain.jsonl", "ecr/teacher-train.jsonl",
                  "ecr/student-dev.jsonl", "ecr/student-rl-train.jsonl", "models/student/config.json",

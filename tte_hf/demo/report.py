@@ -27,6 +27,8 @@ ADAPTIVE_UNITS = {ADAPTIVE_CHECKS[0]: "points", ADAPTIVE_CHECKS[1]: "% of the ca
 MODE_NAMES = ("never", "always", "auto")
 #: evaluation task names: the held-out riddles (the paper's claims) and plain queries of the same compositions
 RIDDLE_TASK, PLAIN_TASK = "held-out-compositions", "held-out-plain"
+#: The libraries whose version can move a seed's figures: a report names the ones that computed it.
+VERSIONED = ("torch", "transformers", "sentence-transformers", "trl", "peft", "accelerate", "tokenizers", "pillow")
 
 
 def summarize(scores: dict[str, float]) -> dict[str, Any]:
@@ -153,6 +155,8 @@ def write_demo_report(
         "adaptive": adaptive,
         "settings": settings,
         "timings_s": timings,
+        "versions": library_versions(),
+        "cpu": cpu_name(),
     }
     (output / "report.json").write_text(json.dumps(summary, indent=2))
     write_chart(scores, adaptive, output / "hit_at_1.png")
@@ -200,9 +204,39 @@ def write_demo_report(
         ),
         "",
         "![Hit@1](hit_at_1.png)",
+        "",
+        f"Computed on {summary['cpu']} with "
+        + ", ".join(f"{name} {v}" for name, v in summary["versions"].items())
+        + ".",
     ]
     (output / "report.md").write_text("\n".join(lines) + "\n")
     return summary
+
+
+def library_versions() -> dict[str, str]:
+    """The installed version of each of `VERSIONED` ("missing" where it is not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "missing"
+
+    return {name: installed(name) for name in VERSIONED}
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux ``/proc/cpuinfo``; elsewhere `platform.processor`): its vendor's
+    kernels can move a seed's figures even with the code paths pinned (`runtime`)."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    except OSError:
+        names = []
+    return names[0] if names else platform.processor() or platform.machine() or "unknown CPU"
 
 
 def _slack(summary: dict[str, Any], claim: str) -> str:
