@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..environment import cpu_name, package_versions
+
 LABELS = {
     "baseline": "Baseline (no ECR)",
     "tte-teacher": "TTE-teacher",
@@ -155,7 +157,7 @@ def write_demo_report(
         "adaptive": adaptive,
         "settings": settings,
         "timings_s": timings,
-        "versions": library_versions(),
+        "versions": package_versions(VERSIONED, missing="missing"),
         "cpu": cpu_name(),
     }
     (output / "report.json").write_text(json.dumps(summary, indent=2))
@@ -211,32 +213,6 @@ def write_demo_report(
     ]
     (output / "report.md").write_text("\n".join(lines) + "\n")
     return summary
-
-
-def library_versions() -> dict[str, str]:
-    """The installed version of each of `VERSIONED` ("missing" where it is not installed)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    def installed(name: str) -> str:
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            return "missing"
-
-    return {name: installed(name) for name in VERSIONED}
-
-
-def cpu_name() -> str:
-    """The CPU's model name (Linux ``/proc/cpuinfo``; elsewhere `platform.processor`): its vendor's
-    kernels can move a seed's figures even with the code paths pinned (`runtime`)."""
-    import platform
-
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-    except OSError:
-        names = []
-    return names[0] if names else platform.processor() or platform.machine() or "unknown CPU"
 
 
 def _slack(summary: dict[str, Any], claim: str) -> str:

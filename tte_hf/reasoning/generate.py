@@ -27,6 +27,7 @@ from typing import Any
 
 from ..ecr import PROMPT_VERSION, parse_ecr
 from ..ecr_jsonl import read_ecr
+from ..environment import package_versions
 from .base import ReasoningBackend, ReasoningRequest
 from .sources import INPUT_FORMATS, BadInputError, BadItem, ECRItem, ItemReader, detect_format, load_images, shard_of
 
@@ -199,15 +200,8 @@ def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
 
 
 def _versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    versions = {"python": platform.python_version()}
-    for package in ("tte-hf", "torch", "transformers", "vllm", "pillow", "datasets"):
-        try:
-            versions[package] = md.version(package)
-        except md.PackageNotFoundError:
-            pass
-    return versions
+    packages = ("tte-hf", "torch", "transformers", "vllm", "pillow", "datasets")
+    return {"python": platform.python_version(), **package_versions(packages)}
 
 
 def read_items(config: GenerateECRConfig) -> list[ECRItem | BadItem]:
