@@ -220,7 +220,7 @@ def test_a_module_saved_without_a_gate_drops_an_old_one(tiny_vlm, embedder_model
 
 
 def test_probe_learns_a_separable_signal_and_the_threshold_is_the_brute_force_one():
-    from tte_hf.training.gate_fit import choose_threshold, fit_probe, gold_ranks, trace_helps
+    from tte_hf.training.gate_fit import choose_threshold, fit_probe, gold_margins, gold_ranks, trace_helps
 
     generator = torch.Generator().manual_seed(0)
     dim, n = 16, 200
@@ -256,6 +256,25 @@ def test_probe_learns_a_separable_signal_and_the_threshold_is_the_brute_force_on
     cos = (q / q.norm(dim=1, keepdim=True)) @ (c / c.norm(dim=1, keepdim=True)).T
     assert gold_ranks(q, c, gold).tolist() == [int((cos[i] > cos[i, g]).sum()) for i, g in enumerate(gold.tolist())]
     assert trace_helps(torch.tensor([3, 0, 2]), torch.tensor([1, 0, 2]), 2).tolist() == [1.0, 0.0, 0.0]
+    margins = gold_margins(q, c, gold).tolist()
+    for i, g in enumerate(gold.tolist()):
+        assert margins[i] == pytest.approx(float(cos[i, g] - max(cos[i, j] for j in range(7) if j != g)), abs=1e-6)
+    # a query right without its trace (rank 0 -> 0) whose trace widens the margin: helped by the margin rule only
+    ranks0, ranks1 = torch.tensor([0, 0, 4]), torch.tensor([0, 0, 1])
+    margin0, margin1 = torch.tensor([0.01, 0.2, -0.3]), torch.tensor([0.3, 0.21, -0.1])
+    assert trace_helps(ranks0, ranks1, 1).tolist() == [0.0, 0.0, 1.0]
+    assert trace_helps(ranks0, ranks1, 1, margin0, margin1, 0.05).tolist() == [1.0, 0.0, 1.0]
+    assert trace_helps(ranks0, ranks1, 5, margin0, margin1, 0.5).tolist() == [0.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match="gold_margins"):
+        trace_helps(ranks0, ranks1, 1, min_margin_gain=0.05)
+
+
+def test_train_gate_refuses_a_margin_gain_that_labels_everything(tmp_path):
+    from tte_hf.training.train_gate import train_gate
+
+    for bad in (0, -0.1):
+        with pytest.raises(ValueError, match=f"min_margin_gain must be > 0 .* got {bad}"):
+            train_gate({"model_name_or_path": str(tmp_path), "output_dir": str(tmp_path / "out"), "min_margin_gain": bad})
 
 
 def test_train_gate_command_writes_a_gate_whose_numbers_recompute(tiny_vlm, tiny_vlm_25, tmp_path):
@@ -271,7 +290,10 @@ def test_train_gate_command_writes_a_gate_whose_numbers_recompute(tiny_vlm, tiny
     text = recipe.read_text().replace("out/tiny-data", str(data["image_root"]))
     text = text.replace("out/tiny-tte-gated", str(tmp_path / "gated")).replace("out/tiny-tte", str(source))
     (tmp_path / "gate.yaml").write_text(text)
-    assert main(["train-gate", "--config", str(tmp_path / "gate.yaml"), "--max_hit_drop", "0.0"]) == 0
+    # On this random tiny model a trace that widens a margin also moves ranks: a rank gain no row reaches
+    # and a small margin gain make the labels the margin's alone.
+    overrides = ["--max_hit_drop", "0.0", "--min_rank_gain", "100", "--min_margin_gain", "0.001"]
+    assert main(["train-gate", "--config", str(tmp_path / "gate.yaml"), *overrides]) == 0
 
     gated = tmp_path / "gated"
     info = json.loads((gated / "gate_config.json").read_text())["info"]
@@ -294,11 +316,15 @@ def test_train_gate_command_writes_a_gate_whose_numbers_recompute(tiny_vlm, tiny
     without = model.encode_query(queries, think=False, convert_to_numpy=True)
     with_trace = model.encode_query([{**q, "reasoning": traces[r["id"]]} for q, r in zip(queries, rows)], convert_to_numpy=True)  # fmt: skip
 
-    def ranks(q):
+    def ranks_and_margins(q):
         scores = q @ targets.T
-        return (scores > np.diag(scores)[:, None]).sum(1)
+        gold = np.diag(scores)
+        others = np.where(np.eye(len(scores), dtype=bool), -np.inf, scores)
+        return (scores > gold[:, None]).sum(1), gold - others.max(1)
 
-    labels = (ranks(without) - ranks(with_trace) >= 1).astype(float)
+    (rank0, margin0), (rank1, margin1) = ranks_and_margins(without), ranks_and_margins(with_trace)
+    labels = ((rank0 - rank1 >= 100) | (margin1 - margin0 >= 0.001)).astype(float)
+    assert 0 < labels.mean() < 1, "this data cannot tell a margin rule from none"
     assert info["trace_helps_rate"] == pytest.approx(labels.mean())
     think, _ = model.gate_decisions(queries)  # the runtime path: the gate's own feature, not train-gate's
     assert info["skip_rate_all"] == pytest.approx(1 - np.mean(think))

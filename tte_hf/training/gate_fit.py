@@ -8,19 +8,50 @@ from dataclasses import dataclass
 import torch
 
 
-def gold_ranks(queries: torch.Tensor, candidates: torch.Tensor, gold: torch.Tensor) -> torch.Tensor:
-    """Per query, how many candidates score strictly above its gold candidate (0 = Hit@1). Cosine
-    scores: rows are normalised here."""
+def _cosine_scores(queries: torch.Tensor, candidates: torch.Tensor, gold: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cosine scores of every query against every candidate, and each query's gold score ``(n, 1)``."""
     q = torch.nn.functional.normalize(queries.float(), dim=-1)
     c = torch.nn.functional.normalize(candidates.float(), dim=-1)
     scores = q @ c.T
-    gold_scores = scores.gather(1, gold.view(-1, 1))
+    return scores, scores.gather(1, gold.view(-1, 1))
+
+
+def gold_ranks(queries: torch.Tensor, candidates: torch.Tensor, gold: torch.Tensor) -> torch.Tensor:
+    """Per query, how many candidates score strictly above its gold candidate (0 = Hit@1). Cosine
+    scores: rows are normalised here."""
+    scores, gold_scores = _cosine_scores(queries, candidates, gold)
     return (scores > gold_scores).sum(dim=1)
 
 
-def trace_helps(rank_without: torch.Tensor, rank_with: torch.Tensor, min_gain: int = 1) -> torch.Tensor:
-    """Label 1 where the trace moves the gold target up by at least ``min_gain`` places."""
-    return (rank_without - rank_with >= min_gain).float()
+def gold_margins(queries: torch.Tensor, candidates: torch.Tensor, gold: torch.Tensor) -> torch.Tensor:
+    """Per query, its gold candidate's cosine score minus the best other candidate's (> 0: a clear Hit@1)."""
+    scores, gold_scores = _cosine_scores(queries, candidates, gold)
+    others = scores.scatter(1, gold.view(-1, 1), float("-inf"))
+    return gold_scores.squeeze(1) - others.max(dim=1).values
+
+
+def trace_helps(
+    rank_without: torch.Tensor,
+    rank_with: torch.Tensor,
+    min_gain: int = 1,
+    margin_without: torch.Tensor | None = None,
+    margin_with: torch.Tensor | None = None,
+    min_margin_gain: float | None = None,
+) -> torch.Tensor:
+    """Label 1 where the trace moves the gold target up by at least ``min_gain`` places, or, given the
+    margins (`gold_margins`) and ``min_margin_gain``, raises the gold target's margin over the best
+    other target by at least that much.
+
+    Ranks alone label a query the model happens to get right without its trace as one the trace does
+    not help, however much the trace adds: on the queries a gate is fitted on, the no-trace guess is
+    right for some kinds of queries that need reasoning (a riddle whose answer was common in training),
+    and a probe learns to skip that kind, which on new inputs guesses wrong. The margin sees the help."""
+    helps = rank_without - rank_with >= min_gain
+    if min_margin_gain is not None:
+        if margin_without is None or margin_with is None:
+            raise ValueError("min_margin_gain needs margin_without and margin_with (gold_margins).")
+        helps = helps | (margin_with - margin_without >= min_margin_gain)
+    return helps.float()
 
 
 def fit_probe(

@@ -2,7 +2,8 @@
 
 For every training query (MMEB-train style rows + their ``generate-ecr`` traces) the model embeds the
 query with and without its trace; the gold target's rank among the dataset's targets (positives and
-hard negatives) gives the label (1: the trace moves it up). A logistic probe on the gate's runtime
+hard negatives) and its cosine margin over the best other target give the label (1: the trace moves
+it up, or raises that margin by ``min_margin_gain``). A logistic probe on the gate's runtime
 feature (`tte_hf.gate_tte`) is cross-fitted: each query's score for choosing the threshold comes from
 a probe fitted on the other folds, so every query serves as held-out data once; the threshold keeps
 always-mode Hit@1 while skipping the most reasoning, and the gate saved is the probe fitted on all
@@ -34,6 +35,9 @@ class GateArguments:
     output_dir: str = field(metadata={"help": "Where the model with its gate goes (may equal model_name_or_path)."})
     datasets: list[dict[str, Any]] = field(default_factory=list, metadata={"help": "MMEB-train rows + query_ecr (YAML)."})  # fmt: skip
     min_rank_gain: int = field(default=1, metadata={"help": "Label 1 when the trace moves the gold target up this much."})  # fmt: skip
+    # Cosine units: with the contrastive temperature 0.02 of the recipes, 0.05 is 2.5 logits. On the
+    # demo's dev rows every value from 0.05 to 0.2 labelled the same queries (benchmarks/RESULTS.md).
+    min_margin_gain: float | None = field(default=0.05, metadata={"help": "...or raises its cosine margin over the best other target this much (null: ranks only)."})  # fmt: skip
     folds: int = field(default=4, metadata={"help": "Cross-fitting folds: a query's threshold score comes from a probe fitted without it."})  # fmt: skip
     max_hit_drop: float = field(default=0.01, metadata={"help": "Share of queries whose out-of-fold hit only the trace gives and a skip may lose."})  # fmt: skip
     # 0.05: on the demo's seeds 0-4, 0.1 reasoned on up to 90 of 256 plain queries besides the riddles
@@ -62,12 +66,14 @@ def fit_gate(args: GateArguments) -> dict:
 
     from .. import __version__
     from .data import DatasetSpec, load_pairs
-    from .gate_fit import choose_threshold, fit_probe, gold_ranks, trace_helps
+    from .gate_fit import choose_threshold, fit_probe, gold_margins, gold_ranks, trace_helps
 
     if args.folds < 2:
         raise ValueError(
             f"folds must be >= 2 (each query is scored by a probe fitted on the others), got {args.folds}."
         )
+    if args.min_margin_gain is not None and not args.min_margin_gain > 0:
+        raise ValueError(f"min_margin_gain must be > 0 (or null for ranks only), got {args.min_margin_gain}.")
     if not args.datasets:
         raise ValueError("The recipe names no `datasets`; add at least one (name, path, query_ecr, ...).")
     specs = [DatasetSpec.from_dict(raw, i) for i, raw in enumerate(args.datasets)]
@@ -96,7 +102,8 @@ def fit_gate(args: GateArguments) -> dict:
         features.append(model.gate_features(queries, batch_size=args.batch_size).float().cpu())
         hit_without.append((rank0 == 0).float().cpu())
         hit_with.append((rank1 == 0).float().cpu())
-        labels.append(trace_helps(rank0, rank1, args.min_rank_gain).cpu())
+        margins = (gold_margins(without, docs, gold), gold_margins(with_trace, docs, gold))
+        labels.append(trace_helps(rank0, rank1, args.min_rank_gain, *margins, args.min_margin_gain).cpu())
         described.append({"name": spec.name, "file": Path(spec.path).name, "queries": len(pairs), "targets": len(targets)})  # fmt: skip
     x, y = torch.cat(features), torch.cat(labels)
     hit1, hit0 = torch.cat(hit_with), torch.cat(hit_without)
@@ -127,7 +134,7 @@ def fit_gate(args: GateArguments) -> dict:
     info = {
         "trained_with": f"tte-hf {__version__} train-gate",
         "feature": gate.feature,
-        "label": f"1 when the query's trace moves its gold target up >= {args.min_rank_gain} place(s) among its dataset's targets (positives and hard negatives)",  # fmt: skip
+        "label": _label_rule(args),
         "threshold_rule": f"{args.folds}-fold cross-fitted scores: the lowest threshold that skips within {args.skip_tolerance} of the most while skipping at most {args.max_hit_drop} of the queries as hits only the trace gives",  # fmt: skip
         "datasets": described,
         "queries": len(y),
@@ -154,6 +161,13 @@ def fit_gate(args: GateArguments) -> dict:
     logger.info("Gate: out-of-fold skip rate %.3f, Hit@1 auto %.3f / always %.3f / never %.3f", chosen.skip_rate, chosen.hit_auto, chosen.hit_always, chosen.hit_never)  # fmt: skip
     print(json.dumps({"output_dir": str(output), **info["held_out"]}, indent=2))
     return info
+
+
+def _label_rule(args: GateArguments) -> str:
+    rule = f"1 when the query's trace moves its gold target up >= {args.min_rank_gain} place(s)"
+    if args.min_margin_gain is not None:
+        rule += f" or raises its cosine margin over the best other target by >= {args.min_margin_gain}"
+    return rule + " among its dataset's targets (positives and hard negatives)"
 
 
 def _prepare_output(source: Path, output: Path, overwrite: bool) -> Path:
