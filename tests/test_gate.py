@@ -274,7 +274,9 @@ def test_train_gate_refuses_a_margin_gain_that_labels_everything(tmp_path):
 
     for bad in (0, -0.1):
         with pytest.raises(ValueError, match=f"min_margin_gain must be > 0 .* got {bad}"):
-            train_gate({"model_name_or_path": str(tmp_path), "output_dir": str(tmp_path / "out"), "min_margin_gain": bad})
+            train_gate(
+                {"model_name_or_path": str(tmp_path), "output_dir": str(tmp_path / "out"), "min_margin_gain": bad}
+            )
 
 
 def test_train_gate_command_writes_a_gate_whose_numbers_recompute(tiny_vlm, tiny_vlm_25, tmp_path):

@@ -8,7 +8,9 @@ from dataclasses import dataclass
 import torch
 
 
-def _cosine_scores(queries: torch.Tensor, candidates: torch.Tensor, gold: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _cosine_scores(
+    queries: torch.Tensor, candidates: torch.Tensor, gold: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Cosine scores of every query against every candidate, and each query's gold score ``(n, 1)``."""
     q = torch.nn.functional.normalize(queries.float(), dim=-1)
     c = torch.nn.functional.normalize(candidates.float(), dim=-1)
