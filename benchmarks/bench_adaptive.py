@@ -13,6 +13,8 @@ take on this set, with no gate pass at all. Last, the gate's pass alone (`gate_d
 and embedding lookup of the prompts' text) beside ``never``'s complete no-trace pass. And ``reasoned only``: ``think=True`` on just the queries ``auto`` reasons on, one call,
 which is what ``auto`` would cost if its gate and its skipped queries were free: the floor of any
 engineering on the gate's pass (reusing its work for the skipped queries and so on) at this gate.
+Beside the wall-time ratio, the same ratio of this process's CPU time (every thread): time another
+process takes from the two cores stretches wall time, not this process's CPU time.
 
     tte-hf demo --output tte-demo
     python benchmarks/bench_adaptive.py --demo tte-demo [--batch 64 --repeats 3]
@@ -48,19 +50,22 @@ def mixed_queries(demo: Path) -> tuple[list, int]:
     return inputs, riddles
 
 
-def time_modes(model, queries, riddles: int, batch: int, repeats: int) -> dict[str, tuple[list[float], int]]:
-    """Each mode's wall times (one per round) and reasoner calls."""
+def time_modes(
+    model, queries, riddles: int, batch: int, repeats: int
+) -> dict[str, tuple[list[float], int, list[float]]]:
+    """Each mode's wall times (one per round), reasoner calls and CPU times (this process, all threads)."""
     module = model[0]
     modes = [*MODES, ORACLE, GATE, REASONED]
     reasoned = [query for query, think in zip(queries, model.gate_decisions(queries, batch_size=batch)[0]) if think]
     times: dict[str, list[float]] = {mode: [] for mode in modes}
+    cpu: dict[str, list[float]] = {mode: [] for mode in modes}
     calls: dict[str, int] = {}
     for repeat in range(repeats + 1):  # the first round warms up (lazy reasoner load, allocator) and is not kept
         for mode in modes:
             module.ecr_cache.clear()
             if hasattr(module, "trace_token_ids"):
                 module.trace_token_ids.clear()
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             if mode == GATE:
                 model.gate_decisions(queries, batch_size=batch)
             elif mode == REASONED:
@@ -72,13 +77,14 @@ def time_modes(model, queries, riddles: int, batch: int, repeats: int) -> dict[s
                 model.encode_query(queries, think=MODES[mode], batch_size=batch, show_progress_bar=False)
             if repeat:
                 times[mode].append(time.perf_counter() - start)
+                cpu[mode].append(time.process_time() - start_cpu)
             calls[mode] = len(module.ecr_cache)  # one entry per query the reasoner ran on
-    return {mode: (values, calls[mode]) for mode, values in times.items()}
+    return {mode: (values, calls[mode], cpu[mode]) for mode, values in times.items()}
 
 
-def ratio(times: dict, mode: str, base: str) -> str:
-    """The median of the rounds' ratios of ``mode`` to ``base``, and their range."""
-    ratios = [a / b for a, b in zip(times[mode][0], times[base][0])]
+def ratio(times: dict, mode: str, base: str, column: int = 0) -> str:
+    """The median of the rounds' ratios of ``mode`` to ``base``, and their range (``column`` 2: CPU time)."""
+    ratios = [a / b for a, b in zip(times[mode][column], times[base][column])]
     return f"{statistics.median(ratios):.2f} ({min(ratios):.2f}–{max(ratios):.2f})"
 
 
@@ -101,15 +107,16 @@ def main(argv: list[str] | None = None) -> int:
     queries, riddles = mixed_queries(args.demo)
     print(f"{len(queries)} queries (the demo's held-out riddles + plain queries), batch {args.batch}, "
           f"{torch.get_num_threads()} threads, median of {args.repeats}")  # fmt: skip
-    print("| model | reasoner calls always / auto / oracle | always (s) | auto (s) | never (s) | oracle (s) | gate pass (s) | auto / always | oracle / always | gate pass / never | reasoned only / always |")  # fmt: skip
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| model | reasoner calls always / auto / oracle | always (s) | auto (s) | never (s) | oracle (s) | gate pass (s) | auto / always | auto / always, CPU time | oracle / always | gate pass / never | reasoned only / always |")  # fmt: skip
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name in ADAPTIVE_MODELS:
         model = SentenceTransformer(str(args.demo / "models" / name), trust_remote_code=True, device="cpu")
         timing = time_modes(model, queries, riddles, args.batch, args.repeats)
         calls = " / ".join(str(timing[m][1]) for m in ("always", "auto", ORACLE))
         seconds = " | ".join(f"{statistics.median(timing[m][0]):.2f}" for m in (*MODES, ORACLE, GATE))
         ratios = [ratio(timing, m, base) for m, base in (("auto", "always"), (ORACLE, "always"), (GATE, "never"), (REASONED, "always"))]  # fmt: skip
-        print(f"| {name} | {calls} | {seconds} | **{ratios[0]}** | {' | '.join(ratios[1:])} |")
+        cpu = ratio(timing, "auto", "always", column=2)
+        print(f"| {name} | {calls} | {seconds} | **{ratios[0]}** | {cpu} | {' | '.join(ratios[1:])} |")
     return 0
 
 
