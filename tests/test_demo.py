@@ -15,6 +15,7 @@ from tte_hf.demo.pipeline import (
     MODELS,
     PLAIN_TASK_NAME,
     RL_MODEL,
+    SETTINGS_FILE,
     Demo,
     DemoSettings,
     run_demo,
@@ -23,6 +24,7 @@ from tte_hf.demo.report import ADAPTIVE_CHECKS, CLAIMS, LABELS, RL_CLAIM, adapti
 from tte_hf.demo.runtime import pin_threads, restore_threads
 from tte_hf.evaluation.data import load_task
 from tte_hf.evaluation.tasks import TaskSpec
+from tte_hf.training.train_gate import GateArguments
 
 
 def _task(output, name: str, file: str) -> TaskSpec:
@@ -110,6 +112,24 @@ def test_quick_demo_report_matches_saved_embeddings(tmp_path):
                  "models/student-rl/config.json", "models/embedder-teacher/config.json", "models/unified/config.json",
                  "models/tte-student/gate_config.json", "models/tte-unified/gate_config.json"):  # fmt: skip
         assert (tmp_path / path).exists(), path
+
+    # Resuming the folder: a gate recorded with another recipe (here the rank-only labels of an older
+    # default) is refitted and its model's evaluations go; the other gate and evaluations stay.
+    gate_file = tmp_path / "models" / "tte-unified" / "gate_config.json"
+    old = json.loads(gate_file.read_text())
+    old["info"]["recipe"]["min_margin_gain"] = None
+    gate_file.write_text(json.dumps(old))
+    student_gate = (tmp_path / "models" / "tte-student" / "gate_config.json").read_bytes()
+    demo = Demo(tmp_path, DemoSettings.quick(3, rl=True))
+    demo.stage("gates", demo.train_gates)
+    assert json.loads(gate_file.read_text())["info"]["recipe"]["min_margin_gain"] == GateArguments.min_margin_gain
+    assert (tmp_path / "models" / "tte-student" / "gate_config.json").read_bytes() == student_gate
+    assert not any((tmp_path / "eval" / f"tte-unified-{mode}").exists() for mode in MODES_ORDER)
+    assert all((tmp_path / "eval" / f"tte-student-{mode}" / "reasoner_calls.json").exists() for mode in MODES_ORDER)
+    # ...and a run with other settings is refused before any stage, naming what differs
+    with pytest.raises(ValueError, match="seed: 3 -> 4"):
+        Demo(tmp_path, DemoSettings.quick(4, rl=True)).run()
+    assert json.loads((tmp_path / SETTINGS_FILE).read_text())["seed"] == 3
 
 
 def test_splits_are_disjoint_compositions_and_plain_queries_name_their_answer(tmp_path):

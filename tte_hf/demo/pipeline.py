@@ -40,6 +40,7 @@ RL_MODEL = "tte-student-rl"  # with --rl: the GRPO-tuned student and an embedder
 #: the models evaluated in every ``think`` mode, on riddles + plain queries (the "mixed" set)
 ADAPTIVE_MODELS = ("tte-student", "tte-unified")
 MODES = {"never": False, "always": True, "auto": "auto"}
+SETTINGS_FILE = "settings.json"  # the settings a folder's stages were run with (`Demo._check_settings`)
 
 
 @dataclass
@@ -115,6 +116,17 @@ class DemoSettings:
 
 def _done(path: Path) -> bool:
     return path.exists()
+
+
+def _gate_is_current(folder: Path, recipe: dict[str, Any]) -> bool:
+    """Whether ``folder`` holds a gate fitted with ``recipe`` (defaults filled in as `train_gate` fills them)."""
+    from ..training.train_gate import GateArguments, recorded_recipe
+
+    config = folder / "gate_config.json"
+    if not config.exists():
+        return False
+    recorded = json.loads(config.read_text()).get("info", {}).get("recipe")
+    return recorded == json.loads(json.dumps(recorded_recipe(GateArguments(**recipe))))
 
 
 def _train_rows(data_dir: Path, ecr: Path | None, split: str = "train", **options: Any) -> list[dict[str, Any]]:
@@ -354,7 +366,11 @@ class Demo:
 
     def train_gates(self) -> None:
         """Save the student and unified models as sentence-transformers folders, then fit each one's
-        reasoning gate on the dev split (compositions neither model trained on) with `train_gate`."""
+        reasoning gate on the dev split (compositions neither model trained on) with `train_gate`. A
+        folder's gate is refitted when its recorded recipe is not this demo's (a resumed folder from an
+        older default), and that model's evaluations, which read the old gate, are removed."""
+        import shutil
+
         from ..sentence_transformers import build_sentence_transformer, save_sentence_transformer
         from ..training.train_gate import train_gate
 
@@ -368,22 +384,23 @@ class Demo:
         with self._bar(total=len(ADAPTIVE_MODELS), unit="gate") as bar:
             for name in ADAPTIVE_MODELS:
                 folder = self.models / name
-                if not _done(folder / "gate_config.json"):
+                recipe = {
+                    "model_name_or_path": str(folder),
+                    "output_dir": str(folder),
+                    # Ranks among the dev rows' answers *and* hard negatives: the 8 dev answers alone
+                    # differ in colour and object at once, so no query would need its trace.
+                    "datasets": _train_rows(
+                        self.data, self.ecr / "student-dev.jsonl", split="dev", hard_negatives=True
+                    ),
+                    "batch_size": 64,
+                    "device": "cpu",
+                    "seed": self.settings.seed,
+                }
+                if not _gate_is_current(folder, recipe):
+                    for mode in MODES:
+                        shutil.rmtree(self.out / "eval" / f"{name}-{mode}", ignore_errors=True)
                     save_sentence_transformer(sources[name](), folder)
-                    train_gate(
-                        {
-                            "model_name_or_path": str(folder),
-                            "output_dir": str(folder),
-                            # Ranks among the dev rows' answers *and* hard negatives: the 8 dev answers
-                            # alone differ in colour and object at once, so no query would need its trace.
-                            "datasets": _train_rows(
-                                self.data, self.ecr / "student-dev.jsonl", split="dev", hard_negatives=True
-                            ),
-                            "batch_size": 64,
-                            "device": "cpu",
-                            "seed": self.settings.seed,
-                        }
-                    )
+                    train_gate(recipe)
                 bar.update()
 
     def train_student_rl(self) -> None:
@@ -517,6 +534,7 @@ class Demo:
         from .report import console_summary
 
         self.out.mkdir(parents=True, exist_ok=True)
+        self._check_settings()
         threads = pin_threads()
         try:
             with quiet_console(self.out / "demo.log"), deterministic(self.settings.seed):
@@ -528,6 +546,22 @@ class Demo:
             restore_threads(threads)
         print(console_summary(summary, self.out), flush=True)
         return summary
+
+    def _check_settings(self) -> None:
+        """Record the settings in a new folder; refuse to resume one made with others, whose stages
+        would otherwise be reused as they are (the stages resume by what exists, not by its settings)."""
+        path = self.out / SETTINGS_FILE
+        settings = json.loads(json.dumps(asdict(self.settings)))
+        if not path.exists():
+            path.write_text(json.dumps(settings, indent=2))
+            return
+        before = json.loads(path.read_text())
+        differing = [f"{k}: {before.get(k)!r} -> {settings.get(k)!r}" for k in sorted(set(before) | set(settings)) if before.get(k) != settings.get(k)]  # fmt: skip
+        if differing:
+            raise ValueError(
+                f"{self.out} holds a demo run with other settings ({'; '.join(differing)}); resuming would "
+                "reuse its stages. Choose another --output, or delete that folder to start over."
+            )
 
     def _evaluations(self) -> list[tuple[str, str]]:
         plain = [(name, "always") for name in self.settings.models if name not in ADAPTIVE_MODELS]

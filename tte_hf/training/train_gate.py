@@ -150,7 +150,7 @@ def fit_gate(args: GateArguments) -> dict:
             "accuracy": float((oof_decisions.float() == y).float().mean()),
         },
         "skip_rate_all": float((~decisions).float().mean()),
-        "recipe": {k: v for k, v in asdict(args).items() if k not in ("model_name_or_path", "output_dir", "device")},
+        "recipe": recorded_recipe(args),
     }
     gate.info = info
     module.set_gate(gate.to(next(module.parameters()).device))
@@ -161,6 +161,12 @@ def fit_gate(args: GateArguments) -> dict:
     logger.info("Gate: out-of-fold skip rate %.3f, Hit@1 auto %.3f / always %.3f / never %.3f", chosen.skip_rate, chosen.hit_auto, chosen.hit_always, chosen.hit_never)  # fmt: skip
     print(json.dumps({"output_dir": str(output), **info["held_out"]}, indent=2))
     return info
+
+
+def recorded_recipe(args: GateArguments) -> dict[str, Any]:
+    """The recipe as ``gate_config.json`` records it: every setting that shapes the gate, not where the
+    model is read from or written to, nor the device."""
+    return {k: v for k, v in asdict(args).items() if k not in ("model_name_or_path", "output_dir", "device")}
 
 
 def _label_rule(args: GateArguments) -> str:
