@@ -17,7 +17,7 @@ Beside the wall-time ratio, the same ratio of this process's CPU time (every thr
 process takes from the two cores stretches wall time, not this process's CPU time.
 
     tte-hf demo --output tte-demo
-    python benchmarks/bench_adaptive.py --demo tte-demo [--batch 64 --repeats 3]
+    python benchmarks/bench_adaptive.py --demo tte-demo [--batch 64 --repeats 3 --device cuda]
 """
 
 from __future__ import annotations
@@ -93,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--demo", type=Path, required=True, help="A finished `tte-hf demo --output` folder.")
     parser.add_argument("--batch", type=int, default=64, help="encode batch size (the demo evaluates with 64).")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu", help="cpu (the demo's two threads) or cuda.")
     args = parser.parse_args(argv)
     if not (args.demo / "report.json").is_file():
         parser.error(f"{args.demo} holds no finished demo (no report.json); run `tte-hf demo --output {args.demo}`.")
@@ -103,14 +104,16 @@ def main(argv: list[str] | None = None) -> int:
     from tte_hf.demo.pipeline import ADAPTIVE_MODELS
     from tte_hf.demo.runtime import pin_threads
 
-    pin_threads()  # the demo's two threads
+    if args.device == "cpu":
+        pin_threads()  # the demo's two threads
     queries, riddles = mixed_queries(args.demo)
+    where = f"{torch.get_num_threads()} threads" if args.device == "cpu" else args.device
     print(f"{len(queries)} queries (the demo's held-out riddles + plain queries), batch {args.batch}, "
-          f"{torch.get_num_threads()} threads, median of {args.repeats}")  # fmt: skip
+          f"{where}, median of {args.repeats}")  # fmt: skip
     print("| model | reasoner calls always / auto / oracle | always (s) | auto (s) | never (s) | oracle (s) | gate pass (s) | auto / always | auto / always, CPU time | oracle / always | gate pass / never | reasoned only / always |")  # fmt: skip
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name in ADAPTIVE_MODELS:
-        model = SentenceTransformer(str(args.demo / "models" / name), trust_remote_code=True, device="cpu")
+        model = SentenceTransformer(str(args.demo / "models" / name), trust_remote_code=True, device=args.device)
         timing = time_modes(model, queries, riddles, args.batch, args.repeats)
         calls = " / ".join(str(timing[m][1]) for m in ("always", "auto", ORACLE))
         seconds = " | ".join(f"{statistics.median(timing[m][0]):.2f}" for m in (*MODES, ORACLE, GATE))
