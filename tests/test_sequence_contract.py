@@ -241,3 +241,29 @@ def test_every_path_reads_the_reasoners_generation_sequence(setting, tiny_vlm, t
 
     wrong = {path: ids for path, ids in seen.items() if ids != want}
     assert not wrong, f"paths off the contract: {sorted(wrong)}"
+
+
+def test_unified_module_keeps_each_rows_own_trace(setting, tiny_vlm, tmp_path):
+    """Rows with different given traces in one batch: each row reads its own trace (the module tokenizes
+    the traces of a batch in one call and must put each back on its row)."""
+    from tte_hf.modeling_tte import TTEUnifiedModel
+
+    processor, image = setting["processor"], setting["image"]
+    unified_dir = tmp_path / "unified"
+    TTEUnifiedModel.from_backbone(tiny_vlm, head_type="mhsa", head_kwargs={"head_num_layers": 1}).save_pretrained(
+        unified_dir
+    )
+    processor.save_pretrained(unified_dir)
+    unified = build_sentence_transformer(str(unified_dir), reasoning_task=TASK, prompts={"query": INSTRUCTION})
+    traces = [f"<think>row {n}{' and more' * n}</think> answer {n}" for n in range(len(ROWS))]
+    inputs = [_st_input(t, i, image, trace=trace) for (_, t, i), trace in zip(ROWS, traces)]
+    features = unified[0].preprocess(inputs, prompt=INSTRUCTION, task="query")
+    want = [
+        processor(
+            text=[expected_text(text, has_image, trace)], images=[image] if has_image else None, return_tensors="pt"
+        )
+        .input_ids[0]
+        .tolist()
+        for (_, text, has_image), trace in zip(ROWS, traces)
+    ]
+    assert _rows(features) == want

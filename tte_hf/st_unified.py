@@ -201,16 +201,16 @@ class TTEUnifiedTransformer(TTEInputsMixin, InputModule):
         """Processor outputs for embedding ``rows`` in one forward pass: prompt + trace (its generated
         token ids where cached) + end token."""
         end_id = self.processor.tokenizer.convert_tokens_to_ids(END_OF_TURN)
-        suffixes = []
+        suffixes: list[list[int] | None] = []
         for i in rows:
             key = keys.get(i)
             token_ids = self.trace_token_ids.get(key) if key is not None else None
-            if token_ids is not None:
-                suffixes.append([*token_ids, end_id])
-            else:
-                suffixes.append(
-                    self.processor.tokenizer(embedder_text("", traces[i]), add_special_tokens=False).input_ids
-                )
+            suffixes.append(None if token_ids is None else [*token_ids, end_id])
+        to_tokenize = [n for n, suffix in enumerate(suffixes) if suffix is None]
+        if to_tokenize:  # one batched tokenizer call, not one per row: a skipped query's pass is mostly such work
+            texts = [embedder_text("", traces[rows[n]]) for n in to_tokenize]
+            for n, ids in zip(to_tokenize, self.processor.tokenizer(texts, add_special_tokens=False).input_ids):
+                suffixes[n] = ids
         prompts = [
             self.prompt_text(
                 items[i].text,
