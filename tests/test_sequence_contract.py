@@ -116,6 +116,17 @@ def _st_input(text, has_image, image, trace=TRACE):
     return item | ({"reasoning": trace} if trace is not None else {})
 
 
+def _save_unified(tiny_vlm, processor, folder: Path) -> str:
+    """A unified model (1-layer head) on the tiny backbone, saved with its processor."""
+    from tte_hf.modeling_tte import TTEUnifiedModel
+
+    TTEUnifiedModel.from_backbone(tiny_vlm, head_type="mhsa", head_kwargs={"head_num_layers": 1}).save_pretrained(
+        folder
+    )
+    processor.save_pretrained(folder)
+    return str(folder)
+
+
 def test_every_path_reads_the_reasoners_generation_sequence(setting, tiny_vlm, tmp_path, monkeypatch):
     expected, processor, image = setting["expected"], setting["processor"], setting["image"]
     want = [expected[key] for key, _, _ in ROWS]
@@ -200,16 +211,10 @@ def test_every_path_reads_the_reasoners_generation_sequence(setting, tiny_vlm, t
     seen["unified head training"] = [by_id[key] for key, _, _ in ROWS]
 
     # 5. the unified ST module: a given trace (one forward pass) ...
-    unified_dir = tmp_path / "unified"
-    from tte_hf.modeling_tte import TTEUnifiedModel
-
-    TTEUnifiedModel.from_backbone(tiny_vlm, head_type="mhsa", head_kwargs={"head_num_layers": 1}).save_pretrained(
-        unified_dir
-    )
-    processor.save_pretrained(unified_dir)
+    unified_dir = _save_unified(tiny_vlm, processor, tmp_path / "unified")
     trace_ids = processor.tokenizer(TRACE, add_special_tokens=False).input_ids
     unified = build_sentence_transformer(
-        str(unified_dir), reasoning_task=TASK, max_new_tokens=len(trace_ids), prompts={"query": INSTRUCTION}
+        unified_dir, reasoning_task=TASK, max_new_tokens=len(trace_ids), prompts={"query": INSTRUCTION}
     )
     features = unified[0].preprocess([_st_input(t, i, image) for _, t, i in ROWS], prompt=INSTRUCTION, task="query")
     seen["TTEUnifiedTransformer (given trace)"] = _rows(features)
@@ -246,15 +251,9 @@ def test_every_path_reads_the_reasoners_generation_sequence(setting, tiny_vlm, t
 def test_unified_module_keeps_each_rows_own_trace(setting, tiny_vlm, tmp_path):
     """Rows with different given traces in one batch: each row reads its own trace (the module tokenizes
     the traces of a batch in one call and must put each back on its row)."""
-    from tte_hf.modeling_tte import TTEUnifiedModel
-
     processor, image = setting["processor"], setting["image"]
-    unified_dir = tmp_path / "unified"
-    TTEUnifiedModel.from_backbone(tiny_vlm, head_type="mhsa", head_kwargs={"head_num_layers": 1}).save_pretrained(
-        unified_dir
-    )
-    processor.save_pretrained(unified_dir)
-    unified = build_sentence_transformer(str(unified_dir), reasoning_task=TASK, prompts={"query": INSTRUCTION})
+    unified_dir = _save_unified(tiny_vlm, processor, tmp_path / "unified")
+    unified = build_sentence_transformer(unified_dir, reasoning_task=TASK, prompts={"query": INSTRUCTION})
     traces = [f"<think>row {n}{' and more' * n}</think> answer {n}" for n in range(len(ROWS))]
     inputs = [_st_input(t, i, image, trace=trace) for (_, t, i), trace in zip(ROWS, traces)]
     features = unified[0].preprocess(inputs, prompt=INSTRUCTION, task="query")
