@@ -62,7 +62,9 @@ class DemoSettings:
     # Colour detectors in the tiny VLM's patch embedding (`build_tiny_vlm(colour_patches=True)`): with
     # a plain random tower every wrong student trace named the right object in the wrong colour.
     colour_patches: bool = True
-    sft_epochs: int = 10
+    # 20 for the teacher's ~85-token traces (`teacher.scene_trace`): with 10, traces 2.3x the old 30 tokens
+    # left seed 0's student at 84.8-86.3 (20 epochs: 95.7; benchmarks/RESULTS.md).
+    sft_epochs: int = 20
     sft_learning_rate: float = 2e-3
     embed_epochs: int = 3
     embed_learning_rate: float = 1e-3
@@ -70,7 +72,9 @@ class DemoSettings:
     # student embedder was still short of its traces' accuracy after 3 epochs on some seeds.
     embed_batch_size: int = 16
     head_layers: int = 3
-    head_epochs: int = 20
+    # 30: on the ~85-token traces, 20 epochs left seed 2's head at 88.3 against a student at 98.4 (10: 82.8,
+    # 40: 94.9 but its gate then reasoned on 379 of 512); a higher rate trained worse (2e-3: 56.2).
+    head_epochs: int = 30
     head_learning_rate: float = 1e-3
     head_batch_size: int = 16
     #: the student embedders (SFT and GRPO students) and the unified head also train on each plain query
@@ -82,7 +86,7 @@ class DemoSettings:
     no_trace_copies: float = 1.0
     no_trace_copies_ids: str = "-plain-"
     batch_size: int = 32
-    max_trace_tokens: int = 40
+    max_trace_tokens: int = 128  # the teacher's traces are ~85 tokens
     #: `tte-hf demo --rl`: GRPO on the SFT student (reward: the teacher-trace embedder's probability of the
     #: right answer among every target of the dev rows), then an embedder on the GRPO student's traces
     rl: bool = False
