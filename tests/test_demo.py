@@ -22,8 +22,10 @@ from tte_hf.demo.pipeline import (
 )
 from tte_hf.demo.report import ADAPTIVE_CHECKS, CLAIMS, LABELS, RL_CLAIM, adaptive_summary, rl_slack, summarize
 from tte_hf.demo.runtime import pin_threads, restore_threads
+from tte_hf.demo.teacher import scene_trace
 from tte_hf.evaluation.data import load_task
 from tte_hf.evaluation.tasks import TaskSpec
+from tte_hf.testing import build_tiny_tokenizer
 from tte_hf.training.train_gate import GateArguments
 
 
@@ -158,6 +160,26 @@ def test_splits_are_disjoint_compositions_and_plain_queries_name_their_answer(tm
     assert all(row["neg_text"] and row["neg_text"] not in held_out_answers for row in dev)
     assert all(row["neg_text"] != row["pos_text"] for row in dev)
     assert sum("-plain-" in row["id"] for row in dev) == 8
+
+
+def test_teacher_traces_are_long_and_as_long_for_plain_queries_as_for_riddles(tmp_path):
+    """`think="auto"` saves a skipped query's trace: the teacher's traces must be long enough for decoding
+    to outweigh a no-trace pass, and a plain query's (the ones a gate skips) as long as a riddle's, or
+    the saving shrinks (a trace that copied the query made riddle traces the longer ones)."""
+    paths = write_benchmark(tmp_path, seed=2, num_train=64, num_test=16, train_plain_fraction=0.25, num_dev=16, num_test_plain=16)  # fmt: skip
+    scenes = [json.loads(line) for line in paths["scenes"].open()]
+    tokenizer = build_tiny_tokenizer(seed=2)
+    lengths = {True: [], False: []}  # riddle?
+    for scene in scenes:
+        trace = scene_trace(scene)
+        assert trace.startswith("<think> ") and f"</think> {scene['answer']}" in trace
+        assert scene["colour"] in trace and scene["object"] in trace
+        lengths[bool(scene.get("riddle"))].append(len(tokenizer(trace).input_ids))
+    riddles, plain = lengths[True], lengths[False]
+    assert riddles and plain
+    assert min(riddles + plain) >= 64
+    # 83-87 against 84 tokens; a copy of the query at the end would make riddles 6 tokens longer on average
+    assert abs(sum(riddles) / len(riddles) - sum(plain) / len(plain)) <= 3
 
 
 def test_benchmark_is_deterministic_for_a_seed(tmp_path):
