@@ -265,6 +265,13 @@ def test_probe_learns_a_separable_signal_and_the_threshold_is_the_brute_force_on
     assert trace_helps(ranks0, ranks1, 1).tolist() == [0.0, 0.0, 1.0]
     assert trace_helps(ranks0, ranks1, 1, margin0, margin1, 0.05).tolist() == [1.0, 0.0, 1.0]
     assert trace_helps(ranks0, ranks1, 5, margin0, margin1, 0.5).tolist() == [0.0, 0.0, 0.0]
+    # a trace that widens a margin the query already wins by clear_margin (row 1 of these) does not help
+    margin1 = torch.tensor([0.3, 0.4, -0.1])
+    assert trace_helps(ranks0, ranks1, 1, margin0, margin1, 0.05).tolist() == [1.0, 1.0, 1.0]
+    assert trace_helps(ranks0, ranks1, 1, margin0, margin1, 0.05, clear_margin=0.1).tolist() == [1.0, 0.0, 1.0]
+    assert trace_helps(ranks0, ranks1, 1, margin0, margin1, 0.05, clear_margin=0.25).tolist() == [1.0, 1.0, 1.0]
+    ranks1 = torch.tensor([0, 0, 3])  # a rank gain is a help whatever the margins: the no-trace answer was wrong
+    assert trace_helps(ranks0, ranks1, 1, margin0, margin0, 0.05, clear_margin=-1.0).tolist() == [0.0, 0.0, 1.0]
     with pytest.raises(ValueError, match="gold_margins"):
         trace_helps(ranks0, ranks1, 1, min_margin_gain=0.05)
 
@@ -280,6 +287,7 @@ def test_train_gate_refuses_a_margin_gain_that_labels_everything(tmp_path):
 
 
 def test_train_gate_command_writes_a_gate_whose_numbers_recompute(tiny_vlm, tiny_vlm_25, tmp_path):
+    from PIL import Image
     from sentence_transformers import SentenceTransformer
 
     from tte_hf.cli import main
@@ -288,24 +296,8 @@ def test_train_gate_command_writes_a_gate_whose_numbers_recompute(tiny_vlm, tiny
     data = write_synthetic_retrieval(tmp_path / "data", num_items=16)
     source = tmp_path / "tte"
     build_sentence_transformer(tiny_vlm, reasoner=tiny_vlm_25, max_new_tokens=4, prompts={"query": INSTRUCTION}).save(str(source))  # fmt: skip
-    recipe = Path(__file__).resolve().parents[1] / "recipes" / "gate" / "tiny.yaml"
-    text = recipe.read_text().replace("out/tiny-data", str(data["image_root"]))
-    text = text.replace("out/tiny-tte-gated", str(tmp_path / "gated")).replace("out/tiny-tte", str(source))
-    (tmp_path / "gate.yaml").write_text(text)
-    # On this random tiny model a trace that widens a margin also moves ranks: a rank gain no row reaches
-    # and a small margin gain make the labels the margin's alone.
-    overrides = ["--max_hit_drop", "0.0", "--min_rank_gain", "100", "--min_margin_gain", "0.001"]
-    assert main(["train-gate", "--config", str(tmp_path / "gate.yaml"), *overrides]) == 0
-
-    gated = tmp_path / "gated"
-    info = json.loads((gated / "gate_config.json").read_text())["info"]
-    assert json.loads((gated / "sentence_bert_config.json").read_text())["query_reasoning"] == "auto"
-    assert not (source / "gate_config.json").exists(), "the source folder is left as it was"
-    model = SentenceTransformer(str(gated), trust_remote_code=True)
     rows = [json.loads(line) for line in Path(data["data"]).read_text().splitlines()]
     traces = {json.loads(line)["id"]: json.loads(line)["ecr"] for line in Path(data["query_ecr"]).read_text().splitlines()}  # fmt: skip
-    from PIL import Image
-
     queries = [
         {
             "text": "Find the color and shape of the object in this image",
@@ -314,6 +306,9 @@ def test_train_gate_command_writes_a_gate_whose_numbers_recompute(tiny_vlm, tiny
         }  # fmt: skip
         for r in rows
     ]
+
+    # The labels, recomputed here from the model's vectors (independently of train-gate's code)
+    model = SentenceTransformer(str(source), trust_remote_code=True)
     targets = model.encode_document([r["pos_text"] for r in rows], convert_to_numpy=True)
     without = model.encode_query(queries, think=False, convert_to_numpy=True)
     with_trace = model.encode_query([{**q, "reasoning": traces[r["id"]]} for q, r in zip(queries, rows)], convert_to_numpy=True)  # fmt: skip
@@ -325,9 +320,27 @@ def test_train_gate_command_writes_a_gate_whose_numbers_recompute(tiny_vlm, tiny
         return (scores > gold[:, None]).sum(1), gold - others.max(1)
 
     (rank0, margin0), (rank1, margin1) = ranks_and_margins(without), ranks_and_margins(with_trace)
-    labels = ((rank0 - rank1 >= 100) | (margin1 - margin0 >= 0.001)).astype(float)
-    assert 0 < labels.mean() < 1, "this data cannot tell a margin rule from none"
+    # On this random tiny model a trace that widens a margin also moves ranks: a rank gain no row reaches
+    # and a small margin gain make the labels the margin's alone, and a clear_margin between the no-trace
+    # margins of the widened rows leaves out those that won more clearly without their trace.
+    widened = margin1 - margin0 >= 0.001
+    clear = float(np.median(margin0[widened]))
+    labels = ((rank0 - rank1 >= 100) | (widened & (margin0 < clear))).astype(float)
+    assert 0 < labels.mean() < widened.mean(), "this data cannot tell the margin rules apart"
+
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "gate" / "tiny.yaml"
+    text = recipe.read_text().replace("out/tiny-data", str(data["image_root"]))
+    text = text.replace("out/tiny-tte-gated", str(tmp_path / "gated")).replace("out/tiny-tte", str(source))
+    (tmp_path / "gate.yaml").write_text(text)
+    overrides = ["--max_hit_drop", "0.0", "--min_rank_gain", "100", "--min_margin_gain", "0.001", "--clear_margin", str(clear)]  # fmt: skip
+    assert main(["train-gate", "--config", str(tmp_path / "gate.yaml"), *overrides]) == 0
+
+    gated = tmp_path / "gated"
+    info = json.loads((gated / "gate_config.json").read_text())["info"]
+    assert json.loads((gated / "sentence_bert_config.json").read_text())["query_reasoning"] == "auto"
+    assert not (source / "gate_config.json").exists(), "the source folder is left as it was"
     assert info["trace_helps_rate"] == pytest.approx(labels.mean())
+    model = SentenceTransformer(str(gated), trust_remote_code=True)
     think, _ = model.gate_decisions(queries)  # the runtime path: the gate's own feature, not train-gate's
     assert info["skip_rate_all"] == pytest.approx(1 - np.mean(think))
     assert info["held_out"]["hit_at_1_auto"] >= info["held_out"]["hit_at_1_always"] - 1e-9  # max_hit_drop 0
@@ -627,3 +640,28 @@ def test_skip_tolerance_takes_the_lowest_threshold_within_the_tolerance_of_the_m
     margin = choose_threshold(scores, hit_with, hit_without, max_hit_drop=0.0, skip_tolerance=0.2)
     assert margin.skip_rate == pytest.approx(0.4) and margin.threshold == pytest.approx(0.45)
     assert margin.hit_auto == pytest.approx(1.0)
+
+
+def test_target_folds_hold_out_whole_answers_and_row_folds_deal_out_shuffled_rows():
+    import random
+
+    from tte_hf.training.gate_fit import fold_members
+
+    groups = [(0, i % 6) for i in range(30)] + [(1, 0)] * 4  # six answers of one dataset, one of another
+    folds = fold_members(groups, 4, seed=3, by="target")
+    assert sorted(i for fold in folds for i in fold) == list(range(len(groups)))  # a partition
+    held_out = [{groups[i] for i in fold} for fold in folds]
+    for n, answers in enumerate(held_out):
+        rest = {groups[i] for fold in folds[:n] + folds[n + 1 :] for i in fold}
+        assert answers and not answers & rest, f"fold {n} shares an answer with the rows its probe fits on"
+    assert sorted(map(len, held_out)) == [1, 2, 2, 2]  # 7 answers: gold index 0 of each dataset is its own
+    assert fold_members(groups, 4, seed=3, by="target") == folds  # seeded
+    assert fold_members(groups, 4, seed=4, by="target") != folds
+
+    order = list(range(len(groups)))
+    random.Random(3).shuffle(order)  # what train-gate dealt out before target folds existed
+    assert fold_members(groups, 4, seed=3) == [sorted(order[f::4]) for f in range(4)]
+    with pytest.raises(ValueError, match="at least 4 distinct gold targets, got 3"):
+        fold_members([(0, i % 3) for i in range(9)], 4, by="target")
+    with pytest.raises(ValueError, match="fold_by must be 'row' or 'target', got 'answer'"):
+        fold_members(groups, 4, by="answer")

@@ -39,21 +39,51 @@ def trace_helps(
     margin_without: torch.Tensor | None = None,
     margin_with: torch.Tensor | None = None,
     min_margin_gain: float | None = None,
+    clear_margin: float | None = None,
 ) -> torch.Tensor:
     """Label 1 where the trace moves the gold target up by at least ``min_gain`` places, or, given the
     margins (`gold_margins`) and ``min_margin_gain``, raises the gold target's margin over the best
-    other target by at least that much.
+    other target by at least that much, unless the query already wins by ``clear_margin`` without it.
 
     Ranks alone label a query the model happens to get right without its trace as one the trace does
     not help, however much the trace adds: on the queries a gate is fitted on, the no-trace guess is
     right for some kinds of queries that need reasoning (a riddle whose answer was common in training),
-    and a probe learns to skip that kind, which on new inputs guesses wrong. The margin sees the help."""
+    and a probe learns to skip that kind, which on new inputs guesses wrong. The margin sees the help.
+    A lucky guess wins narrowly, though; a query that wins clearly without its trace needs none, and
+    labelling it helped (its trace widens an already clear margin) teaches the probe to reason on
+    queries like it that need no reasoning."""
     helps = rank_without - rank_with >= min_gain
     if min_margin_gain is not None:
         if margin_without is None or margin_with is None:
             raise ValueError("min_margin_gain needs margin_without and margin_with (gold_margins).")
-        helps = helps | (margin_with - margin_without >= min_margin_gain)
+        widened = margin_with - margin_without >= min_margin_gain
+        if clear_margin is not None:
+            widened = widened & (margin_without < clear_margin)
+        helps = helps | widened
     return helps.float()
+
+
+def fold_members(groups: list, folds: int, seed: int = 0, by: str = "row") -> list[list[int]]:
+    """Cross-fitting folds as lists of row indices. ``by="row"``: rows shuffled (``seed``) and dealt out
+    in turn. ``by="target"``: ``groups`` (one hashable per row, e.g. its gold target) are shuffled and
+    dealt out, so every row of a group lands in the same fold and a row's out-of-fold score comes from a
+    probe that saw no query with its answer, as a gate meets new tasks' queries."""
+    import random
+
+    if by not in ("row", "target"):
+        raise ValueError(f"fold_by must be 'row' or 'target', got {by!r}.")
+    if by == "row":
+        order = list(range(len(groups)))
+        random.Random(seed).shuffle(order)
+        return [sorted(order[fold::folds]) for fold in range(folds)]
+    keys = sorted(set(groups))
+    if len(keys) < folds:
+        raise ValueError(
+            f"fold_by='target' needs at least {folds} distinct gold targets, got {len(keys)}; lower folds."
+        )
+    random.Random(seed).shuffle(keys)
+    fold_of = {key: n % folds for n, key in enumerate(keys)}
+    return [[i for i, group in enumerate(groups) if fold_of[group] == fold] for fold in range(folds)]
 
 
 def fit_probe(
