@@ -284,6 +284,9 @@ def test_train_gate_refuses_a_margin_gain_that_labels_everything(tmp_path):
             train_gate(
                 {"model_name_or_path": str(tmp_path), "output_dir": str(tmp_path / "out"), "min_margin_gain": bad}
             )
+    with pytest.raises(ValueError, match="fold_by must be 'row' or 'target', got 'answer'"):
+        train_gate({"model_name_or_path": str(tmp_path), "output_dir": str(tmp_path / "out"), "fold_by": "answer"})
+    assert not (tmp_path / "out").exists(), "refused before any output is written"
 
 
 def test_train_gate_command_writes_a_gate_whose_numbers_recompute(tiny_vlm, tiny_vlm_25, tmp_path):

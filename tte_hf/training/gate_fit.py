@@ -63,6 +63,14 @@ def trace_helps(
     return helps.float()
 
 
+FOLD_BY = ("row", "target")
+
+
+def check_fold_by(by: str) -> None:
+    if by not in FOLD_BY:
+        raise ValueError(f"fold_by must be 'row' or 'target', got {by!r}.")
+
+
 def fold_members(groups: list, folds: int, seed: int = 0, by: str = "row") -> list[list[int]]:
     """Cross-fitting folds as lists of row indices. ``by="row"``: rows shuffled (``seed``) and dealt out
     in turn. ``by="target"``: ``groups`` (one hashable per row, e.g. its gold target) are shuffled and
@@ -70,8 +78,7 @@ def fold_members(groups: list, folds: int, seed: int = 0, by: str = "row") -> li
     probe that saw no query with its answer, as a gate meets new tasks' queries."""
     import random
 
-    if by not in ("row", "target"):
-        raise ValueError(f"fold_by must be 'row' or 'target', got {by!r}.")
+    check_fold_by(by)
     if by == "row":
         order = list(range(len(groups)))
         random.Random(seed).shuffle(order)

@@ -73,14 +73,21 @@ def fit_gate(args: GateArguments) -> dict:
 
     from .. import __version__
     from .data import DatasetSpec, load_pairs
-    from .gate_fit import choose_threshold, fit_probe, fold_members, gold_margins, gold_ranks, trace_helps
+    from .gate_fit import (
+        check_fold_by,
+        choose_threshold,
+        fit_probe,
+        fold_members,
+        gold_margins,
+        gold_ranks,
+        trace_helps,
+    )
 
     if args.folds < 2:
         raise ValueError(
             f"folds must be >= 2 (each query is scored by a probe fitted on the others), got {args.folds}."
         )
-    if args.fold_by not in ("row", "target"):
-        raise ValueError(f"fold_by must be 'row' or 'target', got {args.fold_by!r}.")
+    check_fold_by(args.fold_by)  # before the model is loaded and the data encoded
     if args.min_margin_gain is not None and not args.min_margin_gain > 0:
         raise ValueError(f"min_margin_gain must be > 0 (or null for ranks only), got {args.min_margin_gain}.")
     if not args.datasets:
@@ -132,7 +139,7 @@ def fit_gate(args: GateArguments) -> dict:
     members = fold_members(groups, args.folds, args.seed, args.fold_by)
     out_of_fold = torch.zeros(len(y))
     for fold in range(args.folds):
-        held = torch.tensor(sorted(members[fold]))
+        held = torch.tensor(members[fold])
         rest = torch.tensor(sorted(set(range(len(y))) - set(members[fold])))
         out_of_fold[held] = fitted(rest).score(x[held])
     chosen = choose_threshold(out_of_fold, hit1, hit0, args.max_hit_drop, args.skip_tolerance)
