@@ -668,3 +668,30 @@ def test_target_folds_hold_out_whole_answers_and_row_folds_deal_out_shuffled_row
         fold_members([(0, i % 3) for i in range(9)], 4, by="target")
     with pytest.raises(ValueError, match="fold_by must be 'row' or 'target', got 'answer'"):
         fold_members(groups, 4, by="answer")
+
+
+def test_train_gate_refuses_data_too_small_for_its_folds_before_writing_or_encoding(unified_path, tiny_vlm, tmp_path):
+    from tte_hf.training.synthetic import write_synthetic_retrieval
+    from tte_hf.training.train_gate import _is_unified, train_gate
+
+    embedder = tmp_path / "tte"
+    build_sentence_transformer(tiny_vlm, max_new_tokens=4).save(str(embedder))
+    unified = tmp_path / "unified"
+    save_sentence_transformer(build_sentence_transformer(unified_path, max_new_tokens=4), str(unified))
+    assert (_is_unified(embedder), _is_unified(unified)) == (False, True)  # which traces the gate reads
+
+    data = write_synthetic_retrieval(tmp_path / "data", num_items=3)  # 3 queries, 3 distinct targets
+    twice = tmp_path / "data" / "twice.jsonl"  # 6 queries, each target the answer of two
+    ecr = tmp_path / "data" / "twice_ecr.jsonl"
+    for source, copy in ((data["data"], twice), (data["query_ecr"], ecr)):
+        lines = Path(source).read_text().splitlines()
+        copy.write_text("\n".join(lines + [line.replace('"shape-', '"again-') for line in lines]) + "\n")
+    dataset = {"name": "tiny", "path": str(data["data"]), "image_root": str(data["image_root"]), "query_ecr": str(data["query_ecr"])}  # fmt: skip
+    for source in (embedder, unified):
+        out = tmp_path / f"{source.name}-gated"
+        recipe = {"model_name_or_path": str(source), "output_dir": str(out), "datasets": [dataset], "folds": 4}
+        with pytest.raises(ValueError, match="3 queries cannot fill 4 folds"):
+            train_gate(recipe)
+        with pytest.raises(ValueError, match="at least 4 distinct gold targets, got 3; lower folds"):
+            train_gate({**recipe, "datasets": [{**dataset, "path": str(twice), "query_ecr": str(ecr)}]})
+        assert not out.exists(), "refused before output_dir is written (and before anything is encoded)"

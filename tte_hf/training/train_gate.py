@@ -87,7 +87,7 @@ def fit_gate(args: GateArguments) -> dict:
         raise ValueError(
             f"folds must be >= 2 (each query is scored by a probe fitted on the others), got {args.folds}."
         )
-    check_fold_by(args.fold_by)  # before the model is loaded and the data encoded
+    check_fold_by(args.fold_by)
     if args.min_margin_gain is not None and not args.min_margin_gain > 0:
         raise ValueError(f"min_margin_gain must be > 0 (or null for ranks only), got {args.min_margin_gain}.")
     if not args.datasets:
@@ -99,23 +99,27 @@ def fit_gate(args: GateArguments) -> dict:
     source = Path(args.model_name_or_path)
     if not (source / "modules.json").is_file():
         raise FileNotFoundError(f"model_name_or_path={source} is not a saved sentence-transformers model folder.")
+    # The data is read and the folds dealt before anything is copied or encoded: a recipe the data cannot
+    # serve fails in seconds and leaves output_dir as it was.
+    trace_field = "raw" if _is_unified(source) else "ecr"  # the unified head reads the generated text as is
+    datasets = [(spec, load_pairs(spec, traces=trace_field)) for spec in specs]
+    pools = [_targets(pairs) for _, pairs in datasets]
+    groups = [(n, int(g)) for n, (_, gold) in enumerate(pools) for g in gold]
+    if len(groups) < args.folds:
+        raise ValueError(f"{len(groups)} queries cannot fill {args.folds} folds; add data or lower folds.")
+    members = fold_members(groups, args.folds, args.seed, args.fold_by)
     output = _prepare_output(source, Path(args.output_dir), args.overwrite_output_dir)
     model = SentenceTransformer(str(output), trust_remote_code=True, device=args.device)
     module = model[0]
-    unified = hasattr(module, "trace_token_ids")
-    trace_field = "raw" if unified else "ecr"  # the unified head reads the generated text as is
 
-    features, hit_with, hit_without, labels, described, groups = [], [], [], [], [], []
-    for spec in specs:
-        pairs = load_pairs(spec, traces=trace_field)
+    features, hit_with, hit_without, labels, described = [], [], [], [], []
+    for (spec, pairs), (targets, gold) in zip(datasets, pools):
         queries = [_input(p.query, p.task) for p in pairs]
-        targets, gold = _targets(pairs)
         docs = model.encode_document([_input(t, None) for t in targets], batch_size=args.batch_size, convert_to_tensor=True)  # fmt: skip
         without = model.encode_query(queries, think=False, batch_size=args.batch_size, convert_to_tensor=True)
         traced = [{**q, "reasoning": p.query.trace} for q, p in zip(queries, pairs)]
         with_trace = model.encode_query(traced, think=True, batch_size=args.batch_size, convert_to_tensor=True)
         rank0, rank1 = gold_ranks(without, docs, gold), gold_ranks(with_trace, docs, gold)
-        groups += [(len(described), int(g)) for g in gold]
         features.append(model.gate_features(queries, batch_size=args.batch_size).float().cpu())
         hit_without.append((rank0 == 0).float().cpu())
         hit_with.append((rank1 == 0).float().cpu())
@@ -124,8 +128,6 @@ def fit_gate(args: GateArguments) -> dict:
         described.append({"name": spec.name, "file": Path(spec.path).name, "queries": len(pairs), "targets": len(targets)})  # fmt: skip
     x, y = torch.cat(features), torch.cat(labels)
     hit1, hit0 = torch.cat(hit_with), torch.cat(hit_without)
-    if len(y) < args.folds:
-        raise ValueError(f"{len(y)} queries cannot fill {args.folds} folds; add data or lower folds.")
     gate_cls = _gate_class(module)
     gate = gate_cls(x.shape[1])
 
@@ -136,7 +138,6 @@ def fit_gate(args: GateArguments) -> dict:
             gate.linear.bias.copy_(bias.view(1))
         return gate
 
-    members = fold_members(groups, args.folds, args.seed, args.fold_by)
     out_of_fold = torch.zeros(len(y))
     for fold in range(args.folds):
         held = torch.tensor(members[fold])
@@ -211,6 +212,11 @@ def _prepare_output(source: Path, output: Path, overwrite: bool) -> Path:
 
 def _module_path(folder: Path) -> str:
     return json.loads((folder / "modules.json").read_text())[0]["path"]
+
+
+def _is_unified(folder: Path) -> bool:
+    """Whether the folder's TTE module is the unified model (read from ``modules.json``, nothing loaded)."""
+    return json.loads((folder / "modules.json").read_text())[0]["type"].endswith(".TTEUnifiedTransformer")
 
 
 def _gate_class(module):
