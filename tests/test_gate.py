@@ -238,17 +238,24 @@ def test_probe_learns_a_separable_signal_and_the_threshold_is_the_brute_force_on
     hit_with = (torch.rand(n, generator=generator) < 0.7).float()
     hit_without = torch.where(kind.bool(), torch.zeros(n), hit_with)
     hit_without[::7] = 1 - hit_without[::7]  # some rows the trace gets wrong and a skip right
-    chosen = choose_threshold(scores, hit_with, hit_without, max_hit_drop=0.01)
     s, h1, h0 = scores.numpy(), hit_with.numpy(), hit_without.numpy()
-    best = None
-    for cut in [-math.inf, *sorted(s)]:  # think for scores > cut
-        think = s > cut
-        hit, skip = np.where(think, h1, h0).mean(), 1 - think.mean()
-        lost = (~think & (h1 > 0) & (h0 == 0)).mean()  # hits only the trace gives, skipped
-        if lost <= 0.01 + 1e-9 and (best is None or (skip, hit) > best):
-            best = (skip, hit)
-    assert (chosen.skip_rate, chosen.hit_auto) == pytest.approx(best)
-    assert chosen.hit_always == pytest.approx(h1.mean()) and chosen.hit_never == pytest.approx(h0.mean())
+    found = {}
+    for rule in ("lost", "net"):
+        chosen = choose_threshold(scores, hit_with, hit_without, max_hit_drop=0.01, hit_drop=rule)
+        best = None
+        for cut in [-math.inf, *sorted(s)]:  # think for scores > cut
+            think = s > cut
+            hit, skip = np.where(think, h1, h0).mean(), 1 - think.mean()
+            lost = (~think & (h1 > 0) & (h0 == 0)).mean()  # hits only the trace gives, skipped
+            drop = h1.mean() - hit if rule == "net" else lost
+            if drop <= 0.01 + 1e-9 and (best is None or (skip, hit) > best):
+                best = (skip, hit)
+        assert (chosen.skip_rate, chosen.hit_auto) == pytest.approx(best), rule
+        assert chosen.hit_always == pytest.approx(h1.mean()) and chosen.hit_never == pytest.approx(h0.mean())
+        found[rule] = chosen.skip_rate
+    assert found["net"] > found["lost"], "hits a skip wins back offset its losses only under net"
+    with pytest.raises(ValueError, match="hit_drop must be 'net' or 'lost', got 'gross'"):
+        choose_threshold(scores, hit_with, hit_without, hit_drop="gross")
 
     # ranks and labels against a direct count
     q, c = torch.randn(5, 4, generator=generator), torch.randn(7, 4, generator=generator)
@@ -286,6 +293,8 @@ def test_train_gate_refuses_a_margin_gain_that_labels_everything(tmp_path):
             )
     with pytest.raises(ValueError, match="fold_by must be 'row' or 'target', got 'answer'"):
         train_gate({"model_name_or_path": str(tmp_path), "output_dir": str(tmp_path / "out"), "fold_by": "answer"})
+    with pytest.raises(ValueError, match="hit_drop must be 'net' or 'lost', got 'gross'"):
+        train_gate({"model_name_or_path": str(tmp_path), "output_dir": str(tmp_path / "out"), "hit_drop": "gross"})
     assert not (tmp_path / "out").exists(), "refused before any output is written"
 
 
