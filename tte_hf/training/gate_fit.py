@@ -152,18 +152,17 @@ def choose_threshold(
     hit_without: torch.Tensor,
     max_hit_drop: float = 0.01,
     skip_tolerance: float = 0.0,
-    hit_drop: str = "net",
+    hit_drop: str = "lost",
 ) -> Threshold:
     """The threshold (think where score >= it) that skips the most rows while losing at most
     ``max_hit_drop`` (a share of all rows) of Hit@1; among equal skip rates the higher Hit@1. Candidates
     lie between consecutive distinct scores, so a threshold never sits on a seen score.
 
-    ``hit_drop="net"``: the loss is Hit@1 with the threshold below always-mode Hit@1, so hits a skip wins
-    back (rows the trace gets wrong and a skip right) offset the hits it loses, as Hit@1 counts them.
-    ``"lost"``: only the hits only the trace gives count, and nothing offsets them. That is stricter
-    than the goal it serves, and a few such rows of one kind the probe cannot single out (on the demo's
-    seed 3 on an AMD CPU: six plain queries, all of one answer, that a weak unified model missed without
-    its trace and got right with it while missing three others with it) keep a whole kind reasoning.
+    ``hit_drop="lost"``: the loss is the hits only the trace gives (rows right with it and wrong without
+    it) that a skip loses, and nothing offsets them. ``"net"``: always-mode Hit@1 minus Hit@1 with the
+    threshold, so hits a skip wins back (rows the trace gets wrong and a skip right) offset them. On the
+    rows a gate is fitted on, net lets queries whose trace hurts (often queries that need none) pay for
+    skipping queries where it helps; at run time such failures need not recur.
 
     ``skip_tolerance`` > 0 trades a little skipping for margin: the lowest allowed threshold that skips
     at least the most minus ``skip_tolerance``. The most-skipping threshold tends to sit just below the
