@@ -64,17 +64,17 @@ def trace_helps(
 
 
 FOLD_BY = ("row", "target")
-HIT_DROP = ("net", "lost")
+#: `choose_threshold`'s ways to count what a skip loses, and what each counts
+HIT_DROP = {
+    "net": "hits only the trace gives, less the hits a skip wins back",
+    "lost": "hits only the trace gives",
+}
 
 
-def check_hit_drop(value: str) -> None:
-    if value not in HIT_DROP:
-        raise ValueError(f"hit_drop must be 'net' or 'lost', got {value!r}.")
-
-
-def check_fold_by(by: str) -> None:
-    if by not in FOLD_BY:
-        raise ValueError(f"fold_by must be 'row' or 'target', got {by!r}.")
+def check_choice(name: str, value: str, allowed) -> None:
+    """Raise a ValueError naming ``name``, its ``allowed`` values and ``value`` unless it is one of them."""
+    if value not in allowed:
+        raise ValueError(f"{name} must be {' or '.join(map(repr, allowed))}, got {value!r}.")
 
 
 def fold_members(groups: list, folds: int, seed: int = 0, by: str = "row") -> list[list[int]]:
@@ -84,7 +84,7 @@ def fold_members(groups: list, folds: int, seed: int = 0, by: str = "row") -> li
     probe that saw no query with its answer, as a gate meets new tasks' queries."""
     import random
 
-    check_fold_by(by)
+    check_choice("fold_by", by, FOLD_BY)
     if by == "row":
         order = list(range(len(groups)))
         random.Random(seed).shuffle(order)
@@ -168,7 +168,7 @@ def choose_threshold(
     at least the most minus ``skip_tolerance``. The most-skipping threshold tends to sit just below the
     rows the trace helped, among rows it did not help by chance; inputs scored a little lower than
     those at run time are then skipped, and they are rows like the helped ones."""
-    check_hit_drop(hit_drop)
+    check_choice("hit_drop", hit_drop, HIT_DROP)
     scores = scores.float()
     hit_with, hit_without = hit_with.float(), hit_without.float()
     distinct = torch.unique(scores)

@@ -80,8 +80,9 @@ def fit_gate(args: GateArguments) -> dict:
     from .. import __version__
     from .data import DatasetSpec, load_pairs
     from .gate_fit import (
-        check_fold_by,
-        check_hit_drop,
+        FOLD_BY,
+        HIT_DROP,
+        check_choice,
         choose_threshold,
         fit_probe,
         fold_members,
@@ -94,8 +95,8 @@ def fit_gate(args: GateArguments) -> dict:
         raise ValueError(
             f"folds must be >= 2 (each query is scored by a probe fitted on the others), got {args.folds}."
         )
-    check_fold_by(args.fold_by)
-    check_hit_drop(args.hit_drop)
+    check_choice("fold_by", args.fold_by, FOLD_BY)
+    check_choice("hit_drop", args.hit_drop, HIT_DROP)
     if args.min_margin_gain is not None and not args.min_margin_gain > 0:
         raise ValueError(f"min_margin_gain must be > 0 (or null for ranks only), got {args.min_margin_gain}.")
     if not args.datasets:
@@ -160,7 +161,7 @@ def fit_gate(args: GateArguments) -> dict:
         "trained_with": f"tte-hf {__version__} train-gate",
         "feature": gate.feature,
         "label": _label_rule(args),
-        "threshold_rule": f"{args.folds}-fold cross-fitted scores (folds by {args.fold_by}): the lowest threshold that skips within {args.skip_tolerance} of the most while skipping at most {args.max_hit_drop} of the queries as {HIT_DROP_RULES[args.hit_drop]}",  # fmt: skip
+        "threshold_rule": f"{args.folds}-fold cross-fitted scores (folds by {args.fold_by}): the lowest threshold that skips within {args.skip_tolerance} of the most while skipping at most {args.max_hit_drop} of the queries as {HIT_DROP[args.hit_drop]}",  # fmt: skip
         "datasets": described,
         "queries": len(y),
         "trace_helps_rate": float(y.mean()),
@@ -186,12 +187,6 @@ def fit_gate(args: GateArguments) -> dict:
     logger.info("Gate: out-of-fold skip rate %.3f, Hit@1 auto %.3f / always %.3f / never %.3f", chosen.skip_rate, chosen.hit_auto, chosen.hit_always, chosen.hit_never)  # fmt: skip
     print(json.dumps({"output_dir": str(output), **info["held_out"]}, indent=2))
     return info
-
-
-HIT_DROP_RULES = {
-    "lost": "hits only the trace gives",
-    "net": "hits only the trace gives, less the hits a skip wins back",
-}
 
 
 def recorded_recipe(args: GateArguments) -> dict[str, Any]:
