@@ -25,7 +25,7 @@ def median_gate(model, queries, skip: float):
     """A random probe on the model's gate feature, its threshold at the ``skip`` quantile of the scores."""
     import torch
 
-    from tte_hf.gate_tte import ReasoningGate
+    from tte_hf.models.tte.gate_tte import ReasoningGate
 
     gate = ReasoningGate(model[0].gate_feature_dim())
     with torch.no_grad():
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     from PIL import Image
 
     from tte_hf.demo.runtime import pin_threads
-    from tte_hf.reasoner_transformers import TransformersReasoner
+    from tte_hf.models.tte.reasoner_transformers import TransformersReasoner
     from tte_hf.sentence_transformers import build_sentence_transformer
     from tte_hf.testing import build_tiny_vlm
 

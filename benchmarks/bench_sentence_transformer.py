@@ -21,8 +21,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from tte_hf.heads import last_token_pool
-from tte_hf.inputs import build_messages, embedder_text, render_prompt
+from tte_hf.models.tte.heads import last_token_pool
+from tte_hf.models.tte.inputs import build_messages, embedder_text, render_prompt
 from tte_hf.sentence_transformers import build_sentence_transformer
 from tte_hf.testing import _WORDS, build_tiny_vlm
 

@@ -21,7 +21,7 @@ from PIL import Image
 from transformers import AutoProcessor
 
 from tte_hf import TTEUnifiedModel
-from tte_hf.inputs import build_messages, render_prompt
+from tte_hf.models.tte.inputs import build_messages, render_prompt
 from tte_hf.testing import build_tiny_vlm
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from tte_hf.ecr import parse_ecr
+from tte_hf.models.tte.ecr import parse_ecr
 from tte_hf.reasoning import generate_ecr
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -1,7 +1,7 @@
 import pytest
 
-from tte_hf.ecr import MMEB_TRAIN_TASKS, PROMPT_VERSION, TASK_PROMPTS, TASKS, parse_ecr, task_prompt
-from tte_hf.inputs import build_messages
+from tte_hf.models.tte.ecr import MMEB_TRAIN_TASKS, PROMPT_VERSION, TASK_PROMPTS, TASKS, parse_ecr, task_prompt
+from tte_hf.models.tte.inputs import build_messages
 
 META_TASKS = (
     "classification",

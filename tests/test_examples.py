@@ -137,7 +137,7 @@ def _image(path: Path, color: str) -> Path:
 
 
 def test_generate_ecr_with_teacher_writes_one_trace_per_row(data, hub_cache, tmp_path):
-    from tte_hf.ecr import task_prompt
+    from tte_hf.models.tte.ecr import task_prompt
 
     rows = [json.loads(line) for line in data["data"].read_text().splitlines()]
     args = ["--input", data["data"], "--image-root", data["image_root"], "--dataset-name", "ImageNet_1K"]
@@ -162,8 +162,8 @@ def test_generate_ecr_with_teacher_writes_one_trace_per_row(data, hub_cache, tmp
 
 def _trace_nll(model, processor, data) -> float:
     """Mean NLL of the teacher's trace tokens (+ end token) given each training prompt."""
-    from tte_hf.ecr import task_prompt
-    from tte_hf.inputs import build_messages, embedder_text, render_prompt
+    from tte_hf.models.tte.ecr import task_prompt
+    from tte_hf.models.tte.inputs import build_messages, embedder_text, render_prompt
 
     rows = [json.loads(line) for line in data["data"].read_text().splitlines()]
     traces = {r["id"]: r["ecr"] for r in map(json.loads, data["query_ecr"].read_text().splitlines())}

@@ -17,7 +17,7 @@ import torch
 from hub_helpers import populate_hf_cache
 from test_sentence_transformer import _save_unified
 
-from tte_hf.gate_tte import ReasoningGate
+from tte_hf.models.tte.gate_tte import ReasoningGate
 from tte_hf.sentence_transformers import build_sentence_transformer, save_sentence_transformer
 
 INSTRUCTION = "Find the picture that answers the question."

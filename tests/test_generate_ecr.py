@@ -13,10 +13,10 @@ import yaml
 from chat_server import ChatServer
 from PIL import Image
 
-from tte_hf.ecr import PROMPT_VERSION, parse_ecr, task_prompt
+from tte_hf.models.tte.ecr import PROMPT_VERSION, parse_ecr, task_prompt
+from tte_hf.models.tte.reasoner_openai import ReasonerRequestError
 from tte_hf.reasoning import ReasoningRequest, load_reasoner
 from tte_hf.reasoning.generate import GenerateECRConfig, generate_ecr, read_items, repair_jsonl
-from tte_hf.reasoning.openai_backend import ReasonerRequestError
 from tte_hf.reasoning.sources import BadInputError
 
 COLORS = ["red", "green", "blue", "yellow", "purple", "orange"]

@@ -10,11 +10,11 @@ import pytest
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from tte_hf.ecr import task_prompt
-from tte_hf.inputs import build_messages, render_prompt
-from tte_hf.modeling_tte import TTEUnifiedModel
+from tte_hf.models.tte.ecr import task_prompt
+from tte_hf.models.tte.inputs import build_messages, render_prompt
+from tte_hf.models.tte.modeling_tte import TTEUnifiedModel
+from tte_hf.models.tte.reasoner_transformers import TransformersReasoner
 from tte_hf.reasoning import ReasoningRequest
-from tte_hf.reasoning.transformers_backend import TransformersReasoner
 
 NEW_TOKENS = 12
 TEXTS = ["what color is the bus", "a dog on a road near a tree"]

@@ -14,7 +14,7 @@ from PIL import Image
 from transformers import AutoProcessor
 
 from tte_hf.hub import CardInfo, ExportError, export_model, export_vllm, push_folder
-from tte_hf.inputs import build_messages, embedder_text, render_prompt
+from tte_hf.models.tte.inputs import build_messages, embedder_text, render_prompt
 
 torch.set_num_threads(1)
 

@@ -43,8 +43,8 @@ def test_import_and_cli_parser_load_no_heavy_library(statement):
 
 
 def test_lazy_exports_resolve():
-    from tte_hf.configuration_tte import TTEEmbedderConfig
-    from tte_hf.modeling_tte import TTEUnifiedModel
+    from tte_hf.models.tte.configuration_tte import TTEEmbedderConfig
+    from tte_hf.models.tte.modeling_tte import TTEUnifiedModel
 
     assert tte_hf.TTEEmbedderConfig is TTEEmbedderConfig
     assert tte_hf.TTEUnifiedModel is TTEUnifiedModel
@@ -59,8 +59,8 @@ def test_lazy_exports_resolve():
         "import tte_hf; from transformers import AutoConfig, AutoModel",
         "from transformers import AutoConfig, AutoModel; import tte_hf",
         "import tte_hf; from transformers import AutoConfig",  # configs without AutoModel's module
-        "import tte_hf.modeling_tte",  # tte_hf's own modules first (heads import AutoModel midway)
-        "import tte_hf.configuration_tte",
+        "import tte_hf.models.tte.modeling_tte",  # tte_hf's own modules first (heads import AutoModel midway)
+        "import tte_hf.models.tte.configuration_tte",
     ],
 )
 def test_auto_classes_know_tte_in_any_import_order(imports):
@@ -70,17 +70,17 @@ def test_auto_classes_know_tte_in_any_import_order(imports):
         from transformers import AutoConfig
         kinds = [type(AutoConfig.for_model(t)).__module__ for t in ("tte_embedder", "tte_unified")]
         from transformers.models.auto.modeling_auto import MODEL_MAPPING
-        from tte_hf.configuration_tte import TTEEmbedderConfig, TTEUnifiedConfig
+        from tte_hf.models.tte.configuration_tte import TTEEmbedderConfig, TTEUnifiedConfig
         kinds += [MODEL_MAPPING[c].__module__ + "." + MODEL_MAPPING[c].__name__ for c in (TTEEmbedderConfig, TTEUnifiedConfig)]
         print(kinds)
         """
     )
-    expected = ["tte_hf.configuration_tte"] * 2 + ["tte_hf.modeling_tte.TTEEmbedderModel", "tte_hf.modeling_tte.TTEUnifiedModel"]  # fmt: skip
+    expected = ["tte_hf.models.tte.configuration_tte"] * 2 + ["tte_hf.models.tte.modeling_tte.TTEEmbedderModel", "tte_hf.models.tte.modeling_tte.TTEUnifiedModel"]  # fmt: skip
     assert out == str(expected)
 
 
 def test_automodel_loads_a_local_tte_checkpoint_after_import_tte_hf(tiny_vlm, tmp_path):
-    from tte_hf.modeling_tte import TTEEmbedderModel
+    from tte_hf.models.tte.modeling_tte import TTEEmbedderModel
 
     TTEEmbedderModel.from_backbone(tiny_vlm).save_pretrained(tmp_path / "tte")
     out = _python(
@@ -92,7 +92,7 @@ def test_automodel_loads_a_local_tte_checkpoint_after_import_tte_hf(tiny_vlm, tm
         """,
         cwd=tmp_path,
     )
-    assert out == "tte_hf.modeling_tte.TTEEmbedderModel"
+    assert out == "tte_hf.models.tte.modeling_tte.TTEEmbedderModel"
 
 
 def test_make_tiny_choices_match_the_factory():

@@ -1,4 +1,4 @@
-"""Image and video loading in tte_hf.inputs: every accepted form, pixel budgets, and the refusals."""
+"""Image and video loading in tte_hf.models.tte.inputs: every accepted form, pixel budgets, and the refusals."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tte_hf.inputs import fit_pixels, load_image, load_video
+from tte_hf.models.tte.inputs import fit_pixels, load_image, load_video
 
 PIXELS = (np.arange(12 * 20 * 3) % 251).astype(np.uint8).reshape(12, 20, 3)
 

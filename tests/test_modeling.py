@@ -13,7 +13,7 @@ from PIL import Image
 from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, AutoProcessor, LogitsProcessor
 
 from tte_hf import TTEEmbedderConfig, TTEEmbedderModel, TTEUnifiedConfig, TTEUnifiedModel
-from tte_hf.inputs import build_messages, embedder_text, render_prompt
+from tte_hf.models.tte.inputs import build_messages, embedder_text, render_prompt
 
 HEAD_KWARGS = {"head_num_layers": 2, "head_num_heads": 4, "head_num_queries": 4}
 ARCH_FIXTURES = ["tiny_vlm", "tiny_vlm_25", "tiny_vlm_3"]

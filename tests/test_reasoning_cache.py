@@ -4,7 +4,7 @@ import threading
 import pytest
 from PIL import Image
 
-import tte_hf.fingerprints as key_module
+import tte_hf.models.tte.fingerprints as key_module
 from tte_hf.reasoning import CachedReasoner, ECRCache, ReasoningRequest, cache_key, load_reasoner
 
 
@@ -132,7 +132,7 @@ def test_key_scheme_is_unchanged_for_cache_files_on_disk():
     import hashlib
     import json
 
-    from tte_hf.ecr import PROMPT_VERSION, task_prompt
+    from tte_hf.models.tte.ecr import PROMPT_VERSION, task_prompt
 
     image = Image.new("RGB", (6, 4), (10, 200, 30))
     request = ReasoningRequest(text="a cat", images=(image,), video=(image, image), instruction="Find", task="vqa")

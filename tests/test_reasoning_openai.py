@@ -5,9 +5,9 @@ import pytest
 from chat_server import ChatServer
 from PIL import Image
 
-from tte_hf.ecr import parse_ecr, task_prompt
+from tte_hf.models.tte.ecr import parse_ecr, task_prompt
+from tte_hf.models.tte.reasoner_openai import ReasonerRequestError
 from tte_hf.reasoning import ReasoningRequest, load_reasoner
-from tte_hf.reasoning.openai_backend import ReasonerRequestError
 
 SECRET = "sk-test-do-not-leak-1234"
 

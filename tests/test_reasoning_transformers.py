@@ -3,9 +3,9 @@ import torch
 from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from tte_hf.ecr import task_prompt
+from tte_hf.models.tte.ecr import task_prompt
+from tte_hf.models.tte.reasoner_transformers import TransformersReasoner
 from tte_hf.reasoning import ReasoningRequest, load_reasoner
-from tte_hf.reasoning.transformers_backend import TransformersReasoner
 
 
 def _image(color):

@@ -18,9 +18,9 @@ import torch
 from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from tte_hf.ecr import parse_ecr, task_prompt
-from tte_hf.inputs import build_messages, embedder_text, render_prompt
-from tte_hf.modeling_tte import TTEEmbedderModel
+from tte_hf.models.tte.ecr import parse_ecr, task_prompt
+from tte_hf.models.tte.inputs import build_messages, embedder_text, render_prompt
+from tte_hf.models.tte.modeling_tte import TTEEmbedderModel
 from tte_hf.sentence_transformers import build_sentence_transformer, save_sentence_transformer
 
 INSTRUCTION = "Find the picture that answers the question."
@@ -142,9 +142,9 @@ class CountingReasoner:
 
 def test_built_models_hold_tte_hf_classes(st_reasoning, unified_dir, tiny_vlm):
     """One class identity in the process: the factory's modules and reasoners are the package's own."""
-    from tte_hf.reasoning.openai_backend import OpenAIReasoner
-    from tte_hf.reasoning.transformers_backend import TransformersReasoner
-    from tte_hf.sentence_transformer_tte import TTESentenceTransformer, TTETransformer, TTEUnifiedTransformer
+    from tte_hf.models.tte.reasoner_openai import OpenAIReasoner
+    from tte_hf.models.tte.reasoner_transformers import TransformersReasoner
+    from tte_hf.models.tte.sentence_transformer_tte import TTESentenceTransformer, TTETransformer, TTEUnifiedTransformer
 
     assert type(st_reasoning) is TTESentenceTransformer and type(st_reasoning[0]) is TTETransformer
     assert type(st_reasoning[0].reasoner) is TransformersReasoner
@@ -154,7 +154,7 @@ def test_built_models_hold_tte_hf_classes(st_reasoning, unified_dir, tiny_vlm):
 
 
 def test_ecr_cache_key_is_the_shared_one_with_the_prompt_version(st_reasoning, images, monkeypatch):
-    import tte_hf.fingerprints
+    import tte_hf.models.tte.fingerprints
     from tte_hf.reasoning import ReasoningRequest, cache_key
 
     module = st_reasoning[0]
@@ -165,7 +165,7 @@ def test_ecr_cache_key_is_the_shared_one_with_the_prompt_version(st_reasoning, i
         st_reasoning.encode_query([{"text": "which dog", "image": images[0]}])
         request = ReasoningRequest(text="which dog", images=(images[0],), instruction=INSTRUCTION, task="generic")
         assert list(module.ecr_cache) == [cache_key(counting.describe(), request)]  # as generate-ecr's SQLite cache
-        monkeypatch.setattr(tte_hf.fingerprints, "PROMPT_VERSION", "ecr-v999")  # reworded prompts: traces are stale
+        monkeypatch.setattr(tte_hf.models.tte.fingerprints, "PROMPT_VERSION", "ecr-v999")  # reworded prompts: traces are stale
         st_reasoning.encode_query([{"text": "which dog", "image": images[0]}])
         assert counting.requests == 2
     finally:
@@ -526,7 +526,7 @@ def test_chat_conversation_input_matches_dict_input(st_off, images):
 
 
 def test_saved_code_is_the_shipped_set_without_tte_hf_imports(st_off, tmp_path):
-    from tte_hf.hub.export import REMOTE_CODE_FILES
+    from tte_hf.models.remote_code import REMOTE_CODE_FILES
 
     st_off.save(str(tmp_path / "m"))
     saved = sorted(p.name for p in (tmp_path / "m").glob("*.py"))
@@ -540,7 +540,7 @@ def test_saved_code_is_the_shipped_set_without_tte_hf_imports(st_off, tmp_path):
 
 
 def _save_unified(backbone: str, path: Path) -> str:
-    from tte_hf.modeling_tte import TTEUnifiedModel
+    from tte_hf.models.tte.modeling_tte import TTEUnifiedModel
 
     model = TTEUnifiedModel.from_backbone(backbone, head_type="mhsa", head_kwargs={"head_num_layers": 2})
     model.save_pretrained(path)
@@ -555,7 +555,7 @@ def unified_dir(tiny_vlm, tmp_path_factory):
 
 @pytest.mark.parametrize("fixture", ["tiny_vlm", "tiny_vlm_3"])
 def test_unified_model_generates_and_embeds_in_one_pass(request, fixture, images, tmp_path):
-    from tte_hf.modeling_tte import TTEUnifiedModel
+    from tte_hf.models.tte.modeling_tte import TTEUnifiedModel
 
     unified_dir = _save_unified(request.getfixturevalue(fixture), tmp_path / "unified")
 

@@ -2,7 +2,7 @@
 sequence -- chat prompt (system = the reasoner's task prompt), the trace as the assistant turn, then
 the end-of-turn token, whose hidden state is the embedding.
 
-The expected ids are written here by hand from the chat template, not with ``tte_hf.inputs``.
+The expected ids are written here by hand from the chat template, not with ``tte_hf.models.tte.inputs``.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 from unified_capture import generated_sequences, sorted_like
 
-from tte_hf.ecr import TASK_PROMPTS
-from tte_hf.inputs import build_messages, embedder_system_prompt, embedder_text, render_prompt
+from tte_hf.models.tte.ecr import TASK_PROMPTS
+from tte_hf.models.tte.inputs import build_messages, embedder_system_prompt, embedder_text, render_prompt
+from tte_hf.models.tte.reasoner_base import ReasoningBackend
 from tte_hf.reasoning import generate_ecr
-from tte_hf.reasoning.base import ReasoningBackend
 from tte_hf.sentence_transformers import build_sentence_transformer
 from tte_hf.training import train_head
 from tte_hf.training.collator import ContrastiveCollator
@@ -118,7 +118,7 @@ def _st_input(text, has_image, image, trace=TRACE):
 
 def _save_unified(tiny_vlm, processor, folder: Path) -> str:
     """A unified model (1-layer head) on the tiny backbone, saved with its processor."""
-    from tte_hf.modeling_tte import TTEUnifiedModel
+    from tte_hf.models.tte.modeling_tte import TTEUnifiedModel
 
     TTEUnifiedModel.from_backbone(tiny_vlm, head_type="mhsa", head_kwargs={"head_num_layers": 1}).save_pretrained(
         folder
@@ -153,7 +153,7 @@ def test_every_path_reads_the_reasoners_generation_sequence(setting, tiny_vlm, t
     got = st.encode([_st_input(t, i, image) for _, t, i in ROWS], prompt=INSTRUCTION, convert_to_tensor=True)
     torch.testing.assert_close(got, reference, atol=1e-5, rtol=0)
 
-    # 2. TTEEmbedderModel fed through tte_hf.inputs
+    # 2. TTEEmbedderModel fed through tte_hf.models.tte.inputs
     texts = [
         embedder_text(
             render_prompt(processor, build_messages(t, int(i), False, INSTRUCTION, embedder_system_prompt(TASK, True))),
@@ -161,7 +161,7 @@ def test_every_path_reads_the_reasoners_generation_sequence(setting, tiny_vlm, t
         )
         for _, t, i in ROWS
     ]
-    seen["tte_hf.inputs"] = _rows(processor(text=texts, images=images, padding=True, return_tensors="pt"))
+    seen["tte_hf.models.tte.inputs"] = _rows(processor(text=texts, images=images, padding=True, return_tensors="pt"))
 
     # 3. the embedder recipe's training rows (parsed-ECR file) through sentence-transformers' collator,
     # the dataset's instruction as the ST prompt, as `train_embedder` hands them to its trainer ...

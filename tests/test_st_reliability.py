@@ -180,7 +180,7 @@ def test_concurrent_encodes_get_their_own_vectors_and_last_reasoning(tiny_vlm):
 
 @pytest.fixture(scope="module")
 def unified_dir(tiny_vlm, tmp_path_factory):
-    from tte_hf.modeling_tte import TTEUnifiedModel
+    from tte_hf.models.tte.modeling_tte import TTEUnifiedModel
 
     path = tmp_path_factory.mktemp("unified")
     model = TTEUnifiedModel.from_backbone(tiny_vlm, head_type="mhsa", head_kwargs={"head_num_layers": 2})

@@ -13,9 +13,9 @@ from test_training_embedder import tiny_recipe
 from test_training_head import recipe as head_recipe
 from transformers import AutoProcessor
 
-from tte_hf.ecr import task_prompt
-from tte_hf.inputs import build_messages, embedder_system_prompt, embedder_text, render_prompt
-from tte_hf.modeling_tte import TTEEmbedderModel, TTEUnifiedModel
+from tte_hf.models.tte.ecr import task_prompt
+from tte_hf.models.tte.inputs import build_messages, embedder_system_prompt, embedder_text, render_prompt
+from tte_hf.models.tte.modeling_tte import TTEEmbedderModel, TTEUnifiedModel
 from tte_hf.sentence_transformers import build_sentence_transformer
 from tte_hf.training import train_embedder, train_head
 from tte_hf.training.synthetic import write_synthetic_retrieval

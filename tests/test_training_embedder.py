@@ -66,7 +66,7 @@ def hit_at_1(model, pairs) -> float:
 def test_cached_ranking_loss_equals_full_batch_info_nce_with_hard_negatives(data, tiny_vlm):
     """The recipe's loss (CMNRL, mini-batches of 3 over 8 rows, scale 1/0.02) on the ST training columns
     gives the loss and gradients of InfoNCE written here over one full-batch forward of the model class
-    on the sequences `tte_hf.inputs` builds. In float64: in float32 the two equivalent computations
+    on the sequences `tte_hf.models.tte.inputs` builds. In float64: in float32 the two equivalent computations
     already differ by ~2e-5 (rounding amplified by the scale of 50), with or without mini-batches."""
     torch.manual_seed(0)
     model = embedder_model(tiny_vlm).double()

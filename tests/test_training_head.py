@@ -229,8 +229,8 @@ def test_head_trains_on_exactly_the_tokens_generate_and_embed_embeds(data, tiny_
     from unified_capture import generated_sequences, sorted_like
 
     import tte_hf.training.collator as collator_module
+    from tte_hf.models.tte.reasoner_transformers import TransformersReasoner
     from tte_hf.reasoning import generate_ecr
-    from tte_hf.reasoning.transformers_backend import TransformersReasoner
     from tte_hf.sentence_transformers import build_sentence_transformer
 
     cap, task, instruction = 10, "classification", "Name the shape."

@@ -7,8 +7,8 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from tte_hf.ecr import task_prompt
-from tte_hf.inputs import build_messages, render_prompt
+from tte_hf.models.tte.ecr import task_prompt
+from tte_hf.models.tte.inputs import build_messages, render_prompt
 from tte_hf.training import train_reasoner
 from tte_hf.training.data import DatasetSpec
 from tte_hf.training.sft_data import sft_rows

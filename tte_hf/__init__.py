@@ -14,17 +14,17 @@ from . import auto_registration
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "TTEEmbedderConfig": "configuration_tte",
-    "TTEUnifiedConfig": "configuration_tte",
-    "TTEEmbedderModel": "modeling_tte",
-    "TTEGenerateOutput": "modeling_tte",
-    "TTEUnifiedModel": "modeling_tte",
+    "TTEEmbedderConfig": "models.tte.configuration_tte",
+    "TTEUnifiedConfig": "models.tte.configuration_tte",
+    "TTEEmbedderModel": "models.tte.modeling_tte",
+    "TTEGenerateOutput": "models.tte.modeling_tte",
+    "TTEUnifiedModel": "models.tte.modeling_tte",
 }
 __all__ = ["TTEEmbedderConfig", "TTEEmbedderModel", "TTEGenerateOutput", "TTEUnifiedConfig", "TTEUnifiedModel"]
 
 if TYPE_CHECKING:
-    from .configuration_tte import TTEEmbedderConfig, TTEUnifiedConfig
-    from .modeling_tte import TTEEmbedderModel, TTEGenerateOutput, TTEUnifiedModel
+    from .models.tte.configuration_tte import TTEEmbedderConfig, TTEUnifiedConfig
+    from .models.tte.modeling_tte import TTEEmbedderModel, TTEGenerateOutput, TTEUnifiedModel
 
 auto_registration.install()
 

@@ -14,9 +14,9 @@ import sys
 CONFIG_AUTO = "transformers.models.auto.configuration_auto"
 MODEL_AUTO = "transformers.models.auto.modeling_auto"
 # The tte_hf modules each registration imports (they must not be half-executed when it runs).
-_CONFIG_PIECES = ("tte_hf.configuration_tte",)
-_MODEL_PIECES = ("tte_hf.configuration_tte", "tte_hf.heads", "tte_hf.modeling_tte")
-WATCHED = (CONFIG_AUTO, MODEL_AUTO, "tte_hf.configuration_tte", "tte_hf.modeling_tte")
+_CONFIG_PIECES = ("tte_hf.models.tte.configuration_tte",)
+_MODEL_PIECES = ("tte_hf.models.tte.configuration_tte", "tte_hf.models.tte.heads", "tte_hf.models.tte.modeling_tte")
+WATCHED = (CONFIG_AUTO, MODEL_AUTO, "tte_hf.models.tte.configuration_tte", "tte_hf.models.tte.modeling_tte")
 _registered: set[str] = set()
 
 
@@ -40,7 +40,7 @@ def register_auto_classes(just_executed: str | None = None) -> None:
         if not _half_executed(_CONFIG_PIECES, just_executed):
             from transformers import AutoConfig
 
-            from .configuration_tte import TTEEmbedderConfig, TTEUnifiedConfig
+            from .models.tte.configuration_tte import TTEEmbedderConfig, TTEUnifiedConfig
 
             AutoConfig.register(TTEEmbedderConfig.model_type, TTEEmbedderConfig, exist_ok=True)
             AutoConfig.register(TTEUnifiedConfig.model_type, TTEUnifiedConfig, exist_ok=True)
@@ -49,8 +49,8 @@ def register_auto_classes(just_executed: str | None = None) -> None:
         if not _half_executed(_MODEL_PIECES, just_executed):
             from transformers import AutoModel
 
-            from .configuration_tte import TTEEmbedderConfig, TTEUnifiedConfig
-            from .modeling_tte import TTEEmbedderModel, TTEUnifiedModel
+            from .models.tte.configuration_tte import TTEEmbedderConfig, TTEUnifiedConfig
+            from .models.tte.modeling_tte import TTEEmbedderModel, TTEUnifiedModel
 
             AutoModel.register(TTEEmbedderConfig, TTEEmbedderModel, exist_ok=True)
             AutoModel.register(TTEUnifiedConfig, TTEUnifiedModel, exist_ok=True)

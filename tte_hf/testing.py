@@ -50,7 +50,7 @@ def _chat_template(name: str) -> str:
 
 
 def _corpus(seed: int, n_lines: int = 2000) -> list[str]:
-    from .ecr import TASK_PROMPTS
+    from .models.tte.ecr import TASK_PROMPTS
 
     rng = random.Random(seed)
     lines = list(TASK_PROMPTS.values()) * 20  # the task prompts tokenise into few, whole-word tokens

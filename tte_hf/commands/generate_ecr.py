@@ -101,8 +101,8 @@ def apply_overrides(config: dict, pairs: list[tuple[str, str]]) -> None:
 def run(args: argparse.Namespace) -> int:
     import logging
 
+    from ..models.tte.reasoner_openai import ReasonerRequestError
     from ..reasoning.generate import generate_ecr
-    from ..reasoning.openai_backend import ReasonerRequestError
     from ..reasoning.sources import BadInputError
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..reasoning.base import ReasoningBackend, ReasoningRequest
+from ..models.tte.reasoner_base import ReasoningBackend, ReasoningRequest
 
 
 def scene_trace(scene: dict[str, Any]) -> str:

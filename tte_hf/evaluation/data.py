@@ -21,7 +21,7 @@ from typing import Any
 
 from PIL import Image
 
-from ..inputs import strip_image_tags
+from ..models.tte.inputs import strip_image_tags
 from .rows import EvalItem, TaskData, TaskDataError, fail, frame_paths, join, load_rows, sample_frames
 from .tasks import BEIR_FORMAT, DATA_FORMATS, MMEB_FORMAT, VLM2VEC_VIDEO_FORMAT, TaskSpec
 

@@ -2,7 +2,7 @@
 
 `VLLMEmbedder` has the two methods `evaluate` calls (``encode_query`` / ``encode_document``) and
 feeds vLLM exactly the sequences the transformers path embeds: the TTE generation prompt (built by
-`tte_hf.inputs`, rendered by the folder's own processor) + the ECR trace as the assistant turn + the
+`tte_hf.models.tte.inputs`, rendered by the folder's own processor) + the ECR trace as the assistant turn + the
 end token. vLLM's LAST pooling + normalisation, which the export configures, give the vectors.
 Traces come from the inputs (``"reasoning"``, e.g. ``--ecr`` files) or from a reasoning backend
 (`tte_hf.reasoning`, e.g. `VLLMReasoner` on a generation engine: vLLM runs one runner per engine).
@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..ecr import parse_ecr
-from ..inputs import build_messages, embedder_system_prompt, embedder_text, render_prompt
+from ..models.tte.ecr import parse_ecr
+from ..models.tte.inputs import build_messages, embedder_system_prompt, embedder_text, render_prompt
 
 
 def import_vllm():
@@ -144,7 +144,7 @@ class VLLMEmbedder:
         wanted = self.query_reasoning if side == "query" else self.document_reasoning
         todo = [i for i, trace in enumerate(traces) if trace is None] if wanted and self.reasoner else []
         if todo:
-            from ..reasoning.base import ReasoningRequest
+            from ..models.tte.reasoner_base import ReasoningRequest
 
             requests = [
                 ReasoningRequest(

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ..models.remote_code import copy_remote_code
 from .cards import (
     CARD_TEMPLATES,
     PAPER_URL,
@@ -29,28 +30,6 @@ from .cards import (
 )
 from .sources import ExportError, Source, find_processor_dir, inspect_source, load_model, load_processor, resolve_config
 
-# The package's own modules, copied flat next to the weights for trust_remote_code: each imports only
-# the standard library, third-party packages and (relatively) the others in this list.
-REMOTE_CODE_FILES = (
-    "configuration_tte.py",
-    "modeling_tte.py",
-    "generation_tte.py",
-    "heads.py",
-    "inputs.py",
-    "ecr.py",
-    "fingerprints.py",
-    "gate_tte.py",
-    "reasoner_base.py",
-    "reasoner_transformers.py",
-    "reasoner_openai.py",
-    "st_state.py",
-    "st_gate.py",
-    "st_inputs.py",
-    "st_embedder.py",
-    "st_unified.py",
-    "st_model.py",
-    "sentence_transformer_tte.py",
-)
 MANIFEST_NAME = "tte_export.json"
 SELF_REASONER = "self"
 
@@ -133,17 +112,6 @@ def staged_output(output_dir: Path, overwrite: bool) -> Iterator[Path]:
     if output_dir.exists():
         shutil.rmtree(output_dir)
     os.replace(staging, output_dir)
-
-
-def copy_remote_code(target: Path) -> list[str]:
-    """Copy the self-contained TTE files (flat, relative sibling imports) that exist in this install."""
-    package = Path(__file__).resolve().parent.parent
-    copied = []
-    for name in REMOTE_CODE_FILES:
-        if (package / name).is_file():
-            shutil.copyfile(package / name, target / name)
-            copied.append(name)
-    return copied
 
 
 def save_processor(processor, target: Path) -> None:
@@ -357,7 +325,7 @@ def export_model(
 
 def find_gate_files(folder: Path, required: bool = False) -> tuple[list[Path], dict[str, Any] | None]:
     """The reasoning gate's files in ``folder`` and its training info, or ``([], None)``."""
-    from ..gate_tte import GATE_CONFIG, GATE_WEIGHTS
+    from ..models.tte.gate_tte import GATE_CONFIG, GATE_WEIGHTS
 
     files = [folder / GATE_CONFIG, folder / GATE_WEIGHTS]
     if not files[0].is_file():

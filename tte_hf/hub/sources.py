@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..configuration_tte import SUPPORTED_BACKBONES
+from ..models.tte.configuration_tte import SUPPORTED_BACKBONES
 
 KINDS = ("embedder", "unified", "reasoner")
 _TTE_MODEL_TYPES = {"tte_embedder": "embedder", "tte_unified": "unified"}
@@ -161,7 +161,7 @@ def load_processor(processor_dir: str):
 def _load_base_model(kind: str, name_or_path: str):
     from transformers import AutoModelForImageTextToText
 
-    from ..modeling_tte import TTEEmbedderModel, TTEUnifiedModel
+    from ..models.tte.modeling_tte import TTEEmbedderModel, TTEUnifiedModel
 
     config = resolve_config(name_or_path)
     if config.get("model_type") == "tte_embedder":
@@ -197,7 +197,7 @@ def load_model(source: Source, merge_lora: bool = True):
         return _merged_adapter(source, merge_lora)
     from transformers import AutoModelForImageTextToText
 
-    from ..modeling_tte import TTEEmbedderModel, TTEUnifiedModel
+    from ..models.tte.modeling_tte import TTEEmbedderModel, TTEUnifiedModel
 
     loader = {
         "embedder": TTEEmbedderModel,

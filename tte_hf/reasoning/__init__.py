@@ -3,7 +3,7 @@
 Backends import their heavy libraries (transformers, vLLM) only when built through `load_reasoner`.
 """
 
-from ..reasoner_base import ReasoningBackend, ReasoningRequest
+from ..models.tte.reasoner_base import ReasoningBackend, ReasoningRequest
 from .cache import CachedReasoner, ECRCache, cache_key
 from .factory import BACKENDS, load_reasoner
 

@@ -2,7 +2,7 @@
 
 The key hashes everything that changes a trace: the reasoner's description (model id, revision,
 generation parameters), the prompt version and the task's prompt text, the task, the instruction,
-the text, and the pixels of every image and video frame (`tte_hf.fingerprints.ecr_cache_key`, the
+the text, and the pixels of every image and video frame (`tte_hf.models.tte.fingerprints.ecr_cache_key`, the
 scheme the sentence-transformers module's ECR cache uses too). SQLite in WAL mode lets any number of
 readers work alongside one writer (other writers wait on the lock, up to ``timeout`` seconds).
 """
@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..fingerprints import ecr_cache_key as cache_key
-from ..reasoner_base import ReasoningBackend, ReasoningRequest
+from ..models.tte.fingerprints import ecr_cache_key as cache_key
+from ..models.tte.reasoner_base import ReasoningBackend, ReasoningRequest
 
 _SCHEMA = "CREATE TABLE IF NOT EXISTS ecr (key TEXT PRIMARY KEY, trace TEXT NOT NULL, created REAL NOT NULL)"
 

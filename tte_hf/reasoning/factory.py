@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..reasoner_base import ReasoningBackend
+from ..models.tte.reasoner_base import ReasoningBackend
 
 BACKENDS = ("transformers", "vllm", "openai", "precomputed")
 
@@ -20,11 +20,11 @@ def load_reasoner(config: dict[str, Any] | None = None, **kwargs: Any) -> Reason
     backend = options.pop("backend", "transformers")
     cache = options.pop("cache", None)
     if backend == "transformers":
-        from ..reasoner_transformers import TransformersReasoner as cls
+        from ..models.tte.reasoner_transformers import TransformersReasoner as cls
     elif backend == "vllm":
         from .vllm_backend import VLLMReasoner as cls
     elif backend == "openai":
-        from ..reasoner_openai import OpenAIReasoner as cls
+        from ..models.tte.reasoner_openai import OpenAIReasoner as cls
     elif backend == "precomputed":
         from .precomputed import PrecomputedReasoner as cls
     else:

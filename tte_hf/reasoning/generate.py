@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..ecr import PROMPT_VERSION, parse_ecr
 from ..ecr_jsonl import read_ecr
 from ..environment import package_versions
-from .base import ReasoningBackend, ReasoningRequest
+from ..models.tte.ecr import PROMPT_VERSION, parse_ecr
+from ..models.tte.reasoner_base import ReasoningBackend, ReasoningRequest
 from .sources import INPUT_FORMATS, BadInputError, BadItem, ECRItem, ItemReader, detect_format, load_images, shard_of
 
 logger = logging.getLogger(__name__)

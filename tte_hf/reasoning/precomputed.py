@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..ecr_jsonl import read_ecr
-from .base import ReasoningBackend, ReasoningRequest
+from ..models.tte.reasoner_base import ReasoningBackend, ReasoningRequest
 
 
 class PrecomputedReasoner(ReasoningBackend):

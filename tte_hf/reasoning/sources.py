@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..ecr import MMEB_TRAIN_TASKS, TASKS
-from ..inputs import strip_image_tags
+from ..models.tte.ecr import MMEB_TRAIN_TASKS, TASKS
+from ..models.tte.inputs import strip_image_tags
 
 INPUT_FORMATS = ("auto", "mmeb", "tte", "datasets")
 SIDES = ("query", "target")

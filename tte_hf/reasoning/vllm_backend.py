@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..reasoner_base import ReasoningBackend, ReasoningRequest, request_prompt
+from ..models.tte.reasoner_base import ReasoningBackend, ReasoningRequest, request_prompt
 
 
 def _import_vllm():
@@ -29,7 +29,7 @@ def _import_vllm():
 class VLLMReasoner(ReasoningBackend):
     """Generates ECR traces with ``vllm.LLM``.
 
-    The prompt is rendered by the checkpoint's own processor (`tte_hf.inputs.render_prompt`), so the
+    The prompt is rendered by the checkpoint's own processor (`tte_hf.models.tte.inputs.render_prompt`), so the
     embedder later reads exactly this sequence. ``generation_config="vllm"`` makes vLLM ignore the
     checkpoint's ``generation_config.json`` defaults: the sampling set here is the sampling used.
     Each image gets the multimodal UUID ``"{item_id}/image{k}"`` (video ``"{item_id}/video"``), so

@@ -1,6 +1,6 @@
 """`build_sentence_transformer`: TTETransformer + lasttoken Pooling + Normalize as one ST model.
 
-The modules are ``tte_hf``'s own classes; their model's ``save`` (`tte_hf.st_model`) names them
+The modules are ``tte_hf``'s own classes; their model's ``save`` (`tte_hf.models.tte.st_model`) names them
 ``sentence_transformer_tte.<Class>`` in ``modules.json`` and ships that code, so the folder loads
 with ``trust_remote_code`` where ``tte_hf`` is not installed.
 """
@@ -74,7 +74,7 @@ def build_sentence_transformer(
             raise ValueError(
                 "a unified TTE model reasons with its own backbone; pass reasoner=None or a backend object."
             )
-        from ..st_unified import TTEUnifiedTransformer
+        from ..models.tte.st_unified import TTEUnifiedTransformer
 
         module = TTEUnifiedTransformer(
             os.fspath(embedder_path),
@@ -88,7 +88,7 @@ def build_sentence_transformer(
         return _without_card_encoding(
             SentenceTransformer(modules=[module], prompts=prompts, truncate_dim=truncate_dim, device=device)
         )
-    from ..st_embedder import TTETransformer
+    from ..models.tte.st_embedder import TTETransformer
 
     module = TTETransformer(
         os.fspath(embedder_path),  # a TTEEmbedderModel checkpoint loads as itself (one copy of the weights)

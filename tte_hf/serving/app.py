@@ -25,7 +25,7 @@ try:
 except ImportError as err:  # pragma: no cover - depends on the environment
     raise ImportError("tte-hf serve needs FastAPI and uvicorn: pip install 'tte-hf[serve]'") from err
 
-from ..st_state import LRUCache
+from ..models.tte.st_state import LRUCache
 from .batcher import BatchKey, Closed, ItemError, MicroBatcher, QueueFull
 from .reasoner import ReasonerError, guard_reasoner
 from .schemas import Limits, RequestError, embedding_response, error_body, parse_request

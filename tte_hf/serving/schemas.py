@@ -182,7 +182,7 @@ def _images(sources: list, where: str, limits: Limits, single: bool = False) -> 
 
 def load_image_source(source: Any, where: str, limits: Limits):
     """A data URL (base64) or, when allowed, an ``http(s)`` URL, as an RGB PIL image within the limits."""
-    from ..inputs import load_image
+    from ..models.tte.inputs import load_image
 
     if not isinstance(source, str):
         raise RequestError(f"{where} must be a data URL or http(s) URL string.", param=where)

@@ -1,6 +1,6 @@
 """Pair examples -> processor inputs for the embedder, split into GradCache mini-batch chunks.
 
-Every text goes through `tte_hf.inputs` (`build_messages`, `render_prompt`, `embedder_text`): the
+Every text goes through `tte_hf.models.tte.inputs` (`build_messages`, `render_prompt`, `embedder_text`): the
 embedder reads exactly the reasoner's generation sequence, prompt + ECR trace + end token. With
 ``token_traces`` (the unified head), the trace is appended as token ids after the tokenized prompt,
 as `TTEUnifiedTransformer` does: the generated ids where the data has them, else the tokenized text.
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..inputs import END_OF_TURN, build_messages, embedder_system_prompt, embedder_text, render_prompt
+from ..models.tte.inputs import END_OF_TURN, build_messages, embedder_system_prompt, embedder_text, render_prompt
 from .data import PairExample, Side
 
 
@@ -95,7 +95,7 @@ class ContrastiveCollator:
                 images = [load_image(path) for side, _ in part for path in side.images]
                 batch = dict(self.processor(text=texts, images=images or None, padding=True, return_tensors="pt"))
                 if self.token_traces:
-                    from ..st_unified import append_suffixes  # the unified ST module's own
+                    from ..models.tte.st_unified import append_suffixes  # the unified ST module's own
 
                     batch = append_suffixes(batch, suffixes, self.processor.tokenizer.pad_token_id)
                 chunk |= batch

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..ecr import MMEB_TRAIN_TASKS
 from ..ecr_jsonl import read_ecr, read_jsonl
-from ..inputs import strip_image_tags
+from ..models.tte.ecr import MMEB_TRAIN_TASKS
+from ..models.tte.inputs import strip_image_tags
 from ..reasoning.sources import stable_id
 
 logger = logging.getLogger(__name__)

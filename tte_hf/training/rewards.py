@@ -13,7 +13,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from ..ecr import parse_ecr
+from ..models.tte.ecr import parse_ecr
 from .data import PairExample, Side
 
 #: Parser repairs that mean the completion is not a well-formed ``<think>…</think> final`` trace.

@@ -1,7 +1,7 @@
 """Teacher ECR traces + MMEB-style rows -> TRL vision SFT rows (``images`` + ``messages``).
 
 The user/system turns are exactly the prompt the reasoner sees at inference
-(`tte_hf.inputs.build_messages` with the task's system prompt); the trace is the assistant turn.
+(`tte_hf.models.tte.inputs.build_messages` with the task's system prompt); the trace is the assistant turn.
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..ecr import task_prompt
-from ..inputs import build_messages
+from ..models.tte.ecr import task_prompt
+from ..models.tte.inputs import build_messages
 from .data import (
     DatasetSpec,
     MissingTraceError,

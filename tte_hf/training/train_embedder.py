@@ -95,8 +95,8 @@ def build_embedder_model(model_args, embedder_args):
     """
     import torch
 
-    from ..configuration_tte import TTEEmbedderConfig
-    from ..modeling_tte import TTEEmbedderModel
+    from ..models.tte.configuration_tte import TTEEmbedderConfig
+    from ..models.tte.modeling_tte import TTEEmbedderModel
     from ..sentence_transformers import build_sentence_transformer
 
     model_kwargs = {}

@@ -4,7 +4,7 @@ For every training query (MMEB-train style rows + their ``generate-ecr`` traces)
 query with and without its trace; the gold target's rank among the dataset's targets (positives and
 hard negatives) and its cosine margin over the best other target give the label (1: the trace moves
 it up, or raises that margin by ``min_margin_gain`` where it was under ``clear_margin``). A logistic probe on the gate's runtime
-feature (`tte_hf.gate_tte`) is cross-fitted: each query's score for choosing the threshold comes from
+feature (`tte_hf.models.tte.gate_tte`) is cross-fitted: each query's score for choosing the threshold comes from
 a probe fitted on the other folds, so every query serves as held-out data once; the threshold keeps
 always-mode Hit@1 while skipping the most reasoning, and the gate saved is the probe fitted on all
 queries. Use data the model did not train on (the demo's dev split): on its own training rows a model
@@ -207,7 +207,7 @@ def _label_rule(args: GateArguments) -> str:
 def _prepare_output(source: Path, output: Path, overwrite: bool) -> Path:
     """``output`` holding the model with this install's remote code (the gate needs it); a copy of
     ``source`` unless they are the same folder."""
-    from ..hub.export import copy_remote_code
+    from ..models.remote_code import copy_remote_code
 
     if output.resolve() != source.resolve():
         if output.exists() and any(output.iterdir()):
@@ -229,7 +229,7 @@ def _is_unified(folder: Path) -> bool:
 
 
 def _gate_class(module):
-    """The `ReasoningGate` class of the module's own code: ``tte_hf.gate_tte`` or a repo's shipped copy."""
+    """The `ReasoningGate` class of the module's own code: ``tte_hf.models.tte.gate_tte`` or a repo's shipped copy."""
     import importlib
 
     return importlib.import_module(type(module).__module__.rsplit(".", 1)[0] + ".gate_tte").ReasoningGate

@@ -88,7 +88,7 @@ class HeadTrainer(ContrastiveTrainer):
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         from safetensors.torch import load_file
 
-        from ..modeling_tte import HEAD_WEIGHTS_NAME
+        from ..models.tte.modeling_tte import HEAD_WEIGHTS_NAME
 
         path = os.path.join(resume_from_checkpoint, HEAD_WEIGHTS_NAME)
         if not os.path.isfile(path):
@@ -151,7 +151,7 @@ class UnifiedEncoder:
 def run_head_training(head_args, training_args, progress=None):
     from transformers import AutoProcessor
 
-    from ..modeling_tte import TTEUnifiedModel
+    from ..models.tte.modeling_tte import TTEUnifiedModel
     from .collator import ContrastiveCollator
     from .config import use_progress
     from .hidden_cache import HiddenStateCache, cache_fingerprint

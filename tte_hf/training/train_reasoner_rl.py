@@ -1,7 +1,7 @@
 """RL-tuned reasoner: GRPO (TRL's `GRPOTrainer`) on a TTE student, with a frozen TTE embedder as the reward.
 
 The policy is the reasoner VLM (full or LoRA through TRL's `ModelConfig`, vision tower frozen). Its
-prompts are exactly the ones it sees at inference and in SFT (`tte_hf.inputs.build_messages` with
+prompts are exactly the ones it sees at inference and in SFT (`tte_hf.models.tte.inputs.build_messages` with
 the task's system prompt); each sampled trace is scored by `RetrievalReward` (the embedder's
 probability of the row's positive target) and `ECRFormatReward`, weighted by GRPOConfig's
 ``reward_weights``. TRL generates with transformers on CPU and with vLLM where ``use_vllm`` is set.
@@ -56,8 +56,8 @@ def build_prompt_dataset(pairs: Sequence) -> Any:
     (decoded lazily) and ``pair_index`` (which pair the rewards score against)."""
     from datasets import Dataset, Image, List
 
-    from ..ecr import task_prompt
-    from ..inputs import build_messages
+    from ..models.tte.ecr import task_prompt
+    from ..models.tte.inputs import build_messages
     from .sft_data import _as_blocks
 
     rows = []

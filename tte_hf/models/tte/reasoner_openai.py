@@ -8,7 +8,7 @@ the server returns apart from the answer (``reasoning_content``, as vLLM's reaso
 back inside ``<think>`` tags, so the trace keeps the ECR layout.
 
 Self-contained (standard library and sibling files, no ``openai`` client): shipped next to the weights
-for ``trust_remote_code``; ``tte_hf.reasoning.openai_backend`` re-exports it.
+for ``trust_remote_code``; ``tte_hf.models.tte.reasoner_openai`` re-exports it.
 """
 
 from __future__ import annotations
