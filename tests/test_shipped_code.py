@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,15 @@ from hub_helpers import populate_hf_cache, run_offline
 from tte_hf.models.remote_code import REMOTE_CODE_DIR, REMOTE_CODE_FILES, copy_remote_code, missing_remote_code
 
 ROOT = Path(__file__).resolve().parents[1]
-PRE_MOVE = Path(__file__).parent / "fixtures" / "pre_move"
+PRE_MOVE_ARCHIVE = Path(__file__).parent / "fixtures" / "pre_move.tar.gz"  # kept packed: frozen old code
+
+
+@pytest.fixture(scope="module")
+def pre_move(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("fixtures")
+    with tarfile.open(PRE_MOVE_ARCHIVE) as archive:
+        archive.extractall(folder, filter="data")
+    return folder / "pre_move"
 
 
 def _ruff(folder: Path) -> subprocess.CompletedProcess:
@@ -87,12 +96,12 @@ def test_shipped_files_are_the_folder_and_a_missing_sibling_is_refused(tmp_path,
 
 
 @pytest.mark.parametrize("kind", ["embedder", "unified"])
-def test_repo_exported_before_the_move_loads_with_the_same_vectors(kind, tiny_vlm, tmp_path):
+def test_repo_exported_before_the_move_loads_with_the_same_vectors(kind, pre_move, tiny_vlm, tmp_path):
     """The fixture was exported by the code before the move (tests/fixtures/make_pre_move_repos.py);
     it loads by path in a subprocess that cannot import tte_hf, through AutoModel and SentenceTransformer."""
-    recorded = json.loads((PRE_MOVE / "vectors.json").read_text())
+    recorded = json.loads((pre_move / "vectors.json").read_text())
     repo = tmp_path / kind
-    shutil.copytree(PRE_MOVE / kind, repo)
+    shutil.copytree(pre_move / kind, repo)
     script = f"""
         import json, torch
         from sentence_transformers import SentenceTransformer
@@ -118,14 +127,14 @@ def test_repo_exported_before_the_move_loads_with_the_same_vectors(kind, tiny_vl
         )
 
 
-def test_repo_exported_before_the_move_loads_through_tte_hf_too(tmp_path):
+def test_repo_exported_before_the_move_loads_through_tte_hf_too(pre_move):
     """With tte_hf installed, the same old repo loads through the package's own classes (no remote code)."""
     from transformers import AutoModel, AutoProcessor
 
-    recorded = json.loads((PRE_MOVE / "vectors.json").read_text())
-    model = AutoModel.from_pretrained(PRE_MOVE / "embedder").eval()
+    recorded = json.loads((pre_move / "vectors.json").read_text())
+    model = AutoModel.from_pretrained(pre_move / "embedder").eval()
     assert type(model).__module__ == "tte_hf.models.tte.modeling_tte"
-    inputs = AutoProcessor.from_pretrained(PRE_MOVE / "embedder")(
+    inputs = AutoProcessor.from_pretrained(pre_move / "embedder")(
         text=recorded["queries"], padding=True, return_tensors="pt"
     )
     with torch.no_grad():
