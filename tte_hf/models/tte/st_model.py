@@ -60,12 +60,13 @@ class TTESentenceTransformer(SentenceTransformer):
         every parameter's and buffer's storage, version counter, dtype, shape and device (so an
         optimizer step, an in-place write under ``no_grad``, ``load_state_dict`` or ``.to()`` never
         serves a stale vector), the state of PEFT adapter layers (active adapters, disabled, merged,
-        scaling) and a sample of the values, every 1024th element of each tensor, for writes through
-        ``.data`` (``param.data.copy_``), which bypass the version counter. Such a write is seen when
-        it changes a sampled element, as any changed run of 1024 consecutive elements does (a whole
-        tensor, an embedding row of a model 1024 or more wide); after smaller ``.data`` surgery call
-        ``clear()``. ``encode`` always runs in eval mode (as ST's own), so ``.train()``/``.eval()`` do
-        not change a vector. Keys hold storage addresses: they hit only within one process."""
+        scaling) and a sample of the values, every ``PROBE_STRIDE``-th (1024th) element of each
+        tensor, for writes through ``.data`` (``param.data.copy_``), which bypass the version counter.
+        Such a write is seen when it changes a sampled element, as any changed run of 1024 consecutive
+        elements does (a whole tensor, an embedding row of a model 1024 or more wide); after smaller
+        ``.data`` surgery call ``clear()``. So the key reads one weight in 1024 per ``encode`` call,
+        not all of them. ``encode`` always runs in eval mode (as ST's own), so ``.train()`` and
+        ``.eval()`` do not change a vector. Keys hold storage addresses: they hit within one process."""
         if "_embedding_cache" not in self.__dict__:
             size = getattr(self[0], "embedding_cache_size", None)
             self.__dict__["_embedding_cache"] = LRUCache(size) if size else None
