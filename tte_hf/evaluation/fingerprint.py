@@ -2,34 +2,18 @@
 
 A model id string says nothing about what it names today: ``org/tte-2b`` re-pushed, loaded in another
 dtype, with other prompts, another ``trace_mode`` or ``think`` setting, or another reasoner, embeds
-differently. The fingerprint hashes each of those, so a results folder is only reused for a model that
-would write the same vectors, and a refusal can say which part changed.
+differently. The fingerprint hashes each of those (with `tte_hf.models.tte.fingerprints`, the scheme
+the caches share), so a results folder is only reused for a model that would write the same vectors,
+and a refusal can say which part changed.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Any
 
 import torch
 
-
-def _digest(payload: Any) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def weights_digest(module: torch.nn.Module) -> str:
-    """SHA-256 of every parameter and buffer (name, dtype, shape, bytes), as the model holds them now.
-
-    Reads each tensor once (a 7B model: tens of seconds, against hours of evaluation).
-    """
-    digest = hashlib.sha256()
-    for name, tensor in module.state_dict().items():
-        tensor = tensor.detach().to("cpu").contiguous().reshape(-1)
-        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)};".encode())
-        digest.update(memoryview(tensor.view(torch.uint8).numpy()))
-    return digest.hexdigest()[:16]
+from ..models.tte.fingerprints import json_digest, weights_digest
 
 
 def _module_config(module: Any) -> dict[str, Any]:
@@ -69,6 +53,6 @@ def model_fingerprint(model: Any) -> dict[str, str]:
     return {
         "weights": weights_digest(model),
         "dtype": ",".join(dtypes),
-        "module_config": _digest([_module_config(m) for m in modules]),
-        "prompts": _digest(prompts),
+        "module_config": json_digest([_module_config(m) for m in modules]),
+        "prompts": json_digest(prompts),
     }

@@ -109,8 +109,7 @@ class VLLMEmbedder:
 
     def eval_fingerprint(self) -> dict[str, str]:
         """What determines the vectors (the resume key of `evaluate`): weights, dtype, sequence settings."""
-        from ..digests import files_digest
-        from .fingerprint import _digest
+        from ..models.tte.fingerprints import files_digest, json_digest
 
         folder = Path(self.model_name)
         weights = (
@@ -127,7 +126,7 @@ class VLLMEmbedder:
             "reasoner": describe() if callable(describe) else None,
             "pooling": [p.read_text() for p in sorted(folder.glob("*_Pooling/config.json"))],
         }
-        return {"weights": weights, "dtype": self.dtype, "module_config": _digest(settings)}
+        return {"weights": weights, "dtype": self.dtype, "module_config": json_digest(settings)}
 
     # --- inputs -> vLLM prompts ---------------------------------------------------------------------
 

@@ -40,7 +40,7 @@ def input_key(text: str, images: Sequence[str]) -> str:
     image edited in place gets a new key). Reads the files but does not decode them."""
     import hashlib
 
-    from ..digests import file_digest
+    from ..models.tte.fingerprints import file_digest
 
     return hashlib.sha256("\0".join([text, *map(file_digest, images)]).encode()).hexdigest()
 

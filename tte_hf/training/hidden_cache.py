@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from ..digests import files_digest
+from ..models.tte.fingerprints import files_digest, weights_digest
 
 # 2: entries hold the backbone's RoPE positions beside the hidden states.
 CACHE_FORMAT = 2
@@ -52,11 +52,15 @@ def processor_fingerprint(processor) -> str:
 
 
 def cache_fingerprint(unified, processor, name_or_path: str | os.PathLike) -> dict[str, Any]:
-    """Everything besides the input that determines the hidden states a `TTEUnifiedModel`'s head reads."""
+    """Everything besides the input that determines the hidden states a `TTEUnifiedModel`'s head reads.
+
+    ``backbone`` names the checkpoint (its config included); ``weights`` is the backbone as held in
+    memory, which is what computes the states even where it no longer matches ``name_or_path``."""
     backbone = unified.backbone
     return {
         "format": CACHE_FORMAT,
         "backbone": backbone_fingerprint(name_or_path),
+        "weights": weights_digest(backbone),
         "dtype": str(backbone.dtype),
         "attn_implementation": backbone.config._attn_implementation,
         "layer": unified.head.reads_layer,

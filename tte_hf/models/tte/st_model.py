@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from sentence_transformers import SentenceTransformer
 
-from .fingerprints import image_digest
+from .fingerprints import image_digest, weights_state_key
 from .st_state import LRUCache
 
 if TYPE_CHECKING:
@@ -56,13 +56,17 @@ class TTESentenceTransformer(SentenceTransformer):
     def embedding_cache(self) -> MutableMapping[str, torch.Tensor] | None:
         """Finished embeddings by fingerprint, or ``None`` (off). The fingerprint covers the input's
         content (image pixels, not paths), prompt, task, ``think``, truncation, normalisation, the
-        modules' configs, the reasoner, every parameter's and buffer's storage, version counter and
-        float32 norm (so an optimizer step, ``param.data.copy_``, ``load_state_dict`` or ``.to()``
-        never serves a stale vector) and the state of PEFT adapter layers (active adapters,
-        disabled, merged, scaling). ``encode`` always runs in eval mode (as ST's own), so
-        ``.train()``/``.eval()`` do not change a vector. A ``.data`` write that keeps a tensor's
-        norm (a permutation, a change below float32 resolution) is not detected: call ``clear()``
-        after such surgery. Reading the norms costs one pass over the weights per ``encode`` call."""
+        modules' configs, the reasoner, and the weights' state (`fingerprints.weights_state_key`):
+        every parameter's and buffer's storage, version counter, dtype, shape and device (so an
+        optimizer step, an in-place write under ``no_grad``, ``load_state_dict`` or ``.to()`` never
+        serves a stale vector), the state of PEFT adapter layers (active adapters, disabled, merged,
+        scaling) and a sample of the values, every ``PROBE_STRIDE``-th (1024th) element of each
+        tensor, for writes through ``.data`` (``param.data.copy_``), which bypass the version counter.
+        Such a write is seen when it changes a sampled element, as any changed run of 1024 consecutive
+        elements does (a whole tensor, an embedding row of a model 1024 or more wide); after smaller
+        ``.data`` surgery call ``clear()``. So the key reads one weight in 1024 per ``encode`` call,
+        not all of them. ``encode`` always runs in eval mode (as ST's own), so ``.train()`` and
+        ``.eval()`` do not change a vector. Keys hold storage addresses: they hit within one process."""
         if "_embedding_cache" not in self.__dict__:
             size = getattr(self[0], "embedding_cache_size", None)
             self.__dict__["_embedding_cache"] = LRUCache(size) if size else None
@@ -100,32 +104,7 @@ class TTESentenceTransformer(SentenceTransformer):
         options = [kwargs.get(name) for name in ("prompt", "task", "think", "normalize_embeddings", "truncate_dim")]
         configs = [m.get_config_dict() if hasattr(m, "get_config_dict") else type(m).__name__ for m in self]
         config = json.dumps(configs, sort_keys=True, default=str)
-        return json.dumps([self._weights_fingerprint(), config, reasoner, options], default=str)
-
-    @torch.no_grad()
-    def _weights_fingerprint(self) -> str:
-        """Storage, version counter and float32 L2 norm of every parameter and buffer, plus the state
-        of adapter layers. The values are read because ``.data`` writes (PEFT merges,
-        ``param.data.copy_``) bypass the version counter; one fused norm per device and dtype."""
-        digest = hashlib.sha256()
-        groups: dict[tuple[str, torch.dtype], list[torch.Tensor]] = {}
-        for name, tensor in [*self.named_parameters(), *self.named_buffers()]:
-            digest.update(f"{name}:{tensor.data_ptr()}:{tensor._version}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-            if tensor.is_floating_point() and tensor.numel():
-                groups.setdefault((str(tensor.device), tensor.dtype), []).append(tensor.detach())
-        for key in sorted(groups, key=str):
-            norms = torch._foreach_norm(groups[key], 2, dtype=torch.float32)  # what clip_grad_norm_ uses
-            digest.update(torch.stack(norms).cpu().numpy().tobytes())
-        for name, layer in self.named_modules():
-            if hasattr(layer, "merged_adapters") and not callable(getattr(layer, "active_adapters", len)):  # PEFT
-                state = [
-                    list(layer.active_adapters),
-                    bool(getattr(layer, "disable_adapters", False)),
-                    list(layer.merged_adapters),
-                    sorted(getattr(layer, "scaling", {}).items()),
-                ]
-                digest.update(f"{name}:{json.dumps(state, default=str)};".encode())
-        return digest.hexdigest()
+        return json.dumps([weights_state_key(self), config, reasoner, options], default=str)
 
     @staticmethod
     def _embedding_key(item: ParsedInput, context: str) -> str:
