@@ -111,7 +111,9 @@ class DatasetSpec:
                 f"datasets[{index}] ({spec.name}): held_out_fraction must lie in [0, 1), got {spec.held_out_fraction}."
             )
         if spec.held_out and not spec.held_out_fraction:
-            raise ValueError(f"datasets[{index}] ({spec.name}): held_out needs held_out_fraction > 0 (the rows set aside).")
+            raise ValueError(
+                f"datasets[{index}] ({spec.name}): held_out needs held_out_fraction > 0 (the rows set aside)."
+            )
         return spec
 
 
