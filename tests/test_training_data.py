@@ -288,4 +288,5 @@ def test_the_gate_recipe_fits_on_rows_the_embedder_recipe_never_trains_on():
         assert fitted.held_out and fitted.held_out_fraction > 0, fitted.name
         embedder_spec = trained[fitted.path]  # the same file the embedder reads...
         assert not embedder_spec.held_out and embedder_spec.held_out_fraction == fitted.held_out_fraction
-        assert embedder_spec.resolved_task == fitted.resolved_task  # ...with the same row ids (content ids use the task)
+        # ...with the same row ids (a row without an id is matched by content, which includes its task)
+        assert embedder_spec.resolved_task == fitted.resolved_task

@@ -19,8 +19,9 @@ MIN_MARGIN_GAIN = 0.05
 #: ...unless the query already wins by this cosine margin without its trace: it then needs none (the
 #: same size as `MIN_MARGIN_GAIN`: a win the trace would count as help counts as clear without it).
 CLEAR_MARGIN = 0.05
-#: Cross-fitting folds: each query's threshold score comes from a probe fitted on the other 4/5 of them.
-FOLDS = 5
+#: Cross-fitting folds: each query's threshold score comes from a probe fitted on the other three
+#: quarters of the queries, none of them its own.
+FOLDS = 4
 #: ``target``: a fold holds out every query of some gold targets, so a probe is scored on answers it
 #: never saw, as a gate meets a new task's queries (``row``: shuffled rows).
 FOLD_BY_DEFAULT = "target"
