@@ -47,18 +47,31 @@ class PairExample:
 
 @dataclass
 class DatasetSpec:
-    """One training dataset of a recipe (a dict in the YAML ``datasets:`` list)."""
+    """One training dataset of a recipe (a dict in the YAML ``datasets:`` list). The defaults read every
+    row as it is, with no trace changed or left out."""
 
+    #: the dataset's name: in errors and logs, and an MMEB-train subset's name gives its ``task``
     name: str
+    #: the MMEB-train style JSONL file (``qry``, ``qry_image_path``, ``pos_text``, ``pos_image_path``, ...)
     path: str
+    #: folder the rows' relative image paths are resolved against (``None``: as written)
     image_root: str | None = None
+    #: batches per epoch from this dataset, as a multiple of its own full batches (1: each row once;
+    #: above 1 repeats rows, below 1 leaves some out; one dataset per step, `sampler`)
     weight: float = 1.0
+    #: the ECR task of every row (``None``: the MMEB-train subset ``name``'s meta-task)
     task: str | None = None
+    #: the instruction (ST prompt) of every query (``None``: none)
     instruction: str | None = None
+    #: ``generate-ecr`` output with the query traces (``None``: queries without traces)
     query_ecr: str | None = None
+    #: ``generate-ecr`` output with the target (and hard-negative) traces (``None``: targets without)
     target_ecr: str | None = None
+    #: read each row's ``neg_text``/``neg_image_path`` as a hard negative
     hard_negatives: bool = False
+    #: read at most this many rows (after ``held_out_fraction``); ``None``: all
     max_examples: int | None = None
+    #: drop rows whose trace is missing from the ECR file (logged) instead of stopping at the first one
     skip_missing_traces: bool = False
     #: fraction of query rows trained WITHOUT their trace, so one embedder (or unified head) serves both
     #: modes of ``think="auto"``; which rows is fixed by (``trace_dropout_seed``, row id), see `drops_trace`
