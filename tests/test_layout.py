@@ -157,3 +157,24 @@ def test_long_functions_say_why():
         f"functions over {MAX_FUNCTION_LINES} lines without a '# ... {SPLIT_MARKER} because ...' comment:\n"
         + "\n".join(long_ones)
     )
+
+
+def test_shipped_code_imports_only_the_stdlib_third_party_and_its_siblings():
+    """``tte_hf/models/tte/`` is copied flat next to the weights, where no ``tte_hf`` exists: its files
+    import ``tte_hf`` by no absolute name and their siblings only as ``from .x import``. (ruff's
+    banned-api cannot say this: it resolves ``from .x`` to ``tte_hf.models.tte.x`` and bans it too.)"""
+    shipped = PACKAGE_ROOT / "models" / "tte"
+    offenders = []
+    for path in sorted(shipped.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf8"), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            elif isinstance(node, ast.ImportFrom) and node.level > 1:
+                names = ["." * node.level + (node.module or "")]
+            else:
+                continue
+            bad = [name for name in names if name == PACKAGE or name.startswith((PACKAGE + ".", ".."))]
+            offenders += [f"{path.name}:{node.lineno} imports {name}" for name in bad]
+    assert not offenders, offenders
