@@ -711,3 +711,43 @@ def test_train_gate_refuses_data_too_small_for_its_folds_before_writing_or_encod
         with pytest.raises(ValueError, match="at least 4 distinct gold targets, got 3; lower folds"):
             train_gate({**recipe, "datasets": [{**dataset, "path": str(twice), "query_ecr": str(ecr)}]})
         assert not out.exists(), "refused before output_dir is written (and before anything is encoded)"
+
+
+def test_the_gate_step_is_an_object_the_module_calls_with_its_own_features(tmp_path):
+    """`GateStep` holds the gate and gets everything module-specific as arguments: the features of parsed
+    inputs and their width. Its decisions are per thread, and its gate is a child module (moved by
+    ``.to()``, in the parameters the embedding cache's fingerprint reads)."""
+    import threading
+
+    from tte_hf.models.tte.st_gate import GateStep
+    from tte_hf.models.tte.st_input_types import ParsedInput
+
+    calls = []
+
+    def features(items, instruction):
+        calls.append((len(items), instruction))
+        return torch.tensor([[1.0, 0.0], [-1.0, 0.0]])[: len(items)]
+
+    step = GateStep(features, lambda: 2)
+    items = [ParsedInput(text="a"), ParsedInput(text="b")]
+    assert step.rows(items, "find", True) == [True, True] and step.last_decisions is None and not calls
+    with pytest.raises(ValueError, match="think='auto' needs a reasoning gate"):
+        step.rows(items, "find", "auto")
+    with pytest.raises(ValueError, match="the gate reads 3-d features; this model's input embeddings are 2-d"):
+        step.set(ReasoningGate(3))
+    gate = ReasoningGate(2, threshold=0.5)
+    with torch.no_grad():
+        gate.linear.weight.copy_(torch.tensor([[10.0, 0.0]]))
+    step.set(gate)
+    assert step.rows(items, "find", "auto") == [True, False] and calls == [(2, "find")]
+    assert step.last_decisions == [True, False] and step.last_scores[0] > 0.99 > 0.01 > step.last_scores[1]
+    seen = []
+    other = threading.Thread(target=lambda: seen.append(step.last_decisions))
+    other.start(), other.join()
+    assert seen == [None], "another thread sees its own (no) decisions"
+    assert dict(step.named_parameters()).keys() == {"gate.linear.weight", "gate.linear.bias"}
+    step.save(str(tmp_path))
+    assert (tmp_path / "gate_config.json").exists()
+    step.set(None)
+    step.save(str(tmp_path))
+    assert not (tmp_path / "gate_config.json").exists() and not (tmp_path / "gate.safetensors").exists()
