@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .ecr import parse_ecr
 from .fingerprints import ecr_cache_key
@@ -28,6 +28,11 @@ from .reasoner_base import ReasoningRequest
 from .st_gate import GateStep
 from .st_input_types import INPUT_KEYS, ParsedInput
 from .st_state import ModelLock, PerThreadState
+
+if TYPE_CHECKING:
+    import torch
+
+    from .gate_tte import ReasoningGate
 
 __all__ = ["INPUT_KEYS", "INPUT_SETTINGS", "ParsedInput", "TTEInputsMixin"]
 
@@ -244,11 +249,11 @@ class TTEInputsMixin:
     # --- the think="auto" gate (run by ``gate_step``) --------------------------------------------
 
     @property
-    def gate(self):
+    def gate(self) -> ReasoningGate | None:
         """The reasoning gate of ``think="auto"`` (`gate_tte.ReasoningGate`), or ``None``."""
         return self.gate_step.gate
 
-    def set_gate(self, gate) -> None:
+    def set_gate(self, gate: ReasoningGate | None) -> None:
         """Use ``gate`` for ``think="auto"`` (saved with the module: ``gate_config.json`` + ``gate.safetensors``)."""
         self.gate_step.set(gate)
 
@@ -263,7 +268,7 @@ class TTEInputsMixin:
         """The gate's scores for the rows of `last_gate_decisions` (``None`` without the gate)."""
         return self.gate_step.last_scores
 
-    def gate_features(self, inputs: Sequence[Any], prompt: str | None = None):
+    def gate_features(self, inputs: Sequence[Any], prompt: str | None = None) -> torch.Tensor:
         """The gate's (n, d) features for ``inputs`` with instruction ``prompt``: what `tte-hf
         train-gate` fits the gate on, and what it reads at run time."""
         return self.gate_step.features(self.parse_inputs(list(inputs)), prompt)
