@@ -1,6 +1,7 @@
 """`tte-hf demo --quick`: every stage runs through the real recipes; the report matches its embeddings."""
 
 import json
+from dataclasses import asdict
 
 import pytest
 import torch
@@ -162,6 +163,77 @@ def test_splits_are_disjoint_compositions_and_plain_queries_name_their_answer(tm
     assert sum("-plain-" in row["id"] for row in dev) == 8
 
 
+def test_plain_training_rows_and_only_they_are_trace_optional_and_get_no_trace_copies(tmp_path):
+    """The demo's data marks a plain query ``trace_optional`` (it names its answer); with the demo's
+    ``no_trace_copies`` the loaders copy exactly those rows without their trace."""
+    from tte_hf.training.data import DatasetSpec, load_pairs
+
+    paths = write_benchmark(tmp_path, seed=1, num_train=64, num_test=4, train_plain_fraction=0.25, num_dev=8)
+    rows = [json.loads(line) for line in paths["train"].open()]
+    scenes = {s["id"]: s for s in map(json.loads, paths["scenes"].open())}
+    assert [row["trace_optional"] for row in rows] == [scenes[row["id"]]["kind"] == "plain" for row in rows]
+    ecr = tmp_path / "ecr.jsonl"
+    ecr.write_text("".join(json.dumps({"id": row["id"], "ecr": "<think> t </think> a"}) + "\n" for row in rows))
+    spec = {"name": "demo", "path": str(paths["train"]), "image_root": str(tmp_path), "task": "vqa"}
+    copies = DemoSettings.load().no_trace_copies
+    pairs = load_pairs(DatasetSpec.from_dict({**spec, "query_ecr": str(ecr), "no_trace_copies": copies}, 0))
+    copied = [p.item_id.removesuffix("#no-trace") for p in pairs if p.item_id.endswith("#no-trace")]
+    assert copies == 1.0 and copied == [row["id"] for row in rows if row["trace_optional"]] and len(copied) == 16
+
+
+def test_settings_come_from_the_shipped_yaml_each_documented(tmp_path):
+    """Every setting is in default.yaml under a comment saying what it does; quick.yaml only changes
+    some; the files are package data; bad files and names are refused naming what is wrong."""
+    import configparser
+    import dataclasses
+    from fnmatch import fnmatch
+    from pathlib import Path
+
+    import yaml
+
+    from tte_hf.demo import pipeline
+
+    folder = Path(pipeline.__file__).parent / pipeline.SETTINGS_DIR
+    lines = (folder / "default.yaml").read_text().splitlines()
+    fields = [f.name for f in dataclasses.fields(DemoSettings)]
+    keys = [line.split(":")[0] for line in lines if line and not line.startswith("#")]
+    assert sorted(keys) == sorted(fields)
+    for number, line in enumerate(lines):
+        if line and not line.startswith("#"):  # above it, past the keys of its group: a comment
+            above = number - 1
+            while above >= 0 and lines[above] and not lines[above].startswith("#"):
+                above -= 1
+            assert above >= 0 and lines[above].startswith("#"), f"{line!r} has no comment saying what it does"
+    quick = yaml.safe_load((folder / "quick.yaml").read_text())
+    assert set(quick) < set(fields) and DemoSettings.quick(5, rl=True) == DemoSettings.load(**quick, seed=5, rl=True)
+    assert DemoSettings.load("quick", seed=5, rl=True) == DemoSettings.quick(5, rl=True)
+
+    config = configparser.ConfigParser()
+    config.read(Path(pipeline.__file__).parents[2] / "setup.cfg")
+    patterns = config["options.package_data"]["tte_hf.demo"].split(",")
+    for path in folder.glob("*.yaml"):
+        assert any(fnmatch(f"{pipeline.SETTINGS_DIR}/{path.name}", p.strip()) for p in patterns), path.name
+
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("num_train: 8\nsft_epochs: 1\n")
+    assert dataclasses.asdict(DemoSettings.load(mine)) == {**dataclasses.asdict(DemoSettings.load()), "num_train": 8, "sft_epochs": 1}  # fmt: skip
+    mine.write_text("num_trian: 8\n")
+    with pytest.raises(ValueError, match=r"mine.yaml: unknown setting\(s\) \['num_trian'\]"):
+        DemoSettings.load(mine)
+    with pytest.raises(FileNotFoundError, match=r"no demo settings 'fast': the package ships \['default', 'quick'\]"):
+        DemoSettings.load("fast")
+    with pytest.raises(TypeError, match=r"no setting\(s\) \['epochs'\]"):
+        DemoSettings.load(epochs=3)
+
+
+def test_a_folder_made_with_other_settings_is_refused_before_any_stage(tmp_path):
+    Demo(tmp_path, DemoSettings.quick(3))._check_settings()
+    Demo(tmp_path, DemoSettings.quick(3))._check_settings()  # the same settings resume
+    with pytest.raises(ValueError, match=r"num_train: 256 -> 1024.*seed: 3 -> 4"):
+        Demo(tmp_path, DemoSettings.load(seed=4))._check_settings()
+    assert json.loads((tmp_path / SETTINGS_FILE).read_text()) == json.loads(json.dumps(asdict(DemoSettings.quick(3))))
+
+
 def test_teacher_traces_are_long_and_as_long_for_plain_queries_as_for_riddles(tmp_path):
     """`think="auto"` saves a skipped query's trace: the teacher's traces must be long enough for decoding
     to outweigh a no-trace pass, and a plain query's (the ones a gate skips) as long as a riddle's, or
@@ -204,7 +276,7 @@ def test_unified_claim_is_the_papers_one_sided_one(unified, holds):
 
 def _tiny_settings() -> DemoSettings:
     """Every stage, on as little as still trains: ~15 s a run on an idle core."""
-    return DemoSettings(
+    return DemoSettings.load(
         seed=7,
         num_train=64,
         num_dev=16,

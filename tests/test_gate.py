@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -241,7 +240,7 @@ def test_probe_learns_a_separable_signal_and_the_threshold_is_the_brute_force_on
     s, h1, h0 = scores.numpy(), hit_with.numpy(), hit_without.numpy()
     found = {}
     for rule in ("lost", "net"):
-        chosen = choose_threshold(scores, hit_with, hit_without, max_hit_drop=0.01, hit_drop=rule)
+        chosen = choose_threshold(scores, hit_with, hit_without, max_hit_drop=0.01, skip_tolerance=0.0, hit_drop=rule)
         best = None
         for cut in [-math.inf, *sorted(s)]:  # think for scores > cut
             think = s > cut
@@ -262,19 +261,23 @@ def test_probe_learns_a_separable_signal_and_the_threshold_is_the_brute_force_on
     gold = torch.tensor([0, 3, 6, 2, 2])
     cos = (q / q.norm(dim=1, keepdim=True)) @ (c / c.norm(dim=1, keepdim=True)).T
     assert gold_ranks(q, c, gold).tolist() == [int((cos[i] > cos[i, g]).sum()) for i, g in enumerate(gold.tolist())]
-    assert trace_helps(torch.tensor([3, 0, 2]), torch.tensor([1, 0, 2]), 2).tolist() == [1.0, 0.0, 0.0]
+    assert trace_helps(torch.tensor([3, 0, 2]), torch.tensor([1, 0, 2]), 2, min_margin_gain=None).tolist() == [
+        1.0,
+        0.0,
+        0.0,
+    ]
     margins = gold_margins(q, c, gold).tolist()
     for i, g in enumerate(gold.tolist()):
         assert margins[i] == pytest.approx(float(cos[i, g] - max(cos[i, j] for j in range(7) if j != g)), abs=1e-6)
     # a query right without its trace (rank 0 -> 0) whose trace widens the margin: helped by the margin rule only
     ranks0, ranks1 = torch.tensor([0, 0, 4]), torch.tensor([0, 0, 1])
     margin0, margin1 = torch.tensor([0.01, 0.2, -0.3]), torch.tensor([0.3, 0.21, -0.1])
-    assert trace_helps(ranks0, ranks1, 1).tolist() == [0.0, 0.0, 1.0]
+    assert trace_helps(ranks0, ranks1, 1, min_margin_gain=None).tolist() == [0.0, 0.0, 1.0]
     assert trace_helps(ranks0, ranks1, 1, margin0, margin1, 0.05).tolist() == [1.0, 0.0, 1.0]
     assert trace_helps(ranks0, ranks1, 5, margin0, margin1, 0.5).tolist() == [0.0, 0.0, 0.0]
     # a trace that widens a margin the query already wins by clear_margin (row 1 of these) does not help
     margin1 = torch.tensor([0.3, 0.4, -0.1])
-    assert trace_helps(ranks0, ranks1, 1, margin0, margin1, 0.05).tolist() == [1.0, 1.0, 1.0]
+    assert trace_helps(ranks0, ranks1, 1, margin0, margin1, 0.05, clear_margin=None).tolist() == [1.0, 1.0, 1.0]
     assert trace_helps(ranks0, ranks1, 1, margin0, margin1, 0.05, clear_margin=0.1).tolist() == [1.0, 0.0, 1.0]
     assert trace_helps(ranks0, ranks1, 1, margin0, margin1, 0.05, clear_margin=0.25).tolist() == [1.0, 1.0, 1.0]
     ranks1 = torch.tensor([0, 0, 3])  # a rank gain is a help whatever the margins: the no-trace answer was wrong
@@ -303,6 +306,7 @@ def test_train_gate_command_writes_a_gate_whose_numbers_recompute(tiny_vlm, tiny
     from sentence_transformers import SentenceTransformer
 
     from tte_hf.cli import main
+    from tte_hf.training.gate_fit import FOLDS
     from tte_hf.training.synthetic import write_synthetic_retrieval
 
     data = write_synthetic_retrieval(tmp_path / "data", num_items=16)
@@ -356,7 +360,7 @@ def test_train_gate_command_writes_a_gate_whose_numbers_recompute(tiny_vlm, tiny
     think, _ = model.gate_decisions(queries)  # the runtime path: the gate's own feature, not train-gate's
     assert info["skip_rate_all"] == pytest.approx(1 - np.mean(think))
     assert info["held_out"]["hit_at_1_auto"] >= info["held_out"]["hit_at_1_always"] - 1e-9  # max_hit_drop 0
-    assert info["held_out"]["queries"] == info["queries"] == len(rows) and info["held_out"]["folds"] == 4
+    assert info["held_out"]["queries"] == info["queries"] == len(rows) and info["held_out"]["folds"] == FOLDS
     vectors = model.encode_query(queries, convert_to_numpy=True)  # auto by default (thinking rows: the reasoner)
     skipped = ~np.array(think)
     np.testing.assert_allclose(vectors[skipped], without[skipped], atol=1e-5)
@@ -435,31 +439,34 @@ def test_trace_dropout_drops_query_traces_of_a_fixed_hashed_fraction(tmp_path):
     with pytest.raises(ValueError, match="trace_dropout needs query_ecr"):
         DatasetSpec.from_dict({"name": "x", "path": "y", "trace_dropout": 0.3}, 0)
 
-    # no_trace_copies: the same hashed rows come twice, traced (as in `full`) and as a no-trace copy after it
+    # no_trace_copies: of the rows marked `trace_optional: true`, the same hashed rows come twice, traced
+    # (as in `full`) and as a no-trace copy after it; unmarked rows (here: every third) get none
+    rows = [json.loads(line) for line in Path(paths["data"]).read_text().splitlines()]
+    marked = [i % 3 != 0 for i in range(len(rows))]
+    optional_file = tmp_path / "marked.jsonl"
+    optional_file.write_text("".join(json.dumps({**row, "trace_optional": m}) + "\n" for row, m in zip(rows, marked)))
+    raw = {**raw, "path": str(optional_file)}
+    assert load_pairs(DatasetSpec.from_dict(raw, 0)) == full  # the field alone changes nothing
     copied = load_pairs(DatasetSpec.from_dict({**raw, "no_trace_copies": 0.4, "trace_dropout_seed": 3}, 0))
     assert [p for p in copied if not p.item_id.endswith("#no-trace")] == full
     copies = iter(p for p in copied if p.item_id.endswith("#no-trace"))
-    for pair, chosen in zip(full, expected):
+    chosen_rows = [chosen and m for chosen, m in zip(expected, marked)]
+    assert 0 < sum(chosen_rows) < sum(expected)
+    for pair, chosen in zip(full, chosen_rows):
         if chosen:
             copy = next(copies)
             assert copy.item_id == f"{pair.item_id}#no-trace" and copy.query.trace is None
             assert (copy.query.text, copy.query.images, copy.positive) == (pair.query.text, pair.query.images, pair.positive)  # fmt: skip
-    assert next(copies, None) is None and len(copied) == len(full) + sum(expected)
+    assert next(copies, None) is None and len(copied) == len(full) + sum(chosen_rows)
     with pytest.raises(ValueError, match="no_trace_copies must lie in"):
         DatasetSpec.from_dict({**raw, "no_trace_copies": -0.1}, 0)
-
-    # no_trace_copies_ids: copies of exactly the rows whose id matches (here: ids ending in an even digit)
-    matching = [re.search(r"[02468]$", p.item_id) is not None for p in full]
-    assert 10 < sum(matching) < len(full) - 10
-    some = load_pairs(DatasetSpec.from_dict({**raw, "no_trace_copies": 1.0, "no_trace_copies_ids": r"[02468]$"}, 0))
-    assert [p for p in some if not p.item_id.endswith("#no-trace")] == full
-    assert [p.item_id for p in some if p.item_id.endswith("#no-trace")] == [
-        f"{p.item_id}#no-trace" for p, m in zip(full, matching) if m
-    ]
-    with pytest.raises(ValueError, match="no_trace_copies_ids needs no_trace_copies > 0"):
-        DatasetSpec.from_dict({**raw, "no_trace_copies_ids": "x"}, 0)
-    with pytest.raises(ValueError, match=r"\(shapes\): no_trace_copies_ids '\[' is not a regular expression"):
-        DatasetSpec.from_dict({**raw, "no_trace_copies": 1.0, "no_trace_copies_ids": "["}, 0)
+    # no row marked: copies would silently be none, so it is an error naming the field
+    with pytest.raises(ValueError, match=r"copies only rows marked `trace_optional: true`"):
+        load_pairs(DatasetSpec.from_dict({**raw, "path": str(paths["data"]), "no_trace_copies": 1.0}, 0))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({**rows[0], "trace_optional": "yes"}) + "\n")
+    with pytest.raises(ValueError, match=r"bad.jsonl:1: `trace_optional` must be true or false, got 'yes'"):
+        load_pairs(DatasetSpec.from_dict({**raw, "path": str(bad)}, 0))
 
 
 def test_auto_packs_the_reasoned_inputs_of_a_call_into_full_batches(tiny_vlm, embedder_model):
@@ -647,7 +654,7 @@ def test_skip_tolerance_takes_the_lowest_threshold_within_the_tolerance_of_the_m
     scores = torch.tensor([0.05, 0.1, 0.15, 0.2, 0.7, 0.72, 0.8, 0.85, 0.9, 0.95])
     hit_with = torch.tensor([1.0, 1, 1, 1, 1, 1, 1, 1, 1, 1])
     hit_without = torch.tensor([1.0, 1, 1, 1, 1, 1, 0, 0, 0, 0])
-    most = choose_threshold(scores, hit_with, hit_without, max_hit_drop=0.0)
+    most = choose_threshold(scores, hit_with, hit_without, max_hit_drop=0.0, skip_tolerance=0.0)
     assert most.skip_rate == pytest.approx(0.6) and most.threshold == pytest.approx(0.76)
     margin = choose_threshold(scores, hit_with, hit_without, max_hit_drop=0.0, skip_tolerance=0.2)
     assert margin.skip_rate == pytest.approx(0.4) and margin.threshold == pytest.approx(0.45)
@@ -672,7 +679,7 @@ def test_target_folds_hold_out_whole_answers_and_row_folds_deal_out_shuffled_row
 
     order = list(range(len(groups)))
     random.Random(3).shuffle(order)  # what train-gate dealt out before target folds existed
-    assert fold_members(groups, 4, seed=3) == [sorted(order[f::4]) for f in range(4)]
+    assert fold_members(groups, 4, seed=3, by="row") == [sorted(order[f::4]) for f in range(4)]
     with pytest.raises(ValueError, match="at least 4 distinct gold targets, got 3"):
         fold_members([(0, i % 3) for i in range(9)], 4, by="target")
     with pytest.raises(ValueError, match="fold_by must be 'row' or 'target', got 'answer'"):
@@ -704,3 +711,43 @@ def test_train_gate_refuses_data_too_small_for_its_folds_before_writing_or_encod
         with pytest.raises(ValueError, match="at least 4 distinct gold targets, got 3; lower folds"):
             train_gate({**recipe, "datasets": [{**dataset, "path": str(twice), "query_ecr": str(ecr)}]})
         assert not out.exists(), "refused before output_dir is written (and before anything is encoded)"
+
+
+def test_the_gate_step_is_an_object_the_module_calls_with_its_own_features(tmp_path):
+    """`GateStep` holds the gate and gets everything module-specific as arguments: the features of parsed
+    inputs and their width. Its decisions are per thread, and its gate is a child module (moved by
+    ``.to()``, in the parameters the embedding cache's fingerprint reads)."""
+    import threading
+
+    from tte_hf.models.tte.st_gate import GateStep
+    from tte_hf.models.tte.st_input_types import ParsedInput
+
+    calls = []
+
+    def features(items, instruction):
+        calls.append((len(items), instruction))
+        return torch.tensor([[1.0, 0.0], [-1.0, 0.0]])[: len(items)]
+
+    step = GateStep(features, lambda: 2)
+    items = [ParsedInput(text="a"), ParsedInput(text="b")]
+    assert step.rows(items, "find", True) == [True, True] and step.last_decisions is None and not calls
+    with pytest.raises(ValueError, match="think='auto' needs a reasoning gate"):
+        step.rows(items, "find", "auto")
+    with pytest.raises(ValueError, match="the gate reads 3-d features; this model's input embeddings are 2-d"):
+        step.set(ReasoningGate(3))
+    gate = ReasoningGate(2, threshold=0.5)
+    with torch.no_grad():
+        gate.linear.weight.copy_(torch.tensor([[10.0, 0.0]]))
+    step.set(gate)
+    assert step.rows(items, "find", "auto") == [True, False] and calls == [(2, "find")]
+    assert step.last_decisions == [True, False] and step.last_scores[0] > 0.99 > 0.01 > step.last_scores[1]
+    seen = []
+    other = threading.Thread(target=lambda: seen.append(step.last_decisions))
+    other.start(), other.join()
+    assert seen == [None], "another thread sees its own (no) decisions"
+    assert dict(step.named_parameters()).keys() == {"gate.linear.weight", "gate.linear.bias"}
+    step.save(str(tmp_path))
+    assert (tmp_path / "gate_config.json").exists()
+    step.set(None)
+    step.save(str(tmp_path))
+    assert not (tmp_path / "gate_config.json").exists() and not (tmp_path / "gate.safetensors").exists()

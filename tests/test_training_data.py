@@ -254,3 +254,39 @@ def test_grpo_recipes_parse_with_the_settings_they_cite():
         assert (grpo.num_generations, grpo.learning_rate, grpo.max_completion_length) == (8, 1e-6, 512)
         assert rl.rewards == ["retrieval", "ecr_format"] and len(grpo.reward_weights) == 2
         assert rl.freeze_vision_tower and rl.embedder_name_or_path
+
+
+def test_held_out_rows_are_the_ones_training_sets_aside(tmp_path):
+    """`held_out_fraction` splits a file by a hash of each row's id: training reads one side, a recipe
+    with ``held_out: true`` exactly the other, whatever else the two specs say."""
+    data = write_synthetic_retrieval(tmp_path / "data", num_items=64)
+    every = [p.item_id for p in load_pairs(spec(data))]
+    trained = [p.item_id for p in load_pairs(spec(data, held_out_fraction=0.3))]
+    held = [p.item_id for p in load_pairs(spec(data, held_out_fraction=0.3, held_out=True, hard_negatives=False))]
+    assert sorted(trained + held) == sorted(every) and not set(trained) & set(held)
+    assert 5 < len(held) < 35
+    assert [p.item_id for p in load_pairs(spec(data, held_out_fraction=0.3, held_out=True, max_examples=3))] == held[:3]
+    with pytest.raises(ValueError, match="held_out needs held_out_fraction > 0"):
+        spec(data, held_out=True)
+    with pytest.raises(ValueError, match=r"held_out_fraction must lie in \[0, 1\), got 1"):
+        spec(data, held_out_fraction=1)
+
+
+def test_the_gate_recipe_fits_on_rows_the_embedder_recipe_never_trains_on():
+    from pathlib import Path
+
+    import yaml
+
+    from tte_hf.training.train_gate import GateArguments
+
+    recipes = Path(__file__).resolve().parents[1] / "recipes"
+    (gate,) = parse_recipe([GateArguments], recipes / "gate" / "qwen2vl_2b.yaml")
+    embedder_datasets = yaml.safe_load((recipes / "embedder" / "qwen2vl_2b.yaml").read_text())["datasets"]
+    trained = {raw["path"]: DatasetSpec.from_dict(raw, i) for i, raw in enumerate(embedder_datasets)}
+    for index, raw in enumerate(gate.datasets):
+        fitted = DatasetSpec.from_dict(raw, index)
+        assert fitted.held_out and fitted.held_out_fraction > 0, fitted.name
+        embedder_spec = trained[fitted.path]  # the same file the embedder reads...
+        assert not embedder_spec.held_out and embedder_spec.held_out_fraction == fitted.held_out_fraction
+        # ...with the same row ids (a row without an id is matched by content, which includes its task)
+        assert embedder_spec.resolved_task == fitted.resolved_task

@@ -186,6 +186,54 @@ def colour_patch_embedding(weight: torch.Tensor, gain: float = COLOUR_DETECTOR_G
     weight[: len(COLOUR_DETECTORS)] = rows[:, :, None, None, None].expand(-1, -1, *weight.shape[2:])
 
 
+def _tiny_model(arch: str, tokenizer, seed: int, hidden_size: int, num_layers: int):
+    """A random ``arch`` model (eval mode) seeded with ``seed``."""
+    from transformers import (
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2VLForConditionalGeneration,
+        Qwen3VLForConditionalGeneration,
+    )
+
+    config = _tiny_config(arch, tokenizer, hidden_size, num_layers)
+    model_cls = {
+        "qwen2_vl": Qwen2VLForConditionalGeneration,
+        "qwen2_5_vl": Qwen2_5_VLForConditionalGeneration,
+        "qwen3_vl": Qwen3VLForConditionalGeneration,
+    }[arch]
+    torch.manual_seed(seed)
+    return model_cls(config).eval()
+
+
+def _tiny_processor(arch: str, tokenizer, max_pixels: int):
+    """The processor of a tiny ``arch`` checkpoint: images up to ``max_pixels``, the tokenizer's template."""
+    from transformers import (
+        Qwen2VLImageProcessor,
+        Qwen2VLProcessor,
+        Qwen2VLVideoProcessor,
+        Qwen3VLProcessor,
+        Qwen3VLVideoProcessor,
+    )
+
+    if arch == "qwen3_vl":  # 16-pixel patches merged 2x2: sizes come in multiples of 32
+        pixel_limits = {"shortest_edge": 32 * 32 * 4, "longest_edge": max_pixels}
+        patches = {"patch_size": 16, "merge_size": 2, "temporal_patch_size": 2}
+        half = {"image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}
+        return Qwen3VLProcessor(
+            image_processor=Qwen2VLImageProcessor(size=pixel_limits, **patches, **half),
+            # Frames are taken as given (ST passes a video as its list of frames), not resampled.
+            video_processor=Qwen3VLVideoProcessor(size=pixel_limits, do_sample_frames=False, **patches, **half),
+            tokenizer=tokenizer,
+            chat_template=tokenizer.chat_template,
+        )
+    pixel_limits = {"shortest_edge": 28 * 28 * 4, "longest_edge": max_pixels}
+    return Qwen2VLProcessor(
+        image_processor=Qwen2VLImageProcessor(size=pixel_limits),
+        video_processor=Qwen2VLVideoProcessor(size=pixel_limits),
+        tokenizer=tokenizer,
+        chat_template=tokenizer.chat_template,
+    )
+
+
 def build_tiny_vlm(
     output_dir: str | Path,
     *,
@@ -206,58 +254,20 @@ def build_tiny_vlm(
     detectors (`colour_patch_embedding`), so a patch's colour survives the frozen random tower; the
     demo sets it. Off by default, which keeps every other caller's weights as they were.
     """
-    from transformers import (
-        Qwen2_5_VLForConditionalGeneration,
-        Qwen2VLForConditionalGeneration,
-        Qwen2VLImageProcessor,
-        Qwen2VLProcessor,
-        Qwen2VLVideoProcessor,
-        Qwen3VLForConditionalGeneration,
-        Qwen3VLProcessor,
-        Qwen3VLVideoProcessor,
-    )
-
     if arch not in SUPPORTED_TINY_ARCHS:
         raise ValueError(f"arch={arch!r} is not supported; choose one of {SUPPORTED_TINY_ARCHS}.")
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
 
     tokenizer = build_tiny_tokenizer(seed, arch=arch)
-    config = _tiny_config(arch, tokenizer, hidden_size, num_layers)
-    model_cls = {
-        "qwen2_vl": Qwen2VLForConditionalGeneration,
-        "qwen2_5_vl": Qwen2_5_VLForConditionalGeneration,
-        "qwen3_vl": Qwen3VLForConditionalGeneration,
-    }[arch]
-    torch.manual_seed(seed)
-    model = model_cls(config).eval()
+    model = _tiny_model(arch, tokenizer, seed, hidden_size, num_layers)
     if colour_patches:
         colour_patch_embedding(model.model.visual.patch_embed.proj.weight)
     model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.do_sample = False
     model.save_pretrained(output_dir)
-
-    if arch == "qwen3_vl":  # 16-pixel patches merged 2x2: sizes come in multiples of 32
-        pixel_limits = {"shortest_edge": 32 * 32 * 4, "longest_edge": max_pixels}
-        patches = {"patch_size": 16, "merge_size": 2, "temporal_patch_size": 2}
-        half = {"image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}
-        processor = Qwen3VLProcessor(
-            image_processor=Qwen2VLImageProcessor(size=pixel_limits, **patches, **half),
-            # Frames are taken as given (ST passes a video as its list of frames), not resampled.
-            video_processor=Qwen3VLVideoProcessor(size=pixel_limits, do_sample_frames=False, **patches, **half),
-            tokenizer=tokenizer,
-            chat_template=tokenizer.chat_template,
-        )
-    else:
-        pixel_limits = {"shortest_edge": 28 * 28 * 4, "longest_edge": max_pixels}
-        processor = Qwen2VLProcessor(
-            image_processor=Qwen2VLImageProcessor(size=pixel_limits),
-            video_processor=Qwen2VLVideoProcessor(size=pixel_limits),
-            tokenizer=tokenizer,
-            chat_template=tokenizer.chat_template,
-        )
-    processor.save_pretrained(output_dir)
+    _tiny_processor(arch, tokenizer, max_pixels).save_pretrained(output_dir)
     training_template = f"{_CHAT_TEMPLATES[arch]}_training.jinja"
     (output_dir / "chat_template_training.jinja").write_text(_chat_template(training_template))
     return output_dir

@@ -153,6 +153,9 @@ def _train_row(scene: Scene, image_path: str, negative: str = "") -> dict:
         "pos_image_path": "",
         "neg_text": negative,
         "neg_image_path": "",
+        # a plain query names its answer, so it is embedded right without a trace: the rows that get
+        # no-trace copies in training (`DatasetSpec.no_trace_copies`)
+        "trace_optional": scene.kind == PLAIN,
     }
 
 
@@ -195,7 +198,8 @@ def write_benchmark(
     num_test_plain: int = 0,
 ) -> dict[str, Path]:
     """Write images, ``scenes.jsonl`` and one JSONL per split: ``train.jsonl`` and ``dev.jsonl``
-    (MMEB-train; ``train_plain_fraction`` of the train rows and half the dev rows are plain queries),
+    (MMEB-train, plus ``trace_optional``: true on a plain query; ``train_plain_fraction`` of the train
+    rows and half the dev rows are plain queries),
     ``test.jsonl`` (held-out riddles) and ``test_plain.jsonl`` (held-out plain queries), MMEB-eval.
     Dev rows carry a hard negative (``neg_text``) from the train and dev compositions, never a held-out
     one. A split of size 0 is not written."""

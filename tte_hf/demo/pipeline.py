@@ -43,57 +43,44 @@ MODES = {"never": False, "always": True, "auto": "auto"}
 SETTINGS_FILE = "settings.json"  # the settings a folder's stages were run with (`Demo._check_settings`)
 
 
+#: the settings files shipped in the package (``tte_hf/demo/settings/<name>.yaml``)
+SETTINGS_DIR = "settings"
+DEFAULT_SETTINGS, QUICK_SETTINGS = "default", "quick"
+
+
 @dataclass
 class DemoSettings:
-    """Sizes and schedules; ``quick`` shrinks everything for a smoke run."""
+    """Sizes and schedules of every stage. The values live in ``tte_hf/demo/settings/default.yaml``
+    (each with a comment saying what it does); `load` reads them, `quick` the smoke run's."""
 
-    seed: int = 0
-    num_train: int = 1024
-    #: of the training rows, the share of plain queries (the rest are riddles)
-    train_plain_fraction: float = 0.25
-    #: rows of dev compositions (half plain): the gates and GRPO learn there, on compositions no model
-    #: trained on
-    num_dev: int = 512
-    num_test: int = 256
-    num_test_plain: int = 256
-    num_candidates: int = 16
-    hidden_size: int = 64
-    num_layers: int = 4
-    # Colour detectors in the tiny VLM's patch embedding (`build_tiny_vlm(colour_patches=True)`): with
-    # a plain random tower every wrong student trace named the right object in the wrong colour.
-    colour_patches: bool = True
-    # 20 for the teacher's ~85-token traces (`teacher.scene_trace`): with 10, traces 2.3x the old 30 tokens
-    # left seed 0's student at 84.8-86.3 (20 epochs: 95.7; benchmarks/RESULTS.md).
-    sft_epochs: int = 20
-    sft_learning_rate: float = 2e-3
-    embed_epochs: int = 3
-    embed_learning_rate: float = 1e-3
-    # Small batches give the contrastive embedders twice the steps in the same time; at 32 the
-    # student embedder was still short of its traces' accuracy after 3 epochs on some seeds.
-    embed_batch_size: int = 16
-    head_layers: int = 3
-    # 30: on the ~85-token traces, 20 epochs left seed 2's head at 88.3 against a student at 98.4 (10: 82.8,
-    # 40: 94.9 but its gate then reasoned on 379 of 512); a higher rate trained worse (2e-3: 56.2).
-    head_epochs: int = 30
-    head_learning_rate: float = 1e-3
-    head_batch_size: int = 16
-    #: the student embedders (SFT and GRPO students) and the unified head also train on each plain query
-    #: without its trace, as an extra row (`no_trace_copies` of the rows whose id matches
-    #: `no_trace_copies_ids`): the queries a gate should skip. Dropping traces from the embedder's rows
-    #: instead cost its always-mode Hit@1 up to 16 points (seed 1: 80.5, with copies 96.5); copies of 30%
-    #: of all rows, riddles too, taught it to guess a riddle's answer without the trace, which on a new
-    #: composition is a training one (seed 7: 78.1; with copies of the plain queries only 96.9)
-    no_trace_copies: float = 1.0
-    no_trace_copies_ids: str = "-plain-"
-    batch_size: int = 32
-    max_trace_tokens: int = 128  # the teacher's traces are ~85 tokens
-    #: `tte-hf demo --rl`: GRPO on the SFT student (reward: the teacher-trace embedder's probability of the
-    #: right answer among every target of the dev rows), then an embedder on the GRPO student's traces
-    rl: bool = False
-    rl_steps: int = 60
-    rl_prompts: int = 8  # per step, each sampled rl_samples times
-    rl_samples: int = 4
-    rl_learning_rate: float = 1e-4
+    seed: int
+    num_train: int
+    train_plain_fraction: float
+    num_dev: int
+    num_test: int
+    num_test_plain: int
+    num_candidates: int
+    hidden_size: int
+    num_layers: int
+    colour_patches: bool
+    sft_epochs: int
+    sft_learning_rate: float
+    embed_epochs: int
+    embed_learning_rate: float
+    embed_batch_size: int
+    head_layers: int
+    head_epochs: int
+    head_learning_rate: float
+    head_batch_size: int
+    no_trace_copies: float
+    batch_size: int
+    max_trace_tokens: int
+    gate_skip_tolerance: float
+    rl: bool
+    rl_steps: int
+    rl_prompts: int
+    rl_samples: int
+    rl_learning_rate: float
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -101,21 +88,50 @@ class DemoSettings:
         return (*MODELS, RL_MODEL) if self.rl else MODELS
 
     @classmethod
+    def load(cls, settings: str | os.PathLike = DEFAULT_SETTINGS, **overrides: Any) -> DemoSettings:
+        """``default.yaml``'s settings, with those of ``settings`` (a shipped file's name, e.g. ``"quick"``,
+        or a YAML file's path) and then ``overrides`` in their place."""
+        values = _read_settings(_shipped_settings(DEFAULT_SETTINGS), DEFAULT_SETTINGS)
+        if os.fspath(settings) != DEFAULT_SETTINGS:
+            path = Path(settings)
+            text = (
+                path.read_text(encoding="utf8")
+                if path.suffix in (".yaml", ".yml")
+                else _shipped_settings(str(settings))
+            )
+            values |= _read_settings(text, str(settings))
+        unknown = sorted(set(overrides) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise TypeError(f"DemoSettings has no setting(s) {unknown}.")
+        return cls(**{**values, **overrides})
+
+    @classmethod
     def quick(cls, seed: int = 0, rl: bool = False) -> DemoSettings:
-        # A smoke run of every stage; its numbers mean nothing. The SFT is most of its time, but with 4
-        # epochs instead of 8 the student wrote an empty trace on seed 3 and the evaluation refused it.
-        return cls(
-            seed=seed,
-            rl=rl,
-            rl_steps=2,
-            num_train=256,
-            num_dev=64,
-            num_test=32,
-            num_test_plain=32,
-            sft_epochs=8,
-            embed_epochs=1,
-            head_epochs=1,
-        )
+        """The smoke run's settings (``quick.yaml``): every stage, numbers meaningless."""
+        return cls.load(QUICK_SETTINGS, seed=seed, rl=rl)
+
+
+def _shipped_settings(name: str) -> str:
+    from importlib.resources import files
+
+    resource = files(__package__) / SETTINGS_DIR / f"{name}.yaml"
+    if not resource.is_file():
+        shipped = sorted(p.name[: -len(".yaml")] for p in (files(__package__) / SETTINGS_DIR).iterdir())
+        raise FileNotFoundError(f"no demo settings {name!r}: the package ships {shipped}, or pass a .yaml path.")
+    return resource.read_text(encoding="utf8")
+
+
+def _read_settings(text: str, source: str) -> dict[str, Any]:
+    """The settings of one YAML file; a key that is no setting is an error naming the file and key."""
+    import yaml
+
+    values = yaml.safe_load(text) or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"demo settings {source}: expected a mapping of setting: value, got {type(values).__name__}.")
+    unknown = sorted(set(values) - set(DemoSettings.__dataclass_fields__))
+    if unknown:
+        raise ValueError(f"demo settings {source}: unknown setting(s) {unknown}.")
+    return values
 
 
 def _done(path: Path) -> bool:
@@ -309,9 +325,9 @@ class Demo:
 
     @property
     def _plain_copies(self) -> dict[str, Any]:
-        """The `DatasetSpec` options that also train the plain queries without their trace."""
-        s = self.settings
-        return {"no_trace_copies": s.no_trace_copies, "no_trace_copies_ids": s.no_trace_copies_ids}
+        """The `DatasetSpec` option that also trains the plain queries (rows the data marks
+        ``trace_optional``) without their trace."""
+        return {"no_trace_copies": self.settings.no_trace_copies}
 
     @property
     def _reasoning(self) -> dict[str, Any]:
@@ -399,12 +415,7 @@ class Demo:
                     "batch_size": 64,
                     "device": "cpu",
                     "seed": self.settings.seed,
-                    # Seeds 0-4's ten gates (benchmarks/RESULTS.md): the default 0.05 reasoned on 270-307
-                    # of the 512 held-out queries on six, 0.02 on three (243-289; on exactly the 256
-                    # riddles on the other seven) with every check kept, 0.0 began to cost riddles.
-                    # With target folds and clear_margin (seeds 0, 4, 5) 0.05 still reasoned on 270 and
-                    # 281 with two unified gates; 0.02 on exactly the 256 riddles with all six gates.
-                    "skip_tolerance": 0.02,
+                    "skip_tolerance": self.settings.gate_skip_tolerance,
                 }
                 if not _gate_is_current(folder, recipe):
                     for mode in MODES:
@@ -599,5 +610,5 @@ def run_demo(
 ) -> dict[str, Any]:
     """Run the whole demo into ``output`` and return its summary (also in ``output/report.json``);
     ``rl`` adds the GRPO stages and the GRPO student's row."""
-    settings = DemoSettings.quick(seed, rl=rl) if quick else DemoSettings(seed=seed, rl=rl)
+    settings = DemoSettings.quick(seed, rl=rl) if quick else DemoSettings.load(seed=seed, rl=rl)
     return Demo(output, settings).run()

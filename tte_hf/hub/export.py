@@ -250,8 +250,8 @@ def export_model(
     with the repo, queries default to ``think="auto"`` (unless ``query_reasoning`` is False) and the
     card says how the gate was trained. Returns ``output_dir``.
     """
-    info = card or CardInfo()
     output_dir = Path(output_dir)
+    # Every input is read and checked before any model is loaded: a bad one fails in seconds.
     src = inspect_source(source, kind, adapter_base)
     gate_files, gate_info = find_gate_files(Path(source) if gate is None else Path(gate), required=gate is not None)
     if gate_files and src.kind == "reasoner":
@@ -260,58 +260,19 @@ def export_model(
         query_reasoning = "auto"
     processor_dir = find_processor_dir(src, processor)
     ref = resolve_reasoner(src.kind, reasoner, reasoner_revision)
-    prevalidate_card_inputs(info)
+    info = _checked_card_info(card or CardInfo(), src)
     check_output(output_dir, overwrite)
-    if info.base_model is None:
-        info = replace(info, base_model=hub_id(src.adapter_base) or hub_id(src.config.get("backbone_name_or_path")))
 
     model = load_model(src, merge_lora=merge_lora)
     processor_obj = load_processor(processor_dir)
     adapter_only = src.is_adapter and not merge_lora
-    head_only = False
+    st_options = {"query_reasoning": query_reasoning, "document_reasoning": document_reasoning, "prompts": prompts}
     with staged_output(output_dir, overwrite) as staging:
-        if src.kind == "unified" and not adapter_only:
-            # A repo id or nothing, never a path on the training machine.
-            model.config.backbone_name_or_path = hub_id(model.config.backbone_name_or_path)
-            # A head-only checkpoint on a Hub backbone stays head-only: the repo references the backbone
-            # instead of shipping a second copy of it.
-            head_only = bool(getattr(model, "loaded_head_only", False) and model.config.backbone_name_or_path)
-        if head_only:
-            model.save_head(str(staging))
-        else:
-            model.save_pretrained(str(staging))
-        save_processor(processor_obj, staging)
+        head_only = _save_weights(staging, src, model, processor_obj, adapter_only)
         if src.kind != "reasoner" and not adapter_only:
-            copy_remote_code(staging)
-            for file in gate_files:  # before the ST files: the module loads the gate found next to the weights
-                shutil.copyfile(file, staging / file.name)
-            if sentence_transformers:
-                st_options = {"query_reasoning": query_reasoning, "document_reasoning": document_reasoning}
-                if prompts:
-                    st_options["prompts"] = prompts
-                _write_sentence_transformers(staging, ref, st_options)
+            _write_loading_code(staging, gate_files, ref, st_options if sentence_transformers else None)
         has_st = (staging / "modules.json").is_file()
-        library = "peft" if adapter_only else ("sentence-transformers" if has_st else "transformers")
-        pipeline = "image-text-to-text" if src.kind == "reasoner" else "feature-extraction"
-        write_card(
-            staging,
-            CARD_TEMPLATES[src.kind],
-            source=src,
-            model=model,
-            reasoner=ref,
-            info=info,
-            library_name=library,
-            pipeline_tag=pipeline,
-            tags=card_tags(src.kind, info, *(["sentence-transformers"] if has_st else [])),
-            extra={
-                "has_sentence_transformers": has_st,
-                "adapter_only": adapter_only,
-                "query_reasoning": query_reasoning,
-                "document_reasoning": document_reasoning,
-                "prompts": prompts or {},
-                "gate": gate_info,
-            },
-        )
+        _write_card(staging, src, model, ref, info, adapter_only, has_st, {**st_options, "gate": gate_info})
         write_manifest(
             staging,
             src,
@@ -321,6 +282,78 @@ def export_model(
             head_only=head_only,
         )
     return output_dir
+
+
+def _checked_card_info(info: CardInfo, src: Source) -> CardInfo:
+    """``info`` with its files read once (a bad one fails before any model loads) and ``base_model``
+    defaulting to the source's Hub base."""
+    prevalidate_card_inputs(info)
+    if info.base_model is None:
+        info = replace(info, base_model=hub_id(src.adapter_base) or hub_id(src.config.get("backbone_name_or_path")))
+    return info
+
+
+def _save_weights(staging: Path, src: Source, model, processor, adapter_only: bool) -> bool:
+    """Save the model and processor into ``staging``; returns whether only a unified model's head was
+    saved (a head-only checkpoint on a Hub backbone references the backbone instead of shipping a
+    second copy of it)."""
+    head_only = False
+    if src.kind == "unified" and not adapter_only:
+        # A repo id or nothing, never a path on the training machine.
+        model.config.backbone_name_or_path = hub_id(model.config.backbone_name_or_path)
+        head_only = bool(getattr(model, "loaded_head_only", False) and model.config.backbone_name_or_path)
+    if head_only:
+        model.save_head(str(staging))
+    else:
+        model.save_pretrained(str(staging))
+    save_processor(processor, staging)
+    return head_only
+
+
+def _write_loading_code(
+    staging: Path, gate_files: list[Path], reasoner: ReasonerRef | None, st_options: dict[str, Any] | None
+) -> None:
+    """The remote code, the gate and (``st_options`` not None) the sentence-transformers files."""
+    copy_remote_code(staging)
+    for file in gate_files:  # before the ST files: the module loads the gate found next to the weights
+        shutil.copyfile(file, staging / file.name)
+    if st_options is not None:
+        options = {k: v for k, v in st_options.items() if k != "prompts" or v}
+        _write_sentence_transformers(staging, reasoner, options)
+
+
+def _write_card(
+    staging: Path,
+    src: Source,
+    model,
+    reasoner: ReasonerRef | None,
+    info: CardInfo,
+    adapter_only: bool,
+    has_st: bool,
+    options: dict[str, Any],
+) -> None:
+    """The model card: library and pipeline from what the folder holds; ``options``: the query and
+    document reasoning, prompts and gate info the card describes."""
+    library = "peft" if adapter_only else ("sentence-transformers" if has_st else "transformers")
+    write_card(
+        staging,
+        CARD_TEMPLATES[src.kind],
+        source=src,
+        model=model,
+        reasoner=reasoner,
+        info=info,
+        library_name=library,
+        pipeline_tag="image-text-to-text" if src.kind == "reasoner" else "feature-extraction",
+        tags=card_tags(src.kind, info, *(["sentence-transformers"] if has_st else [])),
+        extra={
+            "has_sentence_transformers": has_st,
+            "adapter_only": adapter_only,
+            "query_reasoning": options["query_reasoning"],
+            "document_reasoning": options["document_reasoning"],
+            "prompts": options["prompts"] or {},
+            "gate": options["gate"],
+        },
+    )
 
 
 def find_gate_files(folder: Path, required: bool = False) -> tuple[list[Path], dict[str, Any] | None]:

@@ -261,54 +261,13 @@ def generate_ecr(
     output = config.output_path
     output.parent.mkdir(parents=True, exist_ok=True)
     manifest_path, skipped_path = _sidecar(output, ".manifest.json"), _sidecar(output, ".skipped.jsonl")
-
-    all_items = read_items(config)
-    check_unique_ids(all_items)  # over every shard's rows, so that every shard refuses alike
-    items = [i for i in all_items if shard_of(i.id, config.num_shards) == config.shard_id]
-    unique: dict[str, ECRItem | BadItem] = {}
-    for item in items:
-        unique.setdefault(item.id, item)  # the same content twice is reasoned about once
-    items = list(unique.values())[: config.max_items]
-    bad_rows = [i for i in items if isinstance(i, BadItem)]
-    if bad_rows and not config.skip_bad:
-        raise _fail(bad_rows[0], len(bad_rows) - 1)  # before any generation: fail fast
-
-    if reasoner is None:
-        from .factory import load_reasoner
-
-        reasoner = load_reasoner(config.reasoner)
-    if config.cache:
-        from .cache import CachedReasoner
-
-        reasoner = CachedReasoner(reasoner, config.cache)
-    description = reasoner.describe()
-
-    written_before, skipped_before = repair_jsonl(output), repair_jsonl(skipped_path)
-    shard_ids = {i.id for i in items}
-    retry = (skipped_before & shard_ids) - written_before if config.retry_skipped else set()
-    if retry:
-        _drop_from_skip_list(skipped_path, retry)
-        skipped_before -= retry
-        logger.info("retrying %d rows of the skip list %s", len(retry), skipped_path)
+    items = shard_items(config)
+    reasoner = _open_reasoner(config, reasoner)
+    written_before, skipped_before, retry = _resume(output, skipped_path, items, config.retry_skipped)
     done = written_before | skipped_before
-    previous = json.loads(manifest_path.read_text()) if manifest_path.exists() and (done or retry) else None
-    if previous and previous.get("reasoner") != description:
-        raise ValueError(
-            f"{output} was started with another reasoner or settings ({previous.get('reasoner')}) than this run "
-            f"({description}); write to a new output path or delete the old files."
-        )
-    manifest = {
-        "output": str(output),
-        "created": (previous or {}).get("created", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())),
-        "reasoner": description,
-        "prompt_version": PROMPT_VERSION,
-        "config": dataclasses.asdict(config),
-        "versions": _versions(),
-        "shard": {"id": config.shard_id, "num_shards": config.num_shards, "items": len(items)},
-        "retried_skipped": {"rows": len(retry)},
-        "complete": False,
-    }
-    _write_json_atomic(manifest_path, manifest)
+    manifest = _start_manifest(
+        config, manifest_path, reasoner.describe(), len(items), retry, resumed=bool(done or retry)
+    )
 
     already_done = sum(i.id in done for i in items)
     written = skipped = retried_written = 0
@@ -317,23 +276,7 @@ def generate_ecr(
     # an uninterrupted run would (batch composition can change floating-point results).
     for start in range(0, len(items), config.chunk_size):
         chunk = [i for i in items[start : start + config.chunk_size] if i.id not in done]
-        ready, requests, skips = [], [], []
-        for item in chunk:
-            try:
-                if isinstance(item, BadItem):
-                    raise _fail(item)
-                images, video = load_images(item)
-            except BadInputError as err:
-                bad = item if isinstance(item, BadItem) else BadItem(item.id, item.source, str(err))
-                if not config.skip_bad:
-                    raise _fail(bad) from None
-                logger.warning("skipping %s (%s): %s", bad.id, bad.source, bad.error)
-                skips.append(json.dumps({"id": bad.id, "source": bad.source, "error": bad.error}))
-                continue
-            ready.append(item)
-            requests.append(
-                ReasoningRequest(item.text, images, video, item.instruction, item.task, item.id, {"side": item.side})
-            )
+        ready, requests, skips = _chunk_requests(chunk, config.skip_bad)
         traces = reasoner.generate(requests) if requests else []
         if len(traces) != len(requests):
             raise RuntimeError(f"{reasoner.name} returned {len(traces)} traces for {len(requests)} requests.")
@@ -360,3 +303,103 @@ def generate_ecr(
     )
     _write_json_atomic(manifest_path, manifest)
     return GenerateECRResult(output, manifest_path, written, skipped, already_done, len(items), len(retry))
+
+
+def shard_items(config: GenerateECRConfig) -> list[ECRItem | BadItem]:
+    """This shard's items, each id once, at most ``max_items``; a bad row fails here, before any
+    generation, unless ``skip_bad``."""
+    all_items = read_items(config)
+    check_unique_ids(all_items)  # over every shard's rows, so that every shard refuses alike
+    items = [i for i in all_items if shard_of(i.id, config.num_shards) == config.shard_id]
+    unique: dict[str, ECRItem | BadItem] = {}
+    for item in items:
+        unique.setdefault(item.id, item)  # the same content twice is reasoned about once
+    items = list(unique.values())[: config.max_items]
+    bad_rows = [i for i in items if isinstance(i, BadItem)]
+    if bad_rows and not config.skip_bad:
+        raise _fail(bad_rows[0], len(bad_rows) - 1)
+    return items
+
+
+def _open_reasoner(config: GenerateECRConfig, reasoner: ReasoningBackend | None) -> ReasoningBackend:
+    """``reasoner``, else the one ``config.reasoner`` describes; behind the SQLite cache with ``config.cache``."""
+    if reasoner is None:
+        from .factory import load_reasoner
+
+        reasoner = load_reasoner(config.reasoner)
+    if config.cache:
+        from .cache import CachedReasoner
+
+        reasoner = CachedReasoner(reasoner, config.cache)
+    return reasoner
+
+
+def _resume(
+    output: Path, skipped_path: Path, items: list[ECRItem | BadItem], retry_skipped: bool
+) -> tuple[set[str], set[str], set[str]]:
+    """(ids already written, ids in the skip list, ids of this shard to retry): the files are repaired
+    (a cut-off last line dropped) and, with ``retry_skipped``, the retried rows leave the skip list."""
+    written_before, skipped_before = repair_jsonl(output), repair_jsonl(skipped_path)
+    shard_ids = {i.id for i in items}
+    retry = (skipped_before & shard_ids) - written_before if retry_skipped else set()
+    if retry:
+        _drop_from_skip_list(skipped_path, retry)
+        skipped_before -= retry
+        logger.info("retrying %d rows of the skip list %s", len(retry), skipped_path)
+    return written_before, skipped_before, retry
+
+
+def _start_manifest(
+    config: GenerateECRConfig,
+    manifest_path: Path,
+    description: dict[str, Any],
+    num_items: int,
+    retry: set[str],
+    resumed: bool,
+) -> dict[str, Any]:
+    """Write the run's manifest (``complete: false`` until the end); a resumed run must use the reasoner
+    and settings it was started with."""
+    previous = json.loads(manifest_path.read_text()) if manifest_path.exists() and resumed else None
+    if previous and previous.get("reasoner") != description:
+        raise ValueError(
+            f"{config.output_path} was started with another reasoner or settings ({previous.get('reasoner')}) than "
+            f"this run ({description}); write to a new output path or delete the old files."
+        )
+    manifest = {
+        "output": str(config.output_path),
+        "created": (previous or {}).get("created", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())),
+        "reasoner": description,
+        "prompt_version": PROMPT_VERSION,
+        "config": dataclasses.asdict(config),
+        "versions": _versions(),
+        "shard": {"id": config.shard_id, "num_shards": config.num_shards, "items": num_items},
+        "retried_skipped": {"rows": len(retry)},
+        "complete": False,
+    }
+    _write_json_atomic(manifest_path, manifest)
+    return manifest
+
+
+def _chunk_requests(
+    chunk: list[ECRItem | BadItem], skip_bad: bool
+) -> tuple[list[ECRItem], list[ReasoningRequest], list[str]]:
+    """(the items whose inputs load, their requests, skip-list lines of the others); a bad item raises
+    unless ``skip_bad``."""
+    ready, requests, skips = [], [], []
+    for item in chunk:
+        try:
+            if isinstance(item, BadItem):
+                raise _fail(item)
+            images, video = load_images(item)
+        except BadInputError as err:
+            bad = item if isinstance(item, BadItem) else BadItem(item.id, item.source, str(err))
+            if not skip_bad:
+                raise _fail(bad) from None
+            logger.warning("skipping %s (%s): %s", bad.id, bad.source, bad.error)
+            skips.append(json.dumps({"id": bad.id, "source": bad.source, "error": bad.error}))
+            continue
+        ready.append(item)
+        requests.append(
+            ReasoningRequest(item.text, images, video, item.instruction, item.task, item.id, {"side": item.side})
+        )
+    return ready, requests, skips

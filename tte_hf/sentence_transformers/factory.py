@@ -49,67 +49,67 @@ def build_sentence_transformer(
     `TTETransformer` (``system_prompt``, ``trace_mode``, ``max_new_tokens``, ``min_pixels``, ...).
     ``.save(dir)`` writes a folder that ``SentenceTransformer(dir, trust_remote_code=True)`` loads.
     """
-    from sentence_transformers import SentenceTransformer
+    model_kwargs = dict(model_kwargs or {})
+    backend, module_kwargs = _reasoner_settings(reasoner, reasoner_revision, reasoner_endpoint, reasoner_model, module_kwargs)  # fmt: skip
+    path = os.fspath(embedder_path)
+    config = _config(path)
+    reasoning = {"query_reasoning": query_reasoning, "document_reasoning": document_reasoning}
+    if config.get("model_type") == "tte_unified":
+        modules = _unified_modules(path, module_kwargs, reasoning, model_kwargs)
+    else:
+        modules = _embedder_modules(path, config, module_kwargs, reasoning, model_kwargs)
+    if backend is not None:
+        modules[0].set_reasoner(backend)
+    from ..models.tte.st_model import TTESentenceTransformer
+
+    return _without_card_encoding(
+        TTESentenceTransformer(modules=modules, prompts=prompts, truncate_dim=truncate_dim, device=device)
+    )
+
+
+def _reasoner_settings(
+    reasoner: Any,
+    revision: str | None,
+    endpoint: str | None,
+    model: str | None,
+    module_kwargs: dict[str, Any],
+) -> tuple[Any, dict[str, Any]]:
+    """(a runtime backend object or ``None``, ``module_kwargs`` with the saved reasoner settings)."""
+    if revision is not None and not isinstance(reasoner, str):
+        raise ValueError(f"reasoner_revision={revision!r} pins a reasoner repo id; reasoner is {reasoner!r}.")
+    if isinstance(reasoner, (str, os.PathLike)):
+        settings = {"reasoning_source": "transformers", "reasoner_name_or_path": os.fspath(reasoner)}
+        if revision is not None:
+            settings["reasoner_revision"] = revision
+        return None, {**module_kwargs, **settings}
+    if reasoner is not None:
+        return reasoner, module_kwargs
+    if endpoint or model:
+        return None, {**module_kwargs, "reasoning_source": "openai", "reasoner_endpoint": endpoint, "reasoner_model": model}  # fmt: skip
+    return None, module_kwargs
+
+
+def _unified_modules(path: str, module_kwargs: dict, reasoning: dict, model_kwargs: dict) -> list:
+    """The unified model: `TTEUnifiedTransformer` alone (its head pools and normalises)."""
+    if module_kwargs.get("reasoning_source"):
+        raise ValueError("a unified TTE model reasons with its own backbone; pass reasoner=None or a backend object.")
+    from ..models.tte.st_unified import TTEUnifiedTransformer
+
+    return [TTEUnifiedTransformer(path, **reasoning, model_kwargs=model_kwargs, **module_kwargs)]
+
+
+def _embedder_modules(path: str, config: dict, module_kwargs: dict, reasoning: dict, model_kwargs: dict) -> list:
+    """`TTETransformer` + lasttoken `Pooling` (+ `Normalize`). A `TTEEmbedderModel` checkpoint loads as
+    itself (one copy of the weights) and keeps its own ``normalize`` setting, so its vectors are the
+    same through ST as through AutoModel."""
     from sentence_transformers.sentence_transformer.modules import Normalize, Pooling
 
-    model_kwargs = dict(model_kwargs or {})
-    backend = None
-    if reasoner_revision is not None and not isinstance(reasoner, str):
-        raise ValueError(f"reasoner_revision={reasoner_revision!r} pins a reasoner repo id; reasoner is {reasoner!r}.")
-    if isinstance(reasoner, (str, os.PathLike)):
-        module_kwargs |= {"reasoning_source": "transformers", "reasoner_name_or_path": os.fspath(reasoner)}
-        if reasoner_revision is not None:
-            module_kwargs["reasoner_revision"] = reasoner_revision
-    elif reasoner is not None:
-        backend = reasoner
-    elif reasoner_endpoint or reasoner_model:
-        module_kwargs |= {
-            "reasoning_source": "openai",
-            "reasoner_endpoint": reasoner_endpoint,
-            "reasoner_model": reasoner_model,
-        }
-    config = _config(os.fspath(embedder_path))
-    if config.get("model_type") == "tte_unified":
-        if module_kwargs.get("reasoning_source") or reasoner_endpoint:
-            raise ValueError(
-                "a unified TTE model reasons with its own backbone; pass reasoner=None or a backend object."
-            )
-        from ..models.tte.st_unified import TTEUnifiedTransformer
-
-        module = TTEUnifiedTransformer(
-            os.fspath(embedder_path),
-            query_reasoning=query_reasoning,
-            document_reasoning=document_reasoning,
-            model_kwargs=model_kwargs,
-            **module_kwargs,
-        )
-        if backend is not None:
-            module.set_reasoner(backend)
-        return _without_card_encoding(
-            SentenceTransformer(modules=[module], prompts=prompts, truncate_dim=truncate_dim, device=device)
-        )
     from ..models.tte.st_embedder import TTETransformer
 
-    module = TTETransformer(
-        os.fspath(embedder_path),  # a TTEEmbedderModel checkpoint loads as itself (one copy of the weights)
-        query_reasoning=query_reasoning,
-        document_reasoning=document_reasoning,
-        model_kwargs=model_kwargs,
-        **module_kwargs,
-    )
-    if backend is not None:
-        module.set_reasoner(backend)
+    module = TTETransformer(path, **reasoning, model_kwargs=model_kwargs, **module_kwargs)
     pooling = Pooling(module.get_embedding_dimension(), pooling_mode="lasttoken")
-    # The embedder's own settings: its vectors are then the same through ST as through AutoModel.
     normalize = config.get("normalize", True) if config.get("model_type") == "tte_embedder" else True
-    return _without_card_encoding(
-        SentenceTransformer(
-            modules=[module, pooling, *([Normalize()] if normalize else [])],
-            prompts=prompts,
-            truncate_dim=truncate_dim,
-            device=device,
-        )
-    )
+    return [module, pooling, *([Normalize()] if normalize else [])]
 
 
 def _without_card_encoding(model):

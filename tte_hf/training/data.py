@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -48,30 +47,49 @@ class PairExample:
 
 @dataclass
 class DatasetSpec:
-    """One training dataset of a recipe (a dict in the YAML ``datasets:`` list)."""
+    """One training dataset of a recipe (a dict in the YAML ``datasets:`` list). The defaults read every
+    row as it is, with no trace changed or left out."""
 
+    #: the dataset's name: in errors and logs, and an MMEB-train subset's name gives its ``task``
     name: str
+    #: the MMEB-train style JSONL file (``qry``, ``qry_image_path``, ``pos_text``, ``pos_image_path``, ...)
     path: str
+    #: folder the rows' relative image paths are resolved against (``None``: as written)
     image_root: str | None = None
+    #: batches per epoch from this dataset, as a multiple of its own full batches (1: each row once;
+    #: above 1 repeats rows, below 1 leaves some out; one dataset per step, `sampler`)
     weight: float = 1.0
+    #: the ECR task of every row (``None``: the MMEB-train subset ``name``'s meta-task)
     task: str | None = None
+    #: the instruction (ST prompt) of every query (``None``: none)
     instruction: str | None = None
+    #: ``generate-ecr`` output with the query traces (``None``: queries without traces)
     query_ecr: str | None = None
+    #: ``generate-ecr`` output with the target (and hard-negative) traces (``None``: targets without)
     target_ecr: str | None = None
+    #: read each row's ``neg_text``/``neg_image_path`` as a hard negative
     hard_negatives: bool = False
+    #: read at most this many rows (after ``held_out_fraction``); ``None``: all
     max_examples: int | None = None
+    #: drop rows whose trace is missing from the ECR file (logged) instead of stopping at the first one
     skip_missing_traces: bool = False
     #: fraction of query rows trained WITHOUT their trace, so one embedder (or unified head) serves both
     #: modes of ``think="auto"``; which rows is fixed by (``trace_dropout_seed``, row id), see `drops_trace`
     trace_dropout: float = 0.0
-    #: fraction of query rows ALSO trained without their trace, as an extra row (the traced row stays):
-    #: both modes without taking traced examples away (same row choice as ``trace_dropout``)
+    #: fraction of the rows marked ``trace_optional: true`` (a row field: the query is embedded right
+    #: without its trace, e.g. it states its answer) ALSO trained without their trace, as an extra row
+    #: (the traced row stays): both modes without taking traced examples away. Rows not so marked get no
+    #: copy: a no-trace copy of a query that needs its trace teaches the embedder to guess its answer,
+    #: which on new inputs means recalling a training one. Same row choice as ``trace_dropout``.
     no_trace_copies: float = 0.0
-    #: regular expression on the query's row id: only matching rows get ``no_trace_copies`` (default all).
-    #: For the rows ``think="auto"`` should skip (answer in the query): a no-trace copy of a row that needs
-    #: its trace teaches the embedder to guess that answer, which on new inputs means recalling a training one
-    no_trace_copies_ids: str | None = None
+    #: seed of the hashed row choice of ``trace_dropout`` and ``no_trace_copies``
     trace_dropout_seed: int = 0
+    #: fraction of the rows set aside, chosen by a hash of the row's ECR id: training reads the others,
+    #: and a recipe with the same fraction and ``held_out: true`` reads exactly those (e.g. a gate fitted
+    #: on rows its embedder never trained on). 0: every row.
+    held_out_fraction: float = 0.0
+    #: read only the ``held_out_fraction`` rows set aside, instead of the rest
+    held_out: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -101,16 +119,14 @@ class DatasetSpec:
                 raise ValueError(f"datasets[{index}] ({spec.name}): {key} must lie in [0, 1], got {value}.")
             if value and not spec.query_ecr:
                 raise ValueError(f"datasets[{index}] ({spec.name}): {key} needs query_ecr (traces to leave out).")
-        if spec.no_trace_copies_ids is not None:
-            if not spec.no_trace_copies:
-                raise ValueError(f"datasets[{index}] ({spec.name}): no_trace_copies_ids needs no_trace_copies > 0.")
-            try:
-                re.compile(spec.no_trace_copies_ids)
-            except re.error as err:
-                raise ValueError(
-                    f"datasets[{index}] ({spec.name}): no_trace_copies_ids {spec.no_trace_copies_ids!r} is not a "
-                    f"regular expression: {err}."
-                ) from err
+        if not 0 <= spec.held_out_fraction < 1:
+            raise ValueError(
+                f"datasets[{index}] ({spec.name}): held_out_fraction must lie in [0, 1), got {spec.held_out_fraction}."
+            )
+        if spec.held_out and not spec.held_out_fraction:
+            raise ValueError(
+                f"datasets[{index}] ({spec.name}): held_out needs held_out_fraction > 0 (the rows set aside)."
+            )
         return spec
 
 
@@ -232,13 +248,28 @@ def _pair(spec, row, index, where, image_root, query_traces, target_traces) -> P
     return PairExample(key, query, positive, negative, spec.instruction, spec.resolved_task)
 
 
-def _copies_without_trace(spec: DatasetSpec, pair: PairExample) -> bool:
-    """Does ``pair`` get a no-trace copy (`DatasetSpec.no_trace_copies`, ``no_trace_copies_ids``)?"""
-    if pair.query.trace is None:
-        return False
-    if spec.no_trace_copies_ids is not None and not re.search(spec.no_trace_copies_ids, pair.item_id):
+#: the row field that marks a query as embedded right without its trace (`DatasetSpec.no_trace_copies`)
+TRACE_OPTIONAL = "trace_optional"
+
+
+def _trace_optional(row: dict[str, Any], where: str) -> bool:
+    value = row.get(TRACE_OPTIONAL, False)
+    if not isinstance(value, bool):
+        raise ValueError(f"{where}: `{TRACE_OPTIONAL}` must be true or false, got {value!r}.")
+    return value
+
+
+def _copies_without_trace(spec: DatasetSpec, pair: PairExample, trace_optional: bool) -> bool:
+    """Does ``pair`` get a no-trace copy (`DatasetSpec.no_trace_copies`, rows marked ``trace_optional``)?"""
+    if pair.query.trace is None or not trace_optional:
         return False
     return drops_trace(pair.item_id, spec.no_trace_copies, spec.trace_dropout_seed)
+
+
+def is_held_out(key: str, fraction: float) -> bool:
+    """Whether the row with ECR id ``key`` is among the ``fraction`` set aside (`DatasetSpec.held_out_fraction`):
+    a hash of the id alone, so every recipe naming the same fraction sets aside the same rows."""
+    return drops_trace(f"held-out:{key}", fraction)
 
 
 def _without_trace(pair: PairExample) -> PairExample:
@@ -259,6 +290,23 @@ def report_skipped(spec: DatasetSpec, skipped: int, total: int) -> None:
 TRACE_FIELDS = ("ecr", "raw")
 
 
+def selected_rows(spec: DatasetSpec, rows: list[tuple[int, dict[str, Any]]]) -> list[tuple[int, dict[str, Any]]]:
+    """The rows the spec reads: those on its ``held_out`` side of ``held_out_fraction``, then at most
+    ``max_examples`` of them."""
+    if spec.held_out_fraction:
+        rows = [
+            (line_no, row)
+            for index, (line_no, row) in enumerate(rows)
+            if is_held_out(side_id(row, "query", spec, index), spec.held_out_fraction) == spec.held_out
+        ]
+    if spec.max_examples is not None:
+        rows = rows[: spec.max_examples]
+    if not rows:
+        which = " held-out" if spec.held_out else ""
+        raise ValueError(f"Dataset {spec.name!r} ({spec.path}) has no{which} rows.")
+    return rows
+
+
 def load_pairs(spec: DatasetSpec, traces: str = "ecr") -> list[PairExample]:
     """Read, validate and join one dataset; raises on the first bad row, naming file, line and field.
 
@@ -271,22 +319,26 @@ def load_pairs(spec: DatasetSpec, traces: str = "ecr") -> list[PairExample]:
     query_traces = load(spec.query_ecr) if spec.query_ecr else None
     target_traces = load(spec.target_ecr) if spec.target_ecr else None
     image_root = Path(spec.image_root) if spec.image_root else None
-    rows = read_jsonl(spec.path)
-    if spec.max_examples is not None:
-        rows = rows[: spec.max_examples]
-    if not rows:
-        raise ValueError(f"Dataset {spec.name!r} ({spec.path}) has no rows.")
-    examples, skipped = [], 0
+    rows = selected_rows(spec, read_jsonl(spec.path))
+    examples, skipped, optional = [], 0, 0
     for index, (line_no, row) in enumerate(rows):
         where = f"{spec.path}:{line_no}"
         try:
             pair = _pair(spec, row, index, where, image_root, query_traces, target_traces)
             examples.append(pair)
-            if _copies_without_trace(spec, pair):
+            trace_optional = _trace_optional(row, where)
+            optional += trace_optional
+            if spec.no_trace_copies and _copies_without_trace(spec, pair, trace_optional):
                 examples.append(_without_trace(pair))
         except MissingTraceError:
             if not spec.skip_missing_traces:
                 raise
             skipped += 1
+    if spec.no_trace_copies and not optional:
+        raise ValueError(
+            f"Dataset {spec.name!r} ({spec.path}): no_trace_copies={spec.no_trace_copies} copies only rows marked "
+            f"`{TRACE_OPTIONAL}: true` (queries embedded right without their trace) and none is; mark them, "
+            "or use trace_dropout."
+        )
     report_skipped(spec, skipped, len(rows))
     return examples

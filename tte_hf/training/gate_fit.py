@@ -1,11 +1,41 @@
 """Fitting the reasoning gate: labels from retrieval ranks, a class-weighted logistic probe, and the
-threshold that skips the most reasoning at (nearly) always-mode Hit@1. Pure torch, no model."""
+threshold that skips the most reasoning at (nearly) always-mode Hit@1. Pure torch, no model.
+
+The constants below are the library's one default for each knob: `train_gate.GateArguments` and the
+functions here both use them, and a recipe changes them only with a reason of its own.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
+
+#: Label 1 when the trace moves the gold target up at least this many places: any rank gain counts.
+MIN_RANK_GAIN = 1
+#: ...or raises the gold target's cosine margin over the best other target this much. In cosine units:
+#: at the contrastive temperature 0.02 of the recipes it is 2.5 logits, a gain the training loss feels.
+MIN_MARGIN_GAIN = 0.05
+#: ...unless the query already wins by this cosine margin without its trace: it then needs none (the
+#: same size as `MIN_MARGIN_GAIN`: a win the trace would count as help counts as clear without it).
+CLEAR_MARGIN = 0.05
+#: Cross-fitting folds: each query's threshold score comes from a probe fitted on the other three
+#: quarters of the queries, none of them its own.
+FOLDS = 4
+#: ``target``: a fold holds out every query of some gold targets, so a probe is scored on answers it
+#: never saw, as a gate meets a new task's queries (``row``: shuffled rows).
+FOLD_BY_DEFAULT = "target"
+#: Out-of-fold Hit@1 a skip may lose, a share of all queries (as `HIT_DROP_DEFAULT` counts it).
+MAX_HIT_DROP = 0.01
+#: ``lost``: a skip's cost is the hits only the trace gives, nothing offsetting them (see `choose_threshold`).
+HIT_DROP_DEFAULT = "lost"
+#: Skip rate given up for margin: the lowest threshold whose skip rate is within this share of the
+#: queries of the most-skipping allowed one (0: the most-skipping threshold itself).
+SKIP_TOLERANCE = 0.05
+#: L2 penalty of the logistic probe, on standardised features.
+PROBE_L2 = 0.1
+#: LBFGS iterations of the probe: full-batch, so it converges in far fewer on a few thousand queries.
+PROBE_STEPS = 200
 
 
 def _cosine_scores(
@@ -35,14 +65,14 @@ def gold_margins(queries: torch.Tensor, candidates: torch.Tensor, gold: torch.Te
 def trace_helps(
     rank_without: torch.Tensor,
     rank_with: torch.Tensor,
-    min_gain: int = 1,
+    min_gain: int = MIN_RANK_GAIN,
     margin_without: torch.Tensor | None = None,
     margin_with: torch.Tensor | None = None,
-    min_margin_gain: float | None = None,
-    clear_margin: float | None = None,
+    min_margin_gain: float | None = MIN_MARGIN_GAIN,
+    clear_margin: float | None = CLEAR_MARGIN,
 ) -> torch.Tensor:
     """Label 1 where the trace moves the gold target up by at least ``min_gain`` places, or, given the
-    margins (`gold_margins`) and ``min_margin_gain``, raises the gold target's margin over the best
+    margins (`gold_margins`; ``min_margin_gain=None``: ranks only), raises the gold target's margin over the best
     other target by at least that much, unless the query already wins by ``clear_margin`` without it.
 
     Ranks alone label a query the model happens to get right without its trace as one the trace does
@@ -77,7 +107,7 @@ def check_choice(name: str, value: str, allowed) -> None:
         raise ValueError(f"{name} must be {' or '.join(map(repr, allowed))}, got {value!r}.")
 
 
-def fold_members(groups: list, folds: int, seed: int = 0, by: str = "row") -> list[list[int]]:
+def fold_members(groups: list, folds: int, seed: int = 0, by: str = FOLD_BY_DEFAULT) -> list[list[int]]:
     """Cross-fitting folds as lists of row indices. ``by="row"``: rows shuffled (``seed``) and dealt out
     in turn. ``by="target"``: ``groups`` (one hashable per row, e.g. its gold target) are shuffled and
     dealt out, so every row of a group lands in the same fold and a row's out-of-fold score comes from a
@@ -100,7 +130,7 @@ def fold_members(groups: list, folds: int, seed: int = 0, by: str = "row") -> li
 
 
 def fit_probe(
-    features: torch.Tensor, labels: torch.Tensor, l2: float = 0.1, steps: int = 200, seed: int = 0
+    features: torch.Tensor, labels: torch.Tensor, l2: float = PROBE_L2, steps: int = PROBE_STEPS, seed: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Class-weighted L2 logistic regression on the normalised ``features`` (full-batch LBFGS, so the
     result does not depend on batch order): ``(weight (dim,), bias ())`` for the normalised features.
@@ -150,9 +180,9 @@ def choose_threshold(
     scores: torch.Tensor,
     hit_with: torch.Tensor,
     hit_without: torch.Tensor,
-    max_hit_drop: float = 0.01,
-    skip_tolerance: float = 0.0,
-    hit_drop: str = "lost",
+    max_hit_drop: float = MAX_HIT_DROP,
+    skip_tolerance: float = SKIP_TOLERANCE,
+    hit_drop: str = HIT_DROP_DEFAULT,
 ) -> Threshold:
     """The threshold (think where score >= it) that skips the most rows while losing at most
     ``max_hit_drop`` (a share of all rows) of Hit@1; among equal skip rates the higher Hit@1. Candidates

@@ -19,6 +19,7 @@ from .data import (
     load_ecr,
     read_jsonl,
     report_skipped,
+    selected_rows,
     side_id,
 )
 
@@ -37,11 +38,7 @@ def sft_rows(spec: DatasetSpec, side: str = "query") -> list[dict[str, Any]]:
     if not ecr_path:
         raise ValueError(f"Dataset {spec.name!r} names no {side}_ecr file; SFT needs the teacher's traces.")
     traces = load_ecr(ecr_path)
-    rows = read_jsonl(spec.path)
-    if spec.max_examples is not None:
-        rows = rows[: spec.max_examples]
-    if not rows:
-        raise ValueError(f"Dataset {spec.name!r} ({spec.path}) has no rows.")
+    rows = selected_rows(spec, read_jsonl(spec.path))  # held-out rows and max_examples as every loader
     text_key, image_key = _SIDES[side]
     image_root = None if spec.image_root is None else Path(spec.image_root)
     system = task_prompt(spec.resolved_task or "generic")

@@ -23,44 +23,43 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .gate_fit import (
+    CLEAR_MARGIN,
+    FOLD_BY_DEFAULT,
+    FOLDS,
+    HIT_DROP_DEFAULT,
+    MAX_HIT_DROP,
+    MIN_MARGIN_GAIN,
+    MIN_RANK_GAIN,
+    PROBE_L2,
+    PROBE_STEPS,
+    SKIP_TOLERANCE,
+)
+
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class GateArguments:
-    """The gate recipe (``recipes/gate/*.yaml``)."""
+    """The gate recipe (``recipes/gate/*.yaml``). The defaults are `gate_fit`'s, where each says what
+    it means."""
 
     model_name_or_path: str = field(metadata={"help": "A saved TTE sentence-transformers model folder."})
     output_dir: str = field(metadata={"help": "Where the model with its gate goes (may equal model_name_or_path)."})
-    datasets: list[dict[str, Any]] = field(default_factory=list, metadata={"help": "MMEB-train rows + query_ecr (YAML)."})  # fmt: skip
-    min_rank_gain: int = field(default=1, metadata={"help": "Label 1 when the trace moves the gold target up this much."})  # fmt: skip
-    # Cosine units: with the contrastive temperature 0.02 of the recipes, 0.05 is 2.5 logits. Chosen on
-    # the demo's seeds 0-2 (benchmarks/RESULTS.md): no riddle skipped on any, fewest calls on the whole.
-    min_margin_gain: float | None = field(default=0.05, metadata={"help": "...or raises its cosine margin over the best other target this much (null: ranks only)."})  # fmt: skip
-    # 0.05 (= min_margin_gain): on the demo's seed 4 traces that widened clear wins labelled about 78 of
-    # 256 plain dev queries helped, and the unified gate reasoned on 25 held-out plain queries. With
-    # target folds, every gate of seeds 0, 1, 4, 5 reasons on exactly the riddles (benchmarks/RESULTS.md).
-    clear_margin: float | None = field(default=0.05, metadata={"help": "...unless the query already wins by this cosine margin without its trace (null: no such limit)."})  # fmt: skip
-    folds: int = field(default=4, metadata={"help": "Cross-fitting folds: a query's threshold score comes from a probe fitted without it."})  # fmt: skip
-    # target: a query's threshold score then comes from a probe that saw no query with its answer, as a
-    # gate meets a new task's queries. Row folds put the unified gate's threshold among held-out plain
-    # queries on the demo's seeds 4 and 5 (benchmarks/RESULTS.md).
-    fold_by: str = field(default="target", metadata={"help": "target: a fold holds out every query of some gold targets; row: shuffled rows."})  # fmt: skip
-    max_hit_drop: float = field(default=0.01, metadata={"help": "Out-of-fold Hit@1 a skip may lose, as hit_drop counts it (a share of the queries)."})  # fmt: skip
-    # lost: the hits only the trace gives that a skip loses, nothing offsetting them. net lets hits won
-    # back where the trace hurts offset them: on the demo's seed 3 (AMD CPU) that stopped the unified gate
-    # reasoning on 136 held-out plain queries, but on seed 2 its out-of-fold threshold then skipped about
-    # 20 dev riddles, paid for by 27 plain queries the trace got wrong (benchmarks/RESULTS.md). Reasoning
-    # too often costs time; skipping riddles costs Hit@1.
-    hit_drop: str = field(default="lost", metadata={"help": "lost: the hits only the trace gives that a skip loses; net: minus the hits it wins back."})  # fmt: skip
-    # 0.05: on the demo's seeds 0-4, 0.1 reasoned on up to 90 of 256 plain queries besides the riddles
-    # and 0.02 skipped riddles the trace was needed for; 0.05 kept both checks on 9 of 10 gates (RESULTS).
-    skip_tolerance: float = field(default=0.05, metadata={"help": "Skip rate given up for the lowest such threshold (margin)."})  # fmt: skip
-    l2: float = field(default=0.1, metadata={"help": "L2 penalty of the logistic probe (on standardised features)."})
-    max_steps: int = field(default=200, metadata={"help": "LBFGS iterations."})
+    datasets: list[dict[str, Any]] = field(default_factory=list, metadata={"help": "MMEB-train rows + query_ecr (YAML), rows the model did not train on."})  # fmt: skip
+    min_rank_gain: int = field(default=MIN_RANK_GAIN, metadata={"help": "Label 1 when the trace moves the gold target up this much."})  # fmt: skip
+    min_margin_gain: float | None = field(default=MIN_MARGIN_GAIN, metadata={"help": "...or raises its cosine margin over the best other target this much (null: ranks only)."})  # fmt: skip
+    clear_margin: float | None = field(default=CLEAR_MARGIN, metadata={"help": "...unless the query already wins by this cosine margin without its trace (null: no such limit)."})  # fmt: skip
+    folds: int = field(default=FOLDS, metadata={"help": "Cross-fitting folds: a query's threshold score comes from a probe fitted without it."})  # fmt: skip
+    fold_by: str = field(default=FOLD_BY_DEFAULT, metadata={"help": "target: a fold holds out every query of some gold targets; row: shuffled rows."})  # fmt: skip
+    max_hit_drop: float = field(default=MAX_HIT_DROP, metadata={"help": "Out-of-fold Hit@1 a skip may lose, as hit_drop counts it (a share of the queries)."})  # fmt: skip
+    hit_drop: str = field(default=HIT_DROP_DEFAULT, metadata={"help": "lost: the hits only the trace gives that a skip loses; net: minus the hits it wins back."})  # fmt: skip
+    skip_tolerance: float = field(default=SKIP_TOLERANCE, metadata={"help": "Skip rate given up for the lowest such threshold (margin)."})  # fmt: skip
+    l2: float = field(default=PROBE_L2, metadata={"help": "L2 penalty of the logistic probe (on standardised features)."})  # fmt: skip
+    max_steps: int = field(default=PROBE_STEPS, metadata={"help": "LBFGS iterations."})
     batch_size: int = field(default=16, metadata={"help": "Encode batch size."})
     device: str | None = field(default=None, metadata={"help": "cpu, cuda, ... (default: sentence-transformers' choice)."})  # fmt: skip
-    seed: int = field(default=0, metadata={"help": "Split and fit seed."})
+    seed: int = field(default=0, metadata={"help": "Fold and fit seed."})
     overwrite_output_dir: bool = field(default=False, metadata={"help": "Replace a non-empty output_dir."})
 
 
@@ -73,23 +72,49 @@ def train_gate(config: str | os.PathLike | dict[str, Any] | None = None, argv: l
     return fit_gate(args)
 
 
+@dataclass
+class _Measured:
+    """What the model's vectors say about every query of the recipe's datasets, in dataset order."""
+
+    features: Any  # (n, d) gate features
+    labels: Any  # (n,) 1: the trace helps
+    hit_with: Any  # (n,) Hit@1 with the trace
+    hit_without: Any  # (n,) Hit@1 without it
+    described: list[dict[str, Any]]  # per dataset: name, file, queries, targets
+
+
 def fit_gate(args: GateArguments) -> dict:
-    import torch
+    """Fit, choose the threshold of and save the gate of ``args``; returns the gate's ``info``. The data
+    is read and the folds dealt before anything is copied or encoded: a recipe the data cannot serve
+    fails in seconds and leaves ``output_dir`` as it was."""
     from sentence_transformers import SentenceTransformer
 
-    from .. import __version__
-    from .data import DatasetSpec, load_pairs
-    from .gate_fit import (
-        FOLD_BY,
-        HIT_DROP,
-        check_choice,
-        choose_threshold,
-        fit_probe,
-        fold_members,
-        gold_margins,
-        gold_ranks,
-        trace_helps,
-    )
+    _check_arguments(args)
+    source = Path(args.model_name_or_path)
+    if not (source / "modules.json").is_file():
+        raise FileNotFoundError(f"model_name_or_path={source} is not a saved sentence-transformers model folder.")
+    datasets = _read_datasets(args, trace_field="raw" if _is_unified(source) else "ecr")
+    members = _deal_folds(datasets, args)
+    output = _prepare_output(source, Path(args.output_dir), args.overwrite_output_dir)
+    model = SentenceTransformer(str(output), trust_remote_code=True, device=args.device)
+    module = model[0]
+    measured = _measure(model, datasets, args)
+    gate = _gate_class(module)(measured.features.shape[1])
+    chosen, out_of_fold = _cross_fit(gate, measured, members, args)
+    gate.info = _gate_info(args, gate, measured, chosen, out_of_fold)
+    module.set_gate(gate.to(next(module.parameters()).device))
+    module.query_reasoning = "auto"
+    folder = output / _module_path(output)
+    module.save_config(str(folder))
+    module.gate_step.save(str(folder))
+    logger.info("Gate: out-of-fold skip rate %.3f, Hit@1 auto %.3f / always %.3f / never %.3f", chosen.skip_rate, chosen.hit_auto, chosen.hit_always, chosen.hit_never)  # fmt: skip
+    print(json.dumps({"output_dir": str(output), **gate.info["held_out"]}, indent=2))
+    return gate.info
+
+
+def _check_arguments(args: GateArguments) -> None:
+    """Refuse settings no data can serve, naming the setting."""
+    from .gate_fit import FOLD_BY, HIT_DROP, check_choice
 
     if args.folds < 2:
         raise ValueError(
@@ -101,44 +126,65 @@ def fit_gate(args: GateArguments) -> dict:
         raise ValueError(f"min_margin_gain must be > 0 (or null for ranks only), got {args.min_margin_gain}.")
     if not args.datasets:
         raise ValueError("The recipe names no `datasets`; add at least one (name, path, query_ecr, ...).")
+
+
+def _read_datasets(args: GateArguments, trace_field: str) -> list[tuple[Any, list, list, Any]]:
+    """Per dataset of the recipe: (spec, pairs, candidate targets, each pair's gold index). The unified
+    head reads the generated text as is (``trace_field="raw"``), a separate embedder the parsed trace."""
+    from .data import DatasetSpec, load_pairs
+
     specs = [DatasetSpec.from_dict(raw, i) for i, raw in enumerate(args.datasets)]
     for spec in specs:
         if not spec.query_ecr:
             raise ValueError(f"Dataset {spec.name!r} has no `query_ecr`: the gate learns from traces; add one.")
-    source = Path(args.model_name_or_path)
-    if not (source / "modules.json").is_file():
-        raise FileNotFoundError(f"model_name_or_path={source} is not a saved sentence-transformers model folder.")
-    # The data is read and the folds dealt before anything is copied or encoded: a recipe the data cannot
-    # serve fails in seconds and leaves output_dir as it was.
-    trace_field = "raw" if _is_unified(source) else "ecr"  # the unified head reads the generated text as is
-    datasets = [(spec, load_pairs(spec, traces=trace_field)) for spec in specs]
-    pools = [_targets(pairs) for _, pairs in datasets]
-    groups = [(n, int(g)) for n, (_, gold) in enumerate(pools) for g in gold]
+    datasets = []
+    for spec in specs:
+        pairs = load_pairs(spec, traces=trace_field)
+        datasets.append((spec, pairs, *_targets(pairs)))
+    return datasets
+
+
+def _deal_folds(datasets: list[tuple[Any, list, list, Any]], args: GateArguments) -> list[list[int]]:
+    from .gate_fit import fold_members
+
+    groups = [(n, int(g)) for n, (_, _, _, gold) in enumerate(datasets) for g in gold]
     if len(groups) < args.folds:
         raise ValueError(f"{len(groups)} queries cannot fill {args.folds} folds; add data or lower folds.")
-    members = fold_members(groups, args.folds, args.seed, args.fold_by)
-    output = _prepare_output(source, Path(args.output_dir), args.overwrite_output_dir)
-    model = SentenceTransformer(str(output), trust_remote_code=True, device=args.device)
-    module = model[0]
+    return fold_members(groups, args.folds, args.seed, args.fold_by)
 
-    features, hit_with, hit_without, labels, described = [], [], [], [], []
-    for (spec, pairs), (targets, gold) in zip(datasets, pools):
+
+def _measure(model, datasets: list[tuple[Any, list, list, Any]], args: GateArguments) -> _Measured:
+    """Embed every query with and without its trace and every target once; label each query."""
+    import torch
+
+    from .gate_fit import gold_margins, gold_ranks, trace_helps
+
+    features, labels, hit_with, hit_without, described = [], [], [], [], []
+    encode = {"batch_size": args.batch_size, "convert_to_tensor": True}
+    for spec, pairs, targets, gold in datasets:
         queries = [_input(p.query, p.task) for p in pairs]
-        docs = model.encode_document([_input(t, None) for t in targets], batch_size=args.batch_size, convert_to_tensor=True)  # fmt: skip
-        without = model.encode_query(queries, think=False, batch_size=args.batch_size, convert_to_tensor=True)
+        docs = model.encode_document([_input(t, None) for t in targets], **encode)
+        without = model.encode_query(queries, think=False, **encode)
         traced = [{**q, "reasoning": p.query.trace} for q, p in zip(queries, pairs)]
-        with_trace = model.encode_query(traced, think=True, batch_size=args.batch_size, convert_to_tensor=True)
+        with_trace = model.encode_query(traced, think=True, **encode)
         rank0, rank1 = gold_ranks(without, docs, gold), gold_ranks(with_trace, docs, gold)
+        margins = (gold_margins(without, docs, gold), gold_margins(with_trace, docs, gold))
         features.append(model.gate_features(queries, batch_size=args.batch_size).float().cpu())
         hit_without.append((rank0 == 0).float().cpu())
         hit_with.append((rank1 == 0).float().cpu())
-        margins = (gold_margins(without, docs, gold), gold_margins(with_trace, docs, gold))
         labels.append(trace_helps(rank0, rank1, args.min_rank_gain, *margins, args.min_margin_gain, args.clear_margin).cpu())  # fmt: skip
         described.append({"name": spec.name, "file": Path(spec.path).name, "queries": len(pairs), "targets": len(targets)})  # fmt: skip
-    x, y = torch.cat(features), torch.cat(labels)
-    hit1, hit0 = torch.cat(hit_with), torch.cat(hit_without)
-    gate_cls = _gate_class(module)
-    gate = gate_cls(x.shape[1])
+    return _Measured(torch.cat(features), torch.cat(labels), torch.cat(hit_with), torch.cat(hit_without), described)
+
+
+def _cross_fit(gate, measured: _Measured, members: list[list[int]], args: GateArguments):
+    """Choose the threshold on out-of-fold scores (each query scored by a probe fitted on the other
+    folds), then fit ``gate``'s probe on every query; returns (the chosen `Threshold`, the scores)."""
+    import torch
+
+    from .gate_fit import choose_threshold, fit_probe
+
+    x, y = measured.features, measured.labels
 
     def fitted(rows: torch.Tensor):
         weight, bias = fit_probe(x[rows], y[rows], l2=args.l2, steps=args.max_steps, seed=args.seed)
@@ -152,17 +198,28 @@ def fit_gate(args: GateArguments) -> dict:
         held = torch.tensor(members[fold])
         rest = torch.tensor(sorted(set(range(len(y))) - set(members[fold])))
         out_of_fold[held] = fitted(rest).score(x[held])
-    chosen = choose_threshold(out_of_fold, hit1, hit0, args.max_hit_drop, args.skip_tolerance, args.hit_drop)
-    scores = fitted(torch.arange(len(y))).score(x)  # the gate saved: fitted on every query
+    chosen = choose_threshold(
+        out_of_fold, measured.hit_with, measured.hit_without, args.max_hit_drop, args.skip_tolerance, args.hit_drop
+    )
+    fitted(torch.arange(len(y)))  # the gate saved: fitted on every query
     gate.threshold.fill_(chosen.threshold)
-    decisions = scores >= chosen.threshold
+    return chosen, out_of_fold
+
+
+def _gate_info(args: GateArguments, gate, measured: _Measured, chosen, out_of_fold) -> dict[str, Any]:
+    """How the gate was trained and what it gives, as ``gate_config.json`` records it."""
+    from .. import __version__
+    from .gate_fit import HIT_DROP
+
+    y = measured.labels
+    decisions = gate.score(measured.features) >= chosen.threshold
     oof_decisions = out_of_fold >= chosen.threshold
-    info = {
+    return {
         "trained_with": f"tte-hf {__version__} train-gate",
         "feature": gate.feature,
         "label": _label_rule(args),
         "threshold_rule": f"{args.folds}-fold cross-fitted scores (folds by {args.fold_by}): the lowest threshold that skips within {args.skip_tolerance} of the most while skipping at most {args.max_hit_drop} of the queries as {HIT_DROP[args.hit_drop]}",  # fmt: skip
-        "datasets": described,
+        "datasets": measured.described,
         "queries": len(y),
         "trace_helps_rate": float(y.mean()),
         "train": {"queries": len(y), "accuracy": float((decisions.float() == y).float().mean())},
@@ -178,15 +235,6 @@ def fit_gate(args: GateArguments) -> dict:
         "skip_rate_all": float((~decisions).float().mean()),
         "recipe": recorded_recipe(args),
     }
-    gate.info = info
-    module.set_gate(gate.to(next(module.parameters()).device))
-    module.query_reasoning = "auto"
-    folder = output / _module_path(output)
-    module.save_config(str(folder))
-    module._save_gate(str(folder))
-    logger.info("Gate: out-of-fold skip rate %.3f, Hit@1 auto %.3f / always %.3f / never %.3f", chosen.skip_rate, chosen.hit_auto, chosen.hit_always, chosen.hit_never)  # fmt: skip
-    print(json.dumps({"output_dir": str(output), **info["held_out"]}, indent=2))
-    return info
 
 
 def recorded_recipe(args: GateArguments) -> dict[str, Any]:

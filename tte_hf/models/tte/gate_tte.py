@@ -9,10 +9,9 @@ Design (why this probe, on this feature):
   and an embedding lookup: no processor, no vision tower, no decoder, so a skipped input pays for its
   one no-trace pass and little else, and a reasoned one for nothing it throws away. Whether a trace
   helps is a property of what the query asks (the task's instruction, the question), which is text;
-  the picture's pixels did not tell the demo's riddles from its plain queries any better: on seed 0's
-  held-out queries a probe on the text tokens separates them perfectly (AUC 1.000), as one on the
-  whole sequence with the vision tower's image tokens did, for a fraction of that pass's time
-  (benchmarks/RESULTS.md). A gate that needs the image's content is a different feature (and version).
+  the picture's pixels did not tell the demo's riddles from its plain queries any better: on its
+  held-out queries a probe on the text tokens separated them as well as one on the whole sequence
+  with the vision tower's image tokens, for a fraction of that pass's time (benchmarks/RESULTS.md). A gate that needs the image's content is a different feature (and version).
   Why not the no-trace *embedding*, the first choice: a contrastive embedder is trained to forget how
   a query is phrased (a riddle and a plain query with the same answer embed alike), while whether a
   trace helps depends on what the query asks. In the demo, probes fitted on the dev compositions told
@@ -24,7 +23,7 @@ Design (why this probe, on this feature):
 - **Decision = score >= threshold**, per input, from that input's own vector, averaged unpadded: batch
   composition and padding side do not enter, bit for bit.
 - The threshold is chosen on held-out queries to keep always-mode Hit@1 while skipping the most
-  (see ``tte_hf.gate.fit_gate``); how it was trained is kept in ``gate_config.json``.
+  (``tte-hf train-gate``: ``tte_hf.training.train_gate.fit_gate``); how it was trained is kept in ``gate_config.json``.
 
 Self-contained (stdlib, torch, safetensors): shipped next to the weights for ``trust_remote_code``.
 """

@@ -28,8 +28,10 @@ from .gate_tte import check_mode
 from .inputs import build_messages, embedder_system_prompt, embedder_text, render_prompt
 from .reasoner_openai import OpenAIReasoner
 from .reasoner_transformers import TransformersReasoner
-from .st_gate import mean_text_embeddings, vision_placeholder_ids
-from .st_inputs import INPUT_SETTINGS, ParsedInput, TTEInputsMixin
+from .st_gate import GateStep, mean_text_embeddings, vision_placeholder_ids
+from .st_input_types import ParsedInput
+from .st_inputs import INPUT_SETTINGS, TTEInputsMixin
+from .st_model import use_tte_model_class
 
 REASONING_SOURCES = ("off", "transformers", "openai")
 _HUB_KEYS = ("token", "cache_dir", "revision", "subfolder", "local_files_only")
@@ -130,7 +132,9 @@ class TTETransformer(TTEInputsMixin, Transformer):
         hub = {k: v for k, v in self._hub_kwargs.items() if k != "cache_dir"}
         if "cache_dir" in self._hub_kwargs:
             hub["cache_folder"] = self._hub_kwargs["cache_dir"]
-        self._load_gate(model_name_or_path, hub)  # `gate_config.json` next to the weights, if trained
+        self.gate_step = GateStep(self.gate_input_features, self.gate_feature_dim)
+        # `gate_config.json` next to the weights, if trained
+        self.gate_step.load(model_name_or_path, hub, next(self.parameters()).device)
 
     # --- reasoner -------------------------------------------------------------------------------
 
@@ -229,7 +233,7 @@ class TTETransformer(TTEInputsMixin, Transformer):
         mode = self._wants_reasoning(task, think)
         items = self.parse_inputs(inputs)
         self._per_thread().prompt_by_task[task] = prompt
-        think_rows = self._think_rows(items, prompt, mode)
+        think_rows = self.gate_step.rows(items, prompt, mode)
         traces = self._traces(items, prompt, think_rows)
         self.last_reasoning = traces
         return self._features(items, self.embedder_texts(items, traces, prompt))
@@ -245,17 +249,23 @@ class TTETransformer(TTEInputsMixin, Transformer):
         return features
 
     def gate_feature_dim(self) -> int:
+        """Width of the gate's feature: the backbone's input embeddings."""
         return self.model.get_input_embeddings().embedding_dim
 
     @torch.no_grad()
-    def _gate_input_features(self, items: list[ParsedInput], instruction: str | None) -> torch.Tensor:
+    def gate_input_features(self, items: list[ParsedInput], instruction: str | None) -> torch.Tensor:
+        """The gate's (n, `gate_feature_dim`) features: `st_gate.mean_text_embeddings` of ``items``'
+        no-trace sequences (what ``think=False`` embeds)."""
         texts = self.embedder_texts(items, [None] * len(items), instruction)
         embeddings = self.model.get_input_embeddings()
         return mean_text_embeddings(embeddings, self.processor.tokenizer, texts, vision_placeholder_ids(self.processor))
 
     def save(self, output_path: str, *args, **kwargs) -> None:
         super().save(output_path, *args, **kwargs)
-        self._save_gate(output_path)
+        self.gate_step.save(output_path)
+
+    def on_model_ready(self, model) -> None:
+        use_tte_model_class(model)
 
 
 def _config_model_type(name_or_path: str, hub_kwargs: dict[str, Any]) -> str | None:

@@ -1,5 +1,7 @@
-"""The ``think="auto"`` step both sentence-transformers TTE modules share: the reasoning gate's
-decisions per input, and its save/load next to the module.
+"""The ``think="auto"`` step both sentence-transformers TTE modules share: `GateStep`, an object each
+module holds and calls, with the reasoning gate, its decisions per input, and its save/load next to the
+module. The module hands it the one thing that differs between them: how an input's gate feature is
+computed (its no-trace sequence differs).
 
 Self-contained (stdlib, torch and sibling files): shipped next to the weights for ``trust_remote_code``.
 """
@@ -7,15 +9,17 @@ Self-contained (stdlib, torch and sibling files): shipped next to the weights fo
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
 from .gate_tte import AUTO, GATE_CONFIG, GATE_FEATURE, GATE_WEIGHTS, ReasoningGate, find_gate
+from .st_input_types import ParsedInput
+from .st_state import PerThreadState
 
-if TYPE_CHECKING:
-    from .st_inputs import ParsedInput
+#: ``(items, instruction) -> (n, d) features``: what the gate reads for parsed inputs
+GateFeatures = Callable[[list[ParsedInput], str | None], torch.Tensor]
 
 
 def vision_placeholder_ids(processor: Any) -> set[int]:
@@ -47,45 +51,59 @@ def mean_text_embeddings(
     return torch.stack(rows)
 
 
-class GateStepMixin:
-    """Gate methods of `TTEInputsMixin` (which provides ``parse_inputs``, ``_per_thread`` and the
-    module's parameters); the module provides `_gate_input_features` and `gate_feature_dim`."""
+class GateStep(torch.nn.Module):
+    """The ``think="auto"`` step of a TTE module: which rows reason, from the reasoning gate's decisions.
+
+    A `torch.nn.Module` so that the gate (``gate``, a child module) moves with the module's ``.to()``
+    and its weights and threshold are among the model's parameters and buffers (the embedding cache's
+    fingerprint reads them). ``features(items, instruction)`` gives the gate's (n, d) features for
+    parsed inputs and ``feature_dim()`` their width; both come from the module that holds the step.
+    """
+
+    def __init__(self, features: GateFeatures, feature_dim: Callable[[], int]):
+        super().__init__()
+        self.gate: ReasoningGate | None = None
+        self.features = features
+        self.feature_dim = feature_dim
+        self._results = PerThreadState()  # only its ``last_gate_*`` fields: this step's per-thread results
 
     @property
-    def last_gate_decisions(self) -> list[bool] | None:
-        """Per row of the last batch this thread preprocessed (that batch's order): did the gate send it
-        to the reasoner? ``None`` when the batch ran without the gate (``think`` True or False)."""
-        return self._per_thread().last_gate_decisions
+    def last_decisions(self) -> list[bool] | None:
+        """Per row of this thread's last gated batch: did the gate send it to the reasoner? ``None``
+        when that batch ran without the gate (``think`` True or False)."""
+        return self._results.last_gate_decisions
 
     @property
-    def last_gate_scores(self) -> list[float] | None:
-        """The gate's scores for the rows of `last_gate_decisions` (``None`` without the gate)."""
-        return self._per_thread().last_gate_scores
+    def last_scores(self) -> list[float] | None:
+        """The gate's scores for the rows of `last_decisions` (``None`` without the gate)."""
+        return self._results.last_gate_scores
 
-    def set_gate(self, gate: ReasoningGate | None) -> None:
-        """Use ``gate`` for ``think="auto"`` (saved with the module: ``gate_config.json`` + ``gate.safetensors``)."""
+    def remember(self, decisions: list[bool] | None, scores: list[float] | None) -> None:
+        """Keep ``decisions`` / ``scores`` as this thread's last (a whole ``encode`` call's, in input order)."""
+        self._results.last_gate_decisions, self._results.last_gate_scores = decisions, scores
+
+    def set(self, gate: ReasoningGate | None) -> None:
+        """Use ``gate`` for ``think="auto"``; refuse a gate that reads another feature or width."""
         if gate is not None and gate.feature != GATE_FEATURE:
             raise ValueError(
                 f"the gate reads {gate.feature!r}, this model gives {GATE_FEATURE!r} (a gate of another tte-hf "
                 "version); retrain it with `tte-hf train-gate`."
             )
-        if gate is not None and gate.dim != self.gate_feature_dim():
+        if gate is not None and gate.dim != self.feature_dim():
             raise ValueError(
-                f"the gate reads {gate.dim}-d features; this model's input embeddings are {self.gate_feature_dim()}-d."
+                f"the gate reads {gate.dim}-d features; this model's input embeddings are {self.feature_dim()}-d."
             )
         self.gate = gate
 
-    def gate_feature_dim(self) -> int:
-        """Width of the gate's feature: the backbone's input embeddings."""
-        raise NotImplementedError
-
-    def _load_gate(self, name_or_path: str, hub_kwargs: dict[str, Any]) -> None:
+    def load(self, name_or_path: str, hub_kwargs: dict[str, Any], device: torch.device | str) -> None:
+        """Use the gate saved with a model (folder or Hub repo), or none when it has none."""
         self.gate = None
         gate = find_gate(name_or_path, hub_kwargs)
         if gate is not None:
-            self.set_gate(gate.to(self._gate_device()))
+            self.set(gate.to(device))
 
-    def _save_gate(self, output_path: str) -> None:
+    def save(self, output_path: str) -> None:
+        """Write the gate's files into ``output_path``; without a gate, remove a previous one's."""
         if self.gate is not None:
             self.gate.save(output_path)
             return
@@ -93,45 +111,22 @@ class GateStepMixin:
             if os.path.exists(os.path.join(output_path, name)):
                 os.remove(os.path.join(output_path, name))
 
-    def _gate_device(self):
-        return next(self.parameters()).device
-
-    def _think_rows(self, items: list[ParsedInput], instruction: str | None, mode: bool | str) -> list[bool]:
-        """Which rows reason: all or none, or (``mode="auto"``) the gate's decisions, which also go to the
-        per-thread `last_gate_decisions` / `last_gate_scores`. A row the gate skips is then embedded like
-        any ``think=False`` row."""
-        state = self._per_thread()
+    def rows(self, items: list[ParsedInput], instruction: str | None, mode: bool | str) -> list[bool]:
+        """Which rows reason: all or none, or (``mode="auto"``) the gate's decisions, which also become
+        this thread's `last_decisions` / `last_scores`. A row the gate skips is then embedded like any
+        ``think=False`` row."""
         if mode != AUTO:
-            state.last_gate_decisions = state.last_gate_scores = None
+            self.remember(None, None)
             return [bool(mode)] * len(items)
-        if getattr(self, "gate", None) is None:
+        decisions, scores = self.decide(items, instruction)
+        self.remember(decisions, scores)
+        return decisions
+
+    def decide(self, items: list[ParsedInput], instruction: str | None) -> tuple[list[bool], list[float]]:
+        """The gate's (think, score) per row; raises when there is no gate."""
+        if self.gate is None:
             raise ValueError(
                 "think='auto' needs a reasoning gate and this model has none: train one with "
                 "`tte-hf train-gate --config recipes/gate/<name>.yaml`, or pass think=True/False."
             )
-        decisions, scores = self.gate.decide(self._gate_input_features(items, instruction))
-        state.last_gate_decisions, state.last_gate_scores = decisions, scores
-        return decisions
-
-    def _gate_input_features(self, items: list[ParsedInput], instruction: str | None) -> torch.Tensor:
-        """The gate's (n, gate_feature_dim) features: `mean_text_embeddings` of ``items``' no-trace
-        sequences (what ``think=False`` embeds)."""
-        raise NotImplementedError
-
-    def gate_features(self, inputs: Sequence[Any], prompt: str | None = None) -> torch.Tensor:
-        """The gate's (n, gate_feature_dim) features for ``inputs`` with instruction ``prompt``: what
-        `tte-hf train-gate` fits the gate on, and what it reads at run time."""
-        return self._gate_input_features(self.parse_inputs(list(inputs)), prompt)
-
-    def gate_decisions(
-        self, inputs: Sequence[Any] | Any, prompt: str | None = ..., task: str | None = "query"
-    ) -> tuple[list[bool], list[float]]:
-        """The gate's (think, score) for each input, in input order; ``prompt`` defaults to the one this
-        thread last used for ``task``. Raises when the model has no gate."""
-        if not isinstance(inputs, list) or (inputs and isinstance(inputs[0], Mapping) and "role" in inputs[0]):
-            inputs = [inputs]
-        if prompt is ...:
-            prompt = self._per_thread().prompt_by_task.get(task)
-        self._think_rows(self.parse_inputs(inputs), prompt, AUTO)
-        state = self._per_thread()
-        return state.last_gate_decisions, state.last_gate_scores
+        return self.gate.decide(self.features(items, instruction))

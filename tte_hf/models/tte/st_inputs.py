@@ -1,5 +1,6 @@
-"""What both sentence-transformers TTE modules share: parsing and loading the caller's inputs, and the
-reasoning step with its ECR cache.
+"""What both sentence-transformers TTE modules share: parsing and loading the caller's inputs, the
+reasoning step with its ECR cache, and the module API of the ``think="auto"`` gate (which the module's
+`st_gate.GateStep` runs).
 
 Self-contained (stdlib, torch, sentence_transformers, PIL and sibling files): shipped next to the
 weights for ``trust_remote_code``.
@@ -10,13 +11,11 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
-
-from sentence_transformers import SentenceTransformer
+from typing import TYPE_CHECKING, Any
 
 from .ecr import parse_ecr
 from .fingerprints import ecr_cache_key
-from .gate_tte import check_mode
+from .gate_tte import AUTO, check_mode
 from .inputs import (
     DEFAULT_MAX_IMAGE_PIXELS,
     DEFAULT_MAX_URL_BYTES,
@@ -26,11 +25,16 @@ from .inputs import (
     load_video,
 )
 from .reasoner_base import ReasoningRequest
-from .st_gate import GateStepMixin
-from .st_model import TTESentenceTransformer
+from .st_gate import GateStep
+from .st_input_types import INPUT_KEYS, ParsedInput
 from .st_state import ModelLock, PerThreadState
 
-INPUT_KEYS = ("text", "image", "images", "video", "reasoning", "task")
+if TYPE_CHECKING:
+    import torch
+
+    from .gate_tte import ReasoningGate
+
+__all__ = ["INPUT_KEYS", "INPUT_SETTINGS", "ParsedInput", "TTEInputsMixin"]
 
 #: Settings both TTE modules take as keyword arguments and save in their configs, with their defaults:
 #: ``min_pixels`` / ``max_pixels`` (image pixel budget), ``max_image_pixels`` (decompression-bomb
@@ -47,40 +51,13 @@ INPUT_SETTINGS: dict[str, Any] = {
 }
 
 
-class ParsedInput(dict):
-    """An input validated and loaded (PIL images): ``text``, ``images``, ``video``, ``reasoning``,
-    ``task``, ``system``. A dict, so ST's length sort still sees its size; `preprocess` takes it as is."""
-
-    def __init__(
-        self, text=None, images=(), video=None, reasoning=None, task=None, system=None, index=None, loaded=True
-    ):
-        super().__init__(
-            text=text,
-            images=list(images),
-            video=video,
-            reasoning=reasoning,
-            task=task,
-            system=system,
-            index=index,
-            loaded=loaded,
-        )
-
-    text = property(lambda self: self["text"])
-    images = property(lambda self: self["images"])
-    video = property(lambda self: self["video"])
-    reasoning = property(lambda self: self["reasoning"])
-    task = property(lambda self: self["task"])
-    system = property(lambda self: self["system"])
-    #: position in the caller's list, so that errors raised after ST's length sort still name it
-    index = property(lambda self: self["index"])
-    #: False while ``images``/``video`` still hold the caller's sources (paths, arrays, ...), unread
-    loaded = property(lambda self: self["loaded"])
-
-
-class TTEInputsMixin(GateStepMixin):
+class TTEInputsMixin:
     """Input parsing and loading, the reasoning step and its ECR cache, shared by `TTETransformer`
-    and `TTEUnifiedTransformer` (the ``think="auto"`` gate step: `GateStepMixin`). Subclasses provide
-    ``reasoner`` and the image settings."""
+    and `TTEUnifiedTransformer`. A subclass provides ``reasoner``, ``ecr_cache``, the reasoning settings
+    (``query_reasoning``, ``document_reasoning``, ``reasoning_task``), calls `_set_input_settings`, and
+    sets ``gate_step``: the `GateStep` built with its own gate features (`gate_input_features`)."""
+
+    gate_step: GateStep
 
     def _per_thread(self) -> PerThreadState:
         state = self.__dict__.get("_thread_state")
@@ -269,6 +246,44 @@ class TTEInputsMixin(GateStepMixin):
             loaded["video"] = self._video(item.video)
         return loaded
 
+    # --- the think="auto" gate (run by ``gate_step``) --------------------------------------------
+
+    @property
+    def gate(self) -> ReasoningGate | None:
+        """The reasoning gate of ``think="auto"`` (`gate_tte.ReasoningGate`), or ``None``."""
+        return self.gate_step.gate
+
+    def set_gate(self, gate: ReasoningGate | None) -> None:
+        """Use ``gate`` for ``think="auto"`` (saved with the module: ``gate_config.json`` + ``gate.safetensors``)."""
+        self.gate_step.set(gate)
+
+    @property
+    def last_gate_decisions(self) -> list[bool] | None:
+        """Per row of the last batch this thread preprocessed (that batch's order): did the gate send it
+        to the reasoner? ``None`` when the batch ran without the gate (``think`` True or False)."""
+        return self.gate_step.last_decisions
+
+    @property
+    def last_gate_scores(self) -> list[float] | None:
+        """The gate's scores for the rows of `last_gate_decisions` (``None`` without the gate)."""
+        return self.gate_step.last_scores
+
+    def gate_features(self, inputs: Sequence[Any], prompt: str | None = None) -> torch.Tensor:
+        """The gate's (n, d) features for ``inputs`` with instruction ``prompt``: what `tte-hf
+        train-gate` fits the gate on, and what it reads at run time."""
+        return self.gate_step.features(self.parse_inputs(list(inputs)), prompt)
+
+    def gate_decisions(
+        self, inputs: Sequence[Any] | Any, prompt: str | None = ..., task: str | None = "query"
+    ) -> tuple[list[bool], list[float]]:
+        """The gate's (think, score) for each input, in input order; ``prompt`` defaults to the one this
+        thread last used for ``task``. Raises when the model has no gate."""
+        inputs = _as_input_list(inputs)
+        if prompt is ...:
+            prompt = self._per_thread().prompt_by_task.get(task)
+        self.gate_step.rows(self.parse_inputs(inputs), prompt, AUTO)
+        return self.gate_step.last_decisions, self.gate_step.last_scores
+
     # --- reasoning ------------------------------------------------------------------------------
 
     def _wants_reasoning(self, task: str | None, think: bool | str | None) -> bool | str:
@@ -365,22 +380,22 @@ class TTEInputsMixin(GateStepMixin):
         runs only for inputs it has not seen). ``prompt`` defaults to the one this thread last used
         for ``task``.
         """
-        if not isinstance(inputs, list) or (inputs and isinstance(inputs[0], Mapping) and "role" in inputs[0]):
-            inputs = [inputs]
+        inputs = _as_input_list(inputs)
         if prompt is ...:
             prompt = self._per_thread().prompt_by_task.get(task)
         items = self.parse_inputs(inputs)
-        return self._traces(items, prompt, self._think_rows(items, prompt, self._wants_reasoning(task, think)))
+        return self._traces(items, prompt, self.gate_step.rows(items, prompt, self._wants_reasoning(task, think)))
 
     @property
     def modalities(self) -> list:
         return ["text", "image", "video", "message"]
 
-    def on_model_ready(self, model) -> None:
-        # ST sorts inputs by length before `preprocess` sees them, so an error raised there could only
-        # name a position in a sorted batch; TTESentenceTransformer.encode validates in caller order.
-        if type(model) is SentenceTransformer:
-            model.__class__ = TTESentenceTransformer
+
+def _as_input_list(inputs: Any) -> list:
+    """``inputs`` as a list of inputs: one input (a chat conversation is a list too) becomes ``[input]``."""
+    if not isinstance(inputs, list) or (inputs and isinstance(inputs[0], Mapping) and "role" in inputs[0]):
+        return [inputs]
+    return inputs
 
 
 def _is_image_like(value: Any) -> bool:

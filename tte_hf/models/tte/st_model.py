@@ -23,7 +23,7 @@ from .fingerprints import image_digest, weights_state_key
 from .st_state import LRUCache
 
 if TYPE_CHECKING:
-    from .st_inputs import ParsedInput
+    from .st_input_types import ParsedInput
 
 #: The file ``modules.json`` names for a TTE module (``sentence_transformer_tte.TTETransformer``): a
 #: stable entry point that re-exports the module classes, shipped with every sibling it imports.
@@ -31,7 +31,9 @@ ENTRY_FILE = "sentence_transformer_tte.py"
 
 
 class TTESentenceTransformer(SentenceTransformer):
-    """The class a `SentenceTransformer` holding a `TTETransformer` gets (set by its ``on_model_ready``).
+    """The class of a `SentenceTransformer` holding a TTE module: `build_sentence_transformer` builds
+    one, and a saved model loaded with ``SentenceTransformer(path)`` becomes one (`use_tte_model_class`,
+    from the TTE module's ``on_model_ready``).
 
     ``encode`` (and so ``encode_query``/``encode_document``) validates and loads every input in the
     caller's order first, so a bad input is named by its index in the call, then runs ST's own encode
@@ -136,7 +138,6 @@ class TTESentenceTransformer(SentenceTransformer):
         encoded together and the others without a trace. Batched decoding costs per step as well as per
         row, so packing the reasoned inputs into full batches is what turns skipped inputs into saved
         time. Each input's vector is the one its mode gives on its own."""
-        module = self[0]
         task = kwargs.get("task")
         prompt_name, prompt = kwargs.get("prompt_name"), kwargs.get("prompt")
         think, scores = self.gate_decisions(items, prompt_name, prompt, task, kwargs.get("batch_size") or 32)
@@ -145,8 +146,7 @@ class TTESentenceTransformer(SentenceTransformer):
         for mode, rows in groups.items():
             if rows:
                 parts[mode] = super().encode([items[i] for i in rows], **{**kwargs, "think": mode})
-        state = module._per_thread()
-        state.last_gate_decisions, state.last_gate_scores = think, scores
+        self[0].gate_step.remember(think, scores)
         order = [(mode, position) for mode in (True, False) for position in range(len(groups[mode]))]
         by_input = [None] * len(items)
         for (mode, position), index in zip(order, groups[True] + groups[False]):
@@ -213,6 +213,18 @@ class TTESentenceTransformer(SentenceTransformer):
             think += decided[0]
             scores += decided[1]
         return think, scores
+
+
+def use_tte_model_class(model: SentenceTransformer) -> None:
+    """Make a plain `SentenceTransformer` holding a TTE module a `TTESentenceTransformer`: ST sorts inputs
+    by length before the module's ``preprocess`` sees them, so an error raised there could only name a
+    position in a sorted batch; `TTESentenceTransformer.encode` validates in caller order first.
+
+    A saved model is loaded by ST's own class, which builds the modules and then calls each one's
+    ``on_model_ready`` hook, the only place a loaded model can be adopted: the TTE modules call this
+    there. A subclass of `SentenceTransformer` (the caller's own) is left as it is."""
+    if type(model) is SentenceTransformer:
+        model.__class__ = TTESentenceTransformer
 
 
 def ship_module_code(model: SentenceTransformer, path: str) -> None:

@@ -17,8 +17,9 @@ from .gate_tte import check_mode
 from .generation_tte import decoding_settings
 from .inputs import END_OF_TURN, build_messages, embedder_system_prompt, embedder_text, render_prompt
 from .reasoner_base import ReasoningRequest
-from .st_gate import mean_text_embeddings, vision_placeholder_ids
+from .st_gate import GateStep, mean_text_embeddings, vision_placeholder_ids
 from .st_inputs import INPUT_SETTINGS, TTEInputsMixin
+from .st_model import use_tte_model_class
 from .st_state import LRUCache
 
 
@@ -130,7 +131,9 @@ class TTEUnifiedTransformer(TTEInputsMixin, InputModule):
         }
         hub["local_files_only"] = bool((model_kwargs or {}).get("local_files_only"))
         hub["subfolder"] = (model_kwargs or {}).get("subfolder") or ""
-        self._load_gate(model_name_or_path, hub)  # `gate_config.json` next to the weights, if trained
+        self.gate_step = GateStep(self.gate_input_features, self.gate_feature_dim)
+        # `gate_config.json` next to the weights, if trained
+        self.gate_step.load(model_name_or_path, hub, next(self.parameters()).device)
 
     @property
     def reasoner(self):
@@ -181,7 +184,7 @@ class TTEUnifiedTransformer(TTEInputsMixin, InputModule):
         items = self.parse_inputs(inputs)
         self._per_thread().prompt_by_task[task] = prompt
         call: dict[str, Any] = {}  # this call's keys and generated embeddings: no module state, no mixing
-        think_rows = self._think_rows(items, prompt, mode)
+        think_rows = self.gate_step.rows(items, prompt, mode)
         traces = self._traces(items, prompt, think_rows, call)
         self.last_reasoning = traces
         generated = call.get("embeddings", {})
@@ -227,10 +230,13 @@ class TTEUnifiedTransformer(TTEInputsMixin, InputModule):
         return features
 
     def gate_feature_dim(self) -> int:
+        """Width of the gate's feature: the backbone's input embeddings."""
         return self.model.backbone.get_input_embeddings().embedding_dim
 
     @torch.no_grad()
-    def _gate_input_features(self, items: list, instruction: str | None) -> torch.Tensor:
+    def gate_input_features(self, items: list, instruction: str | None) -> torch.Tensor:
+        """The gate's (n, `gate_feature_dim`) features: `st_gate.mean_text_embeddings` of ``items``'
+        no-trace sequences (what ``think=False`` embeds)."""
         texts = [
             embedder_text(
                 self.prompt_text(item.text, len(item.images), item.video is not None, instruction, item.task, False),
@@ -268,7 +274,10 @@ class TTEUnifiedTransformer(TTEInputsMixin, InputModule):
             self.model.save_pretrained(output_path, safe_serialization=safe_serialization)
         self.processor.save_pretrained(output_path)
         self.save_config(output_path)
-        self._save_gate(output_path)
+        self.gate_step.save(output_path)
+
+    def on_model_ready(self, model) -> None:
+        use_tte_model_class(model)
 
     @classmethod
     def load(
