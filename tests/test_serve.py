@@ -265,8 +265,9 @@ def test_failing_reasoner_gives_502_for_its_requests_only(server, model, chat):
 
 
 def test_http_image_urls_when_allowed_match_in_process_encode(model):
-    """With ``allow_image_urls`` an ``http`` image is fetched and embedded like the same image given in
-    process; one larger than ``max_image_bytes`` or unreachable is a 400 naming the item."""
+    """With ``allow_image_urls`` (and 127.0.0.1 allowed: loopback is refused otherwise) an ``http`` image
+    is fetched and embedded like the same image given in process; one larger than ``max_image_bytes`` or
+    unreachable is a 400 naming the item."""
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     buffer = io.BytesIO()
@@ -292,7 +293,8 @@ def test_http_image_urls_when_allowed_match_in_process_encode(model):
     images = ThreadingHTTPServer(("127.0.0.1", 0), Images)
     threading.Thread(target=images.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{images.server_port}"
-    config = ServeConfig(model_name="tte-tiny", limits=Limits(max_image_bytes=20_000, allow_image_urls=True))
+    limits = Limits(max_image_bytes=20_000, allow_image_urls=True, image_url_allow_hosts=("127.0.0.1",))
+    config = ServeConfig(model_name="tte-tiny", limits=limits)
     try:
         with BackgroundServer(create_app(model, config)) as url:
             body = {"input": [{"text": "which object is red", "image": f"{base}/small.png"}], "think": False}

@@ -1,0 +1,165 @@
+"""Image URLs fetched without becoming a proxy into the server's network (``--allow-image-urls``).
+
+The host is resolved once; every address must be global (`ipaddress` ``is_global``: no loopback,
+link-local such as 169.254.169.254, private, ULA, ...) unless it is in the operator's allow-list
+(``--image-url-allow-hosts``). The connection goes to the address that was checked (no second DNS
+lookup between the check and the connect), redirects are refused rather than followed, and one
+deadline covers the whole fetch: a watchdog shuts the socket when it passes, however slowly the
+other side drips bytes. Clients only ever see `FetchError.public` ("could not be fetched"); the
+reason goes to the log, so the server cannot be used as a port scanner.
+
+Written on `http.client` rather than urllib/httpx because both resolve and connect by name
+themselves: pinning the checked address needs the connect step in our hands.
+"""
+
+from __future__ import annotations
+
+import http.client
+import ipaddress
+import logging
+import socket
+import ssl
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+logger = logging.getLogger("tte_hf.serving")
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class FetchError(Exception):
+    """A URL that was not fetched. ``public`` is what the client may see; the message is for the log."""
+
+    public = "the image URL could not be fetched."
+
+
+class FetchRefused(FetchError):
+    """Refused before any connection (scheme, host, non-global address, too many fetches)."""
+
+    public = "the image URL was refused: only public http(s) hosts are fetched."
+
+
+@dataclass(frozen=True)
+class FetchedImage:
+    data: bytes
+    content_type: str | None
+
+
+def parse_allow_list(hosts: Iterable[str]) -> tuple[frozenset[str], tuple[Network, ...]]:
+    """``--image-url-allow-hosts`` entries: host names (matched exactly, case-insensitively) and IP
+    addresses or CIDR ranges (matched against the resolved address)."""
+    names, networks = set(), []
+    for entry in hosts:
+        entry = entry.strip().strip("[]")
+        if not entry:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            names.add(entry.lower())
+    return frozenset(names), tuple(networks)
+
+
+class SafeFetcher:
+    """Fetches ``http(s)`` URLs under the rules above; at most ``max_concurrent`` at once (more wait
+    for a slot only until their own deadline)."""
+
+    def __init__(
+        self,
+        *,
+        timeout: float = 10.0,
+        max_bytes: int = 10 * 2**20,
+        allow_hosts: Iterable[str] = (),
+        max_concurrent: int = 16,
+    ):
+        self.timeout, self.max_bytes = timeout, max_bytes
+        self.allowed_names, self.allowed_networks = parse_allow_list(allow_hosts)
+        self._slots = threading.BoundedSemaphore(max_concurrent)
+
+    def fetch(self, url: str, deadline: float | None = None) -> FetchedImage:
+        """The body of ``url`` (status 200 only); ``deadline`` (``time.monotonic()``) caps ``timeout``."""
+        deadline = min(deadline or float("inf"), time.monotonic() + self.timeout)
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise FetchRefused(f"not an http(s) URL with a host: {url!r}")
+        if parts.username or parts.password:
+            raise FetchRefused(f"credentials in the URL: {parts.hostname}")
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError as err:
+            raise FetchRefused(f"bad port in {url!r}") from err
+        address = self.checked_address(parts.hostname, port)
+        if not self._slots.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise FetchRefused(f"no fetch slot free before the deadline for {parts.hostname}")
+        try:
+            return self._get(parts, address, port, deadline)
+        finally:
+            self._slots.release()
+
+    def checked_address(self, host: str, port: int) -> str:
+        """The first resolved address of ``host``; every address must pass `allowed` (a name that
+        resolves to one public and one private address is refused: the resolver picks, not us)."""
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError) as err:
+            raise FetchError(f"cannot resolve {host!r}: {err}") from err
+        addresses = [info[4][0] for info in infos]
+        for address in addresses:
+            if not self.allowed(host, address):
+                raise FetchRefused(f"{host!r} resolves to {address}, which is not a global address")
+        return addresses[0]
+
+    def allowed(self, host: str, address: str) -> bool:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is loopback
+        if host.lower().strip("[]") in self.allowed_names or any(ip in net for net in self.allowed_networks):
+            return True
+        return ip.is_global and not ip.is_multicast
+
+    def _get(self, parts: urllib.parse.SplitResult, address: str, port: int, deadline: float) -> FetchedImage:
+        sock = socket.create_connection((address, port), timeout=max(0.01, deadline - time.monotonic()))
+        # One deadline for everything after the connect: closing the socket wakes a blocked recv.
+        current = [sock]  # the TLS wrapper takes over the descriptor: the watchdog shuts whichever is live
+        watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), lambda: _shut(current[0]))
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            if parts.scheme == "https":
+                sock = current[0] = ssl.create_default_context().wrap_socket(sock, server_hostname=parts.hostname)
+            connection = http.client.HTTPConnection(parts.hostname, port)
+            connection.sock = sock
+            path = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
+            connection.request("GET", path, headers={"Host": parts.netloc, "Accept": "image/*"})
+            response = connection.getresponse()
+            if response.status != 200:
+                kind = "a redirect (not followed)" if 300 <= response.status < 400 else f"HTTP {response.status}"
+                raise FetchError(f"{parts.hostname} answered {kind}")
+            length = response.getheader("Content-Length")
+            if length and length.isdigit() and int(length) > self.max_bytes:
+                raise FetchError(f"{parts.hostname}: Content-Length {length} over {self.max_bytes} bytes")
+            data = response.read(self.max_bytes + 1)
+            if len(data) > self.max_bytes:
+                raise FetchError(f"{parts.hostname}: body over {self.max_bytes} bytes")
+            if time.monotonic() > deadline:
+                raise FetchError(f"{parts.hostname}: deadline passed")
+            return FetchedImage(data, response.getheader("Content-Type"))
+        except FetchError:
+            raise
+        except (OSError, http.client.HTTPException, ValueError) as err:
+            late = time.monotonic() >= deadline
+            raise FetchError(f"{parts.hostname}: {'deadline passed' if late else type(err).__name__}: {err}") from err
+        finally:
+            watchdog.cancel()
+            _shut(current[0])
+
+
+def _shut(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    sock.close()
