@@ -45,6 +45,7 @@ class ECRCache:
         self.timeout, self.best_effort = timeout, best_effort
         self._local = threading.local()  # sqlite connections must not cross threads
         self._reported: set[str] = set()
+        self._report_lock = threading.Lock()
         self.errors = 0  #: sqlite errors absorbed in best-effort mode
         try:
             with self._connection() as conn:
@@ -61,12 +62,17 @@ class ECRCache:
             self._absorb(err, "open")
 
     def _absorb(self, err: sqlite3.Error, operation: str) -> None:
-        """Best-effort mode: count the error and log it the first time this kind is seen."""
-        self.errors += 1
-        kind = f"{operation}: {type(err).__name__}: {err}"
-        if kind not in self._reported:
+        """Best-effort mode: count the error and log it the first time this kind is seen (a locked file
+        fails every read and write alike: one warning, not one per request)."""
+        kind = f"{type(err).__name__}: {err}"
+        with self._report_lock:
+            self.errors += 1
+            first = kind not in self._reported
             self._reported.add(kind)
-            logger.warning("ECR cache %s unusable (%s); serving without it until it works again.", self.path, kind)
+        if first:
+            logger.warning(
+                "ECR cache %s unusable (%s on %s); serving without it until it works again.", self.path, kind, operation
+            )
         self.close()  # a fresh connection next time (the file may have been replaced)
 
     def _connection(self) -> sqlite3.Connection:

@@ -6,9 +6,9 @@ decoded and downscaled with `images`, every pixel reserved against the request's
 budgets), a token count per item (`tokens`), the reasoning stage for a remote reasoner
 (`reasoning`), then the `MicroBatcher`, whose single thread owns the model. One deadline
 (``request_timeout``) covers it all: past it the request alone gets a 504. Status codes: 400 bad
-input, 401 bad API key, 404 unknown model, 413 too large, 429 queue or budget full, 502 reasoner
-failure (only the requests whose items it failed on; the details go to the log, not to the client),
-503 shutting down, 504 deadline passed. ``GET /health`` answers 503 ``draining`` once shutdown began.
+input, 401 bad API key, 404 unknown model, 408 body not received in time, 413 too large, 429 queue
+or budget full, 502 reasoner failure (only the requests whose items it failed on; the details go to
+the log, not to the client), 503 shutting down, 504 deadline passed. ``GET /health`` answers 503 ``draining`` once shutdown began.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ from .tokens import TokenCounter, default_max_input_tokens
 
 logger = logging.getLogger("tte_hf.serving")
 
-ERROR_KINDS = {401: "authentication_error", 413: "invalid_request_error", 429: "rate_limit_error"}
+ERROR_KINDS = {401: "authentication_error", 408: "timeout_error", 429: "rate_limit_error"}
 ERROR_KINDS.update({500: "server_error", 502: "reasoner_error", 503: "service_unavailable", 504: "timeout_error"})
 
 
@@ -157,8 +157,12 @@ class ServerState:
         self.batcher: MicroBatcher | None = None
         self.draining = False
         self.exit_started: float | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.cutoff: asyncio.Future | None = None  #: done shortly before uvicorn would cancel open requests
 
     def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.cutoff = self.loop.create_future()
         self.batcher = MicroBatcher(
             make_encoder(self.model, self.config.max_batch),
             max_batch=self.config.max_batch,
@@ -168,9 +172,21 @@ class ServerState:
         )
 
     def begin_drain(self) -> None:
-        """Shutdown began (signal received): /health turns 503, new requests get 503."""
-        if not self.draining:
-            self.draining, self.exit_started = True, time.monotonic()
+        """Shutdown began (signal received): /health turns 503, new requests get 503, and requests
+        still waiting half a second before ``graceful_timeout`` ends are answered 503 (uvicorn would
+        cancel them a moment later, answering nothing)."""
+        if self.draining:
+            return
+        self.draining, self.exit_started = True, time.monotonic()
+        if self.loop is not None and not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self._arm_cutoff)
+
+    def _arm_cutoff(self) -> None:
+        def cut() -> None:
+            if self.cutoff is not None and not self.cutoff.done():
+                self.cutoff.set_result(None)
+
+        self.loop.call_later(max(0.0, self.config.graceful_timeout - 0.5), cut)
 
     def stop(self) -> bool:
         """Finish the queue within what is left of ``graceful_timeout`` (at least a second)."""
@@ -186,8 +202,9 @@ def _processor_max_pixels(module) -> int | None:
     """The most pixels the model keeps of an image: the module's ``max_pixels`` or the processor's."""
     limits = [getattr(module, "max_pixels", None)]
     image_processor = getattr(getattr(module, "processor", None), "image_processor", None)
-    size = getattr(image_processor, "size", None)
-    limits.append(size.get("longest_edge") if isinstance(size, dict) else None)
+    size = getattr(image_processor, "size", None)  # a dict, or transformers' SizeDict
+    for name in ("longest_edge", "max_pixels"):
+        limits.append(size.get(name) if hasattr(size, "get") else getattr(size, name, None))
     limits.append(getattr(image_processor, "max_pixels", None))
     limits = [int(v) for v in limits if isinstance(v, (int, float)) and v > 0]
     return min(limits) if limits else None
@@ -199,7 +216,7 @@ def create_app(model, config: ServeConfig | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        state.start()
+        state.start()  # in the event loop: the drain cutoff lives there
         app.state.batcher = state.batcher
         try:
             yield
@@ -263,12 +280,12 @@ async def handle_embeddings(state: ServerState, request: Request) -> JSONRespons
     except RequestError as err:
         raise Reply.of(err) from None
     try:
-        raw = await _read_body(state, request, ticket)
+        raw = await _wait(state, asyncio.ensure_future(_read_body(state, request, ticket)), deadline, late=408)
         parsed, prompt_tokens = await _prepare(state, raw, ticket, deadline)
         del raw
         usage = {"prompt_tokens": prompt_tokens}
         if state.reasoning is not None and state.reasoning.wanted(parsed.inputs, parsed.side, parsed.think):
-            traces = await _wait(state.reasoning.submit(parsed.inputs, parsed.side, parsed.think), deadline)
+            traces = await _wait(state, state.reasoning.submit(parsed.inputs, parsed.side, parsed.think), deadline)
             usage["reasoning_tokens"] = sum(state.tokens.text_tokens(t) for t in traces if t)
         vectors = await _embed(state, parsed, ticket, deadline)
     except RequestError as err:
@@ -307,7 +324,7 @@ async def _read_body(state: ServerState, request: Request, ticket: Ticket) -> by
 async def _prepare(state: ServerState, raw: bytes, ticket: Ticket, deadline: float) -> tuple[EmbeddingRequest, int]:
     """Parse and validate (thread), fetch image URLs (fetch threads), decode images and count tokens
     (thread); every step within the deadline."""
-    parsed = await _wait(state.parse_pool.submit(_parse, raw, state), deadline)
+    parsed = await _wait(state, state.parse_pool.submit(_parse, raw, state), deadline)
     if parsed.model is not None and parsed.model != state.config.model_name:
         raise Reply(404, f"model {parsed.model!r} is not served here; use {state.config.model_name!r}.", "model")
     if parsed.think is True and state.guard is None:
@@ -317,12 +334,12 @@ async def _prepare(state: ServerState, raw: bytes, ticket: Ticket, deadline: flo
     fetches = [(ref, state.fetch_pool.submit(state.fetcher.fetch, ref.url, deadline)) for ref in refs if ref.url]
     for ref, future in fetches:
         try:
-            fetched = await _wait(future, deadline)
+            fetched = await _wait(state, future, deadline)
         except FetchError as err:
             logger.warning("%s: image URL not fetched: %s", ref.where, err)
             raise Reply(400, f"{ref.where}: {err.public}", ref.where) from None
         ref.data, ref.declared = fetched.data, fetched.content_type
-    prompt_tokens = await _wait(state.parse_pool.submit(_load_images, parsed, state, ticket), deadline)
+    prompt_tokens = await _wait(state, state.parse_pool.submit(_load_images, parsed, state, ticket), deadline)
     return parsed, prompt_tokens
 
 
@@ -361,18 +378,27 @@ async def _embed(state: ServerState, parsed: EmbeddingRequest, ticket: Ticket, d
     except Closed as err:
         raise Reply(503, str(err)) from None
     try:
-        return await _wait(future, deadline)
+        return await _wait(state, future, deadline)
     except Closed as err:
         raise Reply(503, str(err)) from None
 
 
-async def _wait(future, deadline: float):
-    """The future's result, or a 504 once ``deadline`` passes (the future is cancelled if not started)."""
-    try:
-        return await asyncio.wait_for(asyncio.wrap_future(future), max(0.0, deadline - time.monotonic()))
-    except asyncio.TimeoutError:  # the builtin TimeoutError from Python 3.11
-        future.cancel()
-        raise Reply(504, "the request did not finish within the server's request timeout.") from None
+async def _wait(state: ServerState, future, deadline: float, late: int = 504):
+    """The result of ``future`` (a thread's, or an asyncio task); HTTP ``late`` once ``deadline``
+    passes, 503 at the shutdown cutoff (the future is then cancelled if it has not started, and its
+    late outcome dropped quietly)."""
+    wrapped = future if isinstance(future, asyncio.Future) else asyncio.wrap_future(future)
+    waiters = {wrapped} if state.cutoff is None else {wrapped, state.cutoff}
+    done, _ = await asyncio.wait(waiters, timeout=max(0.0, deadline - time.monotonic()), return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+    if wrapped in done:
+        return wrapped.result()
+    future.cancel()
+    wrapped.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved: no "never retrieved" log
+    if state.cutoff is not None and state.cutoff.done():
+        raise Reply(503, "the server shut down before this request finished.")
+    if late == 408:
+        raise Reply(408, "the request body did not arrive within the server's request timeout.")
+    raise Reply(504, "the request did not finish within the server's request timeout.")
 
 
 def _item_reply(err: ItemError) -> Reply:

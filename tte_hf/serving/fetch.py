@@ -48,19 +48,41 @@ class FetchedImage:
     content_type: str | None
 
 
-def parse_allow_list(hosts: Iterable[str]) -> tuple[frozenset[str], tuple[Network, ...]]:
-    """``--image-url-allow-hosts`` entries: host names (matched exactly, case-insensitively) and IP
-    addresses or CIDR ranges (matched against the resolved address)."""
-    names, networks = set(), []
-    for entry in hosts:
-        entry = entry.strip().strip("[]")
-        if not entry:
+@dataclass(frozen=True)
+class AllowRule:
+    """One ``--image-url-allow-hosts`` entry: a host name or an IP network, optionally one port."""
+
+    name: str | None
+    network: Network | None
+    port: int | None
+
+    def matches(self, host: str, address: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int) -> bool:
+        if self.port is not None and self.port != port:
+            return False
+        return host.lower() == self.name if self.name is not None else address in self.network
+
+
+def parse_allow_list(entries: Iterable[str]) -> tuple[AllowRule, ...]:
+    """Entries like ``images.internal``, ``10.1.2.0/24``, ``127.0.0.1:8081`` or ``[::1]:8081``: names
+    match the URL's host exactly (case-insensitive), networks the resolved address."""
+    rules = []
+    for entry in entries:
+        entry, port = entry.strip(), None
+        if entry.startswith("[") and "]" in entry:
+            host, _, rest = entry[1:].partition("]")
+            port = int(rest[1:]) if rest.startswith(":") else None
+        elif entry.count(":") == 1:
+            host, _, digits = entry.partition(":")
+            port = int(digits)
+        else:
+            host = entry
+        if not host:
             continue
         try:
-            networks.append(ipaddress.ip_network(entry, strict=False))
+            rules.append(AllowRule(None, ipaddress.ip_network(host, strict=False), port))
         except ValueError:
-            names.add(entry.lower())
-    return frozenset(names), tuple(networks)
+            rules.append(AllowRule(host.lower(), None, port))
+    return tuple(rules)
 
 
 class SafeFetcher:
@@ -76,7 +98,7 @@ class SafeFetcher:
         max_concurrent: int = 16,
     ):
         self.timeout, self.max_bytes = timeout, max_bytes
-        self.allowed_names, self.allowed_networks = parse_allow_list(allow_hosts)
+        self.allow_rules = parse_allow_list(allow_hosts)
         self._slots = threading.BoundedSemaphore(max_concurrent)
 
     def fetch(self, url: str, deadline: float | None = None) -> FetchedImage:
@@ -108,15 +130,15 @@ class SafeFetcher:
             raise FetchError(f"cannot resolve {host!r}: {err}") from err
         addresses = [info[4][0] for info in infos]
         for address in addresses:
-            if not self.allowed(host, address):
+            if not self.allowed(host, address, port):
                 raise FetchRefused(f"{host!r} resolves to {address}, which is not a global address")
         return addresses[0]
 
-    def allowed(self, host: str, address: str) -> bool:
+    def allowed(self, host: str, address: str, port: int) -> bool:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
             ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is loopback
-        if host.lower().strip("[]") in self.allowed_names or any(ip in net for net in self.allowed_networks):
+        if any(rule.matches(host.strip("[]"), ip, port) for rule in self.allow_rules):
             return True
         return ip.is_global and not ip.is_multicast
 
