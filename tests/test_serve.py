@@ -135,6 +135,23 @@ def test_raw_http_multimodal_items_match_in_process_encode(server, model):
     np.testing.assert_allclose(vectors, expected, atol=1e-5, rtol=0)
 
 
+def test_usage_counts_input_and_reasoning_tokens(server, model):
+    url, _ = server
+    texts = ["usage question about a red bus", "usage question about a dog"]
+    tokenizer = model[0].processor.tokenizer
+    counts = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+    expected = sum(counts)
+    image = _image(5, 56, 56)  # 3136 pixels: 4 tokens of 28x28 (14-pixel patches merged 2x2)
+    body = {"input": [*texts, {"text": texts[0], "image": _data_url(image)}], "think": False}
+    usage = _post(url, body).json()["usage"]
+    assert usage == {"prompt_tokens": expected + counts[0] + 4, "total_tokens": expected + counts[0] + 4}
+    usage = _post(url, {"input": texts, "think": True}).json()["usage"]
+    traces = model[0].get_reasoning(texts, task="query", prompt=INSTRUCTION, think=True)
+    reasoning = sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in traces)
+    assert usage["prompt_tokens"] == expected and usage["reasoning_tokens"] == reasoning > 0
+    assert usage["total_tokens"] == expected + reasoning
+
+
 # --- concurrency ---------------------------------------------------------------------------------
 
 
