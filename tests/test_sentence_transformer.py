@@ -165,7 +165,9 @@ def test_ecr_cache_key_is_the_shared_one_with_the_prompt_version(st_reasoning, i
         st_reasoning.encode_query([{"text": "which dog", "image": images[0]}])
         request = ReasoningRequest(text="which dog", images=(images[0],), instruction=INSTRUCTION, task="generic")
         assert list(module.ecr_cache) == [cache_key(counting.describe(), request)]  # as generate-ecr's SQLite cache
-        monkeypatch.setattr(tte_hf.models.tte.fingerprints, "PROMPT_VERSION", "ecr-v999")  # reworded prompts: traces are stale
+        monkeypatch.setattr(
+            tte_hf.models.tte.fingerprints, "PROMPT_VERSION", "ecr-v999"
+        )  # reworded prompts: traces are stale
         st_reasoning.encode_query([{"text": "which dog", "image": images[0]}])
         assert counting.requests == 2
     finally:

@@ -216,7 +216,10 @@ def _ok(response: httpx.Response, rows: int) -> None:
 # --- memory ----------------------------------------------------------------------------------------
 
 
-def test_pixel_bombs_are_downscaled_and_rss_stays_bounded(stack):
+def test_pixel_bombs_are_refused_or_downscaled_and_rss_stays_bounded(stack):
+    """64 bombs in one request: over --max-request-pixels (64 MP at full size, the decoding cost) after
+    the fourth, refused at the fifth's header. 64 bombs across 16 concurrent requests: 4 each, within
+    the budget, each decoded (two at a time) and downscaled before RGB conversion."""
     serve, *_ = stack
     warm = {"input": [{"text": "warm up", "images": [_png_data_url(_small_image(i)) for i in range(8)]}] * 2}
     _ok(serve.post({**warm, "think": False}), 2)
@@ -225,16 +228,16 @@ def test_pixel_bombs_are_downscaled_and_rss_stays_bounded(stack):
     assert len(bomb) < 16_000
     one_request = {"input": [{"text": f"bombs {i}", "images": [bomb] * 8} for i in range(8)], "think": False}
     start = time.monotonic()
-    _ok(serve.post(one_request, timeout=120), 8)  # 64 bombs in one request: answered, downscaled
+    refused = serve.post(one_request, timeout=120)
+    assert refused.status_code == 413 and refused.json()["error"]["param"] == "input[0].images[4]", refused.text
     spread = [{"input": [{"text": f"spread {c}", "images": [bomb] * 4}], "think": False} for c in range(16)]
     with ThreadPoolExecutor(16) as pool:
         responses = list(pool.map(lambda b: serve.post(b, timeout=120), spread))
     seconds = time.monotonic() - start
-    for response in responses:  # refused (429: the server's pixel budget) or answered; never a crash
-        assert response.status_code in (200, 429), response.text
-    assert sum(r.status_code == 200 for r in responses) >= 1
+    for response in responses:
+        _ok(response, 1)
     after = serve.peak_rss_mb()
-    print(f"\nVmHWM before {before:.0f} MB, after 128 bombs {after:.0f} MB ({seconds:.1f} s)")
+    print(f"\nVmHWM before {before:.0f} MB, after the bombs {after:.0f} MB ({seconds:.1f} s)")
     # Unbounded, 64 bombs held as RGB would be 3.2 GB; decoded two at a time and kept at the
     # processor's max_pixels they cost tens of MB.
     assert after - before < 200, (before, after)
@@ -292,6 +295,7 @@ def test_slow_drip_url_fails_within_its_deadline_while_32_clients_are_answered(s
         slow_futures = [pool.submit(slow) for _ in range(4)]
         good_results = list(pool.map(good, range(32)))
         slow_results = [f.result(60) for f in slow_futures]
+    print(f"\ndrips failed after {[round(t, 2) for _, t in slow_results]} s; slowest good client {max(t for _, t in good_results):.2f} s")  # fmt: skip
     for response, _ in good_results:
         _ok(response, 2)
     for response, seconds in slow_results:
@@ -302,8 +306,11 @@ def test_slow_drip_url_fails_within_its_deadline_while_32_clients_are_answered(s
 # --- reasoner faults -------------------------------------------------------------------------------
 
 
-def _batch_of_8x8(serve: Serve, prefix: str):
+def _batch_of_8x8(serve: Serve, prefix: str, bad: str | None = None):
+    """8 concurrent requests of 8 fresh queries (reasoning on); ``bad`` replaces request 3's item 5."""
     bodies = [{"input": _texts(f"{prefix}-{r}", 8), "think": True} for r in range(8)]
+    if bad is not None:
+        bodies[3]["input"][5] = bad
     start = time.monotonic()
     with ThreadPoolExecutor(8) as pool:
         responses = list(pool.map(lambda b: serve.post(b, timeout=60), bodies))
@@ -311,27 +318,28 @@ def _batch_of_8x8(serve: Serve, prefix: str):
 
 
 def test_reasoner_rejecting_1_of_64_items_fails_only_that_request(stack):
+    """Timing: clean and faulty batches alternate, twice each, and the fastest of each are compared
+    (this machine is shared: single runs of the same batch vary by 3x)."""
     serve, chat, *_ = stack
-    _, clean_responses, clean_seconds = _batch_of_8x8(serve, "clean")
-    for response in clean_responses:
-        _ok(response, 8)
     chat.faults["REJECTME"] = "always400"
-    bodies = [{"input": _texts(f"faulty-{r}", 8), "think": True} for r in range(8)]
-    bodies[3]["input"][5] = "REJECTME please reason about this"
-    start = time.monotonic()
-    with ThreadPoolExecutor(8) as pool:
-        responses = list(pool.map(lambda b: serve.post(b, timeout=60), bodies))
-    faulty_seconds = time.monotonic() - start
-    print(f"\nclean 64 items {clean_seconds:.2f} s, with 1 rejected item {faulty_seconds:.2f} s")
-    assert responses[3].status_code == 502, responses[3].text
-    error = responses[3].json()["error"]
-    assert error["param"] == "input[5]" and "reasoner" in error["message"]
-    assert chat.base_url not in error["message"] and "HTTP 400" not in error["message"]
-    for r, response in enumerate(responses):
-        if r != 3:
+    clean_seconds, faulty_seconds = [], []
+    for run in range(2):
+        _, clean_responses, seconds = _batch_of_8x8(serve, f"clean{run}")
+        clean_seconds.append(seconds)
+        for response in clean_responses:
             _ok(response, 8)
-    assert chat.attempts["REJECTME"] == 1  # a 4xx is not retried, and the halving never re-sent it
-    assert faulty_seconds <= 1.5 * clean_seconds + 0.3, (clean_seconds, faulty_seconds)
+        bodies, responses, seconds = _batch_of_8x8(serve, f"faulty{run}", bad=f"REJECTME {run} please reason")
+        faulty_seconds.append(seconds)
+        assert responses[3].status_code == 502, responses[3].text
+        error = responses[3].json()["error"]
+        assert error["param"] == "input[5]" and "reasoner" in error["message"]
+        assert chat.base_url not in error["message"] and "HTTP 400" not in error["message"]
+        for r, response in enumerate(responses):
+            if r != 3:
+                _ok(response, 8)
+    print(f"\n64 items: clean {clean_seconds} s, with 1 rejected item {faulty_seconds} s")
+    assert chat.attempts["REJECTME"] == 2  # once per faulty batch: a 4xx is not retried, halving never re-sends
+    assert min(faulty_seconds) <= 1.5 * min(clean_seconds), (clean_seconds, faulty_seconds)
     # the failing item's 7 siblings were cached: sent again, they need no generation
     sent = len(chat.received)
     siblings = [t for t in bodies[3]["input"] if "REJECTME" not in t]
@@ -352,6 +360,7 @@ def test_hanging_reasoner_gets_504_within_the_timeout_while_others_are_answered(
         time.sleep(0.5)
         others = list(pool.map(lambda c: serve.post({"input": _texts(f"during-hang {c}", 2), "think": True}), range(16)))  # fmt: skip
         hung_results = [f.result(60) for f in hung_futures]
+    print(f"\nhung requests answered after {[round(t, 2) for _, t in hung_results]} s")
     for response in others:
         _ok(response, 2)
     for response, seconds in hung_results:
@@ -461,6 +470,7 @@ def test_shutdown_is_bounded_with_a_hung_reasoner(stack):
         code = serve.stop()
         seconds = time.monotonic() - start
         response = stuck.result(30)
+    print(f"\nSIGTERM to exit with a hung reasoner: {seconds:.2f} s")
     assert response.status_code == 503, response.text
     assert code in (0, -signal.SIGTERM)
     assert seconds < GRACEFUL_S + 3.0, seconds

@@ -36,8 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     limits.add_argument("--image-url-timeout", type=float, default=10.0, help="One deadline per image URL fetch (seconds).")  # fmt: skip
     limits.add_argument("--max-image-urls", type=int, default=16, help="Image URLs per request.")
     limits.add_argument("--max-input-tokens", type=int, help="Tokens per input (text, reasoning, images); over it: 400. Default: the model's context length.")  # fmt: skip
-    limits.add_argument("--max-request-pixels", type=int, default=64 * 2**20, help="Decoded pixels per request, after downscaling to the processor's max_pixels.")  # fmt: skip
-    limits.add_argument("--max-queue-pixels", type=int, default=256 * 2**20, help="Decoded pixels held by all waiting requests; beyond it: 429.")  # fmt: skip
+    limits.add_argument("--max-request-pixels", type=int, default=64 * 2**20, help="Pixels per request, counted at the images' full sizes (what decoding costs); over it: 413.")  # fmt: skip
+    limits.add_argument("--max-queue-pixels", type=int, default=256 * 2**20, help="Pixels held by all waiting requests, counted after downscaling to the processor's max_pixels; beyond it: 429.")  # fmt: skip
     limits.add_argument("--max-queue-items", type=int, default=16_384, help="Inputs held by all waiting requests; beyond it: 429.")  # fmt: skip
     limits.add_argument("--max-queue-mb", type=float, default=512.0, help="Request bodies held at once; beyond it: 429.")  # fmt: skip
     limits.add_argument("--request-timeout", type=float, default=120.0, help="Deadline per request (seconds); past it: 504 for that request.")  # fmt: skip

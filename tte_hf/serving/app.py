@@ -355,17 +355,20 @@ def _parse(raw: bytes, state: ServerState) -> EmbeddingRequest:
 
 
 def _load_images(parsed: EmbeddingRequest, state: ServerState, ticket: Ticket) -> int:
-    """Decode every image in place of its reference (pixels reserved first); the request's tokens."""
+    """Every image's header first (pixels reserved, so a request over its budget decodes nothing),
+    then the images decoded in place of their references; returns the request's tokens."""
+    opened = []
+    for ref in image_refs(parsed.inputs):
+        data = decode_base64(ref, state.config.limits) if isinstance(ref.data, str) else ref.data
+        declared = ref.declared if ref.url is None or (ref.declared or "").startswith("image/") else None
+        image = state.decoder.open(data, ref.where, declared)
+        ticket.reserve_pixels(image.size[0] * image.size[1], state.decoder.decoded_pixels(image.size), ref.where)
+        opened.append((ref, image))
+        ref.data = None
+    loaded = {id(ref): state.decoder.load(image, ref.where) for ref, image in opened}
     for item in parsed.inputs:
-        if not isinstance(item, dict):
-            continue
-        images = []
-        for ref in item.get("images", ()):
-            data = decode_base64(ref, state.config.limits) if isinstance(ref.data, str) else ref.data
-            declared = ref.declared if ref.url is None or (ref.declared or "").startswith("image/") else None
-            images.append(state.decoder.decode(data, ref.where, declared, lambda px, w=ref.where: ticket.reserve_pixels(px, w)))  # fmt: skip
-            ref.data = None
-        item["images"] = images
+        if isinstance(item, dict):
+            item["images"] = [loaded[id(ref)] for ref in item.get("images", ())]
     return state.tokens.check(parsed.inputs)
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import io
 import math
 import threading
-from collections.abc import Callable
 
 from .schemas import RequestError
 
@@ -48,9 +47,9 @@ class ImageDecoder:
         width, height = self._target_size(size)
         return width * height
 
-    def decode(self, data: bytes, where: str, declared: str | None, reserve: Callable[[int], None]):
-        """``data`` as an RGB image. ``declared``: the MIME type the client claimed (``None``: not
-        claimed). ``reserve(pixels)`` runs after the header is read and before any decoding."""
+    def open(self, data: bytes, where: str, declared: str | None):
+        """``data`` opened lazily (its header read, nothing decoded) and checked: an accepted format,
+        the ``declared`` MIME type (``None``: none claimed), at most ``max_image_pixels``."""
         from PIL import Image, UnidentifiedImageError
 
         try:
@@ -70,12 +69,19 @@ class ImageDecoder:
                 f"{where}: image of {width}x{height} pixels exceeds max_image_pixels={self.max_image_pixels}.",
                 param=where,
             )
-        reserve(self.decoded_pixels(image.size))
+        return image
+
+    def load(self, image, where: str):
+        """An opened image decoded (``max_concurrent_decodes`` at a time, server-wide), downscaled, RGB."""
         with self._decoding:
             try:
-                return self._load_small(image)
+                small = self._load_small(image)
             except Exception as err:  # noqa: BLE001 - Pillow plugins raise many types on bad data
+                image.close()
                 raise RequestError(f"{where} could not be decoded ({type(err).__name__}).", param=where) from err
+            if small is not image:
+                image.close()  # frees the full-size pixels now, inside the semaphore, whoever holds `image`
+            return small
 
     def _target_size(self, size: tuple[int, int]) -> tuple[int, int]:
         width, height = size

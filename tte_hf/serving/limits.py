@@ -2,11 +2,13 @@
 
 Every ``/v1/embeddings`` request takes a `Ticket` before its body is read. The ticket holds a place
 in the queue (``max_queue`` requests waiting: admitted, not yet started by the model worker) and
-reserves, as they become known, the body's bytes, the items, and the decoded pixels of each image
-(after downscaling to what the processor keeps). A reservation over the request's own budget is a
-413 naming the item; one over what is left of the server-wide budget is a 429 (``Retry-After``), and
-either way nothing more of the request is decoded. The ticket gives everything back when the request
-ends, however it ends.
+reserves, as they become known, the body's bytes, the items, and each image's pixels, read from its
+header before anything is decoded. Two pixel counts: the image's full size is what decoding costs
+(CPU, and the transient buffer), charged to the request (``request_pixels``); the size it is kept at
+(downscaled to what the processor keeps) is the memory it holds while it waits, charged to the
+server (``queue_pixels``). A reservation over the request's own budget is a 413 naming the item; one
+over what is left of the server-wide budget is a 429 (``Retry-After``), and either way nothing more
+of the request is decoded. The ticket gives everything back when the request ends, however it ends.
 """
 
 from __future__ import annotations
@@ -23,9 +25,9 @@ class Budgets:
 
     max_queue: int = 1024  #: requests admitted but not yet started by the model worker
     queue_items: int = 16_384  #: items held by all admitted requests
-    queue_pixels: int = 256 * 2**20  #: decoded pixels held by all admitted requests (x3 bytes, RGB)
+    queue_pixels: int = 256 * 2**20  #: pixels kept (after downscaling) by all admitted requests (x3 bytes, RGB)
     queue_bytes: int = 512 * 2**20  #: request bodies held by all admitted requests
-    request_pixels: int = 64 * 2**20  #: decoded pixels of one request
+    request_pixels: int = 64 * 2**20  #: pixels decoded for one request, at the images' full sizes
 
 
 class QueueBusy(RequestError):
@@ -62,6 +64,7 @@ class Ticket:
     def __init__(self, admission: Admission):
         self._admission = admission
         self._waiting, self.items, self.pixels, self.bytes = True, 0, 0, 0
+        self.source_pixels = 0  # not shared: a per-request budget only
 
     def reserve_bytes(self, count: int) -> None:
         self._reserve("bytes", count, self._admission.budgets.queue_bytes, "request bodies")
@@ -69,16 +72,18 @@ class Ticket:
     def reserve_items(self, count: int) -> None:
         self._reserve("items", count, self._admission.budgets.queue_items, "items")
 
-    def reserve_pixels(self, count: int, where: str) -> None:
+    def reserve_pixels(self, source: int, kept: int, where: str) -> None:
+        """An image of ``source`` pixels, kept at ``kept`` pixels once decoded and downscaled."""
         limit = self._admission.budgets.request_pixels
-        if self.pixels + count > limit:
+        if self.source_pixels + source > limit:
             raise RequestError(
-                f"{where}: the request's images hold more than {limit} decoded pixels "
-                f"(after downscaling); send fewer or smaller images per request.",
+                f"{where}: the request's images add up to more than {limit} pixels at full size "
+                f"(--max-request-pixels); send fewer or smaller images per request.",
                 param=where,
                 status=413,
             )
-        self._reserve("pixels", count, self._admission.budgets.queue_pixels, "decoded pixels", where)
+        self.source_pixels += source
+        self._reserve("pixels", kept, self._admission.budgets.queue_pixels, "decoded pixels", where)
 
     def _reserve(self, name: str, count: int, limit: int, what: str, where: str | None = None) -> None:
         admission = self._admission
