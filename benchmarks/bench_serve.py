@@ -12,8 +12,9 @@ clients. The only difference: ``max_batch=1`` (each request alone) vs ``max_batc
 the ``tte-hf serve`` CLI (a subprocess on 127.0.0.1) with a remote reasoner (the fake OpenAI-compatible
 server of ``tests/chat_server.py``, 50 ms per call), then runs ``--clients`` good clients (each
 ``--rounds`` requests of two fresh queries, reasoning on) alone, then again beside ``--abusers``
-abusive clients that loop until the good ones are done, taking turns at: 64 one-bit 4096x4096 PNGs,
-an image URL that drips one byte every half second, and a batch with an item the reasoner rejects.
+abusive clients that loop until the good ones are done, taking turns at: 64 one-bit 4096x4096 PNGs
+in one request, 4 of them, an image URL that drips one byte every half second, and a request with an
+item the reasoner rejects.
 Goal: every good request answered, p50/p99 within 2x of the clean run.
 
     python benchmarks/bench_serve.py --abuse [--clients 64 --abusers 8 --rounds 4]
@@ -126,7 +127,9 @@ def _drip_server() -> ThreadingHTTPServer:
     return server
 
 
-def _bomb_body() -> dict:
+def _bomb_bodies() -> tuple[dict, dict]:
+    """64 one-bit 4096x4096 PNGs in one request (over --max-request-pixels: refused at the fifth
+    header), and 4 of them (within it: decoded and downscaled, about 0.2 s of CPU)."""
     from PIL import Image, ImageDraw
 
     image = Image.new("1", (4096, 4096))
@@ -134,7 +137,8 @@ def _bomb_body() -> dict:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
-    return {"input": [{"text": f"bomb {i}", "images": [url] * 8} for i in range(8)], "think": False}
+    many = {"input": [{"text": f"bomb {i}", "images": [url] * 8} for i in range(8)], "think": False}
+    return many, {"input": [{"text": "four bombs", "images": [url] * 4}], "think": False}
 
 
 def _start_cli(model: str, chat_url: str, drip_port: int, root: str) -> tuple[subprocess.Popen, str]:
@@ -175,15 +179,15 @@ def _good_run(url: str, tag: str, args) -> tuple[list[float], int]:
 
 
 def _abuser(url: str, drip_port: int, stop: threading.Event, index: int, outcomes: dict) -> None:
-    bomb = _bomb_body()
+    many_bombs, four_bombs = _bomb_bodies()
     slow = {"input": [{"text": "x", "image": f"http://127.0.0.1:{drip_port}/slow.png"}], "think": False}
     turn = index
     with httpx.Client(timeout=120) as http:
         while not stop.is_set():
-            kind = ("bombs", "slow_url", "failing_item")[turn % 3]
+            kind = ("64_bombs", "slow_url", "4_bombs", "failing_item")[turn % 4]
             turn += 1
             failing = {"input": [f"abuser {index} turn {turn} fine", "REJECTME now", "fine too"], "think": True}
-            body = {"bombs": bomb, "slow_url": slow, "failing_item": failing}[kind]
+            body = {"64_bombs": many_bombs, "4_bombs": four_bombs, "slow_url": slow, "failing_item": failing}[kind]
             status = http.post(f"{url}/v1/embeddings", json=body).status_code
             outcomes[(kind, status)] = outcomes.get((kind, status), 0) + 1
 

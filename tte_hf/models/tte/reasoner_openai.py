@@ -16,6 +16,7 @@ for ``trust_remote_code``; ``tte_hf.models.tte.reasoner_openai`` re-exports it.
 from __future__ import annotations
 
 import base64
+import http.client
 import io
 import json
 import logging
@@ -192,9 +193,9 @@ class OpenAIReasoner(ReasoningBackend):
 
     def _post(self, payload: bytes, timeout: float | None = None) -> str:
         timeout = self.timeout if timeout is None else timeout
-        http = urllib.request.Request(self.url, data=payload, headers=self._headers(), method="POST")
+        outgoing = urllib.request.Request(self.url, data=payload, headers=self._headers(), method="POST")
         try:
-            with urllib.request.urlopen(http, timeout=timeout) as response:
+            with urllib.request.urlopen(outgoing, timeout=timeout) as response:
                 body = response.read()
         except urllib.error.HTTPError as err:
             detail = err.read()[:300].decode("utf-8", "replace")
@@ -206,6 +207,8 @@ class OpenAIReasoner(ReasoningBackend):
             raise ReasonerRequestError(f"{self.url} answered HTTP {err.code}: {detail}") from None
         except TimeoutError as err:
             raise _Retryable(f"timed out after {timeout:.3g}s") from err
+        except http.client.HTTPException as err:  # IncompleteRead, RemoteDisconnected, BadStatusLine, ...
+            raise _Retryable(f"broken reply: {type(err).__name__}") from err
         except (urllib.error.URLError, ConnectionError, OSError) as err:
             reason = getattr(err, "reason", err)
             if isinstance(reason, TimeoutError):
