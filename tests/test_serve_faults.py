@@ -199,3 +199,15 @@ def test_full_queue_answers_429_before_the_body_is_sent_and_health_says_draining
     finally:
         model.release.set()
         server.stop()
+
+
+def test_a_body_that_never_finishes_gets_408_at_the_request_timeout():
+    model = _StubModel()
+    model.release.set()
+    app = create_app(model, ServeConfig(request_timeout=1.0))
+    with BackgroundServer(app) as url:
+        port = int(url.rsplit(":", 1)[1])
+        head = "POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"  # fmt: skip
+        status, seconds = _raw_status(port, head)  # one byte of the body, then silence
+        assert status == "HTTP/1.1 408 Request Timeout" and 0.9 < seconds < 3, (status, seconds)
+        assert app.state.serve.admission.snapshot() == {"waiting": 0, "items": 0, "pixels": 0, "bytes": 0}
