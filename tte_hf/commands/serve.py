@@ -32,9 +32,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     limits.add_argument("--max-image-mb", type=float, default=10.0)
     limits.add_argument("--max-image-pixels", type=int, default=4096 * 4096)
     limits.add_argument("--allow-image-urls", action="store_true", help="Fetch http(s) image URLs (off: data URLs only). Only global addresses, no redirects.")  # fmt: skip
-    limits.add_argument("--image-url-allow-hosts", default="", help="Comma-separated hosts, IPs or CIDRs fetched although not global (an intranet image store; tests).")  # fmt: skip
+    limits.add_argument("--image-url-allow-hosts", default="", help="Comma-separated host[:port], IP[:port], [IPv6]:port or CIDR entries fetched although not global (an intranet image store; tests).")  # fmt: skip
     limits.add_argument("--image-url-timeout", type=float, default=10.0, help="One deadline per image URL fetch (seconds).")  # fmt: skip
     limits.add_argument("--max-image-urls", type=int, default=16, help="Image URLs per request.")
+    limits.add_argument("--max-concurrent-fetches", type=int, default=16, help="Image URL fetches at once (server-wide).")  # fmt: skip
+    limits.add_argument("--max-concurrent-decodes", type=int, default=2, help="Images decoded at full size at once (server-wide): bounds decoding memory.")  # fmt: skip
     limits.add_argument("--max-input-tokens", type=int, help="Tokens per input (text, reasoning, images); over it: 400. Default: the model's context length.")  # fmt: skip
     limits.add_argument("--max-request-pixels", type=int, default=64 * 2**20, help="Pixels per request, counted at the images' full sizes (what decoding costs); over it: 413.")  # fmt: skip
     limits.add_argument("--max-queue-pixels", type=int, default=256 * 2**20, help="Pixels held by all waiting requests, counted after downscaling to the processor's max_pixels; beyond it: 429.")  # fmt: skip
@@ -124,6 +126,10 @@ def _config(args: argparse.Namespace):
         raise ValueError("--max-queue-mb and --max-queue-pixels must be at least one request's limit.")
     if budgets.queue_items < args.max_items:
         raise ValueError("--max-queue-items must be at least --max-items.")
+    if min(args.max_concurrent_fetches, args.max_concurrent_decodes, args.max_queue) < 1:
+        raise ValueError("--max-concurrent-fetches, --max-concurrent-decodes and --max-queue must be >= 1.")
+    if min(args.request_timeout, args.graceful_timeout, args.image_url_timeout) <= 0:
+        raise ValueError("--request-timeout, --graceful-timeout and --image-url-timeout must be positive.")
     return ServeConfig(
         model_name=args.served_model_name or Path(args.model.rstrip("/")).name,
         max_batch=args.max_batch,
@@ -145,4 +151,6 @@ def _config(args: argparse.Namespace):
         api_key=os.environ.get(args.api_key_env) or None,
         request_timeout=args.request_timeout,
         graceful_timeout=args.graceful_timeout,
+        max_concurrent_fetches=args.max_concurrent_fetches,
+        max_concurrent_decodes=args.max_concurrent_decodes,
     )
