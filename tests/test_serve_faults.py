@@ -22,7 +22,7 @@ from tte_hf.models.tte.reasoner_openai import OpenAIReasoner, PartialGenerationE
 from tte_hf.reasoning import CachedReasoner  # noqa: E402
 from tte_hf.serving import BackgroundServer, ServeConfig, create_app  # noqa: E402
 from tte_hf.serving.batcher import BatchKey, Closed, ItemError, MicroBatcher  # noqa: E402
-from tte_hf.serving.fetch import FetchRefused, SafeFetcher  # noqa: E402
+from tte_hf.serving.fetch import FetchError, FetchRefused, SafeFetcher  # noqa: E402
 from tte_hf.serving.reasoner import GuardedReasoner, ReasonerError  # noqa: E402
 
 KEY = BatchKey("query", None, None)
@@ -211,3 +211,46 @@ def test_a_body_that_never_finishes_gets_408_at_the_request_timeout():
         status, seconds = _raw_status(port, head)  # one byte of the body, then silence
         assert status == "HTTP/1.1 408 Request Timeout" and 0.9 < seconds < 3, (status, seconds)
         assert app.state.serve.admission.snapshot() == {"waiting": 0, "items": 0, "pixels": 0, "bytes": 0}
+
+
+def test_https_connects_to_the_checked_address_and_verifies_the_name(tmp_path):
+    """The socket goes to the address that was checked, TLS still verifies the URL's host name (SNI)."""
+    import ssl
+    import subprocess
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):  # noqa: N802
+            body = f"host={self.headers['Host']}".encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    try:
+        trusting = ssl.create_default_context(cafile=str(cert))
+        fetcher = SafeFetcher(allow_hosts=[f"localhost:{port}", f"127.0.0.1:{port}"], ssl_context=trusting)
+        assert fetcher.fetch(f"https://localhost:{port}/x.png").data == f"host=localhost:{port}".encode()
+        with pytest.raises(FetchError):  # the certificate names localhost, not 127.0.0.1
+            fetcher.fetch(f"https://127.0.0.1:{port}/x.png")
+        with pytest.raises(FetchError):  # not trusted by the system's store
+            SafeFetcher(allow_hosts=[f"localhost:{port}"]).fetch(f"https://localhost:{port}/x.png")
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -96,8 +96,11 @@ class SafeFetcher:
         max_bytes: int = 10 * 2**20,
         allow_hosts: Iterable[str] = (),
         max_concurrent: int = 16,
+        ssl_context: ssl.SSLContext | None = None,
     ):
+        """``ssl_context``: how https certificates are checked (default: the system's trust store)."""
         self.timeout, self.max_bytes = timeout, max_bytes
+        self.ssl_context = ssl_context or ssl.create_default_context()
         self.allow_rules = parse_allow_list(allow_hosts)
         self._slots = threading.BoundedSemaphore(max_concurrent)
 
@@ -113,17 +116,17 @@ class SafeFetcher:
             port = parts.port or (443 if parts.scheme == "https" else 80)
         except ValueError as err:
             raise FetchRefused(f"bad port in {url!r}") from err
-        address = self.checked_address(parts.hostname, port)
+        addresses = self.checked_addresses(parts.hostname, port)
         if not self._slots.acquire(timeout=max(0.0, deadline - time.monotonic())):
             raise FetchRefused(f"no fetch slot free before the deadline for {parts.hostname}")
         try:
-            return self._get(parts, address, port, deadline)
+            return self._get(parts, addresses, port, deadline)
         finally:
             self._slots.release()
 
-    def checked_address(self, host: str, port: int) -> str:
-        """The first resolved address of ``host``; every address must pass `allowed` (a name that
-        resolves to one public and one private address is refused: the resolver picks, not us)."""
+    def checked_addresses(self, host: str, port: int) -> list[str]:
+        """The resolved addresses of ``host``; every one must pass `allowed` (a name that resolves to
+        one public and one private address is refused)."""
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except (OSError, UnicodeError) as err:
@@ -132,7 +135,7 @@ class SafeFetcher:
         for address in addresses:
             if not self.allowed(host, address, port):
                 raise FetchRefused(f"{host!r} resolves to {address}, which is not a global address")
-        return addresses[0]
+        return list(dict.fromkeys(addresses))
 
     def allowed(self, host: str, address: str, port: int) -> bool:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
@@ -142,8 +145,18 @@ class SafeFetcher:
             return True
         return ip.is_global and not ip.is_multicast
 
-    def _get(self, parts: urllib.parse.SplitResult, address: str, port: int, deadline: float) -> FetchedImage:
-        sock = socket.create_connection((address, port), timeout=max(0.01, deadline - time.monotonic()))
+    def _connect(self, addresses: list[str], port: int, deadline: float) -> socket.socket:
+        """A connection to the first checked address that answers (never to a name: no second lookup)."""
+        error: OSError | None = None
+        for address in addresses:
+            try:
+                return socket.create_connection((address, port), timeout=max(0.01, deadline - time.monotonic()))
+            except OSError as err:
+                error = err
+        raise FetchError(f"cannot connect to {addresses} port {port}: {error}")
+
+    def _get(self, parts: urllib.parse.SplitResult, addresses: list[str], port: int, deadline: float) -> FetchedImage:
+        sock = self._connect(addresses, port, deadline)
         # One deadline for everything after the connect: closing the socket wakes a blocked recv.
         current = [sock]  # the TLS wrapper takes over the descriptor: the watchdog shuts whichever is live
         watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), lambda: _shut(current[0]))
@@ -151,7 +164,7 @@ class SafeFetcher:
         watchdog.start()
         try:
             if parts.scheme == "https":
-                sock = current[0] = ssl.create_default_context().wrap_socket(sock, server_hostname=parts.hostname)
+                sock = current[0] = self.ssl_context.wrap_socket(sock, server_hostname=parts.hostname)
             connection = http.client.HTTPConnection(parts.hostname, port)
             connection.sock = sock
             path = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
