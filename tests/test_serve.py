@@ -221,6 +221,7 @@ def test_64_concurrent_clients_each_answered_once_and_correctly(server, model):
         ({"input": ["fine"], "thinking": True}, None, 400, "thinking"),
         ({"input": ["fine"], "model": "other"}, None, 404, "other"),
         ({"input": ["fine", {"text": "x", "colour": "red"}]}, None, 400, "input[1]"),
+        ({"input": ["fine", "word " * 6000]}, None, 400, "input[1] has"),  # over the model's 4096 positions
     ],
 )
 def test_bad_requests_get_4xx_naming_the_item(server, body, raw, status, named):

@@ -140,6 +140,16 @@ def test_allow_list_entries_and_refusals():
             fetcher.fetch(url)
 
 
+def test_image_urls_per_request_are_capped_before_any_fetch():
+    from tte_hf.serving.schemas import Limits, RequestError, parse_request
+
+    limits = Limits(allow_image_urls=True, max_image_urls=3)
+    body = {"input": [{"text": "x", "images": [f"http://example.org/{i}.png" for i in range(4)]}]}
+    with pytest.raises(RequestError) as info:
+        parse_request(body, limits, max_dimensions=8)
+    assert info.value.param == "input[0].images[3]" and "at most 3 image URLs" in info.value.message
+
+
 class _StubModel:
     """Enough of a SentenceTransformer for the app; encode waits for ``release``."""
 

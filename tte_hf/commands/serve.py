@@ -96,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
 
             cache = ECRCache(args.ecr_cache, timeout=1.0, best_effort=True)  # a locked file: a miss, not a stall
             module.set_reasoner(CachedReasoner(module.reasoner, cache))
+        _bound_remote_reasoner(module, args.request_timeout)
         config = _config(args)
     except (ValueError, TypeError) as err:
         print(f"tte-hf serve: error: {err}", file=sys.stderr)
@@ -107,6 +108,17 @@ def run(args: argparse.Namespace) -> int:
     )
     serve(create_app(model, config), host=args.host, port=args.port, graceful_timeout=args.graceful_timeout)
     return 0
+
+
+def _bound_remote_reasoner(module, seconds: float) -> None:
+    """A remote reasoner the model's config built (no --reasoner-endpoint) gets the request deadline
+    too, so a hung generation server holds a thread for one request's time, not retries x 120 s."""
+    from ..models.tte.reasoner_openai import OpenAIReasoner
+
+    backend = getattr(module, "reasoner", None)
+    backend = getattr(backend, "backend", backend)  # under a CachedReasoner
+    if isinstance(backend, OpenAIReasoner) and backend.deadline is None:
+        backend.deadline = seconds
 
 
 def _config(args: argparse.Namespace):
