@@ -332,13 +332,17 @@ async def _prepare(state: ServerState, raw: bytes, ticket: Ticket, deadline: flo
     ticket.reserve_items(len(parsed.inputs))
     refs = image_refs(parsed.inputs)
     fetches = [(ref, state.fetch_pool.submit(state.fetcher.fetch, ref.url, deadline)) for ref in refs if ref.url]
-    for ref, future in fetches:
-        try:
-            fetched = await _wait(state, future, deadline)
-        except FetchError as err:
-            logger.warning("%s: image URL not fetched: %s", ref.where, err)
-            raise Reply(400, f"{ref.where}: {err.public}", ref.where) from None
-        ref.data, ref.declared = fetched.data, fetched.content_type
+    try:
+        for ref, future in fetches:
+            try:
+                fetched = await _wait(state, future, deadline)
+            except FetchError as err:
+                logger.warning("%s: image URL not fetched: %s", ref.where, err)
+                raise Reply(400, f"{ref.where}: {err.public}", ref.where) from None
+            ref.data, ref.declared = fetched.data, fetched.content_type
+    finally:
+        for _, future in fetches:
+            future.cancel()  # after a failure: the fetches not started yet never start
     prompt_tokens = await _wait(state, state.parse_pool.submit(_load_images, parsed, state, ticket), deadline)
     return parsed, prompt_tokens
 
