@@ -5,7 +5,8 @@
 with a body that is not JSON), ``"no_choices"`` (200, JSON without choices), ``"split"`` (the thought
 in ``reasoning_content`` and ``ok`` in ``content``, as a server with a reasoning parser answers),
 ``"thought_only"`` (``reasoning_content`` and a null ``content``); then it answers normally.
-A key mapped to ``"always500"`` always fails.
+A key mapped to ``"always500"`` always fails; ``"always400"`` always answers 400 (a request the
+server rejects for good); ``"hang"`` never answers (until ``hang_seconds`` pass or the server exits).
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from PIL import Image
 
 
 class ChatServer:
-    def __init__(self, slow_seconds: float = 1.5):
+    def __init__(self, slow_seconds: float = 1.5, hang_seconds: float = 60.0):
         self.faults: dict[str, list[str] | str] = {}
-        self.slow_seconds = slow_seconds
+        self.slow_seconds, self.hang_seconds = slow_seconds, hang_seconds
+        self.closing = threading.Event()
         self.received: list[dict] = []
         self.paths: list[str] = []
         self.attempts: dict[str, int] = {}
@@ -38,7 +40,10 @@ class ChatServer:
             def do_POST(self):
                 server._handle(self)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            request_queue_size = 128  # many concurrent clients (benchmarks) without connection resets
+
+        self.httpd = Server(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
@@ -48,6 +53,7 @@ class ChatServer:
         return self
 
     def __exit__(self, *exc):
+        self.closing.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -67,8 +73,8 @@ class ChatServer:
             for key, modes in self.faults.items():
                 if key in text:
                     self.attempts[key] = self.attempts.get(key, 0) + 1
-                    if modes == "always500":
-                        return "500"
+                    if modes in ("always500", "always400", "hang"):
+                        return {"always500": "500", "always400": "400"}.get(modes, modes)
                     if modes:
                         return modes.pop(0)
             return "ok"
@@ -92,7 +98,10 @@ class ChatServer:
             text = self.user_text(body)
             mode = self._mode(text)
             time.sleep(0.05)  # long enough for concurrent requests to overlap
-            if mode in ("500", "429"):
+            if mode == "hang":
+                self.closing.wait(self.hang_seconds)
+                return
+            if mode in ("500", "429", "400"):
                 self._send(handler, int(mode), b'{"error": "injected"}', retry_after="0" if mode == "429" else None)
             elif mode == "malformed":
                 self._send(handler, 200, b'{"choices": [{"message": {"content": "cut')

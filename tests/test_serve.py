@@ -135,6 +135,23 @@ def test_raw_http_multimodal_items_match_in_process_encode(server, model):
     np.testing.assert_allclose(vectors, expected, atol=1e-5, rtol=0)
 
 
+def test_usage_counts_input_and_reasoning_tokens(server, model):
+    url, _ = server
+    texts = ["usage question about a red bus", "usage question about a dog"]
+    tokenizer = model[0].processor.tokenizer
+    counts = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+    expected = sum(counts)
+    image = _image(5, 56, 56)  # 3136 pixels: 4 tokens of 28x28 (14-pixel patches merged 2x2)
+    body = {"input": [*texts, {"text": texts[0], "image": _data_url(image)}], "think": False}
+    usage = _post(url, body).json()["usage"]
+    assert usage == {"prompt_tokens": expected + counts[0] + 4, "total_tokens": expected + counts[0] + 4}
+    usage = _post(url, {"input": texts, "think": True}).json()["usage"]
+    traces = model[0].get_reasoning(texts, task="query", prompt=INSTRUCTION, think=True)
+    reasoning = sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in traces)
+    assert usage["prompt_tokens"] == expected and usage["reasoning_tokens"] == reasoning > 0
+    assert usage["total_tokens"] == expected + reasoning
+
+
 # --- concurrency ---------------------------------------------------------------------------------
 
 
@@ -204,6 +221,7 @@ def test_64_concurrent_clients_each_answered_once_and_correctly(server, model):
         ({"input": ["fine"], "thinking": True}, None, 400, "thinking"),
         ({"input": ["fine"], "model": "other"}, None, 404, "other"),
         ({"input": ["fine", {"text": "x", "colour": "red"}]}, None, 400, "input[1]"),
+        ({"input": ["fine", "word " * 6000]}, None, 400, "input[1] has"),  # over the model's 4096 positions
     ],
 )
 def test_bad_requests_get_4xx_naming_the_item(server, body, raw, status, named):
@@ -265,8 +283,9 @@ def test_failing_reasoner_gives_502_for_its_requests_only(server, model, chat):
 
 
 def test_http_image_urls_when_allowed_match_in_process_encode(model):
-    """With ``allow_image_urls`` an ``http`` image is fetched and embedded like the same image given in
-    process; one larger than ``max_image_bytes`` or unreachable is a 400 naming the item."""
+    """With ``allow_image_urls`` (and 127.0.0.1 allowed: loopback is refused otherwise) an ``http`` image
+    is fetched and embedded like the same image given in process; one larger than ``max_image_bytes`` or
+    unreachable is a 400 naming the item."""
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     buffer = io.BytesIO()
@@ -292,7 +311,8 @@ def test_http_image_urls_when_allowed_match_in_process_encode(model):
     images = ThreadingHTTPServer(("127.0.0.1", 0), Images)
     threading.Thread(target=images.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{images.server_port}"
-    config = ServeConfig(model_name="tte-tiny", limits=Limits(max_image_bytes=20_000, allow_image_urls=True))
+    limits = Limits(max_image_bytes=20_000, allow_image_urls=True, image_url_allow_hosts=("127.0.0.1",))
+    config = ServeConfig(model_name="tte-tiny", limits=limits)
     try:
         with BackgroundServer(create_app(model, config)) as url:
             body = {"input": [{"text": "which object is red", "image": f"{base}/small.png"}], "think": False}

@@ -1,8 +1,11 @@
 """OpenAI-compatible embeddings server for TTE models (``tte-hf serve``; needs ``pip install 'tte-hf[serve]'``).
 
-Submodules: `schemas` (request validation, response shape), `batcher` (dynamic micro-batching),
-`reasoner` (reasoner failures -> 502), `cache` (bounded ECR cache), `app` (FastAPI), `server` (uvicorn).
-FastAPI and uvicorn are imported only when `app` / `server` are.
+Submodules: `schemas` (request validation, response shape), `limits` (queue and memory budgets),
+`images` (format allow-list, downscaling while decoding), `fetch` (image URLs without SSRF), `tokens`
+(per-item token limit, usage), `reasoner` (reasoner failures contained per item -> 502), `reasoning`
+(remote reasoning off the model worker), `batcher` (dynamic micro-batching), `pools` (daemon
+threads), `app` (FastAPI), `server` (uvicorn). FastAPI and uvicorn are imported only when `app` /
+`server` are.
 """
 
 from __future__ import annotations

@@ -4,17 +4,21 @@ Requests enter a bounded queue (`submit` raises `QueueFull` when it is full, `Cl
 The worker takes the first waiting request, collects more for up to ``window`` seconds or until
 ``max_batch`` items, groups them by `BatchKey` (side, think, dimensions) and calls the encode
 function once per group; each request's future gets exactly its own rows. When a group's call
-fails, its requests are retried one by one, and a failing request item by item, so an error
-(e.g. the reasoner failing on one input) reaches only the requests it belongs to, naming the item.
+fails it is split in halves (requests, then a failing request's items), each half retried, so an
+error (e.g. the reasoner failing on one input) reaches only the requests it belongs to, naming the
+item, after about 2·log2(n) calls instead of n. A request whose future was cancelled (its client
+timed out) before the worker reached it is skipped. `close` waits a bounded time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -49,6 +53,7 @@ class ItemError(Exception):
 class _Job:
     key: BatchKey
     inputs: list[Any]
+    on_start: Callable[[], None] | None = None
     future: Future = field(default_factory=Future)
 
 
@@ -60,41 +65,62 @@ EncodeFn = Callable[[list[Any], BatchKey], np.ndarray]
 class MicroBatcher:
     """Groups concurrent requests into batched ``encode(inputs, key) -> (n, dim) array`` calls."""
 
-    def __init__(self, encode: EncodeFn, *, max_batch: int = 32, window: float = 0.005, max_queue: int = 1024):
+    def __init__(
+        self,
+        encode: EncodeFn,
+        *,
+        max_batch: int = 32,
+        window: float = 0.005,
+        max_queue: int = 1024,
+        scope: Callable[[], AbstractContextManager] | None = None,
+    ):
+        """``scope()`` is entered around each batch and the retries that narrow its failures down
+        (the server passes the reasoner guard's `remembering_failures`)."""
         if max_batch < 1 or max_queue < 1 or window < 0:
             raise ValueError("max_batch and max_queue must be >= 1 and window >= 0.")
-        self.encode, self.max_batch, self.window = encode, max_batch, window
-        self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
+        self.scope = scope or contextlib.nullcontext
+        self.encode, self.max_batch, self.window, self.max_queue = encode, max_batch, window, max_queue
+        self._queue: queue.Queue = queue.Queue()  # bounded by submit (so close can always enqueue _STOP)
         self._closed = False
         self._lock = threading.Lock()
         self.calls: list[int] = []  #: rows per encode call, for tests and monitoring (last 10 000)
         self._thread = threading.Thread(target=self._run, name="tte-microbatcher", daemon=True)
         self._thread.start()
 
-    def submit(self, inputs: Sequence[Any], key: BatchKey) -> Future:
-        """Queue one request; its future resolves to an ``(len(inputs), dim)`` float32 array."""
-        job = _Job(key, list(inputs))
+    def submit(self, inputs: Sequence[Any], key: BatchKey, on_start: Callable[[], None] | None = None) -> Future:
+        """Queue one request; its future resolves to an ``(len(inputs), dim)`` float32 array.
+        ``on_start`` runs on the worker when it takes the request."""
+        job = _Job(key, list(inputs), on_start)
         with self._lock:
             if self._closed:
                 raise Closed("the server is shutting down.")
-            try:
-                self._queue.put_nowait(job)
-            except queue.Full:
-                raise QueueFull(f"the request queue is full ({self._queue.maxsize} requests waiting).") from None
+            if self._queue.qsize() >= self.max_queue:
+                raise QueueFull(f"the request queue is full ({self.max_queue} requests waiting).")
+            self._queue.put_nowait(job)
         return job.future
 
     @property
     def pending(self) -> int:
         return self._queue.qsize()
 
-    def close(self, timeout: float | None = None) -> None:
-        """Stop accepting work, finish every queued request, then stop the worker."""
+    def close(self, timeout: float | None = None) -> bool:
+        """Stop accepting work, finish the queued requests, then stop the worker; after ``timeout``
+        seconds (e.g. a hung reasoner) the requests still queued fail with `Closed` and the worker
+        (a daemon thread) is abandoned. Returns whether the worker finished."""
         with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-        self._queue.put(_STOP)  # blocks only while the queue is full; the worker keeps draining it
+            if not self._closed:
+                self._closed = True
+                self._queue.put_nowait(_STOP)
         self._thread.join(timeout)
+        if not self._thread.is_alive():
+            return True
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                return False
+            if job is not _STOP and job.future.set_running_or_notify_cancel():
+                job.future.set_exception(Closed("the server shut down before this request's turn."))
 
     # --- worker ---------------------------------------------------------------------------------
 
@@ -104,7 +130,7 @@ class MicroBatcher:
             first = self._queue.get()
             if first is _STOP:
                 break
-            if not first.future.set_running_or_notify_cancel():
+            if not _start(first):
                 continue  # the client went away before its turn
             jobs, size = [first], len(first.inputs)
             deadline = time.monotonic() + self.window
@@ -117,11 +143,12 @@ class MicroBatcher:
                 if job is _STOP:
                     stop = True
                     break
-                if job.future.set_running_or_notify_cancel():
+                if _start(job):
                     jobs.append(job)
                     size += len(job.inputs)
             try:
-                self._process(jobs)
+                with self.scope():
+                    self._process(jobs)
             except BaseException as err:  # noqa: BLE001 - the worker must survive anything
                 for job in jobs:
                     if not job.future.done():
@@ -147,12 +174,13 @@ class MicroBatcher:
         inputs = [item for job in group for item in job.inputs]
         try:
             vectors = self._call(inputs, key)
-        except BaseException as err:  # noqa: BLE001 - isolated below, then delivered to the futures
-            if len(group) == 1:
-                self._isolate(group[0], err)
+        except BaseException as err:  # noqa: BLE001 - narrowed down below, then delivered to the futures
+            if len(group) > 1:
+                half = len(group) // 2
+                self._encode_group(key, group[:half])
+                self._encode_group(key, group[half:])
             else:
-                for job in group:
-                    self._encode_group(key, [job])
+                self._isolate(group[0], err)
             return
         start = 0
         for job in group:
@@ -161,14 +189,32 @@ class MicroBatcher:
             start = end
 
     def _isolate(self, job: _Job, err: BaseException) -> None:
-        """Find the item that fails in a failing request (item by item) and report that one."""
-        if len(job.inputs) == 1:
-            job.future.set_exception(ItemError(0, err))
-            return
-        for index, item in enumerate(job.inputs):
+        """Answer a request whose whole call failed with ``err``: halves are retried until the failing
+        item is found (`ItemError`); if every part succeeds alone, the request gets those rows."""
+        try:
+            vectors = self._narrow(job, 0, len(job.inputs), err)
+        except ItemError as item_err:
+            job.future.set_exception(item_err)
+        else:
+            job.future.set_result(vectors)
+
+    def _narrow(self, job: _Job, start: int, end: int, err: BaseException) -> np.ndarray:
+        if end - start == 1:
+            raise ItemError(start, err)
+        middle = (start + end) // 2
+        parts = []
+        for lo, hi in ((start, middle), (middle, end)):
             try:
-                self._call([item], job.key)
-            except BaseException as item_err:  # noqa: BLE001
-                job.future.set_exception(ItemError(index, item_err))
-                return
-        job.future.set_exception(err)  # fails only together: report the batch error as is
+                parts.append(self._call(job.inputs[lo:hi], job.key))
+            except BaseException as part_err:  # noqa: BLE001
+                parts.append(self._narrow(job, lo, hi, part_err))
+        return np.concatenate(parts)
+
+
+def _start(job: _Job) -> bool:
+    """Mark ``job`` running (False: its future was cancelled) and tell its owner."""
+    if not job.future.set_running_or_notify_cancel():
+        return False
+    if job.on_start is not None:
+        job.on_start()
+    return True

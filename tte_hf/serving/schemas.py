@@ -1,7 +1,8 @@
 """The ``/v1/embeddings`` request: validation into model inputs, and the OpenAI-style response body.
 
 Pure functions (no web framework): every problem raises `RequestError` with the HTTP status and the
-parameter path that names the offending item, e.g. ``input[3].image``.
+parameter path that names the offending item, e.g. ``input[3].image``. Images are checked here but
+not decoded: they stay `ImageRef`s until the server reads them within its budgets (`images`, `limits`).
 
 Request fields (OpenAI's, plus two extensions):
     model: the served model name (optional here; checked when given).
@@ -51,7 +52,10 @@ class Limits:
     max_image_bytes: int = 10 * 1024 * 1024
     max_image_pixels: int = 4096 * 4096
     allow_image_urls: bool = False
-    url_timeout: float = 10.0
+    url_timeout: float = 10.0  #: one deadline for each whole fetch (connect, headers, body)
+    max_image_urls: int = 16  #: http(s) images per request
+    image_url_allow_hosts: tuple[str, ...] = ()  #: hosts / IPs / CIDRs fetched even if not global
+    max_input_tokens: int | None = None  #: text + reasoning + image tokens per item (None: no limit)
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,10 @@ def parse_request(
     if len(items) > limits.max_items:
         raise RequestError(f"'input' has {len(items)} items; at most {limits.max_items} per request.", param="input")
     inputs = [parse_item(item, f"input[{i}]", limits) for i, item in enumerate(items)]
+    urls = [ref for ref in image_refs(inputs) if ref.url is not None]
+    if len(urls) > limits.max_image_urls:
+        where = urls[limits.max_image_urls].where
+        raise RequestError(f"{where}: at most {limits.max_image_urls} image URLs per request.", param=where)
     return EmbeddingRequest(inputs, side, think, dimensions, encoding_format, model)
 
 
@@ -174,16 +182,25 @@ def _text(value: Any, where: str, limits: Limits) -> str:
     return value
 
 
-def _images(sources: list, where: str, limits: Limits, single: bool = False) -> list:
+def _images(sources: list, where: str, limits: Limits, single: bool = False) -> list[ImageRef]:
     if len(sources) > limits.max_images_per_item:
         raise RequestError(f"{where} has {len(sources)} images; at most {limits.max_images_per_item}.", param=where)
-    return [load_image_source(s, where if single else f"{where}[{k}]", limits) for k, s in enumerate(sources)]
+    return [image_ref(s, where if single else f"{where}[{k}]", limits) for k, s in enumerate(sources)]
 
 
-def load_image_source(source: Any, where: str, limits: Limits):
-    """A data URL (base64) or, when allowed, an ``http(s)`` URL, as an RGB PIL image within the limits."""
-    from ..models.tte.inputs import load_image
+@dataclass
+class ImageRef:
+    """An image named by the request, not yet read: ``url`` to fetch, or ``data`` (base64 text of a data
+    URL) with the MIME type it declares. The server decodes it later, within its budgets."""
 
+    where: str
+    url: str | None = None
+    data: str | bytes | None = None
+    declared: str | None = None
+
+
+def image_ref(source: Any, where: str, limits: Limits) -> ImageRef:
+    """Check a data URL (header, base64 size) or an ``http(s)`` URL (allowed?) without decoding it."""
     if not isinstance(source, str):
         raise RequestError(f"{where} must be a data URL or http(s) URL string.", param=where)
     if source.startswith("data:"):
@@ -192,41 +209,46 @@ def load_image_source(source: Any, where: str, limits: Limits):
             raise RequestError(f"{where} must be a 'data:image/<format>;base64,<data>' URL.", param=where)
         if len(payload) > math.ceil(limits.max_image_bytes / 3) * 4 + 4:
             raise RequestError(f"{where} is larger than max_image_bytes={limits.max_image_bytes}.", param=where)
-        try:
-            data = base64.b64decode(payload, validate=True)
-        except (binascii.Error, ValueError) as err:
-            raise RequestError(f"{where} is not valid base64: {err}.", param=where) from err
-        if len(data) > limits.max_image_bytes:
-            raise RequestError(f"{where} is larger than max_image_bytes={limits.max_image_bytes}.", param=where)
-    elif source.startswith(("http://", "https://")):
+        return ImageRef(where, data=payload, declared=header[5 : -len(";base64")])
+    if source.startswith(("http://", "https://")):
         if not limits.allow_image_urls:
             raise RequestError(
                 f"{where}: image URLs are off on this server; send the image as a base64 data URL.", param=where
             )
-        data = source
-    else:
-        raise RequestError(f"{where} must be a data URL ('data:image/png;base64,...') or an http(s) URL.", param=where)
+        return ImageRef(where, url=source)
+    raise RequestError(f"{where} must be a data URL ('data:image/png;base64,...') or an http(s) URL.", param=where)
+
+
+def decode_base64(ref: ImageRef, limits: Limits) -> bytes:
+    """The bytes of a data URL image (`RequestError` naming it when not base64 or too large)."""
     try:
-        return load_image(
-            data,
-            allow_urls=limits.allow_image_urls,
-            url_timeout=limits.url_timeout,
-            max_url_bytes=limits.max_image_bytes,
-            max_image_pixels=limits.max_image_pixels,
-        )
-    except (TypeError, ValueError) as err:
-        raise RequestError(f"{where}: {err}", param=where) from err
+        data = base64.b64decode(ref.data, validate=True)
+    except (binascii.Error, ValueError) as err:
+        raise RequestError(f"{ref.where} is not valid base64: {err}.", param=ref.where) from err
+    if len(data) > limits.max_image_bytes:
+        raise RequestError(f"{ref.where} is larger than max_image_bytes={limits.max_image_bytes}.", param=ref.where)
+    return data
 
 
-def embedding_response(vectors: np.ndarray, model: str, encoding_format: str) -> dict[str, Any]:
-    """The OpenAI ``list`` of ``embedding`` objects (float lists or base64 little-endian float32)."""
+def image_refs(inputs: list[Any]) -> list[ImageRef]:
+    """Every `ImageRef` of parsed inputs, in order."""
+    return [ref for item in inputs if isinstance(item, dict) for ref in item.get("images", ())]
+
+
+def embedding_response(
+    vectors: np.ndarray, model: str, encoding_format: str, usage: dict[str, int] | None = None
+) -> dict[str, Any]:
+    """The OpenAI ``list`` of ``embedding`` objects (float lists or base64 little-endian float32).
+    ``usage``: ``prompt_tokens`` (and ``total_tokens``) plus the extension ``reasoning_tokens``."""
     data = []
     for index, vector in enumerate(np.asarray(vectors, dtype="<f4")):
         embedding: Any = (
             base64.b64encode(vector.tobytes()).decode("ascii") if encoding_format == "base64" else vector.tolist()
         )
         data.append({"object": "embedding", "index": index, "embedding": embedding})
-    return {"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": 0, "total_tokens": 0}}
+    usage = dict(usage or {"prompt_tokens": 0})
+    usage.setdefault("total_tokens", usage["prompt_tokens"] + usage.get("reasoning_tokens", 0))
+    return {"object": "list", "data": data, "model": model, "usage": usage}
 
 
 def error_body(message: str, *, param: str | None = None, kind: str = "invalid_request_error") -> dict[str, Any]:

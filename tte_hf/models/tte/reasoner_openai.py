@@ -2,7 +2,9 @@
 
 Plain HTTP through ``urllib`` (no client library to install): images travel as base64 data URLs,
 requests run with bounded concurrency, each with a timeout, and 429 / 5xx / timeouts / connection
-errors / malformed replies are retried with exponential back-off (honouring ``Retry-After``). The API
+errors / malformed replies are retried with exponential back-off (honouring ``Retry-After``); other
+4xx answers are final. ``deadline`` bounds one request's attempts and back-off together. A batch in
+which some requests fail raises `PartialGenerationError` carrying the traces that did come back. The API
 key is read from an environment variable and never appears in messages, logs or ``repr``. A thought
 the server returns apart from the answer (``reasoning_content``, as vLLM's reasoning parsers do) is put
 back inside ``<think>`` tags, so the trace keeps the ECR layout.
@@ -14,6 +16,7 @@ for ``trust_remote_code``; ``tte_hf.models.tte.reasoner_openai`` re-exports it.
 from __future__ import annotations
 
 import base64
+import http.client
 import io
 import json
 import logging
@@ -33,6 +36,16 @@ logger = logging.getLogger(__name__)
 
 class ReasonerRequestError(RuntimeError):
     """A request that failed for good (after the retries, or on a non-retryable answer)."""
+
+
+class PartialGenerationError(ReasonerRequestError):
+    """Some requests of a batch failed for good: ``outputs[i]`` is request i's trace or ``None``,
+    ``errors[i]`` the reason for each ``None`` (callers keep the traces that came back)."""
+
+    def __init__(self, outputs: list[str | None], errors: dict[int, str]):
+        first = min(errors)
+        super().__init__(f"{len(errors)} of {len(outputs)} requests failed; first: {errors[first]}")
+        self.outputs, self.errors = outputs, errors
 
 
 class _Retryable(Exception):
@@ -93,15 +106,17 @@ class OpenAIReasoner(ReasoningBackend):
         max_retries: int = 5,
         backoff: float = 1.0,
         max_backoff: float = 60.0,
+        deadline: float | None = None,
     ):
-        if max_concurrency <= 0 or max_retries < 0 or timeout <= 0:
-            raise ValueError("max_concurrency and timeout must be positive and max_retries non-negative.")
+        if max_concurrency <= 0 or max_retries < 0 or timeout <= 0 or (deadline is not None and deadline <= 0):
+            raise ValueError("max_concurrency, timeout and deadline must be positive and max_retries non-negative.")
         self.model, self.revision = model, revision
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.api_key_env = api_key_env
         self.max_new_tokens, self.temperature, self.top_p, self.seed = max_new_tokens, temperature, top_p, seed
         self.max_concurrency, self.timeout = max_concurrency, timeout
         self.max_retries, self.backoff, self.max_backoff = max_retries, backoff, max_backoff
+        self.deadline = deadline  # seconds for one request: every attempt and back-off together
         self.name = f"openai:{model}@{revision or 'served'}"
 
     thread_safe = True  # stateless HTTP calls: concurrent encodes need not wait for each other
@@ -116,8 +131,17 @@ class OpenAIReasoner(ReasoningBackend):
         if not requests:
             return []
         with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(requests))) as pool:
-            # map() keeps the order and re-raises the first failure once the pool has drained
-            return list(pool.map(self._complete, requests))
+            futures = [pool.submit(self._complete, request) for request in requests]
+        outputs: list[str | None] = []
+        errors: dict[int, str] = {}
+        for index, future in enumerate(futures):
+            error = future.exception()
+            outputs.append(None if error else future.result())
+            if error is not None:
+                errors[index] = str(error) if isinstance(error, ReasonerRequestError) else repr(error)
+        if errors:
+            raise PartialGenerationError(outputs, errors)
+        return outputs
 
     def _payload(self, request: ReasoningRequest) -> bytes:
         body = {
@@ -142,9 +166,13 @@ class OpenAIReasoner(ReasoningBackend):
         payload = self._payload(request)
         who = describe_request(request)
         last_error = "no attempt made"
+        give_up = time.monotonic() + self.deadline if self.deadline is not None else float("inf")
         for attempt in range(self.max_retries + 1):
+            remaining = give_up - time.monotonic()
+            if remaining <= 0:
+                break
             try:
-                return self._post(payload)
+                return self._post(payload, min(self.timeout, remaining))
             except _Retryable as err:
                 last_error, retry_after = str(err), getattr(err, "retry_after", None)
             except ReasonerRequestError as err:
@@ -154,17 +182,20 @@ class OpenAIReasoner(ReasoningBackend):
             delay = min(self.max_backoff, self.backoff * 2**attempt) * (0.5 + random.random() / 2)
             if retry_after is not None:
                 delay = max(delay, min(retry_after, self.max_backoff))
+            if time.monotonic() + delay >= give_up:
+                break
             logger.warning("%s: %s (attempt %d); retrying in %.1fs", who, last_error, attempt + 1, delay)
             time.sleep(delay)
         raise ReasonerRequestError(
-            f"{who}: {self.url} failed after {self.max_retries + 1} attempts; last error: {last_error}. "
+            f"{who}: {self.url} failed after {attempt + 1} attempts; last error: {last_error}. "
             "Check that the server is up and not overloaded, or raise max_retries/timeout."
         )
 
-    def _post(self, payload: bytes) -> str:
-        http = urllib.request.Request(self.url, data=payload, headers=self._headers(), method="POST")
+    def _post(self, payload: bytes, timeout: float | None = None) -> str:
+        timeout = self.timeout if timeout is None else timeout
+        outgoing = urllib.request.Request(self.url, data=payload, headers=self._headers(), method="POST")
         try:
-            with urllib.request.urlopen(http, timeout=self.timeout) as response:
+            with urllib.request.urlopen(outgoing, timeout=timeout) as response:
                 body = response.read()
         except urllib.error.HTTPError as err:
             detail = err.read()[:300].decode("utf-8", "replace")
@@ -175,11 +206,13 @@ class OpenAIReasoner(ReasoningBackend):
                 raise retry from None
             raise ReasonerRequestError(f"{self.url} answered HTTP {err.code}: {detail}") from None
         except TimeoutError as err:
-            raise _Retryable(f"timed out after {self.timeout}s") from err
+            raise _Retryable(f"timed out after {timeout:.3g}s") from err
+        except http.client.HTTPException as err:  # IncompleteRead, RemoteDisconnected, BadStatusLine, ...
+            raise _Retryable(f"broken reply: {type(err).__name__}") from err
         except (urllib.error.URLError, ConnectionError, OSError) as err:
             reason = getattr(err, "reason", err)
             if isinstance(reason, TimeoutError):
-                raise _Retryable(f"timed out after {self.timeout}s") from err
+                raise _Retryable(f"timed out after {timeout:.3g}s") from err
             raise _Retryable(f"connection failed: {reason}") from err
         try:
             message = json.loads(body)["choices"][0]["message"]
