@@ -222,3 +222,24 @@ def test_video_items_are_refused(encoders):
 )
 def test_input_format_is_recognised_from_the_repo(name, expected):
     assert detect_input_format(name) == expected
+
+
+def test_a_profiled_baseline_runs_through_evaluate_and_the_report_names_its_format(encoders, tmp_path):
+    import json
+
+    from tte_hf.evaluation import TaskSpec, evaluate
+
+    for name, rgb in (("red", (220, 30, 30)), ("blue", (30, 30, 220))):
+        Image.new("RGB", (40, 40), rgb).save(tmp_path / f"{name}.png")
+    rows = [
+        {"qry_inst": CLS_INST, "qry_text": "", "qry_img_path": f"{n}.png", "tgt_text": [n, m, m]}
+        for n, m in (("red", "blue"), ("blue", "red"))
+    ]
+    (tmp_path / "t.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    task = TaskSpec(name="toy-cls", modality="image", meta_task="CLS", data_files=str(tmp_path / "t.jsonl"), image_root=str(tmp_path))  # fmt: skip
+    report = evaluate(encoders["gme"], [task], tmp_path / "out", show_progress_bar=False, chart=False)
+    assert report["input_format"] == "gme" and report["protocol"] == "leaderboard"
+    meta = json.loads((tmp_path / "out/tasks/toy-cls/meta.json").read_text())
+    assert (meta["input_format"], meta["fingerprint"]["input_format"]) == ("gme", "gme")
+    assert report["tasks"]["toy-cls"]["ties"]["duplicate_gold_queries"] == 0  # a repeated negative is no gold repeat
+    assert "input format: **gme**" in (tmp_path / "out/report.md").read_text()

@@ -86,12 +86,26 @@ def _candidate_key(protocol: str, image: str | None, video: Any, caption: str, w
     return "|".join([image or "", str(video or ""), caption.strip()])
 
 
+def _mmeb_query(task: TaskSpec, row: Mapping[str, Any], row_index: int, row_id: str, parser: str) -> EvalItem:
+    qry_text = row["qry_text"]
+    query = EvalItem(key=f"{task.name}/{row_id}", text=join(_strip_markers(row.get("qry_inst")), qry_text))
+    query.where = f"row {row_index} (id {row_id})"
+    query.profile = {"side": "query", "parser": parser, "instruction": row.get("qry_inst") or "", "text": qry_text}
+    if row.get("qry_img_path"):
+        query.image = _image_path(task, row["qry_img_path"], f"row {row_index} field 'qry_img_path'")
+    if row.get("qry_video_path"):
+        query.frames = frame_paths(task, row["qry_video_path"], f"row {row_index} field 'qry_video_path'")
+    if not (query.text or query.image or query.frames):
+        raise fail(task, f"row {row_index}", "the query has no text, image or video", "Fill qry_text or a media path.")  # fmt: skip
+    return query
+
+
 def _load_mmeb(task: TaskSpec, protocol: str = LEADERBOARD) -> TaskData:
     queries, candidates, query_candidates, relevance = [], [], [], []
     index_of: dict[str, int] = {}
     for row_index, row in enumerate(load_rows(task)):
         row_id = str(row["id"]) if row.get("id") is not None else str(row_index)
-        qry_text = _require(task, row, row_index, "qry_text", str)
+        _require(task, row, row_index, "qry_text", str)
         tgt_texts = _require(task, row, row_index, "tgt_text", (list, tuple))
         if not tgt_texts:
             raise fail(task, f"row {row_index}", "the candidate list 'tgt_text' is empty, so it lacks the gold item", "MMEB lists the gold candidate first; give at least one.")  # fmt: skip
@@ -103,16 +117,8 @@ def _load_mmeb(task: TaskSpec, protocol: str = LEADERBOARD) -> TaskData:
                 if len(values) != n:
                     raise fail(task, f"row {row_index}", f"{name!r} has {len(values)} entries for {n} 'tgt_text' candidates", "Give one entry per candidate ('' for none).")  # fmt: skip
                 media_lists[name] = values
-        query = EvalItem(key=f"{task.name}/{row_id}", text=join(_strip_markers(row.get("qry_inst")), qry_text))
-        query.where = f"row {row_index} (id {row_id})"
         parser = _vlm2vec_parser(task, bool(row.get("qry_img_path")), "tgt_img_path" in media_lists)
-        query.profile = {"side": "query", "parser": parser, "instruction": row.get("qry_inst") or "", "text": qry_text}
-        if row.get("qry_img_path"):
-            query.image = _image_path(task, row["qry_img_path"], f"row {row_index} field 'qry_img_path'")
-        if row.get("qry_video_path"):
-            query.frames = frame_paths(task, row["qry_video_path"], f"row {row_index} field 'qry_video_path'")
-        if not (query.text or query.image or query.frames):
-            raise fail(task, f"row {row_index}", "the query has no text, image or video", "Fill qry_text or a media path.")  # fmt: skip
+        query = _mmeb_query(task, row, row_index, row_id, parser)
         tgt_inst = _strip_markers(row.get("tgt_inst"))
         own: list[int] = []
         for c in range(n):

@@ -395,57 +395,50 @@ def evaluate(
     protocol: str = LEADERBOARD,
     input_format: str | None = None,
 ) -> dict[str, Any]:
-    """Evaluate ``model`` on a benchmark name (``"mmeb-v2"``), a `Benchmark` or a list of `TaskSpec`.
+    """Evaluate ``model`` on a benchmark name (``"mmeb-v2"``), a `Benchmark` or a list of `TaskSpec`;
+    writes per-task results and ``report.json`` / ``report.md`` / ``meta_tasks.png`` into
+    ``output_dir`` and returns the report dict.
 
-    Writes per-task results and ``report.json`` / ``report.md`` / ``meta_tasks.png`` into
-    ``output_dir`` and returns the report dict. ``protocol``: ``"leaderboard"`` (VLM2Vec's candidate
-    identity and tie rules, comparable with published scores) or ``"strict"`` (every listing scored
-    on its own, ties against the model); see `metrics`. ``input_format``: the input profile the model
-    applies (default: the model's ``input_format`` attribute, else ``"tte"``), recorded in the report.
+    ``protocol``: ``"leaderboard"`` (VLM2Vec's candidate identity and tie rules, comparable with
+    published scores) or ``"strict"`` (`metrics`). ``input_format``: the model's input profile (default:
+    its ``input_format`` attribute, else ``"tte"``). Finished tasks and chunks in ``output_dir`` are
+    reused only when ``model_id`` (default: `default_model_id`), the model's fingerprint
+    (`model_fingerprint`), the task, the traces, ``chunk_size``, ``protocol`` and ``input_format``
+    match. ``ecr_files`` (JSONL with ``id`` and ``ecr``) attach a ``"reasoning"`` trace to every item
+    whose id (``<task>/<row id>`` for queries) they contain; ``baselines`` (``"mmeb-v1"`` /
+    ``"mmeb-v2"``) prints those published scores beside a custom task list.
 
-    Finished tasks and embedding chunks found in ``output_dir`` are reused when ``model_id`` (default:
-    `default_model_id`), the model's fingerprint (weights, dtype, module config, prompts:
-    `model_fingerprint`), the task definition, the traces, ``chunk_size``, ``protocol`` and
-    ``input_format`` match. ``ecr_files`` (JSONL with ``id`` and ``ecr``) attach a ``"reasoning"``
-    trace to every item whose id (``<task>/<row id>`` for queries) they contain. ``baselines``
-    (``"mmeb-v1"`` / ``"mmeb-v2"``) prints those published scores beside a custom task list.
-
-    Under ``torchrun`` / ``accelerate launch`` the run is data-parallel: each process embeds its share
-    of every task's missing chunks (on its own device), the main process scores and writes the
-    reports, and every process returns the report (``cpu``: the processes meet over gloo even on a
-    GPU machine). Chunk files do not depend on the number of processes, so a run resumes with any
-    number of them.
+    Under ``torchrun`` / ``accelerate launch`` each process embeds its share of every task's missing
+    chunks, the main process scores and writes the reports, every process returns the report (``cpu``:
+    gloo even on a GPU machine); chunk files do not depend on the number of processes.
     """
     check_protocol(protocol)
     benchmark_name, baseline_key, benchmark_tasks, selected = _resolve_tasks(benchmark_or_tasks, tasks, data_root, image_root)  # fmt: skip
     selected, skipped = _skip_unloadable(selected)
     model_id = model_id or default_model_id(model)
-    input_format = _input_format(model, input_format)
     traces = load_ecr_files(ecr_files) if ecr_files else None
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    shared = dict(model_id=model_id, batch_size=batch_size, chunk_size=chunk_size, traces=traces)
-    shared |= dict(require_ecr=require_ecr, show_progress_bar=show_progress_bar, overwrite=overwrite)
-    shared |= dict(ecr_digest=traces_digest(traces), fingerprint=model_fingerprint(model), protocol=protocol)
-    shared |= dict(input_format=input_format, processes=current_processes(cpu=cpu))
-    processes = shared["processes"]
+    processes = current_processes(cpu=cpu)
+    shared = dict(model_id=model_id, batch_size=batch_size, chunk_size=chunk_size, traces=traces, processes=processes)
+    shared |= dict(require_ecr=require_ecr, show_progress_bar=show_progress_bar, overwrite=overwrite, protocol=protocol)
+    shared |= dict(ecr_digest=traces_digest(traces), fingerprint=model_fingerprint(model))
+    shared["input_format"] = _input_format(model, input_format)
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
     show_tasks = show_progress_bar and processes.is_main and len(selected) > 1
     results = [
         evaluate_task(model, task, output_dir, **shared)
         for task in tqdm(selected, desc="tasks", unit="task", disable=not show_tasks)
     ]
+    report_kwargs = dict(benchmark=benchmark_name, baseline_key=baselines or baseline_key, model_id=model_id)
+    report_kwargs |= dict(benchmark_tasks=benchmark_tasks, protocol=protocol, input_format=shared["input_format"])
+    return _finish_run(results, Path(output_dir), processes, chart, skipped, report_kwargs)
+
+
+def _finish_run(results, output_dir: Path, processes: Processes, chart: bool, skipped: dict, report_kwargs: dict):
+    """The main process writes the report; every process returns it."""
     if not processes.is_main:
         processes.barrier()  # the main process writes the report
         return json.loads((output_dir / "report.json").read_text())
-    report = build_report(
-        results,
-        benchmark=benchmark_name,
-        baseline_key=baselines or baseline_key,
-        model_id=model_id,
-        benchmark_tasks=benchmark_tasks,
-        protocol=protocol,
-        input_format=input_format,
-    )
+    report = build_report(results, **report_kwargs)
     report["skipped"] = skipped
     write_report(report, output_dir, chart=chart)
     processes.barrier()
