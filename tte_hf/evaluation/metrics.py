@@ -23,7 +23,8 @@ Protocols (``protocol=``):
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 
 import torch
 
@@ -33,6 +34,18 @@ STRICT = "strict"
 PROTOCOLS = (LEADERBOARD, STRICT)
 
 
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """Per-query sorts of a few thousand scores run ~10x faster without torch's intra-op thread pool
+    (measured on a busy 2-core guest: 500 queries x 5000 candidates, 16 s -> 1.6 s)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def check_protocol(protocol: str) -> str:
     """``protocol`` if it is one of `PROTOCOLS`, else a ValueError naming the choices."""
     if protocol not in PROTOCOLS:
@@ -40,41 +53,48 @@ def check_protocol(protocol: str) -> str:
     return protocol
 
 
-def rank_candidates(scores: torch.Tensor, relevance: Sequence[float], protocol: str = STRICT) -> list[int]:
+def rank_candidates(
+    scores: torch.Tensor, relevance: Sequence[float] | torch.Tensor, protocol: str = STRICT
+) -> list[int]:
     """Candidate indices from best to worst by score. Among equal scores ``strict`` puts non-relevant
     items first; ``leaderboard`` keeps list order."""
-    scores = torch.as_tensor(scores, dtype=torch.float64).flatten()
-    if scores.numel() != len(relevance):
-        raise ValueError(f"{scores.numel()} scores for {len(relevance)} candidates.")
+    return _order(torch.as_tensor(scores, dtype=torch.float64).flatten(), relevance, protocol).tolist()
+
+
+def _order(scores: torch.Tensor, relevance: Sequence[float] | torch.Tensor, protocol: str) -> torch.Tensor:
+    relevance = torch.as_tensor(relevance, dtype=torch.float64).flatten()
+    if scores.numel() != relevance.numel():
+        raise ValueError(f"{scores.numel()} scores for {relevance.numel()} candidates.")
     if check_protocol(protocol) == LEADERBOARD:
-        return torch.argsort(-scores, stable=True).tolist()
-    relevant = torch.tensor([float(r) > 0 for r in relevance], dtype=torch.float64)
+        return torch.argsort(-scores, stable=True)
     # Lexicographic sort: score descending, then relevant after non-relevant. Stable sorts applied from
     # the least to the most significant key.
-    order = torch.argsort(relevant, stable=True)
-    order = order[torch.argsort(-scores[order], stable=True)]
-    return order.tolist()
+    order = torch.argsort((relevance > 0).to(torch.int8), stable=True)
+    return order[torch.argsort(-scores[order], stable=True)]
 
 
 def _dcg(gains: Sequence[float]) -> float:
     return sum(g / math.log2(i + 2) for i, g in enumerate(gains))
 
 
-def query_metrics(ranked_relevance: Sequence[float], num_relevant: int, ideal: Sequence[float], ks=K_VALUES):
+def query_metrics(
+    ranked_relevance: Sequence[float] | torch.Tensor, num_relevant: int, ideal: Sequence[float], ks=K_VALUES
+) -> dict[str, float]:
     """Metrics of one query from the relevance grades of its ranked candidates (each listing its own item).
 
     ``num_relevant`` counts the query's positive qrels (also those missing from the ranking);
     ``ideal`` holds their grades, for the ideal DCG.
     """
-    hits = [float(r) > 0 for r in ranked_relevance]
-    first = next((i for i, h in enumerate(hits) if h), None)
-    out = {"mrr": 0.0 if first is None else 1.0 / (first + 1)}
+    ranked = torch.as_tensor(ranked_relevance, dtype=torch.float64).flatten()
+    hits = ranked > 0
+    found = hits.nonzero()
+    out = {"mrr": 0.0 if found.numel() == 0 else 1.0 / (int(found[0]) + 1)}
     ideal_sorted = sorted((float(g) for g in ideal if float(g) > 0), reverse=True)
     for k in ks:
-        out[f"hit@{k}"] = float(any(hits[:k]))
-        out[f"recall@{k}"] = sum(hits[:k]) / num_relevant if num_relevant else 0.0
+        out[f"hit@{k}"] = float(bool(hits[:k].any()))
+        out[f"recall@{k}"] = int(hits[:k].sum()) / num_relevant if num_relevant else 0.0
         idcg = _dcg(ideal_sorted[:k])
-        out[f"ndcg@{k}"] = _dcg([float(r) for r in ranked_relevance[:k]]) / idcg if idcg > 0 else 0.0
+        out[f"ndcg@{k}"] = _dcg(ranked[:k].tolist()) / idcg if idcg > 0 else 0.0
     return out
 
 
@@ -92,26 +112,34 @@ def named_query_metrics(prediction: Sequence[Hashable], grades: Mapping[Hashable
         out[f"hit@{k}"] = float(bool(found))
         out[f"recall@{k}"] = len(found) / len(labels) if labels else 0.0
         idcg = _dcg(ideal[:k])
-        out[f"ndcg@{k}"] = _dcg([float(grades.get(name, 0.0)) if name in labels else 0.0 for name in top]) / idcg if idcg > 0 else 0.0  # fmt: skip
+        out[f"ndcg@{k}"] = _dcg([float(grades[name]) if name in labels else 0.0 for name in top]) / idcg if idcg > 0 else 0.0  # fmt: skip
     return out
 
 
-def _listing_grades(names: Sequence[Hashable], grades: Mapping[Hashable, float], protocol: str) -> list[float]:
-    """Grade of each listing: every listing of a relevant name (``leaderboard``) or only its first (``strict``)."""
-    out, seen = [], set()
-    for name in names:
-        grade = float(grades.get(name, 0.0))
-        out.append(grade if protocol == LEADERBOARD or name not in seen else 0.0)
+def _listing_grades(n: int, names: Sequence[Hashable] | None, grades: Mapping[Hashable, float], protocol: str):
+    """Grade of each listing: every listing of a relevant name (``leaderboard``) or only its first
+    (``strict``). ``names=None``: listing i is candidate i (a global ranking)."""
+    listing = torch.zeros(n, dtype=torch.float64)
+    if names is None:
+        for index, grade in grades.items():
+            listing[index] = float(grade)
+        return listing
+    seen = set()
+    for i, name in enumerate(names):
+        if name in grades and (protocol == LEADERBOARD or name not in seen):
+            listing[i] = float(grades[name])
         seen.add(name)
-    return out
+    return listing
 
 
-def _query(scores: torch.Tensor, names: Sequence[Hashable], grades: Mapping[Hashable, float], protocol: str, ks):
-    listing = _listing_grades(names, grades, protocol)
-    order = rank_candidates(scores, listing, protocol)
+def _query(scores, names: Sequence[Hashable] | None, grades: Mapping[Hashable, float], protocol: str, ks):
+    scores = torch.as_tensor(scores, dtype=torch.float64).flatten()
+    listing = _listing_grades(scores.numel(), names, grades, protocol)
+    order = _order(scores, listing, protocol)
     if protocol == LEADERBOARD:
-        return named_query_metrics([names[i] for i in order], grades, ks)
-    return query_metrics([listing[i] for i in order], len(grades), list(grades.values()), ks)
+        prediction = order.tolist() if names is None else [names[i] for i in order.tolist()]
+        return named_query_metrics(prediction, grades, ks)
+    return query_metrics(listing[order], len(grades), list(grades.values()), ks)
 
 
 def score_rankings(
@@ -135,11 +163,11 @@ def score_rankings(
         raise ValueError("No queries to score.")
     names = names if names is not None else [None] * len(scores)
     per_query = []
-    for q_scores, grades, q_names in zip(scores, relevance, names):
-        q_names = list(range(len(q_scores))) if q_names is None else list(q_names)
-        if len(q_names) != len(q_scores):
-            raise ValueError(f"{len(q_scores)} scores for {len(q_names)} candidate names.")
-        per_query.append(_query(q_scores, q_names, grades, protocol, ks))
+    with _one_thread():
+        for q_scores, grades, q_names in zip(scores, relevance, names):
+            if q_names is not None and len(q_names) != len(q_scores):
+                raise ValueError(f"{len(q_scores)} scores for {len(q_names)} candidate names.")
+            per_query.append(_query(q_scores, q_names, grades, protocol, ks))
     mean = {key: sum(m[key] for m in per_query) / len(per_query) for key in per_query[0]}
     return mean, per_query
 
@@ -158,17 +186,21 @@ def tie_counts(
     """
     counts = dict.fromkeys(("duplicate_gold_queries", "duplicate_gold_decided", "tied_gold_queries", "tied_gold_decided"), 0)  # fmt: skip
     names = names if names is not None else [None] * len(scores)
-    for q_scores, grades, q_names in zip(scores, relevance, names):
-        q_scores = torch.as_tensor(q_scores, dtype=torch.float64).flatten()
-        q_names = list(range(len(q_scores))) if q_names is None else list(q_names)
-        labels = {n for n, g in grades.items() if float(g) > 0}
-        relevant = torch.tensor([n in labels for n in q_names], dtype=torch.bool)
-        duplicated = int(relevant.sum()) > len(labels.intersection(q_names))
-        tied = bool(torch.isin(q_scores[~relevant], q_scores[relevant]).any())
-        kind = "duplicate_gold" if duplicated else "tied_gold" if tied else None
-        if kind is None:
-            continue
-        counts[f"{kind}_queries"] += 1
-        hit = [_query(q_scores, q_names, grades, p, (1,))["hit@1"] for p in PROTOCOLS]
-        counts[f"{kind}_decided"] += int(hit[0] != hit[1])
+    with _one_thread():
+        for q_scores, grades, q_names in zip(scores, relevance, names):
+            _count_query(counts, q_scores, grades, q_names)
     return counts
+
+
+def _count_query(counts: dict[str, int], q_scores, grades: Mapping[Hashable, float], q_names) -> None:
+    q_scores = torch.as_tensor(q_scores, dtype=torch.float64).flatten()
+    relevant = _listing_grades(q_scores.numel(), q_names, grades, LEADERBOARD) > 0
+    # a name listed twice among the relevant listings (global rankings list each candidate once)
+    duplicated = q_names is not None and int(relevant.sum()) > len({q_names[i] for i in relevant.nonzero().flatten().tolist()})  # fmt: skip
+    tied = bool(torch.isin(q_scores[~relevant], q_scores[relevant]).any())
+    kind = "duplicate_gold" if duplicated else "tied_gold" if tied else None
+    if kind is None:
+        return
+    counts[f"{kind}_queries"] += 1
+    hit = [_query(q_scores, q_names, grades, p, (1,))["hit@1"] for p in PROTOCOLS]
+    counts[f"{kind}_decided"] += int(hit[0] != hit[1])
