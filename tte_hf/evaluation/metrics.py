@@ -14,7 +14,10 @@ Protocols (``protocol=``):
   order (the gold first in MMEB), which is what numpy's sort gives on short lists — on longer ones
   its order among ties depends on the build and CPU (numpy 2.4 on an AMD EPYC keeps list order for
   up to 9 items). As in the reference, NDCG's gains count every listing of a relevant name, and
-  recall counts distinct names.
+  recall counts distinct names. One reference behaviour is not copied: `RankingMetrics.evaluate`
+  deduplicates the labels through a ``set`` and then zips them with the grades in their original
+  order, so a query with two or more different grades gets them paired by string-hash order (which
+  changes with PYTHONHASHSEED); here every label keeps its own grade.
 - ``strict``: every listing is scored on its own (the first listing of the gold is the gold, a repeat
   is a negative), and ties are broken *against* relevant items, so a score never comes from a tie —
   a constant model scores 0, not 100%.
@@ -154,7 +157,8 @@ def score_rankings(
 
     ``scores[q]`` are query q's similarities to its listed candidates; ``names[q]`` names each listing
     (the candidate it is: equal names are one candidate; default: its position) and ``relevance[q]``
-    maps a name to its relevance grade (> 0).
+    maps a name to its relevance grade (> 0). ``protocol`` defaults to ``strict`` here (this
+    function's rule before protocols existed); `runner.evaluate` defaults to ``leaderboard``.
     """
     check_protocol(protocol)
     if len(scores) != len(relevance):
