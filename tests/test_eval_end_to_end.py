@@ -191,6 +191,11 @@ def test_cli_matches_the_python_api(st_model, toy_tasks, full_run, tmp_path, cap
     for name in report["tasks"]:
         assert report["tasks"][name]["main_score"] == pytest.approx(full_run[1]["tasks"][name]["main_score"], abs=1e-4)
     assert "overall" in capsys.readouterr().out
+    # A saved TTE model is recognised as such; the default protocol is the leaderboard's, and a rerun
+    # under the other protocol does not reuse these scores.
+    assert (report["input_format"], report["protocol"]) == ("tte", "leaderboard")
+    assert main(argv + ["--protocol", "strict"]) == 2
+    assert "differing: ['protocol']" in capsys.readouterr().err
 
     bad = argv[:5] + ["--tasks", "toy-nope", "--output", str(tmp_path / "out2")]
     assert main(bad) == 2

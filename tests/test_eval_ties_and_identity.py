@@ -1,5 +1,6 @@
-"""Two evaluation faults: a negative identical to the gold must not become a free hit, and a finished
-task must not be reused for a model that embeds differently under the same id string."""
+"""A negative identical to the gold under each protocol (a hit by name under ``leaderboard``, a tie
+against the model under ``strict``), and a finished task is not reused for a model that embeds
+differently under the same id string, nor under another protocol or input format."""
 
 import json
 
@@ -7,7 +8,8 @@ import pytest
 import torch
 from eval_toy_data import tiny_st_model
 
-from tte_hf.evaluation import TaskSpec, evaluate
+from tte_hf.evaluation import TaskSpec, evaluate, evaluate_task
+from tte_hf.evaluation.fingerprint import model_fingerprint
 
 
 class TextHashModel:
@@ -27,20 +29,49 @@ class TextHashModel:
     encode_document = encode_query
 
 
-def test_a_negative_equal_to_the_gold_ties_against_the_model(tmp_path):
+@pytest.mark.parametrize(
+    ("protocol", "hits", "first_mrr", "decided"),
+    [
+        ("strict", [0.0, 1.0], 0.5, 1),  # the listed duplicate ties with the gold: a miss
+        ("leaderboard", [1.0, 1.0], 1.0, 1),  # VLM2Vec compares names: the duplicate *is* the gold
+    ],
+)
+def test_a_negative_equal_to_the_gold(tmp_path, protocol, hits, first_mrr, decided):
     # Query text == "crane", so it is closest to both "crane" candidates; one of them is a negative
-    # (two ImageNet classes share the name). The listed duplicate ties with the gold: a miss.
+    # (two ImageNet classes share the name).
     rows = [
-        {"qry_text": "crane", "tgt_text": ["crane", "crane", "heron"]},  # duplicate negative: a tie, a miss
+        {"qry_text": "crane", "tgt_text": ["crane", "crane", "heron"]},
         {"qry_text": "heron", "tgt_text": ["heron", "crane", "stork"]},  # no duplicate: a clean hit
     ]
     (tmp_path / "t.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     task = TaskSpec(name="dup", modality="image", meta_task="CLS", data_files=str(tmp_path / "t.jsonl"))
-    report = evaluate(TextHashModel(), [task], tmp_path / "out", show_progress_bar=False, chart=False, model_id="hash")
+    kwargs = dict(show_progress_bar=False, chart=False, model_id="hash", protocol=protocol)
+    report = evaluate(TextHashModel(), [task], tmp_path / "out", **kwargs)
     per_query = [json.loads(x) for x in (tmp_path / "out/tasks/dup/per_query.jsonl").read_text().splitlines()]
-    assert [q["hit@1"] for q in per_query] == [0.0, 1.0]
-    assert per_query[0]["mrr"] == pytest.approx(0.5)  # ranked behind its equal negative, ahead of "heron"
-    assert report["tasks"]["dup"]["main_score"] == pytest.approx(50.0)
+    assert [q["hit@1"] for q in per_query] == hits
+    assert per_query[0]["mrr"] == pytest.approx(first_mrr)
+    assert report["tasks"]["dup"]["main_score"] == pytest.approx(50.0 * sum(hits))
+    assert report["protocol"] == protocol
+    assert report["ties"]["duplicate_gold_queries"] == 1
+    assert report["ties"]["duplicate_gold_decided"] == decided
+    markdown = (tmp_path / "out/report.md").read_text()
+    assert f"Protocol: **{protocol}**" in markdown
+    assert "listed more than once: 1 (hit@1 decided by the protocol: 1)" in markdown
+
+
+def test_a_folder_scored_under_one_protocol_is_not_reused_for_the_other(tmp_path):
+    rows = [{"qry_text": "crane", "tgt_text": ["crane", "crane", "heron"]}]
+    (tmp_path / "t.jsonl").write_text(json.dumps(rows[0]) + "\n")
+    task = TaskSpec(name="dup", modality="image", meta_task="CLS", data_files=str(tmp_path / "t.jsonl"))
+    kwargs = dict(show_progress_bar=False, chart=False, model_id="hash")
+    evaluate(TextHashModel(), [task], tmp_path / "out", protocol="leaderboard", **kwargs)
+    with pytest.raises(ValueError, match=r"differing: \[.*'protocol'"):
+        evaluate(TextHashModel(), [task], tmp_path / "out", protocol="strict", **kwargs)
+    fingerprint = model_fingerprint(TextHashModel())
+    with pytest.raises(ValueError, match=r"differing: \['input_format'\]"):
+        evaluate_task(TextHashModel(), task, tmp_path / "out", model_id="hash", fingerprint=fingerprint, input_format="vlm2vec")  # fmt: skip
+    with pytest.raises(ValueError, match="the model applies 'tte'"):
+        evaluate(TextHashModel(), [task], tmp_path / "out", input_format="vlm2vec", **kwargs)
 
 
 # --- resume identity: what determines the vectors, not only the model id string -----------------

@@ -347,3 +347,81 @@ def test_mteb_example_script_prints_the_scores_of_the_model_vectors(tiny_vlm, da
     docs = model.encode_document([f"a {r['color']} {r['shape']}" for r in rows[:11]], prompt=PROMPTS["document"])
     expected = _ndcg_at_10(queries, docs, relevant=list(range(8)))
     assert float(printed["LocalI2TRetrieval"]) == pytest.approx(expected, abs=1e-4)
+
+
+# --- cross-check: the same model and local tasks through mteb.evaluate and through tte-hf eval -------
+
+
+def _t2i_retrieval_task(root: Path):
+    """Captions retrieve pictures (10 pictures: every query ranks all of them, so mteb's mrr@10 is the full MRR)."""
+    rows = _rows(root)[:10]
+
+    class LocalT2IRetrieval(AbsTaskRetrieval):
+        metadata = TaskMetadata(
+            name="LocalT2IRetrieval",
+            type="Any2AnyRetrieval",
+            category="t2i",
+            modalities=["image", "text"],
+            main_score="ndcg_at_5",
+            **GENERAL,
+        )
+
+        def load_data(self, num_proc: int | None = None, **kwargs) -> None:
+            self.dataset = {
+                "default": {
+                    "test": RetrievalSplitData(
+                        queries=Dataset.from_dict(
+                            {
+                                "id": [f"q{r['id']}" for r in rows],
+                                "text": [f"a {r['color']} {r['shape']}" for r in rows],
+                            }
+                        ),
+                        corpus=Dataset.from_dict(
+                            {"id": [f"d{r['id']}" for r in rows], "image": [_open(root, r) for r in rows]}
+                        ),
+                        relevant_docs={f"q{r['id']}": {f"d{r['id']}": 1} for r in rows},
+                        top_ranked=None,
+                    )
+                }
+            }
+            self.data_loaded = True
+
+    # The same data as a BEIR folder for tte-hf eval: queries, corpus (image paths) and qrels.
+    folder = root / "beir_t2i"
+    folder.mkdir(exist_ok=True)
+    lines = {
+        "queries": [{"query-id": f"q{r['id']}", "query": f"a {r['color']} {r['shape']}"} for r in rows],
+        "corpus": [{"corpus-id": f"d{r['id']}", "image": r["path"]} for r in rows],
+        "qrels": [{"query-id": f"q{r['id']}", "corpus-id": f"d{r['id']}", "score": 1} for r in rows],
+    }
+    for name, items in lines.items():
+        (folder / f"{name}.jsonl").write_text("".join(json.dumps(x) + "\n" for x in items))
+    return LocalT2IRetrieval()
+
+
+def test_mteb_and_tte_hf_eval_give_the_same_scores(st_model, data_dir, tmp_path):
+    """Where mteb's metric is tte-hf's (retrieval: nDCG@k, MRR with the gold within 10, recall@1 = hit@1
+    with one relevant document), the two harnesses score the same model on the same task alike."""
+    from tte_hf.evaluation import TaskSpec, evaluate
+
+    model, _ = st_model
+    mteb_task = _t2i_retrieval_task(data_dir)
+    result = mteb.evaluate(
+        TTEMtebModel(model, model_prompts={}),
+        [mteb_task],
+        cache=None,
+        show_progress_bar=False,
+        encode_kwargs={"batch_size": 4},
+    )
+    theirs = next(r for r in result.task_results if r.task_name == "LocalT2IRetrieval").scores["test"][0]
+    spec = TaskSpec(
+        name="LocalT2IRetrieval", modality="visdoc", meta_task="RET", data_format="beir", metric="ndcg@5",
+        ranking="global", data_files=str(data_dir / "beir_t2i"), image_root=str(data_dir),
+    )  # fmt: skip
+    report = evaluate(model, [spec], tmp_path / "out", show_progress_bar=False, chart=False, require_ecr=False)
+    ours = report["tasks"]["LocalT2IRetrieval"]["metrics"]
+    pairs = {"ndcg@1": "ndcg_at_1", "ndcg@5": "ndcg_at_5", "ndcg@10": "ndcg_at_10", "mrr": "mrr_at_10"}
+    pairs |= {"hit@1": "recall_at_1", "recall@5": "recall_at_5", "recall@10": "recall_at_10"}
+    for tte_name, mteb_name in pairs.items():
+        assert ours[tte_name] == pytest.approx(theirs[mteb_name], abs=1e-4), tte_name
+    assert 0.0 < ours["ndcg@5"] < 1.0  # a random model: ranks matter, so agreement is not trivial

@@ -28,11 +28,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="Discard cached results in --output.")
     parser.add_argument("--no-chart", action="store_true", help="Skip the PNG chart.")
     parser.add_argument("--baselines", choices=["mmeb-v1", "mmeb-v2"], help="Published scores to show beside a task file.")  # fmt: skip
+    parser.add_argument("--protocol", choices=["leaderboard", "strict"], default="leaderboard", help="leaderboard: VLM2Vec's candidate identity and tie rules (comparable with published scores); strict: every listed candidate scored on its own, ties against the model.")  # fmt: skip
+    parser.add_argument("--input-format", choices=["auto", "tte", "vlm2vec", "gme", "qwen3-vl-embedding"], default="auto", help="What the model reads: tte (the model's own input) or a baseline's reference input; auto: from the repo's name / config.")  # fmt: skip
 
 
 def load_model(args: argparse.Namespace, device: str | None):
-    """The model `evaluate` calls: a sentence-transformers model or a vLLM pooling engine, with the
-    query-side reasoner moved to a vLLM generation engine when ``--vllm-reasoner`` asks for it."""
+    """The model `evaluate` calls: a baseline behind its input profile (``--input-format``), a
+    sentence-transformers model or a vLLM pooling engine, with the query-side reasoner moved to a vLLM
+    generation engine when ``--vllm-reasoner`` asks for it."""
+    from ..evaluation.profile_encoder import ProfileEncoder, detect_input_format
+
+    input_format = detect_input_format(args.model) if args.input_format == "auto" else args.input_format
+    if input_format != "tte":
+        if args.engine == "vllm" or args.vllm_reasoner:
+            raise ValueError(f"--input-format {input_format} runs on transformers; drop --engine vllm / --vllm-reasoner.")  # fmt: skip
+        return ProfileEncoder(args.model, input_format, device=device, trust_remote_code=args.trust_remote_code)
     reasoner = None
     if args.vllm_reasoner:
         from ..reasoning import load_reasoner
@@ -88,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
             chart=not args.no_chart,
             baselines=args.baselines,
             cpu=cpu,
+            protocol=args.protocol,
         )
     except (TaskDataError, ValueError) as err:
         print(f"tte-hf eval: error: {err}", file=sys.stderr)
@@ -95,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     processes.close()
     if not processes.is_main:
         return 0
-    print(f"{report['benchmark']}: overall {report['overall']:.1f} over {report['num_tasks']} tasks")
+    print(f"{report['benchmark']}: overall {report['overall']:.1f} over {report['num_tasks']} tasks (protocol {report['protocol']}, input format {report['input_format']})")  # fmt: skip
     for name, entry in report["modality"].items():
         print(f"  {name}: {entry['score']:.1f} ({entry['num_tasks']} tasks)")
     print(f"Reports in {args.output}: report.json, report.md" + ("" if args.no_chart else ", meta_tasks.png"))

@@ -1,57 +1,98 @@
-"""Published MMEB scores to print beside a run (percent).
+"""Published MMEB scores to print beside a run (percent), aggregated the way tte-hf aggregates its own.
 
-- Overall / modality figures: `/work/shared/PAPER.md` (the TTE paper and its sources; "unverified"
-  where PAPER.md says so).
-- Meta-task figures: means of the per-dataset scores VLM2Vec publishes in
-  `experiments/public/all_scores/v2.1-baselines-visdoc-page-fixed/*.json` (hit@1 image/video,
-  ndcg_linear@5 visdoc), grouped as in `tasks.py`. Those files lack ViDoSeek-doc and MMLongBench-doc,
-  so their VisDoc-OOD means cover 2 of 4 tasks. Their modality means agree with PAPER.md's
-  VLM2Vec-V2-2B figures (64.9 / 34.7 / 69.2).
+The figures and their sources live in ``baseline_scores.json`` (package data). Three granularities:
+
+- ``task``: every per-task score a source publishes (VLM2Vec's
+  `experiments/public/all_scores/v2.1-baselines-visdoc-page-fixed/*.json`; those files lack
+  ViDoSeek-doc and MMLongBench-doc). Meta-task, modality and overall means are recomputed here with
+  `aggregate.aggregate_scores` over the tasks present, each with its task count.
+- ``meta_task``: meta-task means with their dataset counts (the most granular figures a source such
+  as the Qwen3-VL-Embedding card publishes); modality and overall means are their task-weighted means.
+- ``overall``: one published figure.
+
+A source's own aggregate (``published``) can differ from the recomputed one: VLM2Vec-V2's printed
+58.0 averages a visdoc figure from before the page-fixed datasets (65.4) where its printed visdoc
+figure (69.2) is from after; the same per-task scores give 59.0 over their 76 tasks.
 """
 
 from __future__ import annotations
 
-BASELINES: dict[str, dict[str, dict]] = {
-    "mmeb-v2": {
-        "TTE-t-7B": {"overall": 71.5},
-        "TTE-t-2B": {"overall": 68.6},
-        "TTE-s-7B": {"overall": 68.6, "note": "unverified"},
-        "IFM-TTE-8B": {"overall": 74.1, "modality": {"image": 77.9, "video": 59.2, "visdoc": 79.5}},
-        "Qwen3-VL-Embedding-8B": {"overall": 77.8, "modality": {"image": 80.1, "video": 67.1, "visdoc": 82.4}},
-        "VLM2Vec-V2-2B": {
-            "overall": 58.0,
-            "modality": {"image": 64.9, "video": 34.6, "visdoc": 69.2},
-            "meta_task": {
-                "CLS": 62.9, "QA": 56.4, "RET": 69.6, "GD": 77.1,
-                "V-CLS": 39.2, "V-QA": 34.7, "V-RET": 28.4, "V-MRET": 37.5,
-                "ViDoRe-V1": 74.4, "ViDoRe-V2": 44.6, "VisRAG": 79.3, "VisDoc-OOD": 62.5,
-            },
-        },
-        "GME-7B": {
-            "overall": 59.1,
-            "meta_task": {
-                "CLS": 57.6, "QA": 34.6, "RET": 71.2, "GD": 59.5,
-                "V-CLS": 37.3, "V-QA": 50.3, "V-RET": 28.3, "V-MRET": 37.5,
-                "ViDoRe-V1": 89.6, "ViDoRe-V2": 55.5, "VisRAG": 85.0, "VisDoc-OOD": 69.4,
-            },
-        },
-        "GME-2B": {
-            "overall": 55.3,
-            "meta_task": {
-                "CLS": 54.5, "QA": 29.8, "RET": 66.8, "GD": 55.6,
-                "V-CLS": 34.7, "V-QA": 41.7, "V-RET": 25.4, "V-MRET": 31.8,
-                "ViDoRe-V1": 87.1, "ViDoRe-V2": 53.9, "VisRAG": 82.4, "VisDoc-OOD": 65.6,
-            },
-        },
-    },
-    "mmeb-v1": {
-        "TTE-t-7B": {"overall": 78.5},
-        "TTE-s-7B": {"overall": 73.3},
-        "VLM2Vec-V1": {"overall": 65.8},
-    },
-}  # fmt: skip
+import json
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from .aggregate import aggregate_scores
+
+DATA_FILE = "baseline_scores.json"
+
+
+@cache
+def load_baseline_data() -> dict[str, Any]:
+    """The package's ``baseline_scores.json``: per benchmark key, per model, its figures and source."""
+    return json.loads(resources.files(__package__).joinpath(DATA_FILE).read_text())
+
+
+def _from_tasks(entry: dict[str, Any], key: str) -> dict[str, Any]:
+    from .tasks import get_benchmark
+
+    specs = {t.name: t for t in get_benchmark(key).tasks}
+    unknown = sorted(set(entry["tasks"]) - set(specs))
+    if unknown:
+        raise ValueError(f"{DATA_FILE}: tasks {unknown} are not in {key}.")
+    rows = [
+        {
+            "main_score": score,
+            "meta_task": specs[name].meta_task,
+            "modality": specs[name].modality,
+            "split": specs[name].split,
+        }  # fmt: skip
+        for name, score in entry["tasks"].items()
+    ]
+    return aggregate_scores(rows)
+
+
+def _from_meta_tasks(entry: dict[str, Any], key: str) -> dict[str, Any]:
+    from .tasks import get_benchmark
+
+    modality_of = {t.meta_task: t.modality for t in get_benchmark(key).tasks}
+    unknown = sorted(set(entry["meta_task"]) - set(modality_of))
+    if unknown:
+        raise ValueError(f"{DATA_FILE}: meta-tasks {unknown} are not in {key}.")
+    # A meta-task mean over n tasks stands for n tasks of that score: the same plain means over tasks.
+    rows = [
+        {"main_score": m["score"], "meta_task": name, "modality": modality_of[name]}
+        for name, m in entry["meta_task"].items()
+        for _ in range(m["num_tasks"])
+    ]
+    return aggregate_scores(rows)
+
+
+def baseline_row(entry: dict[str, Any], key: str) -> dict[str, Any]:
+    """One model's row: ``overall``, ``modality``/``meta_task``/``split`` as ``{name: score}``, their
+    task counts in ``num_tasks`` (``{"overall": n, level: {name: n}}``), and ``note`` / ``source``."""
+    granularity = entry["granularity"]
+    if granularity == "task":
+        agg = _from_tasks(entry, key)
+    elif granularity == "meta_task":
+        agg = _from_meta_tasks(entry, key)
+    elif granularity == "overall":
+        agg = {"overall": entry["overall"], "num_tasks": None, "modality": {}, "meta_task": {}, "split": {}}
+    else:
+        raise ValueError(f"{DATA_FILE}: granularity {granularity!r} (task, meta_task or overall).")
+    row: dict[str, Any] = {"overall": agg["overall"], "num_tasks": {"overall": agg["num_tasks"]}}
+    for level in ("modality", "meta_task", "split"):
+        row[level] = {name: value["score"] for name, value in agg[level].items()}
+        row["num_tasks"][level] = {name: value["num_tasks"] for name, value in agg[level].items()}
+    row["granularity"], row["source"] = granularity, entry["source"]
+    for optional in ("note", "published", "missing_tasks"):
+        if optional in entry:
+            row[optional] = entry[optional]
+    return row
 
 
 def baselines_for(key: str | None) -> dict[str, dict]:
-    """Published scores for a benchmark key (``mmeb-v1`` / ``mmeb-v2``); empty for custom task lists."""
-    return BASELINES.get(key or "", {})
+    """Published scores for a benchmark key (``mmeb-v1`` / ``mmeb-v2``), aggregates recomputed;
+    empty for custom task lists."""
+    entries = load_baseline_data()["benchmarks"].get(key or "", {})
+    return {name: baseline_row(entry, key) for name, entry in entries.items()}

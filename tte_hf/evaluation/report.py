@@ -1,23 +1,18 @@
-"""Aggregate task scores the MMEB way and write the JSON, Markdown and PNG reports.
-
-Aggregation (VLM2Vec `experiments/report_score_v2.py`, MMEB leaderboards): each task contributes its
-main metric (hit@1, or ndcg@5 for visual documents) in percent; a meta-task, a modality and the
-overall score are plain means over their tasks (so overall weights tasks, not modalities).
-MMEB-V1 also reports the IND / OOD means.
+"""The JSON, Markdown and PNG reports of a run: MMEB aggregation (`aggregate.py`), the protocol and
+input format the scores follow, how many queries the protocol's tie rules touched, and published
+baselines beside them. MMEB-V1 also reports the IND / OOD means.
 """
 
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from .aggregate import aggregate_scores
 from .baselines import baselines_for
 
-
-def _mean(values: list[float]) -> float:
-    return sum(values) / len(values)
+TIE_KEYS = ("duplicate_gold_queries", "duplicate_gold_decided", "tied_gold_queries", "tied_gold_decided")
 
 
 def build_report(
@@ -27,31 +22,24 @@ def build_report(
     baseline_key: str | None,
     model_id: str,
     benchmark_tasks: int | None = None,
+    protocol: str = "leaderboard",
+    input_format: str = "tte",
 ) -> dict:
     """The report dict from per-task ``score.json`` dicts (``benchmark_tasks``: the full benchmark's size)."""
-    groups: dict[str, dict[str, list[float]]] = {"meta_task": defaultdict(list), "modality": defaultdict(list), "split": defaultdict(list)}  # fmt: skip
-    meta_modality = {}
-    for result in results:
-        groups["meta_task"][result["meta_task"]].append(result["main_score"])
-        groups["modality"][result["modality"]].append(result["main_score"])
-        meta_modality[result["meta_task"]] = result["modality"]
-        if result.get("split"):
-            groups["split"][result["split"]].append(result["main_score"])
-    summary = {
-        level: {name: {"score": _mean(scores), "num_tasks": len(scores)} for name, scores in by_name.items()}
-        for level, by_name in groups.items()
-    }
-    for name, entry in summary["meta_task"].items():
-        entry["modality"] = meta_modality[name]
+    summary = aggregate_scores(results)
+    ties = {key: sum(r.get("ties", {}).get(key, 0) for r in results) for key in TIE_KEYS}
     return {
         "benchmark": benchmark,
         "model": model_id,
+        "protocol": protocol,
+        "input_format": input_format,
         "num_tasks": len(results),
         "benchmark_tasks": benchmark_tasks or len(results),
-        "overall": _mean([r["main_score"] for r in results]) if results else None,
+        "overall": summary["overall"],
         "meta_task": summary["meta_task"],
         "modality": summary["modality"],
         "split": summary["split"],
+        "ties": ties,
         "tasks": {r["task"]: r for r in results},
         "baselines": baselines_for(baseline_key),
     }
@@ -61,6 +49,19 @@ def _fmt(value: float | None) -> str:
     return "–" if value is None else f"{value:.1f}"
 
 
+def _protocol_lines(report: dict) -> list[str]:
+    ties = report.get("ties", {})
+    return [
+        f"Protocol: **{report.get('protocol', 'strict')}** (candidate identity and tie rules, see "
+        f"`tte_hf/evaluation/metrics.py`); input format: **{report.get('input_format', 'tte')}**.",
+        "",
+        f"Queries whose gold is listed more than once: {ties.get('duplicate_gold_queries', 0)} "
+        f"(hit@1 decided by the protocol: {ties.get('duplicate_gold_decided', 0)}); whose gold ties exactly "
+        f"with another candidate: {ties.get('tied_gold_queries', 0)} (decided: {ties.get('tied_gold_decided', 0)}).",
+        "",
+    ]
+
+
 def render_markdown(report: dict) -> str:
     """Tables: overall / modality / meta-task (with baselines), then every task."""
     baselines = report["baselines"]
@@ -68,11 +69,15 @@ def render_markdown(report: dict) -> str:
     header = "| | ours | " + " | ".join(names) + " |" if names else "| | ours |"
     rule = "|---|---:|" + "---:|" * len(names)
 
-    def row(label: str, ours: float | None, level: str | None, key: str | None) -> str:
+    def row(label: str, ours: float | None, level: str | None, key: str | None, full: int | None) -> str:
         cells = [_fmt(ours)]
         for name in names:
             entry = baselines[name]
-            cells.append(_fmt(entry.get("overall") if level is None else entry.get(level, {}).get(key)))
+            value = entry.get("overall") if level is None else entry.get(level, {}).get(key)
+            counts = entry.get("num_tasks", {})
+            count = counts.get("overall") if level is None else counts.get(level, {}).get(key)
+            partial = value is not None and count is not None and full is not None and count < full
+            cells.append(_fmt(value) + (f" ({count}/{full} tasks)" if partial else ""))
         return f"| {label} | " + " | ".join(cells) + " |"
 
     lines = [f"# {report['benchmark']} — {report['model']}", "", f"{report['num_tasks']} tasks scored.", ""]
@@ -81,26 +86,28 @@ def render_markdown(report: dict) -> str:
             f"**Partial run: {report['num_tasks']} of {report['benchmark_tasks']} tasks.** Its means cover only "
             "these tasks, so they are not comparable with the published full-benchmark figures."
         )
-    lines += ["## Summary", "", header, rule, row(f"**Overall** ({report['num_tasks']} tasks)", report["overall"], None, None)]  # fmt: skip
-    for name, entry in report["modality"].items():
-        lines.append(row(f"{name} ({entry['num_tasks']})", entry["score"], "modality", name))
-    for name, entry in report["split"].items():
-        lines.append(row(f"{name} ({entry['num_tasks']})", entry["score"], "split", name))
-    for name, entry in report["meta_task"].items():
-        lines.append(row(f"{entry['modality']} / {name} ({entry['num_tasks']})", entry["score"], "meta_task", name))
+    lines += _protocol_lines(report)
+    lines += ["## Summary", "", header, rule, row(f"**Overall** ({report['num_tasks']} tasks)", report["overall"], None, None, report["num_tasks"])]  # fmt: skip
+    for level in ("modality", "split", "meta_task"):
+        for name, entry in report[level].items():
+            label = f"{entry['modality']} / {name}" if level == "meta_task" else name
+            lines.append(row(f"{label} ({entry['num_tasks']})", entry["score"], level, name, entry["num_tasks"]))
     notes = [f"{n}: {b['note']}" for n, b in baselines.items() if b.get("note")]
     if names:
-        lines += ["", "Baselines: published figures (see `tte_hf/evaluation/baselines.py` for sources)."]
+        lines += ["", "Baselines: published figures, their means recomputed over the tasks each source publishes "
+                  "(sources and dates: `tte_hf/evaluation/baseline_scores.json`)."]  # fmt: skip
         lines += [f"- {note}" for note in notes]
     if report.get("skipped"):
         lines += ["", "Skipped tasks:"] + [f"- {name}: {reason}" for name, reason in report["skipped"].items()]
-    lines += ["", "## Tasks", "", "| task | modality | meta-task | metric | score | MRR | R@5 | queries | candidates |"]
-    lines.append("|---|---|---|---|---:|---:|---:|---:|---:|")
+    lines += ["", "## Tasks", "", "| task | modality | meta-task | metric | score | MRR | R@5 | queries | candidates | gold repeated (decided) | gold tied (decided) |"]  # fmt: skip
+    lines.append("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, task in report["tasks"].items():
-        m = task["metrics"]
+        m, ties = task["metrics"], task.get("ties", {})
         lines.append(
             f"| {name} | {task['modality']} | {task['meta_task']} | {task['metric']} | {task['main_score']:.1f} "
-            f"| {100 * m['mrr']:.1f} | {100 * m['recall@5']:.1f} | {task['num_queries']} | {task['num_candidates']} |"
+            f"| {100 * m['mrr']:.1f} | {100 * m['recall@5']:.1f} | {task['num_queries']} | {task['num_candidates']} "
+            f"| {ties.get('duplicate_gold_queries', 0)} ({ties.get('duplicate_gold_decided', 0)}) "
+            f"| {ties.get('tied_gold_queries', 0)} ({ties.get('tied_gold_decided', 0)}) |"
         )
     return "\n".join(lines) + "\n"
 

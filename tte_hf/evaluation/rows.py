@@ -30,6 +30,8 @@ class EvalItem:
     image: Any = None  # a path or a PIL image
     frames: list[str] | None = None
     where: str = ""  # "row 3 field 'qry_img_path'", for error messages
+    # The raw row fields an input profile rebuilds its reference's text from (`input_formats.ProfileItem`).
+    profile: dict[str, Any] | None = None
 
 
 @dataclass

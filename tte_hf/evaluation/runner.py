@@ -22,6 +22,7 @@ import math
 import os
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -29,10 +30,11 @@ import torch
 from tqdm.auto import tqdm
 
 from ..ecr_jsonl import read_ecr
-from .data import TaskData, load_task, materialize
+from .data import TaskData, load_task, materialize, profile_input
 from .distributed import Processes, current_processes
 from .fingerprint import model_fingerprint
-from .metrics import score_rankings
+from .input_formats import TTE, check_input_format
+from .metrics import LEADERBOARD, check_protocol, score_rankings, tie_counts
 from .report import build_report, write_report
 from .tasks import (
     IMPLEMENTED_VIDEO_PARSERS,
@@ -45,6 +47,7 @@ from .tasks import (
 )
 
 logger = logging.getLogger(__name__)
+DEFAULT_INPUT_FORMAT = TTE  # the model builds its own inputs (a TTE / sentence-transformers model)
 
 
 class EncoderModel(Protocol):
@@ -99,11 +102,15 @@ def _encode_chunk(
     traces: dict[str, str] | None,
     trace_prefix: str,
     batch_size: int,
+    input_format: str = TTE,
 ) -> None:
     """Embed ``items`` and write them to ``path`` (atomically: a chunk file is whole or absent)."""
     from safetensors.torch import save_file
 
-    inputs = [materialize(task, item, traces.get(trace_prefix + item.key) if traces else None) for item in items]
+    if input_format != TTE:  # a baseline, fed what its reference evaluation feeds it
+        inputs = [profile_input(task, item) for item in items]
+    else:
+        inputs = [materialize(task, item, traces.get(trace_prefix + item.key) if traces else None) for item in items]
     embeddings = encode(inputs, batch_size=batch_size, show_progress_bar=False, convert_to_tensor=True)
     embeddings = torch.as_tensor(embeddings).detach().float().cpu()
     if embeddings.ndim != 2 or embeddings.shape[0] != len(items):
@@ -171,6 +178,106 @@ def _prepare_task_dir(task_dir: Path, meta: dict[str, Any], overwrite: bool) -> 
     meta_path.write_text(json.dumps(meta, indent=2))
 
 
+@dataclass(frozen=True)
+class RunKey:
+    """What determines a task folder's content besides the task: its resume record in ``meta.json``."""
+
+    model_id: str
+    fingerprint: dict[str, str]
+    ecr: str | None
+    chunk_size: int
+    protocol: str = LEADERBOARD
+    input_format: str = DEFAULT_INPUT_FORMAT
+
+    def identity(self, task: TaskSpec) -> dict[str, Any]:
+        return {
+            "task": task.to_dict(),
+            "model": self.model_id,
+            "fingerprint": self.fingerprint,
+            "ecr": self.ecr,
+            "chunk_size": self.chunk_size,
+            "protocol": self.protocol,
+            "input_format": self.input_format,
+        }
+
+
+def _missing_chunks(task_dir: Path, meta: dict[str, Any], jobs, overwrite: bool, processes: Processes) -> list:
+    """The chunks no process has written yet, the same list on every process.
+
+    The main process prepares the folder and lists them; every process gets the same list (or the same
+    error), so the shares never overlap nor miss a chunk, whatever ran before.
+    """
+    status, error = None, None
+    if processes.is_main:
+        try:
+            _prepare_task_dir(task_dir, meta, overwrite)
+            status = ("ok", [job for job in jobs if not _chunk_path(task_dir, *job).exists()])
+        except ValueError as err:
+            status, error = ("error", str(err)), err
+    status = processes.broadcast(status)
+    if status[0] == "error":
+        raise error if error is not None else ValueError(status[1])
+    return status[1]
+
+
+def _embed_chunks(model, data: TaskData, task_dir: Path, mine: list, settings: dict[str, Any]) -> None:
+    """Embed this process's share of the missing chunks into ``task_dir``."""
+    task, chunk_size, traces = data.task, settings["chunk_size"], settings["traces"]
+    # Query keys are already "<task>/<row id>"; candidate traces (e.g. page descriptions) use "<task>/candidate/<key>".
+    sides = {
+        "candidate": (model.encode_document, data.candidates, f"{task.name}/candidate/"),
+        "query": (model.encode_query, data.queries, ""),
+    }
+    total = sum(len(sides[side][1][i * chunk_size : (i + 1) * chunk_size]) for side, i in mine)
+    bar = tqdm(total=total, desc=task.name, unit="item", disable=not settings["show_progress_bar"])
+    for side, index in mine:
+        encode, items, prefix = sides[side]
+        chunk = items[index * chunk_size : (index + 1) * chunk_size]
+        path = _chunk_path(task_dir, side, index)
+        _encode_chunk(encode, task, chunk, path, side, traces, prefix, settings["batch_size"], settings["input_format"])
+        bar.update(len(chunk))
+    bar.close()
+
+
+def _score_task(data: TaskData, candidates: torch.Tensor, queries: torch.Tensor, protocol: str):
+    """The task's score dict and per-query metrics from its normalised embeddings."""
+    task = data.task
+    scores, names = [], []
+    for q, own in enumerate(data.query_candidates):
+        if own is None:  # global: rank every candidate of the task
+            scores.append(candidates @ queries[q])
+            names.append(None)
+        else:  # local: rank the query's own list; a listing is named by its candidate index
+            scores.append(candidates[own] @ queries[q])
+            names.append(own)
+    mean, per_query = score_rankings(scores, data.relevance, protocol=protocol, names=names)
+    result = {
+        "task": task.name,
+        "modality": task.modality,
+        "meta_task": task.meta_task,
+        "split": task.split,
+        "metric": task.metric,
+        "main_score": 100.0 * mean[task.metric],
+        "metrics": mean,
+        "num_queries": len(data.queries),
+        "num_candidates": len(data.candidates),
+        "ranking": task.ranking,
+        "protocol": protocol,
+        "ties": tie_counts(scores, data.relevance, names),
+    }
+    return result, per_query
+
+
+def _write_scores(task_dir: Path, data: TaskData, result: dict[str, Any], per_query: list[dict]) -> None:
+    with open(task_dir / "per_query.jsonl", "w") as handle:
+        for item, metrics in zip(data.queries, per_query):
+            handle.write(json.dumps({"id": item.key, **metrics}) + "\n")
+    score_path = task_dir / "score.json"
+    tmp = score_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=2))
+    tmp.replace(score_path)  # atomic: a score file exists only for a finished task
+
+
 def evaluate_task(
     model: EncoderModel,
     task: TaskSpec,
@@ -186,96 +293,85 @@ def evaluate_task(
     ecr_digest: str | None = None,
     fingerprint: dict[str, str] | None = None,
     processes: Processes | None = None,
+    protocol: str = LEADERBOARD,
+    input_format: str = DEFAULT_INPUT_FORMAT,
 ) -> dict[str, Any] | None:
     """Score one task (or load its finished score) and return its ``score.json`` dict.
 
-    ``fingerprint`` (default: `model_fingerprint`) keys the results with ``model_id``: a finished
-    task is only reused for a model whose weights, dtype, module config and prompts match.
+    ``fingerprint`` (default: `model_fingerprint`) keys the results with ``model_id``, ``protocol``
+    (`metrics.PROTOCOLS`) and ``input_format``: a finished task is only reused for a model whose
+    weights, dtype, module config and prompts match, scored under the same rules.
     With ``processes`` (data-parallel, see `current_processes`) each process embeds its share of the
     missing chunks and the main process scores; the others return ``None``.
     """
     processes = processes or Processes()
     task_dir = Path(output_dir) / "tasks" / _safe_name(task.name)
-    score_path = task_dir / "score.json"
-    identity = {
-        "task": task.to_dict(),
-        "model": model_id,
-        "fingerprint": fingerprint if fingerprint is not None else model_fingerprint(model),
-        "ecr": ecr_digest if ecr_digest is not None else traces_digest(traces),
-        "chunk_size": chunk_size,
-    }
-    if score_path.exists() and not overwrite:
+    key = RunKey(
+        model_id,
+        fingerprint if fingerprint is not None else model_fingerprint(model),
+        ecr_digest if ecr_digest is not None else traces_digest(traces),
+        chunk_size,
+        check_protocol(protocol),
+        input_format,
+    )
+    identity = key.identity(task)
+    if (task_dir / "score.json").exists() and not overwrite:
         _check_identity(task_dir, identity)
-        return json.loads(score_path.read_text())
-    data = load_task(task)
+        return json.loads((task_dir / "score.json").read_text())
+    data = load_task(task, protocol=protocol)
     _check_ecr(data, traces, require_ecr)
     meta = {**identity, "num_queries": len(data.queries), "num_candidates": len(data.candidates)}
     jobs = _chunk_jobs(len(data.candidates), len(data.queries), chunk_size)
-    # The main process prepares the folder and lists the missing chunks; every process gets the same
-    # list (or the same error), so the shares never overlap nor miss a chunk, whatever ran before.
-    status, error = None, None
-    if processes.is_main:
-        try:
-            _prepare_task_dir(task_dir, meta, overwrite)
-            status = ("ok", [job for job in jobs if not _chunk_path(task_dir, *job).exists()])
-        except ValueError as err:
-            status, error = ("error", str(err)), err
-    status = processes.broadcast(status)
-    if status[0] == "error":
-        raise error if error is not None else ValueError(status[1])
-    mine = processes.share(status[1])
-    logger.info("%s: process %d of %d embeds %d of %d missing chunks", task.name, processes.rank, processes.world_size, len(mine), len(status[1]))  # fmt: skip
-    # Query keys are already "<task>/<row id>"; candidate traces (e.g. page descriptions) use "<task>/candidate/<key>".
-    sides = {
-        "candidate": (model.encode_document, data.candidates, f"{task.name}/candidate/"),
-        "query": (model.encode_query, data.queries, ""),
-    }
-    total = sum(len(sides[side][1][i * chunk_size : (i + 1) * chunk_size]) for side, i in mine)
-    bar = tqdm(total=total, desc=task.name, unit="item", disable=not (show_progress_bar and processes.is_main))
-    for side, index in mine:
-        encode, items, prefix = sides[side]
-        chunk = items[index * chunk_size : (index + 1) * chunk_size]
-        path = _chunk_path(task_dir, side, index)
-        _encode_chunk(encode, task, chunk, path, side, traces, prefix, batch_size)
-        bar.update(len(chunk))
-    bar.close()
+    missing = _missing_chunks(task_dir, meta, jobs, overwrite, processes)
+    mine = processes.share(missing)
+    logger.info("%s: process %d of %d embeds %d of %d missing chunks", task.name, processes.rank, processes.world_size, len(mine), len(missing))  # fmt: skip
+    settings = {"chunk_size": chunk_size, "traces": traces, "batch_size": batch_size, "input_format": input_format}
+    settings["show_progress_bar"] = show_progress_bar and processes.is_main
+    _embed_chunks(model, data, task_dir, mine, settings)
     processes.barrier()  # every chunk of the task is on disk
     if not processes.is_main:
         return None
     candidates = _load_side(task_dir, "candidate", len(data.candidates), chunk_size)
     queries = _load_side(task_dir, "query", len(data.queries), chunk_size)
-
-    scores, relevance = [], []
-    for q, (own, rels) in enumerate(zip(data.query_candidates, data.relevance)):
-        if own is None:  # global: rank every candidate of the task
-            scores.append(candidates @ queries[q])
-            relevance.append(rels)
-        else:  # local: rank the query's own list; relevance re-indexed into it
-            scores.append(candidates[own] @ queries[q])
-            position: dict[int, int] = {}
-            for i, c in enumerate(own):  # the first listing is the gold; a repeat is a negative
-                position.setdefault(c, i)
-            relevance.append({position[c]: g for c, g in rels.items()})
-    mean, per_query = score_rankings(scores, relevance)
-    result = {
-        "task": task.name,
-        "modality": task.modality,
-        "meta_task": task.meta_task,
-        "split": task.split,
-        "metric": task.metric,
-        "main_score": 100.0 * mean[task.metric],
-        "metrics": mean,
-        "num_queries": len(data.queries),
-        "num_candidates": len(data.candidates),
-        "ranking": task.ranking,
-    }
-    with open(task_dir / "per_query.jsonl", "w") as handle:
-        for item, metrics in zip(data.queries, per_query):
-            handle.write(json.dumps({"id": item.key, **metrics}) + "\n")
-    tmp = score_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    tmp.replace(score_path)  # atomic: a score file exists only for a finished task
+    result, per_query = _score_task(data, candidates, queries, protocol)
+    _write_scores(task_dir, data, result, per_query)
     return result
+
+
+def _input_format(model: Any, requested: str | None) -> str:
+    """The model's input profile (its ``input_format`` attribute, else ``tte``); a different request is an error."""
+    own = getattr(model, "input_format", None) or DEFAULT_INPUT_FORMAT
+    if requested is not None and check_input_format(requested) != own:
+        raise ValueError(f"input_format={requested!r}, but the model applies {own!r}; load it with that profile (tte-hf eval --input-format).")  # fmt: skip
+    return own
+
+
+def _resolve_tasks(benchmark_or_tasks, tasks, data_root, image_root) -> tuple[str, str | None, int, list[TaskSpec]]:
+    """(benchmark name, baseline key, the benchmark's task count, the selected tasks with their roots)."""
+    if isinstance(benchmark_or_tasks, str):
+        benchmark_or_tasks = get_benchmark(benchmark_or_tasks)
+    if isinstance(benchmark_or_tasks, Benchmark):
+        benchmark = benchmark_or_tasks
+    else:
+        benchmark = Benchmark("custom", tuple(benchmark_or_tasks))
+    selected = select_tasks(benchmark, list(tasks) if tasks else None)
+    selected = [with_data_root(t, data_root, image_root) for t in selected]
+    return benchmark.name, benchmark.baseline_key, len(benchmark.tasks), selected
+
+
+def _skip_unloadable(selected: list[TaskSpec]) -> tuple[list[TaskSpec], dict[str, str]]:
+    """Fail fast on tasks this package cannot load yet, but keep the rest of the benchmark running."""
+    skipped = {
+        t.name: t.note or f"VLM2Vec video parser {t.parser!r} is not implemented"
+        for t in selected
+        if t.data_format == VLM2VEC_VIDEO_FORMAT and t.parser not in IMPLEMENTED_VIDEO_PARSERS
+    }
+    for name, reason in skipped.items():
+        logger.warning("Skipping task %s: %s", name, reason)
+    selected = [t for t in selected if t.name not in skipped]
+    if not selected:
+        raise ValueError(f"None of the selected tasks can be loaded: {skipped}")
+    return selected, skipped
 
 
 def evaluate(
@@ -296,81 +392,53 @@ def evaluate(
     chart: bool = True,
     baselines: str | None = None,
     cpu: bool = False,
+    protocol: str = LEADERBOARD,
+    input_format: str | None = None,
 ) -> dict[str, Any]:
-    """Evaluate ``model`` on a benchmark name (``"mmeb-v2"``), a `Benchmark` or a list of `TaskSpec`.
+    """Evaluate ``model`` on a benchmark name (``"mmeb-v2"``), a `Benchmark` or a list of `TaskSpec`;
+    writes per-task results and ``report.json`` / ``report.md`` / ``meta_tasks.png`` into
+    ``output_dir`` and returns the report dict.
 
-    Writes per-task results and ``report.json`` / ``report.md`` / ``meta_tasks.png`` into
-    ``output_dir`` and returns the report dict. Finished tasks and embedding chunks found in
-    ``output_dir`` are reused when ``model_id`` (default: `default_model_id`), the model's fingerprint
-    (weights, dtype, module config, prompts: `model_fingerprint`), the task definition, the traces and
-    ``chunk_size`` match. ``ecr_files`` (JSONL with ``id`` and ``ecr``) attach a ``"reasoning"``
-    trace to every item whose id (``<task>/<row id>`` for queries) they contain. ``baselines``
-    (``"mmeb-v1"`` / ``"mmeb-v2"``) prints those published scores beside a custom task list.
+    ``protocol``: ``"leaderboard"`` (VLM2Vec's candidate identity and tie rules, comparable with
+    published scores) or ``"strict"`` (`metrics`). ``input_format``: the model's input profile (default:
+    its ``input_format`` attribute, else ``"tte"``). Finished tasks and chunks in ``output_dir`` are
+    reused only when ``model_id`` (default: `default_model_id`), the model's fingerprint
+    (`model_fingerprint`), the task, the traces, ``chunk_size``, ``protocol`` and ``input_format``
+    match. ``ecr_files`` (JSONL with ``id`` and ``ecr``) attach a ``"reasoning"`` trace to every item
+    whose id (``<task>/<row id>`` for queries) they contain; ``baselines`` (``"mmeb-v1"`` /
+    ``"mmeb-v2"``) prints those published scores beside a custom task list.
 
-    Under ``torchrun`` / ``accelerate launch`` the run is data-parallel: each process embeds its share
-    of every task's missing chunks (on its own device), the main process scores and writes the
-    reports, and every process returns the report (``cpu``: the processes meet over gloo even on a
-    GPU machine). Chunk files do not depend on the number of
-    processes, so a run resumes with any number of them.
+    Under ``torchrun`` / ``accelerate launch`` each process embeds its share of every task's missing
+    chunks, the main process scores and writes the reports, every process returns the report (``cpu``:
+    gloo even on a GPU machine); chunk files do not depend on the number of processes.
     """
-    if isinstance(benchmark_or_tasks, str):
-        benchmark_or_tasks = get_benchmark(benchmark_or_tasks)
-    if isinstance(benchmark_or_tasks, Benchmark):
-        benchmark_name, baseline_key = benchmark_or_tasks.name, benchmark_or_tasks.baseline_key
-        benchmark_tasks = len(benchmark_or_tasks.tasks)
-        selected = select_tasks(benchmark_or_tasks, list(tasks) if tasks else None)
-    else:
-        benchmark_name, baseline_key = "custom", None
-        benchmark_tasks = len(benchmark_or_tasks)
-        selected = select_tasks(Benchmark("custom", tuple(benchmark_or_tasks)), list(tasks) if tasks else None)
-    selected = [with_data_root(t, data_root, image_root) for t in selected]
+    check_protocol(protocol)
+    benchmark_name, baseline_key, benchmark_tasks, selected = _resolve_tasks(benchmark_or_tasks, tasks, data_root, image_root)  # fmt: skip
+    selected, skipped = _skip_unloadable(selected)
     model_id = model_id or default_model_id(model)
     traces = load_ecr_files(ecr_files) if ecr_files else None
-    digest = traces_digest(traces)
-    fingerprint = model_fingerprint(model)
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-
-    # Fail fast on tasks this package cannot load yet, but keep the rest of the benchmark running.
-    skipped = {
-        t.name: t.note or f"VLM2Vec video parser {t.parser!r} is not implemented"
-        for t in selected
-        if t.data_format == VLM2VEC_VIDEO_FORMAT and t.parser not in IMPLEMENTED_VIDEO_PARSERS
-    }
-    for name, reason in skipped.items():
-        logger.warning("Skipping task %s: %s", name, reason)
-    selected = [t for t in selected if t.name not in skipped]
-    if not selected:
-        raise ValueError(f"None of the selected tasks can be loaded: {skipped}")
-
     processes = current_processes(cpu=cpu)
-    results = []
+    shared = dict(model_id=model_id, batch_size=batch_size, chunk_size=chunk_size, traces=traces, processes=processes)
+    shared |= dict(require_ecr=require_ecr, show_progress_bar=show_progress_bar, overwrite=overwrite, protocol=protocol)
+    shared |= dict(ecr_digest=traces_digest(traces), fingerprint=model_fingerprint(model))
+    shared["input_format"] = _input_format(model, input_format)
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
     show_tasks = show_progress_bar and processes.is_main and len(selected) > 1
-    for task in tqdm(selected, desc="tasks", unit="task", disable=not show_tasks):
-        results.append(
-            evaluate_task(
-                model,
-                task,
-                output_dir,
-                model_id=model_id,
-                batch_size=batch_size,
-                chunk_size=chunk_size,
-                traces=traces,
-                require_ecr=require_ecr,
-                show_progress_bar=show_progress_bar,
-                overwrite=overwrite,
-                ecr_digest=digest,
-                fingerprint=fingerprint,
-                processes=processes,
-            )
-        )
+    results = [
+        evaluate_task(model, task, output_dir, **shared)
+        for task in tqdm(selected, desc="tasks", unit="task", disable=not show_tasks)
+    ]
+    report_kwargs = dict(benchmark=benchmark_name, baseline_key=baselines or baseline_key, model_id=model_id)
+    report_kwargs |= dict(benchmark_tasks=benchmark_tasks, protocol=protocol, input_format=shared["input_format"])
+    return _finish_run(results, Path(output_dir), processes, chart, skipped, report_kwargs)
+
+
+def _finish_run(results, output_dir: Path, processes: Processes, chart: bool, skipped: dict, report_kwargs: dict):
+    """The main process writes the report; every process returns it."""
     if not processes.is_main:
         processes.barrier()  # the main process writes the report
         return json.loads((output_dir / "report.json").read_text())
-    baseline_key = baselines or baseline_key
-    report = build_report(
-        results, benchmark=benchmark_name, baseline_key=baseline_key, model_id=model_id, benchmark_tasks=benchmark_tasks
-    )
+    report = build_report(results, **report_kwargs)
     report["skipped"] = skipped
     write_report(report, output_dir, chart=chart)
     processes.barrier()

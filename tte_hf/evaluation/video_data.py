@@ -271,8 +271,9 @@ def _momentseeker(task: TaskSpec) -> TaskData:
     return TaskData(task, queries, candidates, own_lists, relevance, index_of)
 
 
-def load_vlm2vec_video(task: TaskSpec) -> TaskData:
-    """Queries, candidates and relevance of a registered MMEB-V2 video task."""
+def load_vlm2vec_video(task: TaskSpec, protocol: str = "leaderboard") -> TaskData:
+    """Queries, candidates and relevance of a registered MMEB-V2 video task (candidates are keyed by
+    VLM2Vec's own names — option text, video or clip id — under either ``protocol``)."""
     if task.parser in RETRIEVAL_FIELDS:
         data = _retrieval(task)
     elif task.parser in ("video_classification", "ssv2"):
