@@ -81,7 +81,7 @@ def run(tree: Path, cfg: dict) -> list[dict[str, float]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--baseline-tree", type=Path, required=True)
+    parser.add_argument("--baseline-tree", type=Path, help="the other checkout (required)")
     parser.add_argument("--items", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
@@ -90,6 +90,8 @@ def main() -> None:
     if args._worker is not None:
         print(json.dumps(worker(args._worker)))
         return
+    if args.baseline_tree is None:
+        parser.error("--baseline-tree is required")
 
     from tte_hf.testing import build_tiny_vlm
     from tte_hf.training.synthetic import write_synthetic_retrieval

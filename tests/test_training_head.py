@@ -380,3 +380,21 @@ def test_hidden_cache_is_hit_on_epoch_2(st_run):
     (hits_1, misses_1), (hits_2, misses_2) = st_run["counts"].per_epoch
     assert misses_1 > 0
     assert (hits_2 - hits_1, misses_2 - misses_1) == (3 * 24, 0)
+
+
+def test_a_fully_cached_column_is_a_feature_for_the_head_trainer_not_for_st():
+    """Why `HeadTrainer.collect_features` exists: ST finds a column by its ``input_ids``/``pixel_values``,
+    and a column whose rows are all cached carries its keys alone, so ST's own would drop it (and the
+    loss would rank the positives against the negatives as queries)."""
+    from sentence_transformers import SentenceTransformerTrainer
+
+    from tte_hf.training.train_head import HeadTrainer
+
+    keys = torch.zeros(2, 32, dtype=torch.uint8)
+    batch = {"anchor_cache_keys": keys, "positive_cache_keys": keys + 1, "positive_input_ids": torch.ones(2, 5)}
+    batch |= {"positive_attention_mask": torch.ones(2, 5), "negative_cache_keys": keys + 2}
+    st_features, _ = SentenceTransformerTrainer.collect_features(None, batch)
+    assert [set(f) for f in st_features] == [{"cache_keys", "input_ids", "attention_mask"}]
+    features, labels = HeadTrainer.collect_features(None, batch)
+    assert labels is None and [f["cache_keys"][0, 0].item() for f in features] == [0, 1, 2]
+    assert [set(f) for f in features] == [{"cache_keys"}, {"cache_keys", "input_ids", "attention_mask"}, {"cache_keys"}]

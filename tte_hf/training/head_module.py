@@ -4,9 +4,10 @@
 reasoner's own sequences, as `TTEUnifiedTransformer` does at query time: the prompt rendered by the
 chat template, then the trace as token ids (the generated ids where the data has them, else the
 tokenized text) and the end token. Each row also carries its hidden-state cache key as an integer
-tensor (``cache_keys``, sha256 bytes), so sentence-transformers' collator and GradCache
-(`CachedMultipleNegativesRankingLoss`) slice keys along with every other per-row tensor. A column
-whose rows are all cached holds its keys alone: no image is decoded, no text tokenized.
+tensor (``cache_keys``, sha256 bytes), so that sentence-transformers' losses slice it (GradCache
+mini-batches) or concatenate it (columns merged into one forward) along with every other per-row
+tensor. A column whose rows are all cached holds its keys alone: no image is decoded, no text
+tokenized.
 
 `HeadTrainingModule.forward` reads each row's frozen hidden states from the cache (or runs the
 backbone and stores them), then runs the head, the one trainable part.
@@ -24,7 +25,7 @@ from sentence_transformers.base.modules import InputModule
 from ..models.tte.inputs import END_OF_TURN, build_messages, embedder_system_prompt, embedder_text, render_prompt
 
 KEY_BYTES = 32  # sha256
-_PROCESSOR_ONLY = ("cache_keys", "num_images_per_sample", "modality")
+_NOT_BACKBONE_INPUTS = ("cache_keys", "num_images_per_sample")  # what preprocess adds
 
 
 def input_key(text: str, images: Sequence[str]) -> str:
@@ -115,7 +116,7 @@ class HeadTrainingModule(InputModule):
         if key_bytes.ndim != 2 or key_bytes.shape[1] != KEY_BYTES:
             raise ValueError(f"cache_keys must be (rows, {KEY_BYTES}) bytes, got shape {tuple(key_bytes.shape)}.")
         keys = [bytes(row).hex() for row in key_bytes.cpu().tolist()]
-        inputs = {k: v for k, v in features.items() if k not in _PROCESSOR_ONLY}
+        inputs = {k: v for k, v in features.items() if k not in _NOT_BACKBONE_INPUTS}
         rows = [self._pending.get(key) for key in keys]
         if torch.is_grad_enabled():  # the second (or only) pass: nothing left to hand on
             for key in keys:
