@@ -92,6 +92,8 @@ class HeadTrainingModule(InputModule):
         texts = [self.prompt_text(cell, prompt) for cell in inputs]
         suffixes = [self.suffix_ids(cell) for cell in inputs]
         keys = [input_key(f"{text}\0{suffix}", cell["images"]) for text, suffix, cell in zip(texts, suffixes, inputs)]
+        # (rows, 32): GradCache's mini-batches trim trailing padding columns off per-token tensors, which a
+        # width of 32 could be taken for; the rows below are left-padded, so no trailing column is trimmed.
         features: dict[str, Any] = {
             "cache_keys": torch.tensor([list(bytes.fromhex(k)) for k in keys], dtype=torch.uint8)
         }
