@@ -1,8 +1,8 @@
 """Unified-head training: epochs after the first, with and without the frozen hidden-state cache.
 
 The backbone is frozen, so `hidden_cache_dir` stores its hidden states during the first epoch and
-later epochs read them back. Once every input of a batch is cached, the collator also skips the
-processor (image decoding, tokenization). Three ways to run the same cached epochs, timed side by
+later epochs read them back. Once every input of a batch column is cached, the head's ST module
+(`head_module.HeadTrainingModule.preprocess`) also skips the processor (image decoding, tokenization). Three ways to run the same cached epochs, timed side by
 side (interleaved, medians of whole `train_head` runs, model loading included) after one epoch
 has filled the cache:
 
@@ -54,7 +54,7 @@ def recipe(vlm: Path, data: dict, out: Path, cache: Path | None, epochs: int, he
 
 
 def timed(cfg: dict, processor_every_step: bool = False) -> float:
-    """Seconds of one `train_head` run; ``processor_every_step`` hides the cache from the collator."""
+    """Seconds of one `train_head` run; ``processor_every_step`` hides the cache from `preprocess`."""
     never_cached = mock.patch.object(HiddenStateCache, "__contains__", lambda self, key: False)
     start = time.perf_counter()
     with never_cached if processor_every_step else contextlib.nullcontext():

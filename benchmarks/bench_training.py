@@ -1,4 +1,5 @@
-"""Peak memory of one contrastive training step: GradCache at batch 64 (mini-batch 8) vs plain batch 8.
+"""Peak memory of one contrastive training step of the embedder recipe's loss: GradCache
+(sentence-transformers' CachedMultipleNegativesRankingLoss) at batch 64 (mini-batch 8) vs plain batch 8.
 
 Each configuration runs in its own process (a fresh allocator and peak counter) on the same tiny
 random Qwen2-VL and the same synthetic image->text pairs with hard negatives. Reported: the peak
@@ -49,27 +50,33 @@ def _current_bytes(device: str) -> int:
 
 
 def worker(model_dir: str, data_dir: str, batch: int, chunk: int | None, device: str, steps: int) -> dict:
-    import torch
-    from transformers import AutoProcessor
+    """Steps of the embedder recipe's loss (`contrastive_trainer.contrastive_loss`: sentence-transformers'
+    CachedMultipleNegativesRankingLoss with ``chunk``, else MultipleNegativesRankingLoss) on one batch."""
+    from types import SimpleNamespace
 
-    from tte_hf import TTEEmbedderModel
-    from tte_hf.training.collator import ContrastiveCollator
+    import torch
+
+    from tte_hf.training.contrastive_trainer import contrastive_loss
     from tte_hf.training.data import DatasetSpec, load_pairs
-    from tte_hf.training.grad_cache import grad_cache_step
-    from tte_hf.training.losses import info_nce
+    from tte_hf.training.pair_dataset import pairs_dataset
+    from tte_hf.training.train_embedder import build_embedder_model
 
     torch.manual_seed(0)
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    model = TTEEmbedderModel.from_backbone(model_dir, dtype=dtype).to(device).train()
-    processor = AutoProcessor.from_pretrained(model_dir)
+    dtype = "bfloat16" if device == "cuda" else None
+    model_args = SimpleNamespace(model_name_or_path=model_dir, dtype=dtype, attn_implementation=None, use_peft=False)
+    model = build_embedder_model(model_args, SimpleNamespace(normalize=True, freeze_vision_tower=True))
+    model = model.to(device).train()
     spec = {"name": "s", "path": f"{data_dir}/train.jsonl", "image_root": data_dir, "hard_negatives": True}
     pairs = load_pairs(DatasetSpec.from_dict(spec, 0))[:batch]
-    collated = ContrastiveCollator(processor, chunk)(pairs)
-    groups = [
-        [{k: v.to(device) for k, v in c.items()} for c in collated[side]] for side in ("query", "positive", "negative")
+    rows = pairs_dataset(pairs, [len(pairs)], ["s"])[0]["s"]
+    features = [
+        {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in model.preprocess(rows[column]).items()}
+        for column in ("anchor", "positive", "negative")
     ]
-    encode = lambda chunk_inputs: model(**chunk_inputs).embeddings  # noqa: E731
-    loss_fn = lambda q, p, n: info_nce(q, p, n, 0.02)  # noqa: E731
+    args = SimpleNamespace(
+        temperature=0.02, gradcache_chunk_size=chunk, uses_grad_cache=chunk is not None, world_size=1
+    )
+    loss_fn = contrastive_loss(model, args)
     if device == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -77,7 +84,7 @@ def worker(model_dir: str, data_dir: str, batch: int, chunk: int | None, device:
     times = []
     for _ in range(steps):
         start = time.perf_counter()
-        grad_cache_step(encode, groups, loss_fn)
+        loss_fn([dict(f) for f in features], None).backward()
         if device == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)

@@ -446,7 +446,8 @@ def test_similarity_truncate_dim_and_embedding_dimension(st_off, tiny_vlm):
 @pytest.mark.parametrize("loss_name", ["MultipleNegativesRankingLoss", "CachedMultipleNegativesRankingLoss"])
 def test_trainer_takes_a_step(tiny_vlm, tmp_path, loss_name):
     from datasets import Dataset
-    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments, losses
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers.sentence_transformer import losses
 
     model = build_sentence_transformer(tiny_vlm)
     data = Dataset.from_dict(

@@ -23,8 +23,9 @@ from tte_hf.models.tte.reasoner_base import ReasoningBackend
 from tte_hf.reasoning import generate_ecr
 from tte_hf.sentence_transformers import build_sentence_transformer
 from tte_hf.training import train_head
-from tte_hf.training.collator import ContrastiveCollator
 from tte_hf.training.data import DatasetSpec, load_pairs
+from tte_hf.training.head_module import HeadTrainingModule
+from tte_hf.training.pair_dataset import side_input
 from tte_hf.training.sft_data import sft_rows
 from tte_hf.training.train_reasoner import ECR_TRAINING_TEMPLATE
 
@@ -176,21 +177,22 @@ def test_every_path_reads_the_reasoners_generation_sequence(setting, tiny_vlm, t
     )
     anchor = {key.removeprefix("anchor_"): value for key, value in batch.items() if key.startswith("anchor_")}
     seen["embedder training (ST collator)"] = _rows(anchor)
-    # ... and the contrastive collator of the head's trainer, on the same pairs
-    seen["ContrastiveCollator"] = _rows(ContrastiveCollator(processor)(pairs)["query"][0])
+    # ... and the ST module the head trains through, on the same pairs
+    cells = [side_input(pair.query, pair.task, token_ids=True) for pair in pairs]
+    seen["HeadTrainingModule.preprocess"] = _rows(
+        HeadTrainingModule(None, processor).preprocess(cells, prompt=pairs[0].instruction)
+    )
 
     # 4. the unified head's training batches, from a generate-ecr file, captured inside `train_head`
-    import tte_hf.training.collator as collator_module
+    columns = []
+    real_preprocess = HeadTrainingModule.preprocess
 
-    batches = []
-    real_call = collator_module.ContrastiveCollator.__call__
-
-    def spy(self, examples):
-        out = real_call(self, examples)
-        batches.append((examples, out))
+    def spy(self, cells, **kwargs):
+        out = real_preprocess(self, cells, **kwargs)
+        columns.append((cells, out))
         return out
 
-    monkeypatch.setattr(collator_module.ContrastiveCollator, "__call__", spy)
+    monkeypatch.setattr(HeadTrainingModule, "preprocess", spy)
     recipe = {
         "reasoner_name_or_path": tiny_vlm,
         "head_type": "mhsa",
@@ -206,9 +208,9 @@ def test_every_path_reads_the_reasoners_generation_sequence(setting, tiny_vlm, t
     }
     train_head(recipe)
     monkeypatch.undo()
-    examples, out = batches[0]
-    by_id = dict(zip([ex.item_id for ex in examples], _rows(out["query"][0])))
-    seen["unified head training"] = [by_id[key] for key, _, _ in ROWS]
+    cells, out = columns[0]  # the first batch's queries
+    by_text = dict(zip([cell["text"] for cell in cells], _rows(out)))
+    seen["unified head training"] = [by_text[text] for _, text, _ in ROWS]
 
     # 5. the unified ST module: a given trace (one forward pass) ...
     unified_dir = _save_unified(tiny_vlm, processor, tmp_path / "unified")

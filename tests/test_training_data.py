@@ -8,7 +8,7 @@ from PIL import Image
 
 from tte_hf.training.config import parse_recipe
 from tte_hf.training.data import DatasetSpec, load_pairs
-from tte_hf.training.sampler import InterleavedBatchSampler, WeightedDatasetBatchSampler
+from tte_hf.training.sampler import WeightedDatasetBatchSampler, WeightedGlobalBatches
 from tte_hf.training.sft_data import sft_rows
 from tte_hf.training.synthetic import write_synthetic_retrieval
 
@@ -132,25 +132,6 @@ def test_bad_input_fails_before_any_model_is_loaded(entry, data, tmp_path):
         getattr(training, entry)(config)
 
 
-def test_sampler_one_dataset_per_global_batch_and_ranks_split_it():
-    sizes, batch, world = [20, 12, 40], 2, 2
-    weights = [1.0, 2.0, 0.5]
-    ranks = [InterleavedBatchSampler(sizes, batch, weights, world_size=world, rank=r, seed=3) for r in range(world)]
-    global_batches = ranks[0].global_batches()
-    per_rank = [list(s) for s in ranks]
-    assert len(per_rank[0]) == len(ranks[0]) == len(global_batches)
-    bounds = [0, 20, 32, 72]
-    owner = Counter()
-    for step, global_batch in enumerate(global_batches):
-        assert per_rank[0][step] + per_rank[1][step] == global_batch
-        datasets = {next(d for d in range(3) if bounds[d] <= i < bounds[d + 1]) for i in global_batch}
-        assert len(datasets) == 1
-        owner[datasets.pop()] += 1
-    assert owner == {0: 5, 1: 6, 2: 5}  # round(weight * full batches): 1*5, 2*3, 0.5*10
-    ranks[0].set_epoch(1)
-    assert ranks[0].global_batches() != global_batches
-
-
 def _st_sampler(sizes, batch, weights, world, seed):
     """The weighted sampler as sentence-transformers' trainer builds it (one child sampler per dataset)."""
     from functools import partial
@@ -203,7 +184,7 @@ def test_st_sampler_is_deterministic_by_seed_and_interleaves_by_weight():
 
 def test_sampler_refuses_datasets_smaller_than_a_global_batch():
     with pytest.raises(ValueError, match="'tiny' has 3 items, fewer than one global batch"):
-        InterleavedBatchSampler([3], 2, world_size=2, names=["tiny"])
+        WeightedGlobalBatches([3], 2, world_size=2, names=["tiny"])
 
 
 def test_shipped_recipes_parse_and_carry_the_paper_settings():
@@ -213,7 +194,6 @@ def test_shipped_recipes_parse_and_carry_the_paper_settings():
     from trl import ModelConfig, ScriptArguments, SFTConfig
 
     from tte_hf.training.contrastive_trainer import ContrastiveTrainingArguments
-    from tte_hf.training.embedder_trainer import EmbedderTrainingArguments
     from tte_hf.training.train_embedder import EmbedderArguments
     from tte_hf.training.train_head import HeadArguments
     from tte_hf.training.train_reasoner import ReasonerArguments
@@ -228,7 +208,7 @@ def test_shipped_recipes_parse_and_carry_the_paper_settings():
         assert (sft.learning_rate, sft.num_train_epochs, sft.assistant_only_loss) == (2e-5, 1, True)
         assert reasoner.freeze_vision_tower and len(reasoner.datasets) == 20
     model, embedder, args = parse_recipe(
-        (ModelConfig, EmbedderArguments, EmbedderTrainingArguments), recipes / "embedder" / "qwen2vl_2b.yaml", cpu
+        (ModelConfig, EmbedderArguments, ContrastiveTrainingArguments), recipes / "embedder" / "qwen2vl_2b.yaml", cpu
     )
     assert (model.lora_r, model.lora_alpha, model.lora_dropout, args.temperature) == (16, 64, 0.1, 0.02)
     assert (args.gradcache_chunk_size, args.learning_rate, args.max_steps, args.warmup_steps) == (8, 5e-5, 5000, 100)

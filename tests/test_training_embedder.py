@@ -1,6 +1,6 @@
 """Contrastive embedder on sentence-transformers' trainer: the cached ranking loss == full-batch InfoNCE,
-loss falls and Hit@1 rises, the output loads through ST and AutoModel, 2 processes == 1, resume; the
-head's GradCache == full batch; GradCache refused under DeepSpeed."""
+loss falls and Hit@1 rises, the output loads through ST and AutoModel, 2 processes == 1, resume;
+GradCache refused under DeepSpeed."""
 
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,15 +15,14 @@ from transformers import AutoModel, AutoProcessor
 
 import tte_hf  # noqa: F401  (registers the TTE classes with AutoModel)
 from tte_hf import TTEEmbedderModel
+from tte_hf.models.tte.inputs import build_messages, embedder_system_prompt, embedder_text, render_prompt
 from tte_hf.sentence_transformers import build_sentence_transformer
 from tte_hf.training import train_embedder
-from tte_hf.training.collator import ContrastiveCollator
+from tte_hf.training.contrastive_trainer import contrastive_loss
 from tte_hf.training.data import DatasetSpec, load_pairs
-from tte_hf.training.grad_cache import grad_cache_step
-from tte_hf.training.losses import info_nce
 from tte_hf.training.pair_dataset import pairs_dataset, side_input
 from tte_hf.training.synthetic import write_synthetic_retrieval
-from tte_hf.training.train_embedder import build_embedder_model, contrastive_loss
+from tte_hf.training.train_embedder import build_embedder_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,6 +54,19 @@ def embedder_model(tiny_vlm):
     return build_embedder_model(model_args, SimpleNamespace(normalize=True, freeze_vision_tower=True)).eval()
 
 
+def sequences_batch(processor, sides, task=None, instruction=None) -> dict:
+    """The embedder's inputs built by hand from `tte_hf.models.tte.inputs`: prompt + trace + end token."""
+    from PIL import Image
+
+    texts, images = [], []
+    for side in sides:
+        system = embedder_system_prompt(task, side.trace is not None)
+        messages = build_messages(side.text, len(side.images), instruction=instruction, system=system)
+        texts.append(embedder_text(render_prompt(processor, messages), side.trace))
+        images += [Image.open(path).convert("RGB") for path in side.images]
+    return dict(processor(text=texts, images=images or None, padding=True, return_tensors="pt"))
+
+
 @torch.no_grad()
 def hit_at_1(model, pairs) -> float:
     """Each query ranks all positives; Hit@1 = share whose own positive scores highest."""
@@ -84,8 +96,11 @@ def test_cached_ranking_loss_equals_full_batch_info_nce_with_hard_negatives(data
     model.zero_grad()
 
     tte = model[0].model  # the TTEEmbedderModel the ST module runs
-    full = ContrastiveCollator(AutoProcessor.from_pretrained(tiny_vlm))(pairs)
-    queries, positives, negatives = (tte(**full[k][0]).embeddings for k in ("query", "positive", "negative"))
+    processor = AutoProcessor.from_pretrained(tiny_vlm)
+    queries, positives, negatives = (
+        tte(**sequences_batch(processor, [getattr(p, side) for p in pairs], pairs[0].task)).embeddings
+        for side in ("query", "positive", "negative")
+    )
     logits = queries @ torch.cat([positives, negatives]).T / 0.02
     reference = F.cross_entropy(logits, torch.arange(8))
     reference.backward()
@@ -94,52 +109,6 @@ def test_cached_ranking_loss_equals_full_batch_info_nce_with_hard_negatives(data
     assert got.keys() == expected.keys() and len(got) > 20
     for name, grad in got.items():
         torch.testing.assert_close(grad, expected[name], atol=1e-5, rtol=1e-4, msg=name)
-
-
-def test_gradcache_gradients_equal_full_batch_gradients(data, tiny_vlm):
-    """The unified head's own GradCache (`grad_cache_step`), on the embedder model class."""
-    torch.manual_seed(0)
-    model = TTEEmbedderModel.from_backbone(tiny_vlm, attn_implementation="eager").eval()  # no dropout
-    processor = AutoProcessor.from_pretrained(tiny_vlm)
-    spec = DatasetSpec.from_dict({"name": "s", **dataset_entry(data), "hard_negatives": True}, 0)
-    pairs = load_pairs(spec)[:8]
-    loss_fn = lambda q, p, n: info_nce(q, p, n, 0.02)  # noqa: E731
-    encode = lambda chunk: model(**chunk).embeddings  # noqa: E731
-
-    # Reference: one plain forward/backward over the whole batch.
-    full = ContrastiveCollator(processor)(pairs)
-    reps = [model(**full[k][0]).embeddings for k in ("query", "positive", "negative")]
-    reference = loss_fn(*reps)
-    reference.backward()
-    expected = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-    model.zero_grad()
-
-    chunked = ContrastiveCollator(processor, chunk_size=3)(pairs)
-    assert [len(chunked[k]) for k in ("query", "positive", "negative")] == [3, 3, 3]
-    loss = grad_cache_step(encode, [chunked["query"], chunked["positive"], chunked["negative"]], loss_fn)
-    assert torch.allclose(loss, reference.detach(), atol=1e-5)
-    got = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
-    assert got.keys() == expected.keys() and len(got) > 20
-    for name, grad in got.items():
-        torch.testing.assert_close(grad, expected[name], atol=1e-5, rtol=1e-4, msg=name)
-
-
-def test_gradcache_replays_dropout_masks():
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.Dropout(0.5), torch.nn.Linear(16, 4)).train()
-    x = torch.randn(8, 6)
-    encode = lambda chunk: F.normalize(net(chunk), dim=-1)  # noqa: E731
-    loss_fn = lambda q, t: info_nce(q, t, None, 0.1)  # noqa: E731
-    state = torch.get_rng_state()
-    grad_cache_step(encode, [[x[:4], x[4:]], [x[:4] + 1, x[4:] + 1]], loss_fn)
-    cached = [p.grad.clone() for p in net.parameters()]
-    net.zero_grad()
-    # Reference with the same dropout masks: the chunks in the order GradCache first drew them.
-    torch.set_rng_state(state)
-    reps = [encode(c) for c in (x[:4], x[4:], x[:4] + 1, x[4:] + 1)]
-    loss_fn(torch.cat(reps[:2]), torch.cat(reps[2:])).backward()
-    for got, want in zip(cached, (p.grad for p in net.parameters())):
-        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
 
 
 def test_recipe_loss_falls_hit_at_1_rises_and_output_loads_through_st_and_automodel(data, tiny_vlm, tmp_path):
@@ -156,7 +125,7 @@ def test_recipe_loss_falls_hit_at_1_rises_and_output_loads_through_st_and_automo
 
     reloaded = AutoModel.from_pretrained(tmp_path)
     assert isinstance(reloaded, TTEEmbedderModel)
-    batch = ContrastiveCollator(AutoProcessor.from_pretrained(tmp_path))(pairs[:4])["query"][0]
+    batch = sequences_batch(AutoProcessor.from_pretrained(tmp_path), [p.query for p in pairs[:4]], pairs[0].task)
     vectors = st.encode_query([side_input(p.query, p.task) for p in pairs[:4]], convert_to_tensor=True)
     with torch.no_grad():
         torch.testing.assert_close(reloaded.eval()(**batch).embeddings, vectors, atol=1e-5, rtol=0)
@@ -173,7 +142,7 @@ def test_lora_is_merged_on_request(data, tiny_vlm, tmp_path):
     assert any(v.abs().sum() > 0 for k, v in adapter.items() if "lora_B" in k)  # trained, not the zero init
     processor = AutoProcessor.from_pretrained(tmp_path)
     pairs = load_pairs(DatasetSpec.from_dict({"name": "s", **dataset_entry(data)}, 0))
-    batch = ContrastiveCollator(processor)(pairs[:4])["query"][0]
+    batch = sequences_batch(processor, [p.query for p in pairs[:4]], pairs[0].task)
     base = TTEEmbedderModel.from_backbone(tiny_vlm)
     with torch.no_grad():
         expected = PeftModel.from_pretrained(base, tmp_path / "adapter").eval()(**batch).embeddings
@@ -217,31 +186,6 @@ def test_resuming_mid_epoch_continues_exactly(data, tiny_vlm, tmp_path):
 # --- GradCache under DeepSpeed (issue 13) -------------------------------------------------------
 
 
-def test_accelerate_deepspeed_steps_inside_every_backward():
-    """Why GradCache is refused under DeepSpeed: accelerate's wrapper steps the engine in each
-    backward, so one GradCache batch (one backward per chunk) would take one step per chunk. If
-    this starts failing, accelerate changed and the refusal below can be revisited."""
-
-    class Engine:
-        steps = 0
-
-        def set_gradient_accumulation_boundary(self, is_boundary):
-            pass
-
-        def backward(self, loss, **kwargs):
-            loss.backward()
-
-        def step(self):
-            self.steps += 1
-
-    engine = Engine()
-    weight = torch.nn.Parameter(torch.randn(4, 3))
-    chunks = [[torch.randn(2, 4)] for _ in range(2)]  # queries and positives, 2 chunks of 2 each
-    groups = [[c[0][:1], c[0][1:]] for c in chunks]
-    grad_cache_step(lambda x: x @ weight, groups, lambda q, p: info_nce(q, p, None, 0.05), engine_backward(engine))
-    assert engine.steps == 4  # one optimizer step per chunk, not one per batch
-
-
 def test_cached_ranking_loss_accumulates_each_gradient_once_per_mini_batch(data, tiny_vlm):
     """Why GradCache stays refused under DeepSpeed with ST's loss: one backward of the cached loss
     accumulates a parameter's gradient once per mini-batch, and ZeRO-2 reduces a gradient in such a
@@ -255,13 +199,6 @@ def test_cached_ranking_loss_accumulates_each_gradient_once_per_mini_batch(data,
     args = SimpleNamespace(temperature=0.02, gradcache_chunk_size=2, uses_grad_cache=True, world_size=1)
     contrastive_loss(model, args)(features, None).backward()
     assert len(calls) == 4  # 2 columns x 2 mini-batches, in one backward call
-
-
-def engine_backward(engine):
-    from accelerate.utils.deepspeed import DeepSpeedEngineWrapper
-
-    wrapper = DeepSpeedEngineWrapper(engine)
-    return lambda loss: wrapper.backward(loss, sync_gradients=True)  # as Accelerator.backward calls it
 
 
 @pytest.mark.parametrize(

@@ -6,21 +6,23 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 import yaml
 from PIL import Image, ImageOps
 from safetensors.torch import load_file, save_file
 from training_launch import launch_losses
-from transformers import AutoModel, AutoProcessor
+from transformers import AutoModel, AutoProcessor, TrainerCallback
 
 import tte_hf  # noqa: F401  (registers the TTE classes with AutoModel)
 from tte_hf import TTEUnifiedModel
 from tte_hf.testing import build_tiny_vlm
 from tte_hf.training import train_head
-from tte_hf.training.collator import ContrastiveCollator
 from tte_hf.training.data import DatasetSpec, load_pairs
+from tte_hf.training.head_module import HeadTrainingModule
 from tte_hf.training.hidden_cache import HiddenStateCache, backbone_fingerprint, cache_fingerprint
+from tte_hf.training.pair_dataset import side_input
+from tte_hf.training.sampler import WeightedGlobalBatches
 from tte_hf.training.synthetic import write_synthetic_retrieval
-from tte_hf.training.train_head import HeadTrainingModule, UnifiedEncoder
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,12 +44,25 @@ def recipe(data, tiny_vlm, tmp_path, **overrides):
     return cfg | overrides
 
 
+def query_cells(pairs):
+    return [side_input(pair.query, pair.task, token_ids=True) for pair in pairs]
+
+
+def model_inputs(features):
+    """The processor's outputs among a `HeadTrainingModule.preprocess` result (what the model reads)."""
+    return {k: v for k, v in features.items() if k not in ("cache_keys", "num_images_per_sample")}
+
+
+def embed(module, features):
+    return module(dict(features))["sentence_embedding"]
+
+
 @pytest.mark.parametrize("head_type", ["mhsa", "qformer"])
 def test_head_trains_backbone_stays_bit_identical_and_reloads(head_type, data, tiny_vlm, tmp_path):
     trainer = train_head(recipe(data, tiny_vlm, tmp_path, head_type=head_type, max_steps=10))
     losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
     assert losses[-1] < losses[0] - 0.3, losses
-    model = trainer.model.unified.eval()
+    model = trainer.model[0].unified.eval()
     original = load_file(Path(tiny_vlm) / "model.safetensors")
     fresh = TTEUnifiedModel.from_backbone(tiny_vlm, head_type=head_type, head_kwargs={"head_num_layers": 1})
     backbone_now, backbone_then = model.backbone.state_dict(), fresh.backbone.state_dict()
@@ -63,7 +78,7 @@ def test_head_trains_backbone_stays_bit_identical_and_reloads(head_type, data, t
     assert isinstance(reloaded, TTEUnifiedModel)
     processor = AutoProcessor.from_pretrained(out)
     pairs = load_pairs(DatasetSpec.from_dict({"name": "s", **recipe(data, tiny_vlm, tmp_path)["datasets"][0]}, 0))
-    batch = ContrastiveCollator(processor)(pairs[:4])["query"][0]
+    batch = model_inputs(HeadTrainingModule(model, processor).preprocess(query_cells(pairs[:4])))
     with torch.no_grad():
         torch.testing.assert_close(reloaded(**batch).embeddings, model(**batch).embeddings)
 
@@ -72,15 +87,14 @@ def test_cached_hidden_states_give_the_same_embeddings(data, tiny_vlm, tmp_path)
     model = TTEUnifiedModel.from_backbone(tiny_vlm, head_type="mhsa", head_kwargs={"head_num_layers": 1}).eval()
     processor = AutoProcessor.from_pretrained(tiny_vlm)
     pairs = load_pairs(DatasetSpec.from_dict({"name": "s", **recipe(data, tiny_vlm, tmp_path)["datasets"][0]}, 0))
-    chunk = ContrastiveCollator(processor, with_keys=True)(pairs[:4])["query"][0]
     cache = HiddenStateCache(tmp_path / "cache", cache_fingerprint(model, processor, tiny_vlm))
+    features = HeadTrainingModule(model, processor, cache).preprocess(query_cells(pairs[:4]))
     with torch.no_grad():
-        direct = model(**{k: v for k, v in chunk.items() if k != "keys"}).embeddings
-        first = UnifiedEncoder(cache)(HeadTrainingModule(model), chunk)
+        direct = model(**model_inputs(features)).embeddings
+        first = embed(HeadTrainingModule(model, processor, cache), features)
     assert (cache.hits, cache.misses) == (0, 4)
-    second = UnifiedEncoder(cache)(
-        HeadTrainingModule(model), chunk
-    )  # a later epoch: read back, with autograd for the head
+    # a later epoch: read back, with autograd for the head
+    second = embed(HeadTrainingModule(model, processor, cache), features)
     assert (cache.hits, cache.misses) == (4, 4)
     torch.testing.assert_close(first, direct, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(second, first, atol=0, rtol=0)
@@ -90,11 +104,11 @@ def test_cached_hidden_states_give_the_same_embeddings(data, tiny_vlm, tmp_path)
 def test_cached_epochs_skip_preprocessing_and_train_exactly_like_no_cache(data, tiny_vlm, tmp_path, monkeypatch):
     """Once an epoch has filled the cache, later batches carry keys alone (no image decoding, no
     tokenization) and the head trains to the same losses as without any cache."""
-    import tte_hf.training.collator as collator
+    import tte_hf.training.head_module as head_module
 
     loads = []
-    real_load_image = collator.load_image
-    monkeypatch.setattr(collator, "load_image", lambda path: loads.append(path) or real_load_image(path))
+    real_load_image = head_module.load_image
+    monkeypatch.setattr(head_module, "load_image", lambda path: loads.append(path) or real_load_image(path))
     settings = {"max_steps": -1, "num_train_epochs": 3, "logging_steps": 1}
     cached = train_head(recipe(data, tiny_vlm, tmp_path / "a", **settings))
     first_epoch = len(loads)  # with the cache, epochs 2 and 3 decode no image
@@ -112,13 +126,13 @@ def test_cached_epochs_skip_preprocessing_and_train_exactly_like_no_cache(data, 
     assert [p.name for p in (tmp_path / "a" / "cache").iterdir()] == [cache.directory.name]  # the run's folder
     spec = DatasetSpec.from_dict({"name": "s", **recipe(data, tiny_vlm, tmp_path)["datasets"][0]}, 0)
     pairs = load_pairs(spec, traces="raw")  # as train_head reads them
-    collate = ContrastiveCollator(processor, with_keys=True, is_cached=cache.__contains__, token_traces=True)
-    chunk = collate(pairs[:2])["query"][0]
-    assert set(chunk) == {"keys"}
+    module = HeadTrainingModule(model, processor, cache)
+    features = module.preprocess(query_cells(pairs[:2]), prompt=pairs[0].instruction)
+    assert set(features) == {"cache_keys"}
     for entry in cache.directory.rglob("*.safetensors"):
         entry.unlink()
     with pytest.raises(RuntimeError, match="lost entry .* during training"):
-        UnifiedEncoder(cache)(HeadTrainingModule(model), chunk)
+        embed(module, features)
 
 
 def _losses(trainer):
@@ -180,15 +194,15 @@ def test_gradcache_second_pass_reuses_the_backbone_output(data, tiny_vlm, tmp_pa
     model = TTEUnifiedModel.from_backbone(tiny_vlm, head_type="attention_pooler", head_kwargs={"head_num_heads": 4})
     processor = AutoProcessor.from_pretrained(tiny_vlm)
     pairs = load_pairs(DatasetSpec.from_dict({"name": "s", **recipe(data, tiny_vlm, tmp_path)["datasets"][0]}, 0))
-    chunk = ContrastiveCollator(processor, with_keys=True)(pairs[:4])["query"][0]
+    module = HeadTrainingModule(model, processor)
+    features = module.preprocess(query_cells(pairs[:4]))
     calls = []
     handle = model.backbone.model.register_forward_hook(lambda *args: calls.append(1))
-    encode = UnifiedEncoder()
     with torch.no_grad():
-        first = encode(HeadTrainingModule(model), chunk)
-    second = encode(HeadTrainingModule(model), chunk)
+        first = embed(module, features)
+    second = embed(module, features)
     handle.remove()
-    assert len(calls) == 1 and not encode._pending
+    assert len(calls) == 1 and not module._pending
     torch.testing.assert_close(second, first)
 
 
@@ -228,7 +242,6 @@ def test_head_trains_on_exactly_the_tokens_generate_and_embed_embeds(data, tiny_
 
     from unified_capture import generated_sequences, sorted_like
 
-    import tte_hf.training.collator as collator_module
     from tte_hf.models.tte.reasoner_transformers import TransformersReasoner
     from tte_hf.reasoning import generate_ecr
     from tte_hf.sentence_transformers import build_sentence_transformer
@@ -249,12 +262,12 @@ def test_head_trains_on_exactly_the_tokens_generate_and_embed_embeds(data, tiny_
     retokenized = [reasoner.processor.tokenizer(r["raw"], add_special_tokens=False).input_ids for r in records]
     assert any(ids != r["raw_token_ids"] for ids, r in zip(retokenized, records))
 
-    batches = []
-    real_call = collator_module.ContrastiveCollator.__call__
+    columns = []  # (cells, features) per preprocessed column; the first is the first batch's queries
+    real_preprocess = HeadTrainingModule.preprocess
     monkeypatch.setattr(
-        collator_module.ContrastiveCollator,
-        "__call__",
-        lambda self, examples: batches.append((examples, real_call(self, examples))) or batches[-1][1],
+        HeadTrainingModule,
+        "preprocess",
+        lambda self, cells, **kwargs: columns.append((cells, real_preprocess(self, cells, **kwargs))) or columns[-1][1],
     )
     dataset = {
         "name": "s",
@@ -267,13 +280,15 @@ def test_head_trains_on_exactly_the_tokens_generate_and_embed_embeds(data, tiny_
     cfg = recipe(data, tiny_vlm, tmp_path, datasets=[dataset], max_steps=1, per_device_train_batch_size=4)
     trainer = train_head(cfg | {"hidden_cache_dir": None})
     monkeypatch.undo()
-    examples, out = batches[0]
-    mask = out["query"][0]["attention_mask"].bool()
-    by_id = {ex.item_id: out["query"][0]["input_ids"][i][mask[i]].tolist() for i, ex in enumerate(examples)}
-    trained = [by_id[row["id"]] for row in rows]
+    cells, out = columns[0]
+    mask = out["attention_mask"].bool()
+    by_image = {
+        Path(cell["images"][0]).resolve(): out["input_ids"][i][mask[i]].tolist() for i, cell in enumerate(cells)
+    }
+    trained = [by_image[(data["image_root"] / row["qry_image_path"]).resolve()] for row in rows]
 
     unified_dir = tmp_path / "unified"
-    trainer.model.unified.save_pretrained(unified_dir)
+    trainer.model[0].unified.save_pretrained(unified_dir)
     reasoner.processor.save_pretrained(unified_dir)
     st = build_sentence_transformer(
         str(unified_dir), reasoning_task=task, max_new_tokens=cap, prompts={"query": instruction}
@@ -287,3 +302,99 @@ def test_head_trains_on_exactly_the_tokens_generate_and_embed_embeds(data, tiny_
     ]
     embedded = generated_sequences(st, inputs, monkeypatch)
     assert sorted_like(embedded, trained) == trained
+
+
+# --- sentence-transformers' trainer against a plain reference ---------------------------------------
+
+
+class CacheCounts(TrainerCallback):
+    """(hits, misses) of the run's hidden-state cache at the end of every epoch."""
+
+    def __init__(self):
+        self.per_epoch = []
+
+    def on_epoch_end(self, args, state, control, model=None, **kwargs):
+        cache = model[0].cache
+        self.per_epoch.append((cache.hits, cache.misses))
+
+
+@pytest.fixture(scope="module", params=[None, 3], ids=["one-pass", "gradcache-3"])
+def st_run(request, tiny_vlm, tmp_path_factory):
+    """Six steps of the tiny recipe (24 pairs, batch 8: three steps an epoch, so two epochs) through
+    `train_head`, with the hidden-state cache; ``param``: GradCache mini-batch size."""
+    tmp = tmp_path_factory.mktemp("st_run")
+    data = write_synthetic_retrieval(tmp / "data", num_items=24)
+    counts = CacheCounts()
+    cfg = recipe(data, tiny_vlm, tmp, max_steps=6, gradcache_chunk_size=request.param)
+    trainer = train_head(cfg, progress=counts)
+    return {"data": data, "cfg": cfg, "trainer": trainer, "counts": counts}
+
+
+def plain_info_nce_losses(cfg: dict, steps: int) -> list[float]:
+    """The frozen reference of the head's training: the same batches in the same order (the weighted
+    sampler's plan, epoch by epoch), a full backbone pass per step (no cache, no GradCache), InfoNCE of
+    queries against positives + hard negatives, clipping at 1.0 and AdamW, as the Trainer's defaults."""
+    spec = DatasetSpec.from_dict({"name": "s", **cfg["datasets"][0]}, 0)
+    pairs = load_pairs(spec, traces="raw")
+    model = TTEUnifiedModel.from_backbone(
+        cfg["reasoner_name_or_path"], head_type="mhsa", head_kwargs={"head_num_layers": 1}
+    )
+    model.head.float()
+    model.train()
+    inputs = HeadTrainingModule(model, AutoProcessor.from_pretrained(cfg["reasoner_name_or_path"]))
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg["learning_rate"], weight_decay=0.0)
+    plan = WeightedGlobalBatches([len(pairs)], cfg["per_device_train_batch_size"], seed=cfg["seed"])
+    losses, epoch = [], 0
+    while len(losses) < steps:
+        for rows in plan.batches(epoch)[: steps - len(losses)]:
+            batch = [pairs[i] for i in rows]
+            sides = [[getattr(pair, side) for pair in batch] for side in ("query", "positive", "negative")]
+            queries, *targets = [
+                model(
+                    **model_inputs(inputs.preprocess([side_input(s, pair.task, True) for s, pair in zip(side, batch)]))
+                ).embeddings
+                for side in sides
+            ]
+            scores = F.normalize(queries, dim=-1) @ F.normalize(torch.cat(targets), dim=-1).T
+            loss = F.cross_entropy(scores / cfg["temperature"], torch.arange(len(batch)))
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            losses.append(loss.item())
+        epoch += 1
+    return losses
+
+
+def test_st_trainer_losses_equal_a_plain_info_nce_reference_step_by_step(st_run):
+    """sentence-transformers' trainer + (Cached)MultipleNegativesRankingLoss + the hidden-state cache
+    give, at each of six steps (two epochs), the loss of a plain InfoNCE training loop."""
+    losses = _losses(st_run["trainer"])
+    assert len(losses) == 6 and len(set(losses)) == 6
+    assert losses == pytest.approx(plain_info_nce_losses(st_run["cfg"], 6), abs=1e-5)
+
+
+def test_hidden_cache_is_hit_on_epoch_2(st_run):
+    """Epoch 1 fills the cache; in epoch 2 every input (3 columns x 24 rows) is read back, none computed."""
+    (hits_1, misses_1), (hits_2, misses_2) = st_run["counts"].per_epoch
+    assert misses_1 > 0
+    assert (hits_2 - hits_1, misses_2 - misses_1) == (3 * 24, 0)
+
+
+def test_a_fully_cached_column_is_a_feature_for_the_head_trainer_not_for_st():
+    """Why `HeadTrainer.collect_features` exists: ST finds a column by its ``input_ids``/``pixel_values``,
+    and a column whose rows are all cached carries its keys alone, so ST's own would drop it (and the
+    loss would rank the positives against the negatives as queries)."""
+    from sentence_transformers import SentenceTransformerTrainer
+
+    from tte_hf.training.train_head import HeadTrainer
+
+    keys = torch.zeros(2, 32, dtype=torch.uint8)
+    batch = {"anchor_cache_keys": keys, "positive_cache_keys": keys + 1, "positive_input_ids": torch.ones(2, 5)}
+    batch |= {"positive_attention_mask": torch.ones(2, 5), "negative_cache_keys": keys + 2}
+    st_features, _ = SentenceTransformerTrainer.collect_features(None, batch)
+    assert [set(f) for f in st_features] == [{"cache_keys", "input_ids", "attention_mask"}]
+    features, labels = HeadTrainer.collect_features(None, batch)
+    assert labels is None and [f["cache_keys"][0, 0].item() for f in features] == [0, 1, 2]
+    assert [set(f) for f in features] == [{"cache_keys"}, {"cache_keys", "input_ids", "attention_mask"}, {"cache_keys"}]

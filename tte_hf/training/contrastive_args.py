@@ -39,13 +39,10 @@ def check_grad_cache_backend(deepspeed: bool | str, chunk_size: int | None, batc
     """Refuse GradCache chunking under DeepSpeed. ``deepspeed``: a flag, or accelerate's
     ``distributed_type`` (``"DEEPSPEED"`` or a `DistributedType`).
 
-    GradCache runs one backward per mini-batch for each optimizer step. The head's trainer calls
-    ``accelerator.backward`` per chunk, and accelerate's ``DeepSpeedEngineWrapper.backward`` calls
-    ``engine.step()`` inside every backward at an accumulation boundary (one step per chunk, each on
-    a partial gradient). sentence-transformers' `CachedMultipleNegativesRankingLoss` runs its
-    per-mini-batch backwards inside the one loss backward, so each parameter's gradient arrives once
-    per mini-batch; ZeRO-2 reduces it in a hook and asserts "Gradient computed twice for this
-    partition" (sentence-transformers issue #3173).
+    GradCache runs one backward per mini-batch for each optimizer step: sentence-transformers'
+    `CachedMultipleNegativesRankingLoss` (both contrastive recipes) runs them inside the one loss
+    backward, so each parameter's gradient arrives once per mini-batch; ZeRO-2 reduces it in a hook
+    and asserts "Gradient computed twice for this partition" (sentence-transformers issue #3173).
     """
     if not isinstance(deepspeed, bool):
         deepspeed = str(getattr(deepspeed, "value", deepspeed)).upper() == "DEEPSPEED"
@@ -53,8 +50,8 @@ def check_grad_cache_backend(deepspeed: bool | str, chunk_size: int | None, batc
         raise ValueError(
             f"GradCache (gradcache_chunk_size={chunk_size} < per_device_train_batch_size={batch_size}) cannot run "
             "under DeepSpeed: GradCache runs one backward per chunk for each optimizer step, and DeepSpeed "
-            "expects one (accelerate steps the engine inside every backward; ZeRO-2 reduces each gradient once "
-            "per step). Either set `gradcache_chunk_size: null` (or >= per_device_train_batch_size) in the recipe, "
+            "expects one (ZeRO-2 reduces each gradient once per step). Either set `gradcache_chunk_size: null` "
+            "(or >= per_device_train_batch_size) in the recipe, "
             "or train without DeepSpeed: `distributed_type: MULTI_GPU` in the accelerate config "
             "(recipes/accelerate/ddp.yaml) and no `deepspeed` key in the recipe."
         )

@@ -1,20 +1,11 @@
-"""The embedder recipe's trainer and arguments: sentence-transformers' own, plus the contrastive
-settings and a resume that loads the TTE module's weights in place."""
+"""The embedder recipe's trainer: sentence-transformers' own, with a resume that loads the TTE
+module's weights in place (arguments and loss: `contrastive_trainer`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
-from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
-
-from .contrastive_args import ContrastiveSettings
-
-
-@dataclass
-class EmbedderTrainingArguments(ContrastiveSettings, SentenceTransformerTrainingArguments):
-    """`SentenceTransformerTrainingArguments` plus ``temperature`` and ``gradcache_chunk_size`` (see
-    `ContrastiveSettings`; GradCache chunking is refused under DeepSpeed before anything loads)."""
+from sentence_transformers import SentenceTransformerTrainer
 
 
 class EmbedderTrainer(SentenceTransformerTrainer):

@@ -5,7 +5,7 @@ them once and reading them back in later epochs skips the backbone entirely. The
 backbone's weights, its dtype and attention kernel, the layer read, the tokenizer and image processor,
 and the inputs' content: `cache_fingerprint` names all of these, and each fingerprint gets its own
 folder, so runs that share ``hidden_cache_dir`` never read each other's states. Entry keys hash the
-input's text and its images' bytes (`tte_hf.training.collator.input_key`), not their paths.
+input's text and its images' bytes (`tte_hf.training.head_module.input_key`), not their paths.
 """
 
 from __future__ import annotations

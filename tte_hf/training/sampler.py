@@ -1,7 +1,7 @@
 """One dataset per batch, datasets interleaved by weight (VLM2Vec-V2's multi-dataset sampling).
 
 `WeightedGlobalBatches` plans the global batches; `WeightedDatasetBatchSampler` hands them to
-sentence-transformers' trainer, `InterleavedBatchSampler` to the unified head's trainer.
+sentence-transformers' trainer (the embedder's and the unified head's).
 """
 
 from __future__ import annotations
@@ -64,27 +64,6 @@ class WeightedGlobalBatches:
                 batches.append([offset + i for i in order[b * self.global_batch : (b + 1) * self.global_batch]])
         rng.shuffle(batches)
         return batches
-
-
-class InterleavedBatchSampler(WeightedGlobalBatches):
-    """Yields this process's slice of each global batch: rows ``[rank * batch_size, (rank + 1) *
-    batch_size)``, so the processes of one step always work on the same dataset (needed for in-batch
-    negatives across processes). Arguments: those of `WeightedGlobalBatches` plus ``rank``."""
-
-    def __init__(self, *args, rank: int = 0, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.rank, self.epoch = rank, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def global_batches(self) -> list[list[int]]:
-        return self.batches(self.epoch)
-
-    def __iter__(self) -> Iterator[list[int]]:
-        start = self.rank * self.batch_size
-        for batch in self.global_batches():
-            yield batch[start : start + self.batch_size]
 
 
 class WeightedDatasetBatchSampler(MultiDatasetDefaultBatchSampler):

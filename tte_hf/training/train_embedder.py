@@ -2,7 +2,7 @@
 
 `SentenceTransformerTrainer` + `CachedMultipleNegativesRankingLoss` (GradCache; scale = 1/τ, in-batch
 and hard negatives gathered across processes), VLM2Vec-V2's weighted one-dataset-per-step sampling
-(`sampler.WeightedDatasetBatchSampler`), LoRA or full fine-tune. The model is the TTE ST model
+(`contrastive_trainer`, shared with the unified head), LoRA or full fine-tune. The model is the TTE ST model
 (`TTETransformer` + lasttoken Pooling + Normalize) around a `TTEEmbedderModel`, so the output folder
 is a sentence-transformers model with ST's model card that `AutoModel` also loads.
 
@@ -63,10 +63,10 @@ def train_embedder(
     from trl import ModelConfig
 
     from .config import parse_recipe
-    from .embedder_trainer import EmbedderTrainingArguments
+    from .contrastive_trainer import ContrastiveTrainingArguments
 
     model_args, embedder_args, training_args = parse_recipe(
-        (ModelConfig, EmbedderArguments, EmbedderTrainingArguments), config, argv
+        (ModelConfig, EmbedderArguments, ContrastiveTrainingArguments), config, argv
     )
     return run_embedder_training(model_args, embedder_args, training_args, progress=progress)
 
@@ -125,43 +125,18 @@ def build_embedder_model(model_args, embedder_args):
     return model
 
 
-def contrastive_loss(model, training_args, normalize: bool = True):
-    """`CachedMultipleNegativesRankingLoss` (GradCache mini-batches of ``gradcache_chunk_size``) or, with
-    one mini-batch per batch, `MultipleNegativesRankingLoss` (one forward, the same loss and gradient);
-    scale = 1/τ, embeddings (and hard negatives) gathered across processes when there are several.
-    Unnormalised embeddings score by dot product."""
-    from sentence_transformers import losses, util
-
-    kwargs = {
-        "scale": 1.0 / training_args.temperature,
-        "similarity_fct": util.cos_sim if normalize else util.dot_score,
-        "gather_across_devices": training_args.world_size > 1,
-    }
-    if training_args.uses_grad_cache:
-        return losses.CachedMultipleNegativesRankingLoss(
-            model, mini_batch_size=training_args.gradcache_chunk_size, **kwargs
-        )
-    return losses.MultipleNegativesRankingLoss(model, **kwargs)
-
-
 def run_embedder_training(model_args, embedder_args, training_args, progress=None):
-    from functools import partial
-
     from .config import use_progress
+    from .contrastive_trainer import contrastive_loss, use_weighted_sampling
     from .embedder_trainer import EmbedderTrainer
     from .pair_dataset import pairs_dataset
-    from .sampler import WeightedDatasetBatchSampler
 
     if not model_args.model_name_or_path:
         raise ValueError("The recipe needs `model_name_or_path` (the backbone VLM).")
     # Validates every file, row and trace before any model load.
     examples, sizes, weights, names = load_training_pairs(embedder_args.datasets)
     train_dataset, instructions = pairs_dataset(examples, sizes, names)
-    training_args.multi_dataset_batch_sampler = partial(
-        WeightedDatasetBatchSampler, weights=weights, world_size=training_args.world_size, names=names
-    )
-    # ST prompts are the TTE module's task instruction, per dataset (None: no instruction).
-    training_args.prompts = instructions if any(instructions.values()) else None
+    use_weighted_sampling(training_args, weights, names, instructions)
     if training_args.activation_checkpointing and not training_args.activation_checkpointing_kwargs:
         # Non-reentrant: works with frozen inputs (LoRA) and with GradCache's second forward.
         training_args.activation_checkpointing_kwargs = {"use_reentrant": False}
