@@ -78,6 +78,7 @@ def fit_gate(args: GateArguments) -> dict:
     from sentence_transformers import SentenceTransformer
 
     from .. import __version__
+    from ..models.tte.configuration_tte import resolve_reference
     from .data import DatasetSpec, load_pairs
     from .gate_fit import (
         FOLD_BY,
@@ -120,6 +121,8 @@ def fit_gate(args: GateArguments) -> dict:
     output = _prepare_output(source, Path(args.output_dir), args.overwrite_output_dir)
     model = SentenceTransformer(str(output), trust_remote_code=True, device=args.device)
     module = model[0]
+    if isinstance(getattr(module, "reasoner_name_or_path", None), str):  # in a copy: as the source folder names it
+        module.reasoner_name_or_path = resolve_reference(module.reasoner_name_or_path, source / _module_path(source))
 
     features, hit_with, hit_without, labels, described = [], [], [], [], []
     for (spec, pairs), (targets, gold) in zip(datasets, pools):

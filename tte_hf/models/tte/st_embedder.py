@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from sentence_transformers.base.modules import Transformer
 
+from .configuration_tte import portable_reference, resolve_reference
 from .ecr import parse_ecr
 from .gate_tte import check_mode
 from .inputs import build_messages, embedder_system_prompt, embedder_text, render_prompt
@@ -113,7 +114,11 @@ class TTETransformer(TTEInputsMixin, Transformer):
         super().__init__(model_name_or_path, **transformer_kwargs)
         self.model_name_or_path = model_name_or_path
         self.reasoning_source = reasoning_source
-        self.reasoner_name_or_path = reasoner_name_or_path
+        # A local reasoner folder is kept by its absolute path: as saved (`save_config`), relative to this
+        # model's folder; as given, relative to the working directory. Anything else stays as it is.
+        self.reasoner_name_or_path = resolve_reference(
+            reasoner_name_or_path, os.path.join(model_name_or_path, self._hub_kwargs.get("subfolder", ""))
+        )
         self.reasoner_revision = reasoner_revision
         self.reasoner_endpoint = reasoner_endpoint
         self.reasoner_model = reasoner_model
@@ -256,6 +261,18 @@ class TTETransformer(TTEInputsMixin, Transformer):
     def save(self, output_path: str, *args, **kwargs) -> None:
         super().save(output_path, *args, **kwargs)
         self._save_gate(output_path)
+
+    def save_config(self, output_path: str, filename: str | None = None) -> None:
+        """ST's config file, with a local reasoner folder named relative to ``output_path`` (`portable_reference`):
+        the saved model then loads from any working directory, and after moving together with its reasoner.
+        (`save_sentence_transformer` bundles the reasoner instead: the folder then moves on its own.)"""
+        reference = self.reasoner_name_or_path
+        if reference and os.path.isabs(reference):  # a relative one is a repo id or relative to output_path already
+            self.reasoner_name_or_path = portable_reference(reference, output_path)
+        try:
+            super().save_config(output_path, filename)
+        finally:
+            self.reasoner_name_or_path = reference
 
 
 def _config_model_type(name_or_path: str, hub_kwargs: dict[str, Any]) -> str | None:
