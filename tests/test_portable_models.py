@@ -129,7 +129,9 @@ def test_embedder_reasoner_and_gate_folders_load_from_anywhere_after_moving(run,
     bundled = shutil.move(run / "out" / "tte-bundled", tmp_path / "alone" / "tte-bundled")
     moved = Path(shutil.move(run / "out", tmp_path / "moved" / "out"))
     _elsewhere(tmp_path, monkeypatch, "after-move")
-    after = {name: _st_vectors(moved / name, queries, name != "tiny-embedder") for name in folders if name != "tte-bundled"}
+    after = {
+        name: _st_vectors(moved / name, queries, name != "tiny-embedder") for name in folders if name != "tte-bundled"
+    }
     after["tte-bundled"] = _st_vectors(bundled, queries)
     after["tiny-embedder"]["auto"] = _auto_vectors(moved / "tiny-embedder")
     for name in folders:
