@@ -10,6 +10,7 @@ checkpoint, an ST model saved with ``save()`` next to its reasoner) are moved to
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -18,6 +19,7 @@ from PIL import Image
 from sentence_transformers import SentenceTransformer
 from transformers import AutoModel, AutoProcessor
 
+from tte_hf.evaluation.fingerprint import model_fingerprint
 from tte_hf.sentence_transformers import build_sentence_transformer, save_sentence_transformer
 from tte_hf.testing import build_tiny_vlm
 from tte_hf.training import train_embedder, train_head
@@ -49,14 +51,16 @@ def _queries() -> list:
     return [*TEXTS, {"text": "Find the color and shape of the object in this image", "image": image}]
 
 
-def _st_vectors(folder, queries: list, reasons: bool = True) -> dict[str, torch.Tensor]:
+def _st_vectors(folder, queries: list, reasons: bool = True, fingerprint: bool = True) -> dict[str, Any]:
     """What a saved ST model embeds: queries reasoned about (its reasoner runs), not, as configured
-    (``think=None``: ``"auto"`` with a gate), and documents."""
+    (``think=None``: ``"auto"`` with a gate), and documents; and its evaluation fingerprint, by which
+    `tte-hf eval` reuses results, and which must not name where the folder is."""
     model = SentenceTransformer(str(folder), trust_remote_code=True, device="cpu")
     modes = (True, False, None) if reasons else (False,)
     return {
         **{f"think={think}": model.encode_query(queries, think=think, convert_to_tensor=True) for think in modes},
         "documents": model.encode_document(DOCUMENTS, convert_to_tensor=True),
+        **({"fingerprint": model_fingerprint(model)} if fingerprint else {}),
     }
 
 
@@ -71,7 +75,10 @@ def _auto_vectors(folder) -> torch.Tensor:
 def _assert_same(before: dict, after: dict) -> None:
     assert before.keys() == after.keys()
     for key in before:
-        torch.testing.assert_close(after[key], before[key], atol=1e-5, rtol=0, msg=key)
+        if isinstance(before[key], torch.Tensor):
+            torch.testing.assert_close(after[key], before[key], atol=1e-5, rtol=0, msg=key)
+        else:
+            assert after[key] == before[key], key
 
 
 def _elsewhere(tmp_path: Path, monkeypatch, name: str) -> None:
@@ -92,14 +99,15 @@ def test_unified_head_and_its_st_model_load_from_anywhere_after_moving(run, tmp_
     queries = _queries()
     before = {
         "head": {"auto": _auto_vectors("out/tiny-unified")},
-        "st": {"auto": _auto_vectors("out/tte-unified"), **_st_vectors("out/tte-unified", queries)},
+        # (not the fingerprint: the unified module's own reasoner is described by its folder's path, as before)
+        "st": {"auto": _auto_vectors("out/tte-unified"), **_st_vectors("out/tte-unified", queries, fingerprint=False)},
     }
 
     bundled = shutil.move(run / "out" / "tte-unified", tmp_path / "alone" / "tte-unified")
     moved = shutil.move(run / "out", tmp_path / "moved" / "out")  # the head together with its backbone
     _elsewhere(tmp_path, monkeypatch, "after-move")
     _assert_same(before["head"], {"auto": _auto_vectors(Path(moved) / "tiny-unified")})
-    _assert_same(before["st"], {"auto": _auto_vectors(bundled), **_st_vectors(bundled, queries)})
+    _assert_same(before["st"], {"auto": _auto_vectors(bundled), **_st_vectors(bundled, queries, fingerprint=False)})
 
     # A head moved away from its backbone cannot load; the error names the reference and the folder.
     alone = shutil.move(Path(moved) / "tiny-unified", tmp_path / "alone" / "tiny-unified")
