@@ -3,8 +3,9 @@ working directory, and after it moves, and embeds the same vectors.
 
 The runs lay their files out as the README's commands do, with paths relative to the working directory
 (``out/tiny-vlm``, ``out/tiny-data``): a folder that recorded such a path loaded only from that directory.
-Folders that stand alone (bundled) are moved alone; folders that name another folder (a head-only
-checkpoint, an ST model saved with ``save()`` next to its reasoner) are moved together with it.
+Complete folders (trained weights, a bundled reasoner or backbone) are moved alone; folders that name
+another one (a head-only checkpoint, an ST model saved with ``save()``, and its train-gate copy, next to
+their reasoner) are moved together with it, and a head moved without its backbone fails naming both.
 """
 
 import json
@@ -128,19 +129,18 @@ def test_embedder_reasoner_and_gate_folders_load_from_anywhere_after_moving(run,
     config = json.loads(Path("out/gated/tte/sentence_bert_config.json").read_text())
     assert (config["reasoner_name_or_path"], config["query_reasoning"]) == ("../../tiny-vlm", "auto")
     queries = _queries()
-    folders = ("tiny-embedder", "tte-ref", "tte-bundled", "gated/tte")
+    complete, naming_the_reasoner = ("tiny-embedder", "tte-bundled"), ("tte-ref", "gated/tte")
+    folders = complete + naming_the_reasoner
     before = {name: _st_vectors(f"out/{name}", queries, name != "tiny-embedder") for name in folders}
     before["tiny-embedder"]["auto"] = _auto_vectors("out/tiny-embedder")
     # the reasoner ran: reasoned vectors differ from the plain ones
     assert not torch.allclose(before["tte-ref"]["think=True"], before["tte-ref"]["think=False"])
 
-    bundled = shutil.move(run / "out" / "tte-bundled", tmp_path / "alone" / "tte-bundled")
-    moved = Path(shutil.move(run / "out", tmp_path / "moved" / "out"))
+    places = {name: Path(shutil.move(run / "out" / name, tmp_path / "alone" / name)) for name in complete}
+    moved = Path(shutil.move(run / "out", tmp_path / "moved" / "out"))  # the others with their reasoner
+    places |= {name: moved / name for name in naming_the_reasoner}
     _elsewhere(tmp_path, monkeypatch, "after-move")
-    after = {
-        name: _st_vectors(moved / name, queries, name != "tiny-embedder") for name in folders if name != "tte-bundled"
-    }
-    after["tte-bundled"] = _st_vectors(bundled, queries)
-    after["tiny-embedder"]["auto"] = _auto_vectors(moved / "tiny-embedder")
+    after = {name: _st_vectors(places[name], queries, name != "tiny-embedder") for name in folders}
+    after["tiny-embedder"]["auto"] = _auto_vectors(places["tiny-embedder"])
     for name in folders:
         _assert_same(before[name], after[name])
