@@ -21,7 +21,18 @@ from tte_hf.demo.pipeline import (
     DemoSettings,
     run_demo,
 )
-from tte_hf.demo.report import ADAPTIVE_CHECKS, CLAIMS, LABELS, RL_CLAIM, adaptive_summary, rl_slack, summarize
+from tte_hf.demo.report import (
+    ADAPTIVE_CHECKS,
+    CLAIMS,
+    LABELS,
+    RL_CLAIM,
+    SMOKE_NOTE,
+    adaptive_summary,
+    console_summary,
+    not_evaluated,
+    rl_slack,
+    summarize,
+)
 from tte_hf.demo.runtime import pin_threads, restore_threads
 from tte_hf.demo.teacher import scene_trace
 from tte_hf.evaluation.data import load_task
@@ -88,7 +99,8 @@ def test_quick_demo_report_matches_saved_embeddings(tmp_path):
     for name in report["hit_at_1"]:
         run = f"{name}-always" if name in ADAPTIVE_MODELS else name
         assert report["hit_at_1"][name] == pytest.approx(_recomputed_hit_at_1(tmp_path, run), abs=1e-9)
-    assert report == {**report, **summarize(report["hit_at_1"])}
+    claims = summarize(report["hit_at_1"])  # computed, but a smoke run evaluates no claim
+    assert report["smoke_run"] and report == {**report, **claims, "checks": dict.fromkeys(claims["checks"])}
     mixed = settings.num_test + settings.num_test_plain
     for name in ADAPTIVE_MODELS:
         modes = report["adaptive"][name]["modes"]
@@ -100,7 +112,7 @@ def test_quick_demo_report_matches_saved_embeddings(tmp_path):
             assert result["hit_at_1"] == pytest.approx(expected) and result["queries"] == mixed
         assert (modes["never"]["reasoner_calls"], modes["always"]["reasoner_calls"]) == (0, mixed)
         assert modes["auto"]["reasoner_calls"] == _reasoned_rows(tmp_path, name)
-        assert report["adaptive"][name] == {"modes": modes, **adaptive_summary(modes)}
+        assert report["adaptive"][name] == {"modes": modes, **not_evaluated(adaptive_summary(modes))}
     assert (tmp_path / "hit_at_1.png").read_bytes()[:4] == b"\x89PNG"
     table = (tmp_path / "report.md").read_text()
     for name, score in report["hit_at_1"].items():
@@ -133,6 +145,55 @@ def test_quick_demo_report_matches_saved_embeddings(tmp_path):
     with pytest.raises(ValueError, match="seed: 3 -> 4"):
         Demo(tmp_path, DemoSettings.quick(4, rl=True)).run()
     assert json.loads((tmp_path / SETTINGS_FILE).read_text())["seed"] == 3
+
+
+def _smoke_reports() -> dict[str, dict]:
+    """Evaluation reports as a ``--quick`` run gives them: every model at 0.0 Hit@1, below chance."""
+
+    def report(adaptive: bool, calls: int = 0) -> dict:
+        tasks = {EVAL_TASK_NAME: {"main_score": 0.0, "num_queries": 32}}
+        if adaptive:
+            tasks[PLAIN_TASK_NAME] = {"main_score": 0.0, "num_queries": 32}
+        return {"tasks": tasks, "reasoner_calls": calls}
+
+    reports = {"baseline": report(False), "tte-teacher": report(False)}
+    for name in ADAPTIVE_MODELS:
+        reports |= {
+            f"{name}/{mode}": report(True, calls) for mode, calls in (("never", 0), ("always", 64), ("auto", 64))
+        }
+    return reports
+
+
+def test_a_quick_run_says_its_numbers_mean_nothing_and_evaluates_no_claim(tmp_path, monkeypatch):
+    """The same figures fail the claims in a full run's report; a --quick run's report (json, md, console)
+    says it is a smoke run and marks every claim and check not evaluated. (The quick demo itself takes
+    minutes: `run_demo`'s part is checked by what it hands `Demo`.)"""
+    settings = DemoSettings.quick()
+    summaries = {}
+    for quick in (False, True):
+        demo = Demo(tmp_path / str(quick), settings, quick=quick)
+        demo.out.mkdir()
+        summaries[quick] = demo.write_report(_smoke_reports())
+    full, smoke = summaries[False], summaries[True]
+    assert not full["smoke_run"] and "note" not in full and full["checks"][CLAIMS[0]] is False
+    assert "[ ]" in (tmp_path / "False" / "report.md").read_text()
+
+    assert smoke["smoke_run"] and smoke["note"] == SMOKE_NOTE
+    assert smoke["hit_at_1"] == full["hit_at_1"] and smoke["slack"] == full["slack"]  # reported as computed
+    assert smoke["checks"] == dict.fromkeys(CLAIMS)
+    assert all(result["checks"] == dict.fromkeys(ADAPTIVE_CHECKS) for result in smoke["adaptive"].values())
+    assert json.loads((tmp_path / "True" / "report.json").read_text()) == json.loads(json.dumps(smoke))
+    markdown = (tmp_path / "True" / "report.md").read_text()
+    console = console_summary(smoke, tmp_path / "True")
+    for text in (markdown, " ".join(console.split())):
+        assert SMOKE_NOTE in text and "[ ]" not in text and "[x]" not in text
+        assert all(f"[not evaluated] {check}" in text for check in (*CLAIMS, *ADAPTIVE_CHECKS))
+
+    handed = []
+    monkeypatch.setattr(Demo, "run", lambda demo: handed.append((demo.quick, demo.settings)))
+    run_demo(tmp_path / "wiring", seed=3, quick=True)
+    run_demo(tmp_path / "wiring", seed=3)
+    assert handed == [(True, DemoSettings.quick(3)), (False, DemoSettings.load(seed=3))]
 
 
 def test_splits_are_disjoint_compositions_and_plain_queries_name_their_answer(tmp_path):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..models.tte.configuration_tte import SUPPORTED_BACKBONES
+from ..models.tte.configuration_tte import SUPPORTED_BACKBONES, resolve_reference
 
 KINDS = ("embedder", "unified", "reasoner")
 _TTE_MODEL_TYPES = {"tte_embedder": "embedder", "tte_unified": "unified"}
@@ -117,6 +117,8 @@ def inspect_source(path: str | Path, kind: str | None = None, adapter_base: str 
         raise ExportError(f"{path} holds a {found} checkpoint (model_type={config.get('model_type')!r}), not a {kind}.")
     if found != "unified" and not any(path.glob("*.safetensors")):
         raise ExportError(f"{path} has a config.json but no *.safetensors weights; export needs the weights.")
+    if config.get("backbone_name_or_path"):  # saved relative to the checkpoint's folder when local
+        config["backbone_name_or_path"] = resolve_reference(config["backbone_name_or_path"], path)
     return Source(path=path, kind=found, config=config)
 
 

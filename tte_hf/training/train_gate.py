@@ -89,6 +89,8 @@ def fit_gate(args: GateArguments) -> dict:
     fails in seconds and leaves ``output_dir`` as it was."""
     from sentence_transformers import SentenceTransformer
 
+    from ..models.tte.configuration_tte import resolve_reference
+
     _check_arguments(args)
     source = Path(args.model_name_or_path)
     if not (source / "modules.json").is_file():
@@ -98,6 +100,8 @@ def fit_gate(args: GateArguments) -> dict:
     output = _prepare_output(source, Path(args.output_dir), args.overwrite_output_dir)
     model = SentenceTransformer(str(output), trust_remote_code=True, device=args.device)
     module = model[0]
+    if isinstance(getattr(module, "reasoner_name_or_path", None), str):  # in a copy: as the source folder names it
+        module.reasoner_name_or_path = resolve_reference(module.reasoner_name_or_path, source / _module_path(source))
     measured = _measure(model, datasets, args)
     gate = _gate_class(module)(measured.features.shape[1])
     chosen, out_of_fold = _cross_fit(gate, measured, members, args)

@@ -6,11 +6,40 @@ only ``transformers``.
 
 from __future__ import annotations
 
+import os
+
 from transformers import AutoConfig, PretrainedConfig
 
 SUPPORTED_BACKBONES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
 HEAD_TYPES = ("attention_pooler", "latent_attention", "qformer", "mhsa")
 POOLING_MODES = ("last",)
+
+
+def portable_reference(reference: str | None, save_directory: str | os.PathLike) -> str | None:
+    """How a saved config names a local model folder (a backbone, a reasoner): relative to the folder the
+    config is saved in, so it loads from any working directory and after the two folders move together
+    (a path relative to the working directory, or an absolute one, breaks as soon as either changes). A
+    Hub repo id, or anything that is not an existing folder, is written as it is."""
+    if not reference or not os.path.isdir(reference):
+        return reference
+    try:
+        return os.path.relpath(os.path.abspath(reference), os.path.abspath(save_directory))
+    except ValueError:  # on another drive (Windows) no relative path exists
+        return os.path.abspath(reference)
+
+
+def resolve_reference(reference: str | None, model_folder: str | os.PathLike | None) -> str | None:
+    """The reference a saved config holds (see `portable_reference`), as a path that works from here: a
+    folder relative to ``model_folder`` (where the config was read from, when local) becomes absolute;
+    failing that a folder relative to the working directory (configs written before references were
+    relative to their model) becomes absolute; a Hub repo id or an absolute path stays as it is."""
+    if not reference or os.path.isabs(reference):
+        return reference
+    if model_folder is not None and os.path.isdir(model_folder):
+        beside = os.path.join(model_folder, reference)
+        if os.path.isdir(beside):
+            return os.path.abspath(beside)
+    return os.path.abspath(reference) if os.path.isdir(reference) else reference
 
 
 def _backbone_config(backbone_config, owner: str) -> PretrainedConfig | None:
@@ -74,7 +103,8 @@ class TTEUnifiedConfig(PretrainedConfig):
 
     Args:
         backbone_config: config of the reasoner (a ``...ForConditionalGeneration`` checkpoint).
-        backbone_name_or_path: where the backbone weights live when the head is saved on its own.
+        backbone_name_or_path: where the backbone weights live when the head is saved on its own: a Hub
+            repo id, or a local folder (saved relative to the model's own folder, `portable_reference`).
         head_type: ``"attention_pooler"`` (k learned queries), ``"latent_attention"`` (NV-Embed),
             ``"qformer"`` (cross-attention blocks) or ``"mhsa"`` (the backbone's last n layers, copied).
         head_num_layers: blocks of the QFormer head, or n, the copied layers of the MHSA head.
@@ -128,6 +158,16 @@ class TTEUnifiedConfig(PretrainedConfig):
         self.backbone_config = _backbone_config(backbone_config, "TTEUnifiedConfig")
         if self.backbone_config is not None:
             self._check_against_backbone()
+
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
+        """As `PretrainedConfig.save_pretrained`, with a local backbone named relative to ``save_directory``
+        (`portable_reference`); the config in memory keeps its own reference."""
+        reference = self.backbone_name_or_path
+        self.backbone_name_or_path = portable_reference(reference, save_directory)
+        try:
+            super().save_pretrained(save_directory, **kwargs)
+        finally:
+            self.backbone_name_or_path = reference
 
     def _check_against_backbone(self) -> None:
         text = self.backbone_config.get_text_config()

@@ -22,7 +22,7 @@ from transformers import (
 from transformers.dynamic_module_utils import custom_object_save
 from transformers.utils import ModelOutput
 
-from .configuration_tte import TTEEmbedderConfig, TTEUnifiedConfig
+from .configuration_tte import TTEEmbedderConfig, TTEUnifiedConfig, resolve_reference
 from .generation_tte import ForceTraceEnd, TraceEndFed, decoding_settings
 from .heads import build_head, last_token_pool
 
@@ -197,7 +197,8 @@ class TTEUnifiedModel(TTEPreTrainedModel):
         backbone = AutoModelForImageTextToText.from_pretrained(name_or_path, **_load_kwargs(kwargs))
         config = TTEUnifiedConfig(
             backbone_config=backbone.config,
-            backbone_name_or_path=str(name_or_path),
+            # a local folder by its absolute path: a later change of working directory does not move it
+            backbone_name_or_path=resolve_reference(os.fspath(name_or_path), None),
             head_type=head_type,
             **(head_kwargs or {}),
         )
@@ -210,9 +211,13 @@ class TTEUnifiedModel(TTEPreTrainedModel):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         """Loads a full checkpoint, or a head-only one (``head.safetensors``) plus its referenced backbone."""
+        folder = os.path.join(os.fspath(pretrained_model_name_or_path), kwargs.get("subfolder") or "")
         head_file = _resolve_file(pretrained_model_name_or_path, HEAD_WEIGHTS_NAME, kwargs)
         if head_file is None:
-            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+            loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+            model = loaded[0] if isinstance(loaded, tuple) else loaded  # (model, info) with output_loading_info
+            model.config.backbone_name_or_path = resolve_reference(model.config.backbone_name_or_path, folder)
+            return loaded
         from safetensors.torch import load_file
 
         # `revision`/`subfolder` locate this (head) repo only; token, cache and offline settings reach
@@ -222,6 +227,7 @@ class TTEUnifiedModel(TTEPreTrainedModel):
         config = kwargs.pop("config", None) or cls.config_class.from_pretrained(pretrained_model_name_or_path, **hub)
         if not config.backbone_name_or_path:
             raise ValueError(f"{pretrained_model_name_or_path} holds only a head but its config names no backbone.")
+        config.backbone_name_or_path = _head_backbone(config.backbone_name_or_path, folder)
         shared = {k: v for k, v in hub.items() if k in _SHARED_HUB_KEYS}
         model = cls.from_backbone(
             config.backbone_name_or_path,
@@ -372,6 +378,25 @@ class TTEUnifiedModel(TTEPreTrainedModel):
         embeddings = self.embed_hidden_states(hidden, mask, position_ids)
         traces = [generated[i, : end_pos[i]] for i in range(generated.shape[0])]
         return TTEGenerateOutput(sequences=sequences, trace_ids=traces, embeddings=embeddings)
+
+
+def _head_backbone(reference: str, folder: str) -> str:
+    """The backbone a head-only checkpoint in ``folder`` names, resolved (`resolve_reference`); a local
+    path that is not there is an error naming it, not a failed Hub lookup of a path-shaped repo id."""
+    resolved = resolve_reference(reference, folder)
+    if os.path.isdir(resolved):
+        return resolved
+    try:
+        from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+        validate_repo_id(resolved)
+    except HFValidationError:
+        raise FileNotFoundError(
+            f"{folder} holds only a head; its backbone_name_or_path={reference!r} is no folder there (nor in the "
+            "working directory) and no Hub repo id. Keep the head folder next to its backbone as saved, or "
+            "save the model with its backbone (save_pretrained, or save_full_model in train-head)."
+        ) from None
+    return resolved
 
 
 def _resolve_file(name_or_path, filename: str, kwargs: dict) -> str | None:

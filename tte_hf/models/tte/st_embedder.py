@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from sentence_transformers.base.modules import Transformer
 
+from .configuration_tte import portable_reference, resolve_reference
 from .ecr import parse_ecr
 from .gate_tte import check_mode
 from .inputs import build_messages, embedder_system_prompt, embedder_text, render_prompt
@@ -115,7 +116,11 @@ class TTETransformer(TTEInputsMixin, Transformer):
         super().__init__(model_name_or_path, **transformer_kwargs)
         self.model_name_or_path = model_name_or_path
         self.reasoning_source = reasoning_source
-        self.reasoner_name_or_path = reasoner_name_or_path
+        #: where a saved config names a local reasoner from (`get_config_dict`): this model's own folder
+        self._config_folder = os.path.join(model_name_or_path, self._hub_kwargs.get("subfolder", ""))
+        # A local reasoner folder is kept by its absolute path: as saved, relative to this model's folder;
+        # as given, relative to the working directory. Anything else (a Hub repo id) stays as it is.
+        self.reasoner_name_or_path = resolve_reference(reasoner_name_or_path, self._config_folder)
         self.reasoner_revision = reasoner_revision
         self.reasoner_endpoint = reasoner_endpoint
         self.reasoner_model = reasoner_model
@@ -266,6 +271,25 @@ class TTETransformer(TTEInputsMixin, Transformer):
 
     def on_model_ready(self, model) -> None:
         use_tte_model_class(model)
+
+    def get_config_dict(self) -> dict[str, Any]:
+        """ST's config, with a local reasoner folder named relative to the model's folder (`portable_reference`):
+        the saved model loads from any working directory and after moving together with its reasoner, and
+        the evaluation fingerprint, which reads this, changes with neither. (`save_sentence_transformer`
+        bundles the reasoner instead: the folder then moves on its own.)"""
+        config = super().get_config_dict()
+        reference = config.get("reasoner_name_or_path")
+        # a relative one is a Hub repo id, or relative already (`save_sentence_transformer`'s bundled copy)
+        if reference and os.path.isabs(reference) and os.path.isdir(self._config_folder):
+            config["reasoner_name_or_path"] = portable_reference(reference, self._config_folder)
+        return config
+
+    def save_config(self, output_path: str, filename: str | None = None) -> None:
+        folder, self._config_folder = self._config_folder, output_path  # the saved config names it from there
+        try:
+            super().save_config(output_path, filename)
+        finally:
+            self._config_folder = folder
 
 
 def _config_model_type(name_or_path: str, hub_kwargs: dict[str, Any]) -> str | None:

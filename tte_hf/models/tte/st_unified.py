@@ -7,6 +7,7 @@ the weights for ``trust_remote_code``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import MutableMapping, Sequence
 from typing import Any
 
@@ -268,10 +269,19 @@ class TTEUnifiedTransformer(TTEInputsMixin, InputModule):
         return features
 
     def save(self, output_path: str, *args, safe_serialization: bool = True, **kwargs) -> None:
-        if getattr(self.model, "loaded_head_only", False):  # a head-only repo stays one (backbone referenced)
+        # A head on a Hub backbone stays head-only (the repo references the backbone). A head on a local
+        # backbone is saved with the backbone's weights: the folder is then complete, loading from any
+        # working directory and wherever it is moved, as a reference to another folder could not.
+        from .modeling_tte import HEAD_WEIGHTS_NAME
+
+        backbone = self.model.config.backbone_name_or_path
+        if getattr(self.model, "loaded_head_only", False) and not os.path.isdir(backbone or ""):
             self.model.save_head(output_path)
         else:
             self.model.save_pretrained(output_path, safe_serialization=safe_serialization)
+            stale_head = os.path.join(output_path, HEAD_WEIGHTS_NAME)  # else it would load as a head-only repo
+            if os.path.isfile(stale_head):
+                os.remove(stale_head)
         self.processor.save_pretrained(output_path)
         self.save_config(output_path)
         self.gate_step.save(output_path)
