@@ -34,7 +34,8 @@ from tte_hf.training.synthetic import write_synthetic_retrieval
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "unified" / "tiny.yaml"
 
 
-def recipe(vlm: Path, data: dict, out: Path, cache: Path | None, epochs: int, head_layers: int) -> dict:
+def recipe(vlm: Path, data: dict, out: Path, cache: Path | None, epochs: int, head_layers: int | None = None) -> dict:
+    """The tiny recipe on ``data``; ``head_layers`` None keeps the recipe's."""
     cfg = yaml.safe_load(RECIPE.read_text())
     cfg["datasets"][0] |= {
         "path": str(data["data"]),
@@ -43,7 +44,7 @@ def recipe(vlm: Path, data: dict, out: Path, cache: Path | None, epochs: int, he
     }
     return cfg | {
         "reasoner_name_or_path": str(vlm),
-        "head_num_layers": head_layers,
+        "head_num_layers": head_layers or cfg["head_num_layers"],
         "hidden_cache_dir": str(cache) if cache else None,
         "output_dir": str(out),
         "max_steps": -1,

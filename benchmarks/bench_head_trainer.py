@@ -21,6 +21,8 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench_head_cache import recipe  # noqa: E402  (the same tiny recipe both benchmarks time)
 
 
 def worker(cfg: dict) -> list[dict[str, float]]:
@@ -47,26 +49,6 @@ def worker(cfg: dict) -> list[dict[str, float]]:
     clock = EpochClock()
     train_head(cfg, progress=clock)
     return clock.epochs
-
-
-def recipe(vlm: Path, data: dict, out: Path, epochs: int) -> dict:
-    import yaml
-
-    cfg = yaml.safe_load((ROOT / "recipes" / "unified" / "tiny.yaml").read_text())
-    cfg["datasets"][0] |= {
-        "path": str(data["data"]),
-        "image_root": str(data["image_root"]),
-        "query_ecr": str(data["query_ecr"]),
-    }
-    return cfg | {
-        "reasoner_name_or_path": str(vlm),
-        "hidden_cache_dir": str(out / "cache"),
-        "output_dir": str(out / "out"),
-        "max_steps": -1,
-        "num_train_epochs": epochs,
-        "logging_steps": 1000,
-        "disable_tqdm": True,
-    }
 
 
 def run(tree: Path, cfg: dict) -> list[dict[str, float]]:
@@ -105,7 +87,7 @@ def main() -> None:
         for repeat in range(args.repeats):
             for name, tree in trees.items():
                 out = tmp / f"{name.replace(' ', '_')}{repeat}"
-                results[name].append(run(tree, recipe(vlm, data, out, args.epochs)))
+                results[name].append(run(tree, recipe(vlm, data, out / "out", out / "cache", args.epochs)))
 
     print(
         f"tiny recipe: {args.items} pairs with hard negatives, batch 8, {args.epochs} epochs, medians of {args.repeats}"
