@@ -15,10 +15,8 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -29,6 +27,7 @@ from PIL import Image, ImageDraw
 pytest.importorskip("fastapi")
 
 from chat_server import ChatServer  # noqa: E402
+from image_web import EPS, Web, image_bytes, small_image  # noqa: E402
 
 GRACEFUL_S, REQUEST_TIMEOUT_S, URL_TIMEOUT_S = 3.0, 20.0, 2.0
 
@@ -50,82 +49,6 @@ def _bomb() -> str:
     image = Image.new("1", (4096, 4096))
     ImageDraw.Draw(image).rectangle((300, 200, 3000, 3900), fill=1)
     return _png_data_url(image)
-
-
-def _small_image(seed: int) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray((rng.random((40, 48, 3)) * 255).astype("uint8"))
-
-
-class Web:
-    """Image servers on 127.0.0.1: ``allowed`` (the one host the serve process may fetch from: a small
-    PNG, a redirect to ``target``, and a drip that sends one byte every 0.5 s) and ``target`` (a raw
-    socket that counts the connections it is offered: none may ever arrive)."""
-
-    def __init__(self):
-        self.target = socket.socket()
-        self.target.bind(("127.0.0.1", 0))
-        self.target.listen(16)
-        self.target.settimeout(0.2)
-        self.target_port, self.target_connections = self.target.getsockname()[1], 0
-        self.closing = threading.Event()
-        png = io.BytesIO()
-        _small_image(3).save(png, format="PNG")
-        web = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):  # noqa: N802
-                if self.path == "/redirect.png":
-                    self.send_response(302)
-                    self.send_header("Location", f"http://127.0.0.1:{web.target_port}/secret.png")
-                    self.end_headers()
-                elif self.path == "/drip.png":
-                    for _ in range(120):  # at most 60 s, one byte at a time
-                        if web.closing.wait(0.5):
-                            return
-                        try:
-                            self.wfile.write(b"H")
-                            self.wfile.flush()
-                        except OSError:
-                            return
-                else:
-                    body = png.getvalue()
-                    self.send_response(200)
-                    self.send_header("Content-Type", "image/png")
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-
-        self.allowed = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.allowed.daemon_threads = True
-        self.allowed_port = self.allowed.server_address[1]
-        self.threads = [
-            threading.Thread(target=self.allowed.serve_forever, daemon=True),
-            threading.Thread(target=self._count_target, daemon=True),
-        ]
-
-    def _count_target(self) -> None:
-        while not self.closing.is_set():
-            try:
-                connection, _ = self.target.accept()
-            except (TimeoutError, OSError):
-                continue
-            self.target_connections += 1
-            connection.close()
-
-    def __enter__(self):
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.closing.set()
-        self.allowed.shutdown()
-        self.allowed.server_close()
-        self.target.close()
 
 
 class Serve:
@@ -221,7 +144,7 @@ def test_pixel_bombs_are_refused_or_downscaled_and_rss_stays_bounded(stack):
     the fourth, refused at the fifth's header. 64 bombs across 16 concurrent requests: 4 each, within
     the budget, each decoded (two at a time) and downscaled before RGB conversion."""
     serve, *_ = stack
-    warm = {"input": [{"text": "warm up", "images": [_png_data_url(_small_image(i)) for i in range(8)]}] * 2}
+    warm = {"input": [{"text": "warm up", "images": [_png_data_url(small_image(i)) for i in range(8)]}] * 2}
     _ok(serve.post({**warm, "think": False}), 2)
     before = serve.peak_rss_mb()
     bomb = _bomb()
@@ -399,24 +322,14 @@ def test_sqlite_cache_locked_then_corrupt_requests_are_answered_with_one_warning
 # --- hostile bodies --------------------------------------------------------------------------------
 
 
-def _eps() -> bytes:
-    return b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 16 16\n0 0 moveto 16 16 lineto stroke\nshowpage\n%%EOF\n"
-
-
-def _tiff() -> bytes:
-    buffer = io.BytesIO()
-    _small_image(1).save(buffer, format="TIFF")
-    return buffer.getvalue()
-
-
 @pytest.mark.parametrize(
     ("url", "named"),
     [
-        ("data:image/png;base64," + base64.b64encode(_eps()).decode(), "accepted format"),
-        ("data:image/x-eps;base64," + base64.b64encode(_eps()).decode(), "accepted format"),
-        ("data:image/tiff;base64," + base64.b64encode(_tiff()).decode(), "accepted format"),
-        (_png_data_url(_small_image(2), "JPEG", mime="image/png"), "declared 'image/png' but its bytes are JPEG"),
-        (_png_data_url(_small_image(2), "PNG", mime="image/gif"), "declared 'image/gif' but its bytes are PNG"),
+        ("data:image/png;base64," + base64.b64encode(EPS).decode(), "accepted format"),
+        ("data:image/x-eps;base64," + base64.b64encode(EPS).decode(), "accepted format"),
+        ("data:image/tiff;base64," + base64.b64encode(image_bytes(small_image(1), "TIFF")).decode(), "accepted format"),
+        (_png_data_url(small_image(2), "JPEG", mime="image/png"), "declared 'image/png' but its bytes are JPEG"),
+        (_png_data_url(small_image(2), "PNG", mime="image/gif"), "declared 'image/gif' but its bytes are PNG"),
     ],
 )
 def test_forbidden_formats_and_mime_mismatch_are_refused(stack, url, named):

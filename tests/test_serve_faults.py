@@ -17,12 +17,12 @@ pytest.importorskip("fastapi")
 
 from chat_server import ChatServer  # noqa: E402
 
+from tte_hf.models.tte.fetch import FetchError, FetchRefused, SafeFetcher  # noqa: E402
 from tte_hf.models.tte.reasoner_base import ReasoningRequest  # noqa: E402
 from tte_hf.models.tte.reasoner_openai import OpenAIReasoner, PartialGenerationError  # noqa: E402
 from tte_hf.reasoning import CachedReasoner  # noqa: E402
 from tte_hf.serving import BackgroundServer, ServeConfig, create_app  # noqa: E402
 from tte_hf.serving.batcher import BatchKey, Closed, ItemError, MicroBatcher  # noqa: E402
-from tte_hf.serving.fetch import FetchError, FetchRefused, SafeFetcher  # noqa: E402
 from tte_hf.serving.reasoner import GuardedReasoner, ReasonerError  # noqa: E402
 
 KEY = BatchKey("query", None, None)

@@ -4,6 +4,7 @@ image failures that are not ``ValueError`` naming the input index."""
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -230,3 +231,30 @@ def test_every_image_failure_is_a_value_error_naming_the_input(tiny_vlm, tmp_pat
         model.encode_document(["fine", "also fine", {"text": "x", "image": lazy}])
     with pytest.raises(ValueError, match=r"Input 0: .*could not be decoded"):
         model.encode_document([Image.open(truncated), "fine"])
+
+
+def test_image_urls_in_process_are_fetched_as_safely_as_by_the_server(tiny_vlm, tmp_path):
+    """The path ``SentenceTransformer(..., trust_remote_code=True).encode_query([{"image": url}])``:
+    the saved repo's own code refuses a loopback URL before connecting, a redirect and an EPS body,
+    naming the input; the allowed host (``image_url_allow_hosts``, saved with the model) is fetched."""
+    from image_web import EPS, Web, small_image
+    from sentence_transformers import SentenceTransformer
+
+    with Web({"/eps.png": ("image/png", EPS)}) as web:
+        allowed = f"127.0.0.1:{web.allowed_port}"
+        built = build_sentence_transformer(tiny_vlm, allow_image_urls=True, image_url_allow_hosts=[allowed])
+        built.save(str(tmp_path / "saved"))
+        model = SentenceTransformer(str(tmp_path / "saved"), trust_remote_code=True)
+        assert type(model[0]).__module__ != type(built[0]).__module__  # the saved copy of the code runs
+        fetched = model.encode_query([{"image": f"http://{allowed}/ok.png"}], convert_to_tensor=True)
+        expected = model.encode_query([{"image": small_image(3)}], convert_to_tensor=True)
+        torch.testing.assert_close(fetched, expected, atol=0, rtol=0)
+        for url, named in [
+            (f"http://127.0.0.1:{web.target_port}/secret.png", "refused before connecting"),
+            (f"http://{allowed}/redirect.png", r"redirect \(not followed\)"),
+            (f"http://{allowed}/eps.png", "not a readable image in an accepted format"),
+        ]:
+            with pytest.raises(ValueError, match=rf"Input 1: image 0: image URL .*{named}"):
+                model.encode_query(["fine", {"text": "x", "image": url}])
+        time.sleep(0.3)
+        assert web.target_connections == 0

@@ -1,7 +1,7 @@
 """The OpenAI-compatible embeddings app (FastAPI): ``POST /v1/embeddings``, ``GET /v1/models``, ``GET /health``.
 
 A request goes through: a queue ticket (429 before its body is read, `limits`), the body (413 over
-``max_request_bytes``), JSON + validation (400 naming the item), its images (fetched with `fetch`,
+``max_request_bytes``), JSON + validation (400 naming the item), its images (fetched with the shipped `fetch`,
 decoded and downscaled with `images`, every pixel reserved against the request's and the server's
 budgets), a token count per item (`tokens`), the reasoning stage for a remote reasoner
 (`reasoning`), then the `MicroBatcher`, whose single thread owns the model. One deadline
@@ -31,9 +31,9 @@ try:
 except ImportError as err:  # pragma: no cover - depends on the environment
     raise ImportError("tte-hf serve needs FastAPI and uvicorn: pip install 'tte-hf[serve]'") from err
 
+from ..models.tte.fetch import FetchError, SafeFetcher
 from ..models.tte.st_state import LRUCache
 from .batcher import BatchKey, Closed, ItemError, MicroBatcher, QueueFull
-from .fetch import FetchError, SafeFetcher
 from .images import ImageDecoder
 from .limits import Admission, Budgets, Ticket
 from .pools import DaemonPool

@@ -1,38 +1,20 @@
-"""Decoding request images under a memory bound: allowed formats only, the declared type checked
-against the bytes, and every image shrunk to what the processor keeps *while* it is decoded.
+"""Request images decoded with `tte_hf.models.tte.images` (format allow-list, declared type checked
+against the bytes, pixel check from the header, shrunk while decoding: the decoder an in-process encode
+uses too), under a server-wide bound, with failures as 400s naming the item.
 
-Formats: PNG, JPEG, WEBP, GIF (first frame), BMP. Pillow is told to try only those (``formats=``),
-so EPS (Ghostscript), TIFF, PSD, ... never reach a decoder. A data URL's ``image/<type>`` (or a
-fetched URL's ``Content-Type``, when it names an image type) must match what Pillow finds.
-
-Size: the header is read first (Pillow opens lazily): an image over ``max_image_pixels`` is refused
-undecoded. JPEG is decoded at a reduced scale directly (``Image.draft``); other formats are decoded
-at full size under a server-wide semaphore (``max_concurrent_decodes`` at once: the peak is bounded
-by that many full-size images), then reduced with ``Image.reduce`` and resized to ``target_pixels``
-*before* ``convert("RGB")`` (a 1-bit 4096x4096 PNG is 17 MB decoded, 50 MB as RGB). Images within
-``target_pixels`` are left exactly as sent, so their vectors equal an in-process encode of the same
-image; a larger image gives the vector of its downscaled copy (the processor would resize it anyway).
+The bound: formats other than JPEG are decoded at full size before they are shrunk, so at most
+``max_concurrent_decodes`` decode at once, server-wide (the peak is that many full-size images). The
+server shrinks to the model's ``max_pixels`` (or its processor's): images within it are left exactly
+as sent, so their vectors equal an in-process encode of the same image; a larger image gives the
+vector of its downscaled copy (the processor would resize it anyway).
 """
 
 from __future__ import annotations
 
-import io
-import math
 import threading
 
+from ..models.tte.images import decode_image, open_image, target_size
 from .schemas import RequestError
-
-ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
-MIME_FORMATS = {
-    "image/png": "PNG",
-    "image/jpeg": "JPEG",
-    "image/jpg": "JPEG",
-    "image/pjpeg": "JPEG",
-    "image/webp": "WEBP",
-    "image/gif": "GIF",
-    "image/bmp": "BMP",
-    "image/x-ms-bmp": "BMP",
-}
 
 
 class ImageDecoder:
@@ -44,62 +26,20 @@ class ImageDecoder:
 
     def decoded_pixels(self, size: tuple[int, int]) -> int:
         """Pixels an image of ``size`` holds once decoded here (what the budgets reserve)."""
-        width, height = self._target_size(size)
+        width, height = target_size(size, self.target_pixels)
         return width * height
 
     def open(self, data: bytes, where: str, declared: str | None):
-        """``data`` opened lazily (its header read, nothing decoded) and checked: an accepted format,
-        the ``declared`` MIME type (``None``: none claimed), at most ``max_image_pixels``."""
-        from PIL import Image, UnidentifiedImageError
-
+        """``data`` opened lazily (its header read, nothing decoded) and checked (`open_image`)."""
         try:
-            image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
-        except UnidentifiedImageError:
-            raise RequestError(
-                f"{where} is not an image in an accepted format ({', '.join(ALLOWED_FORMATS)}).", param=where
-            ) from None
-        except (Image.DecompressionBombError, OSError, ValueError, SyntaxError) as err:
-            raise RequestError(f"{where} could not be read as an image ({type(err).__name__}).", param=where) from err
-        expected = MIME_FORMATS.get((declared or "").split(";")[0].strip().lower())
-        if declared is not None and declared.lower().startswith("image/") and expected != image.format:
-            raise RequestError(f"{where} is declared {declared!r} but its bytes are {image.format}.", param=where)
-        width, height = image.size
-        if width * height > self.max_image_pixels:
-            raise RequestError(
-                f"{where}: image of {width}x{height} pixels exceeds max_image_pixels={self.max_image_pixels}.",
-                param=where,
-            )
-        return image
+            return open_image(data, where, max_image_pixels=self.max_image_pixels, declared=declared)
+        except ValueError as err:
+            raise RequestError(str(err), param=where) from err
 
     def load(self, image, where: str):
         """An opened image decoded (``max_concurrent_decodes`` at a time, server-wide), downscaled, RGB."""
         with self._decoding:
             try:
-                small = self._load_small(image)
-            except Exception as err:  # noqa: BLE001 - Pillow plugins raise many types on bad data
-                image.close()
-                raise RequestError(f"{where} could not be decoded ({type(err).__name__}).", param=where) from err
-            if small is not image:
-                image.close()  # frees the full-size pixels now, inside the semaphore, whoever holds `image`
-            return small
-
-    def _target_size(self, size: tuple[int, int]) -> tuple[int, int]:
-        width, height = size
-        if self.target_pixels is None or width * height <= self.target_pixels:
-            return width, height
-        scale = math.sqrt(self.target_pixels / (width * height))
-        return max(1, math.floor(width * scale)), max(1, math.floor(height * scale))
-
-    def _load_small(self, image):
-        from PIL import Image
-
-        target = self._target_size(image.size)
-        if target != image.size and image.format == "JPEG":
-            image.draft("RGB", target)  # DCT scaling: decodes at 1/2, 1/4 or 1/8 of the size, never below target
-        image.load()
-        if target != image.size:
-            factor = min(image.size[0] // target[0], image.size[1] // target[1])
-            if factor >= 2 and image.mode not in ("1", "P", "I;16"):  # those: resize alone (Pillow uses NEAREST)
-                image = image.reduce(factor)
-            image = image.resize(target, Image.Resampling.BICUBIC)
-        return image if image.mode == "RGB" else image.convert("RGB")
+                return decode_image(image, where, self.target_pixels)
+            except ValueError as err:
+                raise RequestError(str(err), param=where) from err

@@ -9,6 +9,7 @@ empty. Reasoner, embedder and unified model all build their text with these func
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 END_OF_TURN = "<|im_end|>"
@@ -77,6 +78,7 @@ def load_image(
     allow_urls: bool = False,
     url_timeout: float = DEFAULT_URL_TIMEOUT,
     max_url_bytes: int = DEFAULT_MAX_URL_BYTES,
+    url_allow_hosts: Sequence[str] = (),
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     min_pixels: int | None = None,
     max_pixels: int | None = None,
@@ -84,39 +86,37 @@ def load_image(
     """Load one image as an RGB ``PIL.Image`` from a PIL image, a path, raw bytes, an ``http(s)`` URL
     (only with ``allow_urls``), a numpy array (``HxW``, ``HxWxC``) or a torch tensor (``CxHxW``).
 
-    Images over ``max_image_pixels`` (decompression bombs) and bytes that are no image raise
-    ``ValueError``; unsupported types raise ``TypeError``. ``min_pixels``/``max_pixels`` rescale the
-    image (keeping its aspect ratio) into that pixel budget.
+    Paths, bytes and URLs are decoded by `images` (the decoder ``tte-hf serve`` uses): PNG, JPEG,
+    WEBP, GIF or BMP only, over ``max_image_pixels`` refused from the header, shrunk to ``max_pixels``
+    while decoding. URLs are fetched by `fetch`: global addresses only (or those matching
+    ``url_allow_hosts`` entries: host, ``host:port``, IP or CIDR), no redirects, one ``url_timeout``
+    for the whole fetch. Refusals raise ``ValueError`` naming the image; unsupported types raise
+    ``TypeError``. ``min_pixels``/``max_pixels`` rescale the image (keeping its aspect ratio) into
+    that pixel budget.
     """
-    import io
     import os
 
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
+
+    from .images import decode_image, open_image
 
     check_image_source(source, allow_urls=allow_urls)
-    name = "the given image"
     if isinstance(source, Image.Image):
-        image = source
-        _check_pixels(image.size, max_image_pixels)
-    elif isinstance(source, (bytes, bytearray)):
-        name = "the given bytes"
-        image = _open_image(io.BytesIO(source), name, max_image_pixels, Image, UnidentifiedImageError)
-    elif isinstance(source, str) and source.startswith(("http://", "https://")):
-        name = source
-        data = _fetch_url(source, url_timeout, max_url_bytes)
-        image = _open_image(io.BytesIO(data), source, max_image_pixels, Image, UnidentifiedImageError)
-    elif isinstance(source, (str, os.PathLike)):
-        name = os.fspath(source)
-        image = _open_image(name, name, max_image_pixels, Image, UnidentifiedImageError)
+        image = _decoded_rgb(source, max_image_pixels)
+    elif _is_array(source):
+        image = _array_to_image(source, Image).convert("RGB")
     else:
-        image = _array_to_image(source, Image)
-    try:  # a lazily opened PIL image given by the caller is decoded here, not later in the processor
-        image.load()
-        if image.mode != "RGB":
-            image = image.convert("RGB")
-        return fit_pixels(image, min_pixels, max_pixels)
-    except Exception as err:  # noqa: BLE001 - decoders raise many types on bad data; callers need ValueError
-        raise ValueError(f"{name} could not be decoded: {type(err).__name__}: {err}") from err
+        if isinstance(source, (bytes, bytearray)):
+            where, data, declared = "the given bytes", source, None
+        elif isinstance(source, str) and source.startswith(("http://", "https://")):
+            fetched = _fetch_url(source, url_timeout, max_url_bytes, url_allow_hosts)
+            where, data, declared = f"image URL {source!r}", fetched.data, fetched.content_type
+        else:
+            where = data = os.fspath(source)
+            declared = None
+        opened = open_image(data, where, max_image_pixels=max_image_pixels, declared=declared)
+        image = decode_image(opened, where, max_pixels)
+    return fit_pixels(image, min_pixels, max_pixels)
 
 
 def check_image_source(source: Any, *, allow_urls: bool = False) -> None:
@@ -177,46 +177,30 @@ def fit_pixels(image, min_pixels: int | None = None, max_pixels: int | None = No
     return image.resize(size, Image.Resampling.BICUBIC)
 
 
-def _check_pixels(size: tuple[int, int], max_image_pixels: int) -> None:
-    if size[0] * size[1] > max_image_pixels:
-        raise ValueError(
-            f"image of {size[0]}x{size[1]} pixels exceeds max_image_pixels={max_image_pixels} "
-            "(possible decompression bomb); raise the limit only for trusted files."
-        )
+def _decoded_rgb(image, max_image_pixels: int):
+    """The caller's PIL image, decoded here (a lazily opened one, not later in the processor), as RGB."""
+    from .images import check_pixels
 
-
-def _open_image(file, name: str, max_image_pixels: int, Image, UnidentifiedImageError):
-    try:
-        image = Image.open(file)  # lazy: reads the header only, so the size check runs before decoding
-    except UnidentifiedImageError as err:
-        raise ValueError(f"{name} is not a readable image (unknown or corrupt format).") from err
-    except Image.DecompressionBombError as err:  # PIL's own limit (Image.MAX_IMAGE_PIXELS), checked in open
-        raise ValueError(
-            f"{name} was refused as a possible decompression bomb by PIL ({err}); raise PIL.Image.MAX_IMAGE_PIXELS "
-            "together with max_image_pixels only for trusted files."
-        ) from err
-    except OSError as err:
-        raise ValueError(f"{name} could not be read: {err}") from err
-    _check_pixels(image.size, max_image_pixels)
+    check_pixels(image.size, max_image_pixels, "the given image")
     try:
         image.load()
-    except Exception as err:  # noqa: BLE001 - PIL plugins raise OSError, SyntaxError, struct.error, ... on bad data
-        raise ValueError(f"{name} could not be decoded: {type(err).__name__}: {err}") from err
-    return image
+        return image if image.mode == "RGB" else image.convert("RGB")
+    except Exception as err:  # noqa: BLE001 - decoders raise many types on bad data; callers need ValueError
+        raise ValueError(f"the given image could not be decoded: {type(err).__name__}: {err}") from err
 
 
-def _fetch_url(url: str, timeout: float, max_bytes: int) -> bytes:
-    import urllib.error
-    import urllib.request
+def _fetch_url(url: str, timeout: float, max_bytes: int, allow_hosts: Sequence[str]):
+    from .fetch import FetchError, FetchRefused, shared_fetcher
 
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            data = response.read(max_bytes + 1)
-    except (urllib.error.URLError, TimeoutError, OSError) as err:
-        raise ValueError(f"image URL {url!r} could not be fetched within {timeout}s: {err}") from err
-    if len(data) > max_bytes:
-        raise ValueError(f"image URL {url!r} is larger than max_url_bytes={max_bytes}.")
-    return data
+        return shared_fetcher(timeout, max_bytes, tuple(allow_hosts)).fetch(url)
+    except FetchRefused as err:
+        raise ValueError(
+            f"image URL {url!r} was refused before connecting: {err}. Only public http(s) hosts are fetched; "
+            "list an intranet host in image_url_allow_hosts."
+        ) from err
+    except FetchError as err:
+        raise ValueError(f"image URL {url!r} could not be fetched: {err}.") from err
 
 
 def _is_array(value: Any) -> bool:

@@ -58,7 +58,7 @@ class TTETransformer(TTEInputsMixin, Transformer):
         max_new_tokens: cap on the trace length of the built-in reasoners.
         system_prompt: system message of the embedder sequence (``None``: none).
         min_pixels, max_pixels, max_image_pixels, allow_image_urls, url_timeout, max_url_bytes,
-            embedding_cache_size: see `st_inputs.INPUT_SETTINGS` (the embedding cache is
+            image_url_allow_hosts, embedding_cache_size: see `st_inputs.INPUT_SETTINGS` (the embedding cache is
             `TTESentenceTransformer`'s).
         Other keyword arguments go to ST's `Transformer`.
     """

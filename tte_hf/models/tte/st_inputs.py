@@ -38,8 +38,10 @@ __all__ = ["INPUT_KEYS", "INPUT_SETTINGS", "ParsedInput", "TTEInputsMixin"]
 
 #: Settings both TTE modules take as keyword arguments and save in their configs, with their defaults:
 #: ``min_pixels`` / ``max_pixels`` (image pixel budget), ``max_image_pixels`` (decompression-bomb
-#: limit), ``allow_image_urls`` (fetch ``http(s)`` images, within ``url_timeout`` and ``max_url_bytes``)
-#: and ``embedding_cache_size`` (entries of the model's embedding cache, LRU; ``None``: off).
+#: limit), ``allow_image_urls`` (fetch ``http(s)`` images from global addresses, within ``url_timeout``
+#: and ``max_url_bytes``), ``image_url_allow_hosts`` (hosts, ``host:port``, IPs or CIDRs fetched even if
+#: not global: an intranet image store) and ``embedding_cache_size`` (entries of the model's embedding
+#: cache, LRU; ``None``: off).
 INPUT_SETTINGS: dict[str, Any] = {
     "min_pixels": None,
     "max_pixels": None,
@@ -47,6 +49,7 @@ INPUT_SETTINGS: dict[str, Any] = {
     "allow_image_urls": False,
     "url_timeout": DEFAULT_URL_TIMEOUT,
     "max_url_bytes": DEFAULT_MAX_URL_BYTES,
+    "image_url_allow_hosts": (),
     "embedding_cache_size": None,
 }
 
@@ -111,6 +114,7 @@ class TTEInputsMixin:
             "allow_urls": self.allow_image_urls,
             "url_timeout": self.url_timeout,
             "max_url_bytes": self.max_url_bytes,
+            "url_allow_hosts": self.image_url_allow_hosts,
             "max_image_pixels": self.max_image_pixels,
             "min_pixels": self.min_pixels,
             "max_pixels": self.max_pixels,

@@ -1,12 +1,14 @@
-"""Image URLs fetched without becoming a proxy into the server's network (``--allow-image-urls``).
+"""Image URLs fetched without becoming a proxy into the caller's network: used by `inputs.load_image`
+(an in-process encode with ``allow_image_urls=True``) and by ``tte-hf serve --allow-image-urls``.
 
 The host is resolved once; every address must be global (`ipaddress` ``is_global``: no loopback,
-link-local such as 169.254.169.254, private, ULA, ...) unless it is in the operator's allow-list
-(``--image-url-allow-hosts``). The connection goes to the address that was checked (no second DNS
-lookup between the check and the connect), redirects are refused rather than followed, and one
-deadline covers the whole fetch: a watchdog shuts the socket when it passes, however slowly the
-other side drips bytes. Clients only ever see `FetchError.public` ("could not be fetched"); the
-reason goes to the log, so the server cannot be used as a port scanner.
+link-local such as 169.254.169.254, private, ULA, ...) unless it is in the allow-list (the module
+setting ``image_url_allow_hosts``, the server's ``--image-url-allow-hosts``). The connection goes to
+the address that was checked (no second DNS lookup between the check and the connect), redirects are
+refused rather than followed, and one deadline covers the whole fetch: a watchdog shuts the socket
+when it passes, however slowly the other side drips bytes. `FetchError`'s message says why (for the
+caller or the log); `FetchError.public` is all a server shows its clients, so that it cannot be used
+as a port scanner.
 
 Written on `http.client` rather than urllib/httpx because both resolve and connect by name
 themselves: pinning the checked address needs the connect step in our hands.
@@ -14,9 +16,9 @@ themselves: pinning the checked address needs the connect step in our hands.
 
 from __future__ import annotations
 
+import functools
 import http.client
 import ipaddress
-import logging
 import socket
 import ssl
 import threading
@@ -25,13 +27,12 @@ import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-logger = logging.getLogger("tte_hf.serving")
-
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class FetchError(Exception):
-    """A URL that was not fetched. ``public`` is what the client may see; the message is for the log."""
+    """A URL that was not fetched. The message says why (for the caller, or a server's log); ``public``
+    is what a server's remote client may see."""
 
     public = "the image URL could not be fetched."
 
@@ -50,7 +51,7 @@ class FetchedImage:
 
 @dataclass(frozen=True)
 class AllowRule:
-    """One ``--image-url-allow-hosts`` entry: a host name or an IP network, optionally one port."""
+    """One allow-list entry: a host name or an IP network, optionally one port."""
 
     name: str | None
     network: Network | None
@@ -190,6 +191,13 @@ class SafeFetcher:
         finally:
             watchdog.cancel()
             _shut(current[0])
+
+
+@functools.lru_cache(maxsize=8)
+def shared_fetcher(timeout: float, max_bytes: int, allow_hosts: tuple[str, ...] = ()) -> SafeFetcher:
+    """One `SafeFetcher` per setting for in-process loads (building the TLS context reads the system's
+    trust store, too slow to repeat for every image)."""
+    return SafeFetcher(timeout=timeout, max_bytes=max_bytes, allow_hosts=allow_hosts)
 
 
 def _shut(sock: socket.socket) -> None:
