@@ -751,3 +751,17 @@ def test_the_gate_step_is_an_object_the_module_calls_with_its_own_features(tmp_p
     step.set(None)
     step.save(str(tmp_path))
     assert not (tmp_path / "gate_config.json").exists() and not (tmp_path / "gate.safetensors").exists()
+
+
+def test_an_input_scored_exactly_at_the_threshold_reasons():
+    """The boundary is pinned: think where score >= threshold, so the threshold itself reasons."""
+    gate = ReasoningGate(4)
+    features = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]])
+    with torch.no_grad():
+        gate.linear.weight.copy_(torch.tensor([[1.0, -1.0, 0.0, 0.0]]))
+        gate.linear.bias.zero_()
+        scores = gate.score(features)
+        gate.threshold.copy_(scores[2])  # the third input's score is the threshold, exactly
+    think, got = gate.decide(features)
+    assert got[2] == float(gate.threshold)
+    assert think == [True, False, True]
