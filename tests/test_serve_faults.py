@@ -23,7 +23,7 @@ from tte_hf.models.tte.reasoner_openai import OpenAIReasoner, PartialGenerationE
 from tte_hf.reasoning import CachedReasoner  # noqa: E402
 from tte_hf.serving import BackgroundServer, ServeConfig, create_app  # noqa: E402
 from tte_hf.serving.batcher import BatchKey, Closed, ItemError, MicroBatcher  # noqa: E402
-from tte_hf.serving.reasoner import GuardedReasoner, ReasonerError  # noqa: E402
+from tte_hf.serving.reasoner_guard import GuardedReasoner, ReasonerError  # noqa: E402
 
 KEY = BatchKey("query", None, None)
 

@@ -37,7 +37,7 @@ from .batcher import BatchKey, Closed, ItemError, MicroBatcher, QueueFull
 from .images import ImageDecoder
 from .limits import Admission, Budgets, Ticket
 from .pools import DaemonPool
-from .reasoner import GuardedReasoner, ReasonerError, guard_reasoner
+from .reasoner_guard import GuardedReasoner, ReasonerError, guard_reasoner
 from .reasoning import ReasoningStage
 from .schemas import (
     EmbeddingRequest,

@@ -19,7 +19,7 @@ from typing import Any
 
 from .batcher import ItemError
 from .pools import DaemonPool
-from .reasoner import GuardedReasoner
+from .reasoner_guard import GuardedReasoner
 
 
 def served_prompt(model: Any, side: str) -> str | None:
