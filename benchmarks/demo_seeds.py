@@ -6,7 +6,8 @@ range, each claim's and check's minimum slack.
     python benchmarks/demo_seeds.py --seeds 0-2 --rl --output /tmp/demo-seeds-rl  # with the GRPO student
 
 Each seed runs as its own `tte-hf demo --seed N --output OUTPUT/seed-N` process (what README's line
-does), timed by wall clock; a seed whose report exists is not rerun. ``--jobs 2`` runs two seeds side
+does), timed by wall clock and user CPU (`os.wait4`, as `/usr/bin/time -v`); a seed whose report exists
+is not rerun. ``--jobs 2`` runs two seeds side
 by side (each demo pins two threads; results do not change, only the wall times, which then are not
 the idle figures). The table is Markdown, ready for benchmarks/RESULTS.md.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -33,26 +35,34 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def run_seed(seed: int, output: Path, quick: bool, rl: bool = False) -> float:
+def run_seed(seed: int, output: Path, quick: bool, rl: bool = False) -> tuple[float, float]:
+    """Run one seed's demo process; its wall and user-CPU seconds (what `/usr/bin/time -v` reports)."""
     command = ["tte-hf", "demo", "--seed", str(seed), "--output", str(output)]
     command += (["--quick"] if quick else []) + (["--rl"] if rl else [])
     start = time.perf_counter()
     with open(output.parent / f"{output.name}.console.txt", "w") as console:
-        subprocess.run(command, check=True, stdout=console, stderr=subprocess.STDOUT)
-    return time.perf_counter() - start
+        process = subprocess.Popen(command, stdout=console, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode:
+        raise subprocess.CalledProcessError(process.returncode, command)
+    return time.perf_counter() - start, usage.ru_utime
 
 
-def table(reports: dict[int, dict], walls: dict[int, float]) -> str:
+def table(reports: dict[int, dict], walls: dict[int, float], cpus: dict[int, float] | None = None) -> str:
     first = next(iter(reports.values()))
     models = [m for m in LABELS if any(m in r["hit_at_1"] for r in reports.values())]
     claims = list(dict.fromkeys(claim for r in reports.values() for claim in r["slack"]))
-    head = ["seed", *(LABELS[m] for m in models), *claims, "wall"]
+    cpus = cpus or {}
+    head = ["seed", *(LABELS[m] for m in models), *claims, "wall", "user CPU"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for seed, report in sorted(reports.items()):
         scores = [f"{report['hit_at_1'][m]:.1f}" if m in report["hit_at_1"] else "–" for m in models]
         slack = [_cell(report["slack"][c], report["checks"][c]) if c in report["slack"] else "–" for c in claims]
         wall = f"{walls[seed]:.0f} s" if seed in walls else f"({sum(report['timings_s'].values()):.0f} s stages)"
-        lines.append("| " + " | ".join([str(seed), *scores, *slack, wall]) + " |")
+        stages_cpu = sum(report.get("user_cpu_s", {}).values())
+        cpu = f"{cpus[seed]:.0f} s" if seed in cpus else (f"({stages_cpu:.0f} s stages)" if stages_cpu else "–")
+        lines.append("| " + " | ".join([str(seed), *scores, *slack, wall, cpu]) + " |")
     lines += ["", "| model | median | min–max |", "| --- | --- | --- |"]
     for m in models:
         values = [r["hit_at_1"][m] for r in reports.values() if m in r["hit_at_1"]]
@@ -118,14 +128,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.output.mkdir(parents=True, exist_ok=True)
     walls_path = args.output / "walls.json"
-    walls = {int(k): v for k, v in json.loads(walls_path.read_text()).items()} if walls_path.exists() else {}
+    cpus_path = args.output / "user_cpu.json"
+    walls, cpus = (
+        {int(k): v for k, v in json.loads(p.read_text()).items()} if p.exists() else {} for p in (walls_path, cpus_path)
+    )
     seeds = parse_seeds(args.seeds)
     todo = [s for s in seeds if not (args.output / f"seed-{s}" / "report.json").exists() and not args.no_run]
 
     def one(seed: int) -> None:
-        walls[seed] = run_seed(seed, args.output / f"seed-{seed}", args.quick, args.rl)
+        walls[seed], cpus[seed] = run_seed(seed, args.output / f"seed-{seed}", args.quick, args.rl)
         walls_path.write_text(json.dumps(walls, indent=1))
-        print(f"seed {seed} done in {walls[seed]:.0f} s", file=sys.stderr, flush=True)
+        cpus_path.write_text(json.dumps(cpus, indent=1))
+        print(f"seed {seed} done in {walls[seed]:.0f} s, {cpus[seed]:.0f} s user CPU", file=sys.stderr, flush=True)
 
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         list(pool.map(one, todo))
@@ -136,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             reports[seed] = json.loads((folder / "report.json").read_text())
             print(f"seed {seed}: {reports[seed]['hit_at_1']}", file=sys.stderr, flush=True)
     if reports:
-        print(table(reports, walls))
+        print(table(reports, walls, cpus))
     return 0
 
 

@@ -164,6 +164,7 @@ def write_demo_report(
     settings: dict[str, Any],
     timings: dict[str, float],
     smoke: bool = False,
+    user_cpu: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Write ``report.json``, ``report.md`` and ``hit_at_1.png`` into ``output``; return the summary.
     ``smoke``: a ``--quick`` run, whose report says so (`SMOKE_NOTE`) and leaves every check ``None``
@@ -181,6 +182,7 @@ def write_demo_report(
         "adaptive": adaptive,
         "settings": settings,
         "timings_s": timings,
+        "user_cpu_s": user_cpu or {},
         "versions": package_versions(VERSIONED, missing="missing"),
         "cpu": cpu_name(),
     }
@@ -248,6 +250,9 @@ def _footer(summary: dict[str, Any]) -> list[str]:
     return [
         "![Hit@1](hit_at_1.png)",
         "",
+        f"Stages: {sum(summary['timings_s'].values()):.0f} s wall, "
+        f"{sum(summary.get('user_cpu_s', {}).values()):.0f} s user CPU.",
+        "",
         f"Computed on {summary['cpu']} with "
         + ", ".join(f"{name} {v}" for name, v in summary["versions"].items())
         + ".",
@@ -303,6 +308,7 @@ def console_summary(summary: dict[str, Any], output: Path) -> str:
         "",
         f"Report: {output / 'report.md'} (and report.json)",
         f"Chart:  {output / 'hit_at_1.png'}",
-        f"Log:    {output / 'demo.log'}   total {sum(summary['timings_s'].values()):.0f} s",
+        f"Log:    {output / 'demo.log'}   total {sum(summary['timings_s'].values()):.0f} s"
+        f" (user CPU {sum(summary.get('user_cpu_s', {}).values()):.0f} s)",
     ]
     return "\n".join(lines)

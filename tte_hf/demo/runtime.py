@@ -8,6 +8,7 @@ import contextlib
 import logging
 import os
 import sys
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -150,3 +151,12 @@ def quiet_console(log_path: str | os.PathLike) -> Iterator[None]:
             huggingface_hub.utils.enable_progress_bars()
         handler.close()
         log_file.close()
+
+
+def user_cpu_seconds() -> float:
+    """User-CPU seconds of this process and its waited-for children, all threads."""
+    try:
+        import resource
+    except ImportError:  # not on Unix: user + system time of this process
+        return time.process_time()
+    return sum(resource.getrusage(who).ru_utime for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))

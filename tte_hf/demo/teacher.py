@@ -16,20 +16,12 @@ from ..models.tte.reasoner_base import ReasoningBackend, ReasoningRequest
 
 def scene_trace(scene: dict[str, Any]) -> str:
     """The ECR for one scene: perceive the colour, resolve the riddle (a plain query names its object),
-    state and check the answer.
-
-    About 80-85 tokens for riddles and plain queries alike. Real ECR traces run to hundreds of tokens,
-    and a trace's length is what `think="auto"` saves: with 30-token traces a skipped query's no-trace
-    pass cost about a quarter of a reasoned one on the demo's tiny CPU models, so even a perfect gate
-    could not take the unified model below ~0.63 of `always`'s time (benchmarks/RESULTS.md). The
-    closing check is the same words for every query, so both kinds' traces stay equally long.
-    """
+    state the answer. About 30 tokens: long enough to carry what the query needs, short enough for the
+    demo's CPU budget (long traces are `benchmarks/bench_adaptive.py`'s business)."""
     resolved = f"The {scene['riddle']} is a" if scene.get("riddle") else "The query names a"
-    colour, obj = scene["colour"], scene["object"]
     return (
-        f"<think> I look at the shape in the picture and read the query. The shape in the picture is {colour}. "
-        f"{resolved} {obj}. So the answer is the {obj} in {colour}. I have checked the colour of the shape "
-        f"and the object, and the answer names both of them. </think> {scene['answer']}"
+        f"<think> The shape in the picture is {scene['colour']}. "
+        f"{resolved} {scene['object']}. </think> {scene['answer']}"
     )
 
 
