@@ -63,6 +63,13 @@ def student_traces(demo: Path, rows: list[dict]) -> list[str]:
     return reasoner.generate(requests)
 
 
+def per_answer(rows: list[dict], gold: dict, right: list[bool]) -> str:
+    """``answer right/total`` per held-out composition."""
+    counts = Counter((gold[row["id"]]["answer"], ok) for row, ok in zip(rows, right))
+    answers = sorted({answer for answer, _ in counts})
+    return ", ".join(f"{a} {counts[a, True]}/{counts[a, True] + counts[a, False]}" for a in answers)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("demo", type=Path)
@@ -77,7 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     trace_ok = [
         f"is {gold[r['id']]['colour']}." in t and f" {gold[r['id']]['object']}." in t for r, t in zip(rows, traces)
     ]
-    print(f"student traces right: {sum(trace_ok)}/{len(rows)}")
+    print(
+        f"student traces right: {sum(trace_ok)}/{len(rows)}; per held-out composition: {per_answer(rows, gold, trace_ok)}"
+    )
     for eval_name, model_name in MODELS.items():
         model = SentenceTransformer(str(args.demo / "models" / model_name), trust_remote_code=True, device="cpu")
         picks = top1(model, query_vectors(args.demo / "eval" / eval_name), rows)
@@ -97,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{eval_name}:")
         for kind, n in sorted(kinds.items()):
             print(f"  {n:4d}  {kind}")
+        hits = [pick == gold[row["id"]]["answer"] for row, pick in zip(rows, picks)]
+        print(f"  per held-out composition: {per_answer(rows, gold, hits)}")
     return 0
 
 
