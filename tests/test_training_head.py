@@ -398,3 +398,56 @@ def test_a_fully_cached_column_is_a_feature_for_the_head_trainer_not_for_st():
     features, labels = HeadTrainer.collect_features(None, batch)
     assert labels is None and [f["cache_keys"][0, 0].item() for f in features] == [0, 1, 2]
     assert [set(f) for f in features] == [{"cache_keys"}, {"cache_keys", "input_ids", "attention_mask"}, {"cache_keys"}]
+
+
+def _held_out(data, name="held-out"):
+    return [
+        {
+            "name": name,
+            "path": str(data["data"]),
+            "image_root": str(data["image_root"]),
+            "query_ecr": str(data["query_ecr"]),
+            "task": "classification",
+        }
+    ]
+
+
+def test_the_saved_head_is_the_epoch_with_the_lowest_held_out_loss(data, tiny_vlm, tmp_path):
+    """``eval_datasets`` + ``load_best_model_at_end``: each evaluation scores the held-out rows, and the head
+    written to ``output_dir`` is the best-scoring checkpoint's, not the last step's."""
+    settings = {"max_steps": 6, "per_device_train_batch_size": 2, "learning_rate": 5e-2, "eval_strategy": "steps",
+                "eval_steps": 2, "save_strategy": "steps", "save_steps": 2, "load_best_model_at_end": True}  # fmt: skip
+    trainer = train_head(recipe(data, tiny_vlm, tmp_path, eval_datasets=_held_out(data), **settings))
+    scores = {
+        log["step"]: log["eval_held-out_loss"] for log in trainer.state.log_history if "eval_held-out_loss" in log
+    }
+    assert sorted(scores) == [2, 4, 6]
+    best = min(scores, key=scores.get)
+    assert trainer.state.best_model_checkpoint == str(tmp_path / "out" / f"checkpoint-{best}")
+    saved = load_file(tmp_path / "out" / "head.safetensors")
+    chosen = load_file(tmp_path / "out" / f"checkpoint-{best}" / "head.safetensors")
+    assert saved.keys() == chosen.keys() and all(torch.equal(saved[k], chosen[k]) for k in saved)
+    if best != 6:  # the last step's head differs from the one kept
+        last = load_file(tmp_path / "out" / "checkpoint-6" / "head.safetensors")
+        assert any(not torch.equal(saved[k], last[k]) for k in saved)
+
+
+def test_held_out_datasets_are_refused_when_their_score_is_ambiguous(data, tiny_vlm, tmp_path):
+    settings = {"max_steps": 2, "eval_strategy": "steps", "eval_steps": 2, "save_strategy": "steps",
+                "save_steps": 2, "load_best_model_at_end": True}  # fmt: skip
+    with pytest.raises(ValueError, match=r"share the name\(s\) \['shapes'\]"):
+        train_head(recipe(data, tiny_vlm, tmp_path / "a", eval_datasets=_held_out(data, "shapes"), **settings))
+    two = _held_out(data, "one") + _held_out(data, "two")
+    with pytest.raises(ValueError, match="metric_for_best_model: one_loss"):
+        train_head(recipe(data, tiny_vlm, tmp_path / "b", eval_datasets=two, **settings))
+
+
+def test_a_best_checkpoint_that_cannot_load_is_an_error_not_the_last_weights(data, tiny_vlm, tmp_path, monkeypatch):
+    from tte_hf.training.train_head import HeadTrainer
+
+    # checkpoints without the head's weights
+    monkeypatch.setattr(HeadTrainer, "_save", lambda self, output_dir=None, state_dict=None: Path(output_dir).mkdir())
+    settings = {"max_steps": 2, "eval_strategy": "steps", "eval_steps": 2, "save_strategy": "steps",
+                "save_steps": 2, "load_best_model_at_end": True}  # fmt: skip
+    with pytest.raises(FileNotFoundError, match="not a head checkpoint"):
+        train_head(recipe(data, tiny_vlm, tmp_path, eval_datasets=_held_out(data), **settings))

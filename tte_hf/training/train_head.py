@@ -29,7 +29,10 @@ class HeadArguments:
     frozen hidden states on disk, so epochs after the first skip the backbone and the processor
     (``null``: recompute); runs may share it, entries are keyed by backbone, dtype, processor and
     image content. ``save_full_model``: also write the backbone (default: the head alone,
-    referring to ``reasoner_name_or_path``).
+    referring to ``reasoner_name_or_path``). ``eval_datasets``: rows the head does not train on (e.g.
+    tasks or compositions held out of ``datasets``), scored by the training loss at each evaluation
+    (``eval_strategy``); with ``load_best_model_at_end`` the saved head is the checkpoint that scored
+    best there, by their loss unless ``metric_for_best_model`` says otherwise.
     """
 
     reasoner_name_or_path: str | None = field(default=None, metadata={"help": "Frozen reasoner checkpoint."})
@@ -43,6 +46,9 @@ class HeadArguments:
     attn_implementation: str | None = field(default=None, metadata={"help": "sdpa | eager | flash_attention_2"})
     hidden_cache_dir: str | None = field(default=None, metadata={"help": "On-disk cache of frozen hidden states."})
     save_full_model: bool = field(default=False, metadata={"help": "Save backbone + head, not the head alone."})
+    eval_datasets: list[dict[str, Any]] = field(
+        default_factory=list, metadata={"help": "Held-out datasets (YAML) scored at each evaluation."}
+    )
 
 
 def train_head(config: str | os.PathLike | dict[str, Any] | None = None, argv: list[str] | None = None, progress=None):
@@ -71,6 +77,11 @@ class HeadTrainer(SentenceTransformerTrainer):
         self.model[0].unified.save_head(output_dir)
         self.model[0].processor.save_pretrained(output_dir)
         torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
+
+    def _load_best_model(self) -> None:
+        # sentence-transformers' version logs a failed load and goes on with the last weights, which
+        # would then be saved as if they were the best checkpoint's.
+        self._load_from_checkpoint(self.state.best_model_checkpoint)
 
     def _load_from_checkpoint(self, checkpoint_path: str, model=None) -> None:
         from safetensors.torch import load_file
@@ -115,6 +126,31 @@ def build_head_model(head_args, cache_dir: str | None = None):
     return SentenceTransformer(modules=[HeadTrainingModule(unified, processor, cache)])
 
 
+def held_out_pairs(datasets: list[dict[str, Any]], train_names: list[str], training_args):
+    """The recipe's ``eval_datasets`` as the trainer's ``eval_dataset`` (``None`` without any) and their
+    instructions. With one of them and ``load_best_model_at_end``, the best checkpoint is the one with
+    its lowest loss (the Trainer reports it as ``eval_<name>_loss``)."""
+    from .pair_dataset import pairs_dataset
+    from .train_embedder import load_training_pairs
+
+    if not datasets:
+        return None, {}
+    examples, sizes, _, names = load_training_pairs(datasets, traces="raw")
+    if clash := sorted(set(names) & set(train_names)):
+        raise ValueError(
+            f"eval_datasets and datasets share the name(s) {clash}: a dataset's name picks its instruction, "
+            "so give the held-out ones names of their own."
+        )
+    if training_args.load_best_model_at_end and training_args.metric_for_best_model in (None, "loss"):
+        if len(names) > 1:
+            raise ValueError(
+                f"load_best_model_at_end with {len(names)} eval_datasets: name the score to select on, e.g. "
+                f"metric_for_best_model: {names[0]}_loss."
+            )
+        training_args.metric_for_best_model = f"{names[0]}_loss"  # lower is better, as for "loss"
+    return pairs_dataset(examples, sizes, names, token_ids=True)
+
+
 def run_head_training(head_args, training_args, progress=None):
     from .config import use_progress
     from .contrastive_trainer import contrastive_loss, use_weighted_sampling
@@ -127,11 +163,16 @@ def run_head_training(head_args, training_args, progress=None):
     # time `generate_and_embed` embeds exactly the tokens the backbone generated, so training does too.
     examples, sizes, weights, names = load_training_pairs(head_args.datasets, traces="raw")  # before any model
     train_dataset, instructions = pairs_dataset(examples, sizes, names, token_ids=True)
-    use_weighted_sampling(training_args, weights, names, instructions)
+    eval_dataset, eval_instructions = held_out_pairs(head_args.eval_datasets, names, training_args)
+    use_weighted_sampling(training_args, weights, names, {**instructions, **eval_instructions})
 
     model = build_head_model(head_args, head_args.hidden_cache_dir)
     trainer = HeadTrainer(
-        model=model, args=training_args, train_dataset=train_dataset, loss=contrastive_loss(model, training_args)
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        loss=contrastive_loss(model, training_args),
     )
     use_progress(trainer, progress)
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
