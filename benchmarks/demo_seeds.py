@@ -74,6 +74,26 @@ def table(reports: dict[int, dict], walls: dict[int, float], cpus: dict[int, flo
     return "\n".join(lines)
 
 
+def summary_table(reports: dict[int, dict], walls: dict[int, float], cpus: dict[int, float]) -> str:
+    """README's one table: per model the median and range of Hit@1, the seeds on which every claim holds
+    (and the CPU), and the wall and user-CPU seconds of a run."""
+    models = [m for m in LABELS if any(m in r["hit_at_1"] for r in reports.values())]
+    seeds = sorted(reports)
+    span = f"{seeds[0]}–{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1)) else ", ".join(map(str, seeds))
+    lines = [f"| | median (seeds {span}) | min–max |", "| --- | --- | --- |"]
+    for m in models:
+        values = [r["hit_at_1"][m] for r in reports.values() if m in r["hit_at_1"]]
+        lines.append(f"| {LABELS[m]} | {statistics.median(values):.1f} | {min(values):.1f}–{max(values):.1f} |")
+    joint = sum(all(ok is True for ok in r["checks"].values()) for r in reports.values())
+    cpu_names = "; ".join(sorted({r.get("cpu", "unknown CPU") for r in reports.values()}))
+    lines.append(f"| all three claims hold | {joint} of {len(reports)} seeds | {cpu_names} |")
+    for label, values in (("wall per run", walls), ("user CPU per run", cpus)):
+        known = [values[s] for s in seeds if s in values]
+        if known:
+            lines.append(f"| {label} | {statistics.median(known):.0f} s | {min(known):.0f}–{max(known):.0f} s |")
+    return "\n".join(lines)
+
+
 def adaptive_table(reports: dict[int, dict]) -> str:
     """Per seed and model: Hit@1 on the mixed set and reasoner calls for never / always / auto, and the checks."""
     head = ["seed", "model", "never", "always", "auto", "calls always / auto", *ADAPTIVE_CHECKS]
@@ -151,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"seed {seed}: {reports[seed]['hit_at_1']}", file=sys.stderr, flush=True)
     if reports:
         print(table(reports, walls, cpus))
+        print("\n" + summary_table(reports, walls, cpus))
     return 0
 
 
