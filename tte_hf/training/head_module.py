@@ -127,7 +127,7 @@ class HeadTrainingModule(InputModule):
             rows = [row if row is not None else self.cache.get(key) for row, key in zip(rows, keys)]
         if any(row is None for row in rows):
             rows = self._backbone_rows(keys, rows, inputs)
-        if not torch.is_grad_enabled():
+        if self.training and not torch.is_grad_enabled():  # GradCache's first pass; evaluation has no second
             self._pending.update(zip(keys, rows))
         return _right_padded(rows, key_bytes.device)
 

@@ -128,8 +128,7 @@ def build_head_model(head_args, cache_dir: str | None = None):
 
 def held_out_pairs(datasets: list[dict[str, Any]], train_names: list[str], training_args):
     """The recipe's ``eval_datasets`` as the trainer's ``eval_dataset`` (``None`` without any) and their
-    instructions. With one of them and ``load_best_model_at_end``, the best checkpoint is the one with
-    its lowest loss (the Trainer reports it as ``eval_<name>_loss``)."""
+    instructions (see `select_on_held_out_loss`)."""
     from .pair_dataset import pairs_dataset
     from .train_embedder import load_training_pairs
 
@@ -141,14 +140,20 @@ def held_out_pairs(datasets: list[dict[str, Any]], train_names: list[str], train
             f"eval_datasets and datasets share the name(s) {clash}: a dataset's name picks its instruction, "
             "so give the held-out ones names of their own."
         )
-    if training_args.load_best_model_at_end and training_args.metric_for_best_model in (None, "loss"):
-        if len(names) > 1:
-            raise ValueError(
-                f"load_best_model_at_end with {len(names)} eval_datasets: name the score to select on, e.g. "
-                f"metric_for_best_model: {names[0]}_loss."
-            )
-        training_args.metric_for_best_model = f"{names[0]}_loss"  # lower is better, as for "loss"
+    select_on_held_out_loss(training_args, names)
     return pairs_dataset(examples, sizes, names, token_ids=True)
+
+
+def select_on_held_out_loss(training_args, names: list[str]) -> None:
+    """``load_best_model_at_end`` without a metric: select on the one held-out dataset's loss."""
+    if not training_args.load_best_model_at_end or training_args.metric_for_best_model not in (None, "loss"):
+        return
+    if len(names) > 1:
+        raise ValueError(
+            f"load_best_model_at_end with {len(names)} eval_datasets: name the score to select on, e.g. "
+            f"metric_for_best_model: {names[0]}_loss."
+        )
+    training_args.metric_for_best_model = f"{names[0]}_loss"  # lower is better, as for "loss"
 
 
 def run_head_training(head_args, training_args, progress=None):
