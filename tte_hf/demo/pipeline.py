@@ -73,6 +73,7 @@ class DemoSettings:
     head_epochs: int
     head_learning_rate: float
     head_batch_size: int
+    head_lr_schedule: str
     no_trace_copies: float
     batch_size: int
     max_trace_tokens: int
@@ -185,17 +186,6 @@ def _common_training(
         "seed": settings.seed,
         "output_dir": str(output_dir),
         "disable_tqdm": True,  # the demo's own bar replaces the Trainer's (see `TrainingBar`)
-    }
-
-
-def _select_on_dev(batch_size: int) -> dict[str, Any]:
-    """Trainer settings that score the recipe's ``eval_datasets`` after every epoch and keep the best."""
-    return {
-        "eval_strategy": "epoch",
-        "save_strategy": "epoch",
-        "load_best_model_at_end": True,
-        "per_device_eval_batch_size": batch_size,
-        "save_only_model": True,
     }
 
 
@@ -390,23 +380,15 @@ class Demo:
                 # backend and the same trace cap as at query time): the head trains on the exact tokens
                 # `generate_and_embed` embeds, not on the parsed `ecr` text.
                 "datasets": _train_rows(self.data, self.ecr / "student-train.jsonl", **self._plain_copies),
-                # Scored after every epoch on the dev compositions (none trained on); the saved head is the
-                # epoch that scored best there. A head trained to the last epoch could embed a held-out
-                # composition's correct trace as a training composition of the same object.
-                "eval_datasets": _train_rows(
-                    self.data, self.ecr / "student-dev.jsonl", split="dev", **self._plain_copies
-                ),
                 # The reasoner is frozen, so its hidden states are computed once and reused every epoch.
                 "hidden_cache_dir": str(self.out / "cache" / "unified-hidden-states"),
                 "temperature": 0.02,
                 "gradcache_chunk_size": None,
                 **_common_training(s, target, s.head_epochs, s.head_learning_rate, s.head_batch_size),
-                **_select_on_dev(s.head_batch_size),
+                "lr_scheduler_type": s.head_lr_schedule,
             },
             progress=self._training_bar(),
         )
-        for checkpoint in target.glob("checkpoint-*"):  # the epochs' heads, the chosen one already saved
-            shutil.rmtree(checkpoint)
 
     def train_gates(self) -> None:
         """Save the student and unified models as sentence-transformers folders, then fit each one's
