@@ -151,3 +151,15 @@ def test_key_scheme_is_unchanged_for_cache_files_on_disk():
         digest.update(b"RGB:(6, 4)")
         digest.update(image.tobytes())
     assert cache_key({"model": "m"}, request) == digest.hexdigest()
+
+
+def test_a_generated_trace_keeps_its_token_ids_through_copy_and_pickle():
+    """A model whose ECR cache holds generated traces can be deep-copied and pickled (ST does both)."""
+    import copy
+    import pickle
+
+    from tte_hf.models.tte.reasoner_base import GeneratedText
+
+    trace = GeneratedText("<think> red </think> a red cat", [5, 6, 7])
+    for clone in (copy.deepcopy(trace), copy.copy(trace), pickle.loads(pickle.dumps(trace))):
+        assert isinstance(clone, GeneratedText) and clone == trace and clone.token_ids == (5, 6, 7)

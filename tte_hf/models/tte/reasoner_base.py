@@ -49,6 +49,9 @@ class GeneratedText(str):
         trace.token_ids = tuple(int(i) for i in token_ids)
         return trace
 
+    def __reduce__(self):  # copy and pickle rebuild it with its ids (str's own would call __new__ without them)
+        return type(self), (str(self), self.token_ids)
+
 
 class ReasoningBackend(abc.ABC):
     """Generates raw ECR texts (``"<think>…</think> final"``) for a batch of requests, in order."""
