@@ -460,3 +460,21 @@ def test_a_fresh_process_pins_every_kernel_library_to_avx2_before_torch_loads():
     env = {k: v for k, v in __import__("os").environ.items() if k not in AVX2_ENV}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.split() == ["AVX2", "2", *AVX2_ENV.values()]
+
+
+def test_the_unified_head_trains_with_the_settings_schedule_and_keeps_its_last_epoch(tmp_path, monkeypatch):
+    """The default settings decay the head's learning rate (`head_lr_schedule`) and save its last epoch:
+    no per-epoch evaluation, no best-checkpoint selection."""
+    import tte_hf.training as training
+
+    recipes = []
+    monkeypatch.setattr(training, "train_head", lambda recipe, progress=None: recipes.append(recipe))
+    settings = DemoSettings.load()
+    assert settings.head_lr_schedule == "linear"
+    monkeypatch.setattr(Demo, "_training_bar", lambda self: None)  # no stage is running to show a bar for
+    Demo(tmp_path, settings).train_unified()
+    (recipe,) = recipes
+    assert recipe["lr_scheduler_type"] == "linear" and recipe["num_train_epochs"] == settings.head_epochs
+    assert "eval_datasets" not in recipe and not recipe.get("load_best_model_at_end")
+    Demo(tmp_path / "b", DemoSettings.load(head_lr_schedule="constant")).train_unified()
+    assert recipes[1]["lr_scheduler_type"] == "constant"
