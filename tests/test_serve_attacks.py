@@ -241,18 +241,23 @@ def _batch_of_8x8(serve: Serve, prefix: str, bad: str | None = None):
 
 
 def test_reasoner_rejecting_1_of_64_items_fails_only_that_request(stack):
-    """Timing: clean and faulty batches alternate, twice each, and the fastest of each are compared
-    (this machine is shared: single runs of the same batch vary by 3x)."""
+    """The rejected item costs its own request and nothing more: the faulty batch sends the reasoner
+    exactly as many requests as a clean one (no retry of a 4xx, no re-sending of siblings, no serial
+    fallback). Counted, not timed: walls on a shared machine vary by 3x between identical runs."""
     serve, chat, *_ = stack
     chat.faults["REJECTME"] = "always400"
-    clean_seconds, faulty_seconds = [], []
+    clean_seconds, faulty_seconds, clean_sent, faulty_sent = [], [], [], []
     for run in range(2):
+        before = len(chat.received)
         _, clean_responses, seconds = _batch_of_8x8(serve, f"clean{run}")
         clean_seconds.append(seconds)
+        clean_sent.append(len(chat.received) - before)
         for response in clean_responses:
             _ok(response, 8)
+        before = len(chat.received)
         bodies, responses, seconds = _batch_of_8x8(serve, f"faulty{run}", bad=f"REJECTME {run} please reason")
         faulty_seconds.append(seconds)
+        faulty_sent.append(len(chat.received) - before)
         assert responses[3].status_code == 502, responses[3].text
         error = responses[3].json()["error"]
         assert error["param"] == "input[5]" and "reasoner" in error["message"]
@@ -262,7 +267,7 @@ def test_reasoner_rejecting_1_of_64_items_fails_only_that_request(stack):
                 _ok(response, 8)
     print(f"\n64 items: clean {clean_seconds} s, with 1 rejected item {faulty_seconds} s")
     assert chat.attempts["REJECTME"] == 2  # once per faulty batch: a 4xx is not retried, halving never re-sends
-    assert min(faulty_seconds) <= 1.5 * min(clean_seconds), (clean_seconds, faulty_seconds)
+    assert clean_sent == [64, 64] and faulty_sent == [64, 64], (clean_sent, faulty_sent)
     # the failing item's 7 siblings were cached: sent again, they need no generation
     sent = len(chat.received)
     siblings = [t for t in bodies[3]["input"] if "REJECTME" not in t]
