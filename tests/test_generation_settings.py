@@ -84,6 +84,37 @@ def test_generate_and_embed_is_greedy_on_a_sampling_checkpoint(sampling_vlm, gre
     torch.testing.assert_close(first.embeddings, second.embeddings)
 
 
+class _EndFirst:
+    """A logits processor that makes the end token the greedy choice at every step."""
+
+    def __init__(self, end_id: int):
+        self.end_id = end_id
+
+    def __call__(self, input_ids, scores):
+        scores[:, self.end_id] = scores.max() + 100.0
+        return scores
+
+
+def test_generate_and_embed_keeps_the_end_token_back_for_min_new_tokens(tiny_vlm):
+    model = TTEUnifiedModel.from_backbone(tiny_vlm, head_type="mhsa", head_kwargs={"head_num_layers": 1}).eval()
+    processor = AutoProcessor.from_pretrained(tiny_vlm)
+    processor.tokenizer.padding_side = "left"
+    prompts = [render_prompt(processor, build_messages(t, system=task_prompt("generic"))) for t in TEXTS]
+    batch = processor(text=prompts, padding=True, return_tensors="pt")
+    end_first = [_EndFirst(processor.tokenizer.convert_tokens_to_ids("<|im_end|>"))]
+
+    def lengths(**kwargs):
+        out = model.generate_and_embed(**batch, max_new_tokens=NEW_TOKENS, logits_processor=end_first, **kwargs)
+        return [len(trace) for trace in out.trace_ids]
+
+    assert lengths() == [0, 0], "the end token comes first without a minimum"
+    assert lengths(generation_settings={"min_new_tokens": 5}) == [5, 5]
+    prompt_len = batch["input_ids"].shape[1]
+    assert lengths(generation_settings={"min_length": prompt_len + 3}) == [3, 3], "min_length counts the prompt"
+    assert lengths(min_new_tokens=4) == [4, 4], "a generate keyword argument counts too"
+    assert lengths(generation_settings={"min_new_tokens": NEW_TOKENS + 8}) == [NEW_TOKENS] * 2, "the cap wins"
+
+
 def _spy_generate(monkeypatch, model):
     calls = []
     real = model.generate

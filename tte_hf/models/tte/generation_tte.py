@@ -9,7 +9,7 @@ needs no modeling code. Self-contained (torch + transformers): shipped next to t
 from __future__ import annotations
 
 import torch
-from transformers import LogitsProcessor, StoppingCriteria
+from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
 #: Every ``generate`` setting that decides which token comes next, at its greedy / neutral value.
 #: ``generate`` fills each setting left unset from the checkpoint's ``generation_config`` (Qwen2.5-VL's
@@ -53,6 +53,26 @@ def decoding_settings(**settings) -> dict:
     return {**DECODING_DEFAULTS, **settings}
 
 
+class HoldTraceEnd(LogitsProcessor):
+    """Keeps the end token out of the first ``min_trace_tokens`` of each trace. ``generate``'s own
+    ``min_new_tokens`` cannot: the unified pass decodes with ``eos_token_id=None`` (rows keep decoding
+    past their end), and without an end token ``generate`` adds no minimum-length processor."""
+
+    def __init__(self, prompt_len: int, min_trace_tokens: int, end_token_id: int):
+        self.prompt_len, self.min_trace_tokens, self.end_token_id = prompt_len, min_trace_tokens, end_token_id
+
+    def __call__(self, input_ids, scores):
+        if input_ids.shape[1] - self.prompt_len < self.min_trace_tokens:
+            scores[:, self.end_token_id] = float("-inf")
+        return scores
+
+
+def min_trace_tokens(settings: dict, prompt_len: int) -> int:
+    """The fewest trace tokens ``settings`` ask for: ``min_new_tokens``, or ``min_length`` less the
+    (padded) prompt, whichever is more."""
+    return max(settings.get("min_new_tokens") or 0, (settings.get("min_length") or 0) - prompt_len, 0)
+
+
 class ForceTraceEnd(LogitsProcessor):
     """Forces the end token at position ``max_trace_tokens`` of rows that have not ended yet."""
 
@@ -79,3 +99,19 @@ class TraceEndFed(StoppingCriteria):
         fed = input_ids[:, self.prompt_len : -1]
         done = (fed == self.end_token_id).any(-1)
         return done.all().expand(input_ids.shape[0])
+
+
+def trace_controls(
+    settings: dict, prompt_len: int, max_trace_tokens: int, end_token_id: int
+) -> tuple[LogitsProcessorList, StoppingCriteriaList]:
+    """The logits processors and stopping criteria of the unified pass (which decodes with
+    ``eos_token_id=None``): the caller's own ones popped from ``settings``, then `HoldTraceEnd` (when the
+    settings ask for a minimum length), `ForceTraceEnd` at ``max_trace_tokens`` and `TraceEndFed`."""
+    processors = LogitsProcessorList(settings.pop("logits_processor", None) or [])
+    least = min_trace_tokens(settings, prompt_len)
+    if least:
+        processors.append(HoldTraceEnd(prompt_len, least, end_token_id))
+    processors.append(ForceTraceEnd(prompt_len, max_trace_tokens, end_token_id))
+    criteria = StoppingCriteriaList(settings.pop("stopping_criteria", None) or [])
+    criteria.append(TraceEndFed(prompt_len, end_token_id))
+    return processors, criteria

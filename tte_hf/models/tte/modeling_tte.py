@@ -12,18 +12,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import (
-    AutoModel,
-    AutoModelForImageTextToText,
-    LogitsProcessorList,
-    PreTrainedModel,
-    StoppingCriteriaList,
-)
+from transformers import AutoModel, AutoModelForImageTextToText, PreTrainedModel
 from transformers.dynamic_module_utils import custom_object_save
 from transformers.utils import ModelOutput
 
 from .configuration_tte import TTEEmbedderConfig, TTEUnifiedConfig, resolve_reference
-from .generation_tte import ForceTraceEnd, TraceEndFed, decoding_settings
+from .generation_tte import decoding_settings, trace_controls
 from .heads import build_head, last_token_pool
 
 HEAD_WEIGHTS_NAME = "head.safetensors"
@@ -335,8 +329,9 @@ class TTEUnifiedModel(TTEPreTrainedModel):
 
         Decoding is greedy whatever the checkpoint's ``generation_config`` says, unless
         ``generation_settings`` ask otherwise (see `generation_tte.decoding_settings`). A trace is capped at
-        ``max_new_tokens`` tokens, then the end token is forced. Rows that end early keep decoding until
-        the slowest row's end token is fed; their extra tokens are masked.
+        ``max_new_tokens`` tokens, then the end token is forced; a ``min_new_tokens`` (or ``min_length``)
+        in the settings keeps it back until the trace is that long (`generation_tte.trace_controls`). Rows
+        that end early keep decoding until the slowest row's end token is fed; their extra tokens are masked.
         """
         if attention_mask[:, -1].min() == 0:
             raise ValueError("generate_and_embed needs left-padded prompts (processor padding_side='left').")
@@ -349,10 +344,8 @@ class TTEUnifiedModel(TTEPreTrainedModel):
                 "(the backbone config's text_config.eos_token_id is missing)."
             )
         prompt_len = input_ids.shape[1]
-        logits_processor = LogitsProcessorList(generate_kwargs.pop("logits_processor", None) or [])
-        logits_processor.append(ForceTraceEnd(prompt_len, cap, end_id))
-        stopping_criteria = StoppingCriteriaList(generate_kwargs.pop("stopping_criteria", None) or [])
-        stopping_criteria.append(TraceEndFed(prompt_len, end_id))
+        settings = {**decoding_settings(**(generation_settings or {})), **generate_kwargs}
+        logits_processor, stopping_criteria = trace_controls(settings, prompt_len, cap, end_id)
         captured, captured_positions, handles = self._capture_head_inputs()
         try:
             sequences = self.backbone.generate(
@@ -362,7 +355,7 @@ class TTEUnifiedModel(TTEPreTrainedModel):
                 eos_token_id=None,  # rows keep decoding after their end token; `TraceEndFed` stops
                 logits_processor=logits_processor,
                 stopping_criteria=stopping_criteria,
-                **{**decoding_settings(**(generation_settings or {})), **generate_kwargs},
+                **settings,
             )
         finally:
             for handle in handles:
