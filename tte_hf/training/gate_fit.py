@@ -11,6 +11,9 @@ from dataclasses import dataclass
 
 import torch
 
+#: What a new gate reads (a `gate_tte.GATE_FEATURES` name): the query's no-trace embedding, the vector
+#: a skipped query returns anyway, computed from the whole input, images included.
+DEFAULT_FEATURE = "embedding"
 #: Label 1 when the trace moves the gold target up at least this many places: any rank gain counts.
 MIN_RANK_GAIN = 1
 #: ...or raises the gold target's cosine margin over the best other target this much. In cosine units:

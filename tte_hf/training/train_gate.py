@@ -3,8 +3,9 @@
 For every training query (MMEB-train style rows + their ``generate-ecr`` traces) the model embeds the
 query with and without its trace; the gold target's rank among the dataset's targets (positives and
 hard negatives) and its cosine margin over the best other target give the label (1: the trace moves
-it up, or raises that margin by ``min_margin_gain`` where it was under ``clear_margin``). A logistic probe on the gate's runtime
-feature (`tte_hf.models.tte.gate_tte`) is cross-fitted: each query's score for choosing the threshold comes from
+it up, or raises that margin by ``min_margin_gain`` where it was under ``clear_margin``). A logistic probe on the
+recipe's ``feature`` (`tte_hf.models.tte.gate_tte`: ``embedding``, the query's no-trace embedding, which the
+labelling has just computed, or ``text``) is cross-fitted: each query's score for choosing the threshold comes from
 a probe fitted on the other folds, so every query serves as held-out data once; the threshold keeps
 always-mode Hit@1 while skipping the most reasoning, and the gate saved is the probe fitted on all
 queries. Use data the model did not train on (the demo's dev split): on its own training rows a model
@@ -25,6 +26,7 @@ from typing import Any
 
 from .gate_fit import (
     CLEAR_MARGIN,
+    DEFAULT_FEATURE,
     FOLD_BY_DEFAULT,
     FOLDS,
     HIT_DROP_DEFAULT,
@@ -47,6 +49,7 @@ class GateArguments:
     model_name_or_path: str = field(metadata={"help": "A saved TTE sentence-transformers model folder."})
     output_dir: str = field(metadata={"help": "Where the model with its gate goes (may equal model_name_or_path)."})
     datasets: list[dict[str, Any]] = field(default_factory=list, metadata={"help": "MMEB-train rows + query_ecr (YAML), rows the model did not train on."})  # fmt: skip
+    feature: str = field(default=DEFAULT_FEATURE, metadata={"help": "What the gate reads: embedding (the query's no-trace embedding, images included) or text (the mean input embedding of its prompt's text tokens)."})  # fmt: skip
     min_rank_gain: int = field(default=MIN_RANK_GAIN, metadata={"help": "Label 1 when the trace moves the gold target up this much."})  # fmt: skip
     min_margin_gain: float | None = field(default=MIN_MARGIN_GAIN, metadata={"help": "...or raises its cosine margin over the best other target this much (null: ranks only)."})  # fmt: skip
     clear_margin: float | None = field(default=CLEAR_MARGIN, metadata={"help": "...unless the query already wins by this cosine margin without its trace (null: no such limit)."})  # fmt: skip
@@ -102,8 +105,9 @@ def fit_gate(args: GateArguments) -> dict:
     module = model[0]
     if isinstance(getattr(module, "reasoner_name_or_path", None), str):  # in a copy: as the source folder names it
         module.reasoner_name_or_path = resolve_reference(module.reasoner_name_or_path, source / _module_path(source))
-    measured = _measure(model, datasets, args)
-    gate = _gate_class(module)(measured.features.shape[1])
+    gate_code = _gate_code(module)
+    measured = _measure(model, datasets, args, gate_code.GATE_FEATURES[args.feature])
+    gate = gate_code.ReasoningGate(measured.features.shape[1], feature=gate_code.GATE_FEATURES[args.feature])
     chosen, out_of_fold = _cross_fit(gate, measured, members, args)
     gate.info = _gate_info(args, gate, measured, chosen, out_of_fold)
     module.set_gate(gate.to(next(module.parameters()).device))
@@ -118,8 +122,10 @@ def fit_gate(args: GateArguments) -> dict:
 
 def _check_arguments(args: GateArguments) -> None:
     """Refuse settings no data can serve, naming the setting."""
+    from ..models.tte.gate_tte import GATE_FEATURES
     from .gate_fit import FOLD_BY, HIT_DROP, check_choice
 
+    check_choice("feature", args.feature, GATE_FEATURES)
     if args.folds < 2:
         raise ValueError(
             f"folds must be >= 2 (each query is scored by a probe fitted on the others), got {args.folds}."
@@ -157,10 +163,14 @@ def _deal_folds(datasets: list[tuple[Any, list, list, Any]], args: GateArguments
     return fold_members(groups, args.folds, args.seed, args.fold_by)
 
 
-def _measure(model, datasets: list[tuple[Any, list, list, Any]], args: GateArguments) -> _Measured:
-    """Embed every query with and without its trace and every target once; label each query."""
+def _measure(model, datasets: list[tuple[Any, list, list, Any]], args: GateArguments, feature: str) -> _Measured:
+    """Embed every query with and without its trace and every target once; label each query. The gate's
+    features: for the no-trace embedding, the no-trace vectors just computed (as ``think="auto"`` computes
+    them: full width, not normalised), else ``model.gate_features``."""
     import torch
+    from sentence_transformers.util import truncate_embeddings
 
+    from ..models.tte.gate_tte import NO_TRACE_EMBEDDING
     from .gate_fit import gold_margins, gold_ranks, trace_helps
 
     features, labels, hit_with, hit_without, described = [], [], [], [], []
@@ -168,12 +178,16 @@ def _measure(model, datasets: list[tuple[Any, list, list, Any]], args: GateArgum
     for spec, pairs, targets, gold in datasets:
         queries = [_input(p.query, p.task) for p in pairs]
         docs = model.encode_document([_input(t, None) for t in targets], **encode)
-        without = model.encode_query(queries, think=False, **encode)
+        with model.truncate_embeddings(None):  # the gate reads the full width; the ranks the model's own
+            no_trace = model.encode_query(queries, think=False, **encode)
+        without = truncate_embeddings(no_trace, model.truncate_dim)
         traced = [{**q, "reasoning": p.query.trace} for q, p in zip(queries, pairs)]
         with_trace = model.encode_query(traced, think=True, **encode)
         rank0, rank1 = gold_ranks(without, docs, gold), gold_ranks(with_trace, docs, gold)
         margins = (gold_margins(without, docs, gold), gold_margins(with_trace, docs, gold))
-        features.append(model.gate_features(queries, batch_size=args.batch_size).float().cpu())
+        if feature != NO_TRACE_EMBEDDING:
+            no_trace = model.gate_features(queries, batch_size=args.batch_size, feature=feature)
+        features.append(no_trace.float().cpu())
         hit_without.append((rank0 == 0).float().cpu())
         hit_with.append((rank1 == 0).float().cpu())
         labels.append(trace_helps(rank0, rank1, args.min_rank_gain, *margins, args.min_margin_gain, args.clear_margin).cpu())  # fmt: skip
@@ -268,7 +282,23 @@ def _prepare_output(source: Path, output: Path, overwrite: bool) -> Path:
             shutil.rmtree(output)
         shutil.copytree(source, output)
     copy_remote_code(output / _module_path(output))
+    _drop_unreadable_gate(output / _module_path(output))
     return output
+
+
+def _drop_unreadable_gate(folder: Path) -> None:
+    """Remove a gate this code cannot read (a feature it does not know: another tte-hf version's), which
+    the model would refuse to load with; the gate fitted here replaces it anyway."""
+    from ..models.tte.gate_tte import GATE_CONFIG, GATE_FEATURES, GATE_WEIGHTS, UNRECORDED_FEATURE
+
+    config = folder / GATE_CONFIG
+    if not config.is_file():
+        return
+    feature = json.loads(config.read_text()).get("feature", UNRECORDED_FEATURE)
+    if feature not in GATE_FEATURES.values():
+        logger.warning("Replacing %s's gate, which reads %r, a feature this tte-hf does not know.", folder, feature)
+        for name in (GATE_CONFIG, GATE_WEIGHTS):
+            (folder / name).unlink(missing_ok=True)
 
 
 def _module_path(folder: Path) -> str:
@@ -280,11 +310,12 @@ def _is_unified(folder: Path) -> bool:
     return json.loads((folder / "modules.json").read_text())[0]["type"].endswith(".TTEUnifiedTransformer")
 
 
-def _gate_class(module):
-    """The `ReasoningGate` class of the module's own code: ``tte_hf.models.tte.gate_tte`` or a repo's shipped copy."""
+def _gate_code(module):
+    """The ``gate_tte`` module of the module's own code (`ReasoningGate`, `GATE_FEATURES`):
+    ``tte_hf.models.tte.gate_tte`` or a repo's shipped copy."""
     import importlib
 
-    return importlib.import_module(type(module).__module__.rsplit(".", 1)[0] + ".gate_tte").ReasoningGate
+    return importlib.import_module(type(module).__module__.rsplit(".", 1)[0] + ".gate_tte")
 
 
 def _input(side, task: str | None) -> dict[str, Any]:

@@ -3,25 +3,27 @@ reasoner's trace is worth its cost.
 
 Design (why this probe, on this feature):
 
-- **Feature = the mean of the input embeddings of the text tokens of the input's no-trace sequence**
-  (the chat template the embedder reads without a trace, its image/video placeholders left out;
-  L2-normalised by the probe; `GATE_FEATURE`, `st_gate.mean_text_embeddings`). It costs a tokenizer call
-  and an embedding lookup: no processor, no vision tower, no decoder, so a skipped input pays for its
-  one no-trace pass and little else, and a reasoned one for nothing it throws away. Whether a trace
-  helps is a property of what the query asks (the task's instruction, the question), which is text;
-  the picture's pixels did not tell the demo's riddles from its plain queries any better: on its
-  held-out queries a probe on the text tokens separated them as well as one on the whole sequence
-  with the vision tower's image tokens, for a fraction of that pass's time (benchmarks/RESULTS.md). A gate that needs the image's content is a different feature (and version).
-  Why not the no-trace *embedding*, the first choice: a contrastive embedder is trained to forget how
-  a query is phrased (a riddle and a plain query with the same answer embed alike), while whether a
-  trace helps depends on what the query asks. In the demo, probes fitted on the dev compositions told
-  riddles from plain queries on the held-out ones from the input embeddings' mean 97.5% of the time,
-  from any later layer's mean 61-65% (benchmarks/RESULTS.md).
+- **Feature = the input's no-trace embedding** (`NO_TRACE_EMBEDDING`): exactly the vector ``think=False``
+  returns for it, L2-normalised by the probe. It is computed from the whole input, the image included,
+  and from a pass the model makes anyway: under ``think="auto"`` the no-trace vectors of a call are
+  computed once, the gate scores them, a skipped input returns its vector as is, and only a reasoned
+  one goes on to reason and embed as under ``think=True``. So a skipped input costs what ``think=False``
+  costs, and a reasoned one one pass more than ``think=True`` (its no-trace pass, whose vector it then
+  does not return), whatever the input holds. The text feature below never sees the picture: on data with
+  one instruction per task and the content in the image (MMEB's image tasks) it can only switch
+  reasoning per task. The price: a contrastive embedder is trained to forget how a query is phrased (a
+  riddle and a plain query with the same answer embed alike), so where the wording alone says whether a
+  trace helps, the text feature separates better; ``tte-hf train-gate --feature text`` fits on it.
+- **Text feature** (`TEXT_EMBEDDINGS`, the default before): the mean of the input embeddings of the
+  text tokens of the no-trace sequence (image/video placeholders left out; `st_gate.mean_text_embeddings`).
+  A tokenizer call and a table lookup, no pass of the model; gates saved with it keep loading and
+  deciding as they did.
 - **Probe = one ``Linear`` + sigmoid** on that unit vector (fitted on standardised features, folded
   back into the weights): a few thousand parameters, negligible next to one decode step, trainable on
   CPU from a few hundred labelled queries.
-- **Decision = score >= threshold**, per input, from that input's own vector, averaged unpadded: batch
-  composition and padding side do not enter, bit for bit.
+- **Decision = score >= threshold**, per input, from that input's own vector: batch composition and
+  order do not enter (the text feature: bit for bit; the no-trace embedding: up to the backbone's float
+  noise in a padded batch).
 - The threshold is chosen on held-out queries to keep always-mode Hit@1 while skipping the most
   (``tte-hf train-gate``: ``tte_hf.training.train_gate.fit_gate``); how it was trained is kept in ``gate_config.json``.
 
@@ -38,8 +40,17 @@ import torch
 
 GATE_CONFIG = "gate_config.json"
 GATE_WEIGHTS = "gate.safetensors"
-#: What a gate reads; saved with it, so a gate fitted on other features is refused, not misread.
-GATE_FEATURE = "mean input embedding of the no-trace sequence's text tokens"
+#: What a gate reads; saved with it (``feature`` in ``gate_config.json``), so a gate is fed the feature it
+#: was fitted on, and one fitted on a feature this code does not know is refused, not misread.
+NO_TRACE_EMBEDDING = "no-trace embedding: the vector think=False returns"
+TEXT_EMBEDDINGS = "mean input embedding of the no-trace sequence's text tokens"
+#: ``tte-hf train-gate``'s ``feature`` option: name -> the feature a gate fitted with it reads
+GATE_FEATURES = {"embedding": NO_TRACE_EMBEDDING, "text": TEXT_EMBEDDINGS}
+#: the feature of newly trained gates
+GATE_FEATURE = NO_TRACE_EMBEDDING
+#: the feature of a gate saved before features were recorded: the first release's no-trace embedding,
+#: fitted under other rules, so it stays unknown (refused with a retrain message)
+UNRECORDED_FEATURE = "no-trace embedding"
 #: values of ``query_reasoning`` / ``document_reasoning`` / ``think``: on, off, or decided by the gate
 AUTO = "auto"
 
@@ -93,8 +104,7 @@ class ReasoningGate(torch.nn.Module):
 
         with open(config_file, encoding="utf8") as handle:
             config = json.load(handle)
-        # A gate saved before features were recorded read the no-trace embedding.
-        feature = config.get("feature", "no-trace embedding")
+        feature = config.get("feature", UNRECORDED_FEATURE)
         gate = cls(config["dim"], config["threshold"], config.get("info"), feature)
         gate.load_state_dict(load_file(weights_file))
         return gate

@@ -25,7 +25,7 @@ from sentence_transformers.base.modules import Transformer
 
 from .configuration_tte import portable_reference, resolve_reference
 from .ecr import parse_ecr
-from .gate_tte import check_mode
+from .gate_tte import GATE_FEATURE, NO_TRACE_EMBEDDING, TEXT_EMBEDDINGS, check_mode
 from .inputs import build_messages, embedder_system_prompt, embedder_text, render_prompt
 from .reasoner_openai import OpenAIReasoner
 from .reasoner_transformers import TransformersReasoner
@@ -137,7 +137,10 @@ class TTETransformer(TTEInputsMixin, Transformer):
         hub = {k: v for k, v in self._hub_kwargs.items() if k != "cache_dir"}
         if "cache_dir" in self._hub_kwargs:
             hub["cache_folder"] = self._hub_kwargs["cache_dir"]
-        self.gate_step = GateStep(self.gate_input_features, self.gate_feature_dim)
+        self.gate_step = GateStep(
+            {NO_TRACE_EMBEDDING: self.no_trace_embeddings, TEXT_EMBEDDINGS: self.text_gate_features},
+            self.gate_feature_dim,
+        )
         # `gate_config.json` next to the weights, if trained
         self.gate_step.load(model_name_or_path, hub, next(self.parameters()).device)
 
@@ -238,6 +241,9 @@ class TTETransformer(TTEInputsMixin, Transformer):
         mode = self._wants_reasoning(task, think)
         items = self.parse_inputs(inputs)
         self._per_thread().prompt_by_task[task] = prompt
+        # `TTESentenceTransformer` runs think="auto" itself (its skipped rows return the no-trace vectors
+        # the gate read); here it comes only from a caller driving this module directly, whose rows the
+        # gate skips are embedded again below.
         think_rows = self.gate_step.rows(items, prompt, mode)
         traces = self._traces(items, prompt, think_rows)
         self.last_reasoning = traces
@@ -253,13 +259,28 @@ class TTETransformer(TTEInputsMixin, Transformer):
         features["modality"] = "message"
         return features
 
-    def gate_feature_dim(self) -> int:
-        """Width of the gate's feature: the backbone's input embeddings."""
-        return self.model.get_input_embeddings().embedding_dim
+    def gate_feature_dim(self, feature: str = GATE_FEATURE) -> int:
+        """Width of the gate's ``feature``: this module's output (which ST's lasttoken Pooling and Normalize
+        keep) for the no-trace embedding, the backbone's input embeddings for the text feature."""
+        if feature == TEXT_EMBEDDINGS:
+            return self.model.get_input_embeddings().embedding_dim
+        return self.get_embedding_dimension()
 
     @torch.no_grad()
-    def gate_input_features(self, items: list[ParsedInput], instruction: str | None) -> torch.Tensor:
-        """The gate's (n, `gate_feature_dim`) features: `st_gate.mean_text_embeddings` of ``items``'
+    def no_trace_embeddings(self, items: list[ParsedInput], instruction: str | None) -> torch.Tensor:
+        """The (n, d) vectors ``think=False`` returns for ``items`` (an input's own trace read as then): the
+        gate's default feature. This module's no-trace pass and the model's modules after it, as ``encode``
+        runs them (eval mode, full width: ``truncate_dim`` is the caller's, not the gate's)."""
+        from sentence_transformers.util import batch_to_device
+
+        model = self.sentence_transformer()
+        model.eval()  # as `encode`: the vector think=False returns
+        features = self._features(items, self.embedder_texts(items, [item.reasoning for item in items], instruction))
+        return model(batch_to_device(features, self.model.device))["sentence_embedding"]
+
+    @torch.no_grad()
+    def text_gate_features(self, items: list[ParsedInput], instruction: str | None) -> torch.Tensor:
+        """The gate's text feature (`gate_tte.TEXT_EMBEDDINGS`): `st_gate.mean_text_embeddings` of ``items``'
         no-trace sequences (what ``think=False`` embeds)."""
         texts = self.embedder_texts(items, [None] * len(items), instruction)
         embeddings = self.model.get_input_embeddings()
@@ -270,6 +291,7 @@ class TTETransformer(TTEInputsMixin, Transformer):
         self.gate_step.save(output_path)
 
     def on_model_ready(self, model) -> None:
+        self.attach_model(model)
         use_tte_model_class(model)
 
     def get_config_dict(self) -> dict[str, Any]:

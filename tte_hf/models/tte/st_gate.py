@@ -9,12 +9,12 @@ Self-contained (stdlib, torch and sibling files): shipped next to the weights fo
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 
-from .gate_tte import AUTO, GATE_CONFIG, GATE_FEATURE, GATE_WEIGHTS, ReasoningGate, find_gate
+from .gate_tte import AUTO, GATE_CONFIG, GATE_FEATURE, GATE_WEIGHTS, NO_TRACE_EMBEDDING, ReasoningGate, find_gate
 from .st_input_types import ParsedInput
 from .st_state import PerThreadState
 
@@ -40,7 +40,7 @@ def mean_text_embeddings(
     embeddings: torch.nn.Embedding, tokenizer: Any, texts: list[str], skip_ids: set[int]
 ) -> torch.Tensor:
     """Per text, the mean (float32) of its tokens' input embeddings, leaving out ``skip_ids`` (the vision
-    placeholders): the gate's feature (`gate_tte.GATE_FEATURE`). A tokenizer call and an embedding
+    placeholders): the gate's text feature (`gate_tte.TEXT_EMBEDDINGS`). A tokenizer call and an embedding
     lookup, no processor or vision tower. Each row is averaged on its own, unpadded, so a row's feature
     is the same bits in any batch."""
     weight = embeddings.weight
@@ -56,16 +56,30 @@ class GateStep(torch.nn.Module):
 
     A `torch.nn.Module` so that the gate (``gate``, a child module) moves with the module's ``.to()``
     and its weights and threshold are among the model's parameters and buffers (the embedding cache's
-    fingerprint reads them). ``features(items, instruction)`` gives the gate's (n, d) features for
-    parsed inputs and ``feature_dim()`` their width; both come from the module that holds the step.
+    fingerprint reads them). ``features[name](items, instruction)`` gives the (n, d) features ``name``
+    (a `gate_tte.GATE_FEATURES` value) of parsed inputs and ``feature_dim(name)`` their width; both come
+    from the module that holds the step, and a gate reading a feature missing there is refused.
     """
 
-    def __init__(self, features: GateFeatures, feature_dim: Callable[[], int]):
+    def __init__(self, features: Mapping[str, GateFeatures], feature_dim: Callable[[str], int]):
         super().__init__()
         self.gate: ReasoningGate | None = None
-        self.features = features
+        self.features = dict(features)
         self.feature_dim = feature_dim
         self._results = PerThreadState()  # only its ``last_gate_*`` fields: this step's per-thread results
+
+    @property
+    def reads_embeddings(self) -> bool:
+        """Whether the gate reads the no-trace embedding (`gate_tte.NO_TRACE_EMBEDDING`): the vectors
+        a skipped row returns, so the caller computes them once and hands them to `rows` / `decide`."""
+        return self.gate is not None and self.gate.feature == NO_TRACE_EMBEDDING
+
+    def input_features(self, items: list[ParsedInput], instruction: str | None, feature: str | None = None):
+        """The (n, d) ``feature`` of ``items`` (default: the gate's, else `gate_tte.GATE_FEATURE`)."""
+        feature = feature or (self.gate.feature if self.gate is not None else GATE_FEATURE)
+        if feature not in self.features:
+            raise ValueError(f"this model gives no gate feature {feature!r}; it gives {sorted(self.features)}.")
+        return self.features[feature](items, instruction)
 
     @property
     def last_decisions(self) -> list[bool] | None:
@@ -83,15 +97,17 @@ class GateStep(torch.nn.Module):
         self._results.last_gate_decisions, self._results.last_gate_scores = decisions, scores
 
     def set(self, gate: ReasoningGate | None) -> None:
-        """Use ``gate`` for ``think="auto"``; refuse a gate that reads another feature or width."""
-        if gate is not None and gate.feature != GATE_FEATURE:
+        """Use ``gate`` for ``think="auto"``; refuse a gate that reads a feature this model does not give,
+        or another width."""
+        if gate is not None and gate.feature not in self.features:
             raise ValueError(
-                f"the gate reads {gate.feature!r}, this model gives {GATE_FEATURE!r} (a gate of another tte-hf "
-                "version); retrain it with `tte-hf train-gate`."
+                f"the gate reads {gate.feature!r}, a feature this model does not give (it gives "
+                f"{sorted(self.features)}; a gate of another tte-hf version): retrain it with `tte-hf train-gate`."
             )
-        if gate is not None and gate.dim != self.feature_dim():
+        if gate is not None and gate.dim != self.feature_dim(gate.feature):
             raise ValueError(
-                f"the gate reads {gate.dim}-d features; this model's input embeddings are {self.feature_dim()}-d."
+                f"the gate reads {gate.dim}-d features; this model's {gate.feature!r} is "
+                f"{self.feature_dim(gate.feature)}-d."
             )
         self.gate = gate
 
@@ -111,22 +127,27 @@ class GateStep(torch.nn.Module):
             if os.path.exists(os.path.join(output_path, name)):
                 os.remove(os.path.join(output_path, name))
 
-    def rows(self, items: list[ParsedInput], instruction: str | None, mode: bool | str) -> list[bool]:
+    def rows(
+        self, items: list[ParsedInput], instruction: str | None, mode: bool | str, features: torch.Tensor | None = None
+    ) -> list[bool]:
         """Which rows reason: all or none, or (``mode="auto"``) the gate's decisions, which also become
-        this thread's `last_decisions` / `last_scores`. A row the gate skips is then embedded like any
-        ``think=False`` row."""
+        this thread's `last_decisions` / `last_scores`. ``features``: the gate's features of ``items``
+        where the caller has them (the no-trace vectors it computed), else computed here."""
         if mode != AUTO:
             self.remember(None, None)
             return [bool(mode)] * len(items)
-        decisions, scores = self.decide(items, instruction)
+        decisions, scores = self.decide(items, instruction, features)
         self.remember(decisions, scores)
         return decisions
 
-    def decide(self, items: list[ParsedInput], instruction: str | None) -> tuple[list[bool], list[float]]:
-        """The gate's (think, score) per row; raises when there is no gate."""
+    def decide(
+        self, items: list[ParsedInput], instruction: str | None, features: torch.Tensor | None = None
+    ) -> tuple[list[bool], list[float]]:
+        """The gate's (think, score) per row (of ``features``, else of ``items``' features); raises when
+        there is no gate."""
         if self.gate is None:
             raise ValueError(
                 "think='auto' needs a reasoning gate and this model has none: train one with "
                 "`tte-hf train-gate --config recipes/gate/<name>.yaml`, or pass think=True/False."
             )
-        return self.gate.decide(self.features(items, instruction))
+        return self.gate.decide(self.input_features(items, instruction) if features is None else features)

@@ -27,7 +27,7 @@ from .inputs import (
 from .reasoner_base import ReasoningRequest
 from .st_gate import GateStep
 from .st_input_types import INPUT_KEYS, ParsedInput
-from .st_state import ModelLock, PerThreadState
+from .st_state import ModelLock, ModelRef, PerThreadState
 
 if TYPE_CHECKING:
     import torch
@@ -57,8 +57,9 @@ INPUT_SETTINGS: dict[str, Any] = {
 class TTEInputsMixin:
     """Input parsing and loading, the reasoning step and its ECR cache, shared by `TTETransformer`
     and `TTEUnifiedTransformer`. A subclass provides ``reasoner``, ``ecr_cache``, the reasoning settings
-    (``query_reasoning``, ``document_reasoning``, ``reasoning_task``), calls `_set_input_settings`, and
-    sets ``gate_step``: the `GateStep` built with its own gate features (`gate_input_features`)."""
+    (``query_reasoning``, ``document_reasoning``, ``reasoning_task``), calls `_set_input_settings`, sets
+    ``gate_step``: the `GateStep` built with its own gate features (`no_trace_embeddings`,
+    `text_gate_features`), and calls `attach_model` from its ``on_model_ready``."""
 
     gate_step: GateStep
 
@@ -73,6 +74,21 @@ class TTEInputsMixin:
         if lock is None:
             lock = self.__dict__.setdefault("_generation_lock", ModelLock())
         return lock
+
+    def attach_model(self, model) -> None:
+        """Remember (weakly) the `SentenceTransformer` holding this module: the embedder's no-trace
+        embedding runs the modules after it too."""
+        self._model_ref = ModelRef(model)
+
+    def sentence_transformer(self):
+        """The `SentenceTransformer` holding this module (`attach_model`); raises outside one."""
+        model = getattr(self, "_model_ref", ModelRef())()
+        if model is None:
+            raise ValueError(
+                f"this {type(self).__name__} is not inside a SentenceTransformer, whose modules make the "
+                "no-trace embedding the gate reads; use it through its model (SentenceTransformer(path))."
+            )
+        return model
 
     @property
     def last_reasoning(self) -> list[str | None]:
@@ -272,10 +288,12 @@ class TTEInputsMixin:
         """The gate's scores for the rows of `last_gate_decisions` (``None`` without the gate)."""
         return self.gate_step.last_scores
 
-    def gate_features(self, inputs: Sequence[Any], prompt: str | None = None) -> torch.Tensor:
-        """The gate's (n, d) features for ``inputs`` with instruction ``prompt``: what `tte-hf
-        train-gate` fits the gate on, and what it reads at run time."""
-        return self.gate_step.features(self.parse_inputs(list(inputs)), prompt)
+    def gate_features(
+        self, inputs: Sequence[Any], prompt: str | None = None, feature: str | None = None
+    ) -> torch.Tensor:
+        """The gate's (n, d) ``feature`` (a `gate_tte.GATE_FEATURES` value; default: the gate's, else
+        `gate_tte.GATE_FEATURE`) for ``inputs`` with instruction ``prompt``: what it reads at run time."""
+        return self.gate_step.input_features(self.parse_inputs(list(inputs)), prompt, feature)
 
     def gate_decisions(
         self, inputs: Sequence[Any] | Any, prompt: str | None = ..., task: str | None = "query"

@@ -15,11 +15,12 @@ import sys
 from collections.abc import MutableMapping
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 from sentence_transformers import SentenceTransformer
+from sentence_transformers.util import truncate_embeddings
 
 from .fingerprints import image_digest, weights_state_key
+from .gate_tte import AUTO
 from .st_state import LRUCache
 
 if TYPE_CHECKING:
@@ -79,6 +80,11 @@ class TTESentenceTransformer(SentenceTransformer):
         self.__dict__["_embedding_cache"] = cache
 
     def _inference(self, inputs, **kwargs):
+        module = self[0]
+        module.attach_model(self)  # a pickled or copied model's module may have lost it
+        gated = module._wants_reasoning(kwargs.get("task"), kwargs.get("think")) == AUTO
+        if gated and inputs and kwargs.get("output_value") == "sentence_embedding":
+            return self._gated_inference(inputs, kwargs)
         cache = self.embedding_cache
         if cache is None or kwargs.get("output_value") != "sentence_embedding":
             return super()._inference(inputs, **kwargs)
@@ -97,6 +103,52 @@ class TTESentenceTransformer(SentenceTransformer):
                 cache[key] = vector.detach().cpu()
         target = "cpu" if kwargs.get("save_to_cpu") else self._resolve_inference_device(kwargs.get("device"))
         return torch.stack([cache[key] for key in keys]).to(target)
+
+    def _gated_inference(self, inputs: list, kwargs: dict[str, Any]) -> torch.Tensor:
+        """``think="auto"`` over a whole call: the gate decides for every input first, then the inputs it
+        sends to the reasoner are encoded together with ``think=True``. Batched decoding costs per step
+        as well as per row, so packing the reasoned inputs into full batches is what turns skipped inputs
+        into saved time. Each input's vector is the one its mode gives on its own.
+
+        A gate on the no-trace embedding reads the vectors of one ``think=False`` pass over the call (at
+        full width: ``truncate_dim`` and ``normalize_embeddings`` are applied after it), and a skipped
+        input returns its vector from that pass: it costs what ``think=False`` costs, a reasoned one one
+        pass more than ``think=True``. A gate on the text feature reads no pass of the model, and its
+        skipped inputs are then encoded with ``think=False``."""
+        step = self[0].gate_step
+        no_trace = None
+        if step.reads_embeddings:
+            plain = {**kwargs, "think": False, "truncate_dim": None, "normalize_embeddings": False}
+            no_trace = self._inference(inputs, **plain)
+            think, scores = step.decide([], None, no_trace)
+        else:
+            think, scores = self._text_gate_decisions(inputs, kwargs)
+        vectors: dict[int, torch.Tensor] = {}
+        for mode in (True, False):
+            rows = [i for i, reasons in enumerate(think) if reasons == mode]
+            if not rows:
+                continue
+            if mode or no_trace is None:
+                vectors.update(zip(rows, self._inference([inputs[i] for i in rows], **{**kwargs, "think": mode})))
+            else:  # as ST's `_inference` finishes a think=False vector
+                skipped = truncate_embeddings(no_trace[rows], kwargs.get("truncate_dim"))
+                if kwargs.get("normalize_embeddings"):
+                    skipped = torch.nn.functional.normalize(skipped, p=2, dim=1)
+                vectors.update(zip(rows, skipped))
+        step.remember(think, scores)
+        return torch.stack([vectors[i] for i in range(len(inputs))])
+
+    def _text_gate_decisions(self, inputs: list, kwargs: dict[str, Any]) -> tuple[list[bool], list[float]]:
+        """The text-feature gate's (think, score) per input, ``batch_size`` inputs at a time."""
+        module, size = self[0], kwargs.get("batch_size") or 32
+        think: list[bool] = []
+        scores: list[float] = []
+        for start in range(0, len(inputs), size):
+            items = module.parse_inputs(inputs[start : start + size])
+            decided = module.gate_step.decide(items, kwargs.get("prompt"))
+            think += decided[0]
+            scores += decided[1]
+        return think, scores
 
     def _embedding_key_context(self, kwargs: dict[str, Any]) -> str:
         """The part of every key that does not depend on the input: model state, config, call options."""
@@ -127,36 +179,7 @@ class TTESentenceTransformer(SentenceTransformer):
         if self.is_singular_input(inputs):
             return super().encode(module.parse_inputs([inputs], load=False)[0], *args, **kwargs)
         # Images are read batch by batch later (in `preprocess`); errors there still name the index.
-        items = module.parse_inputs(list(inputs), load=False)
-        if not args and len(items) > 1 and module._wants_reasoning(kwargs.get("task"), kwargs.get("think")) == "auto":
-            return self._encode_gated(items, kwargs)
-        return super().encode(items, *args, **kwargs)
-
-    def _encode_gated(self, items: list, kwargs: dict[str, Any]):
-        """``think="auto"`` over a whole call: the gate decides for every input first (from its prompt's
-        tokens: no processor, vision tower or decoder), then the inputs it sends to the reasoner are
-        encoded together and the others without a trace. Batched decoding costs per step as well as per
-        row, so packing the reasoned inputs into full batches is what turns skipped inputs into saved
-        time. Each input's vector is the one its mode gives on its own."""
-        task = kwargs.get("task")
-        prompt_name, prompt = kwargs.get("prompt_name"), kwargs.get("prompt")
-        think, scores = self.gate_decisions(items, prompt_name, prompt, task, kwargs.get("batch_size") or 32)
-        groups = {True: [i for i, t in enumerate(think) if t], False: [i for i, t in enumerate(think) if not t]}
-        parts = {}
-        for mode, rows in groups.items():
-            if rows:
-                parts[mode] = super().encode([items[i] for i in rows], **{**kwargs, "think": mode})
-        self[0].gate_step.remember(think, scores)
-        order = [(mode, position) for mode in (True, False) for position in range(len(groups[mode]))]
-        by_input = [None] * len(items)
-        for (mode, position), index in zip(order, groups[True] + groups[False]):
-            by_input[index] = (mode, position)
-        first = next(iter(parts.values()))
-        if isinstance(first, torch.Tensor):
-            return torch.stack([parts[mode][position] for mode, position in by_input])
-        if isinstance(first, np.ndarray):
-            return np.stack([parts[mode][position] for mode, position in by_input])
-        return [parts[mode][position] for mode, position in by_input]
+        return super().encode(module.parse_inputs(list(inputs), load=False), *args, **kwargs)
 
     def _task_prompt(self, prompt_name: str | None, prompt: str | None, task: str | None) -> str | None:
         """The prompt ``encode_query``/``encode_document`` would use: explicit, named, else the task's own."""
@@ -175,6 +198,7 @@ class TTESentenceTransformer(SentenceTransformer):
         """The traces the embedder reads for ``inputs`` with ``task``'s prompt (as ``encode_query``
         uses it), in input order; ``None`` where it reads none (``think="auto"``: where the gate skips). Cached inputs are not regenerated."""
         prompt = self._task_prompt(prompt_name, prompt, task)
+        self[0].attach_model(self)
         return self[0].get_reasoning(inputs, task=task, prompt=prompt, think=think)
 
     def gate_features(
@@ -184,12 +208,15 @@ class TTESentenceTransformer(SentenceTransformer):
         prompt: str | None = None,
         task: str | None = "query",
         batch_size: int = 32,
+        feature: str | None = None,
     ) -> torch.Tensor:
-        """The reasoning gate's (n, d) features for ``inputs`` with ``task``'s prompt, in input order: what
-        the gate reads in ``encode_query(inputs, think="auto")`` and what ``tte-hf train-gate`` fits it on."""
+        """The reasoning gate's (n, d) ``feature`` (a `gate_tte.GATE_FEATURES` value; default: the gate's,
+        else `gate_tte.GATE_FEATURE`) for ``inputs`` with ``task``'s prompt, in input order: what the gate
+        reads in ``encode_query(inputs, think="auto")``."""
         prompt = self._task_prompt(prompt_name, prompt, task)
-        inputs = list(inputs)
-        return torch.cat([self[0].gate_features(inputs[i : i + batch_size], prompt) for i in range(0, len(inputs), batch_size)])  # fmt: skip
+        module, inputs = self[0], list(inputs)
+        module.attach_model(self)
+        return torch.cat([module.gate_features(inputs[i : i + batch_size], prompt, feature) for i in range(0, len(inputs), batch_size)])  # fmt: skip
 
     def gate_decisions(
         self,
@@ -205,6 +232,7 @@ class TTESentenceTransformer(SentenceTransformer):
         Needs a gate (``tte-hf train-gate``)."""
         prompt = self._task_prompt(prompt_name, prompt, task)
         module = self[0]
+        module.attach_model(self)
         inputs = list(inputs) if isinstance(inputs, (list, tuple)) and not self.is_singular_input(inputs) else [inputs]
         think: list[bool] = []
         scores: list[float] = []
@@ -212,6 +240,7 @@ class TTESentenceTransformer(SentenceTransformer):
             decided = module.gate_decisions(inputs[start : start + batch_size], prompt=prompt, task=task)
             think += decided[0]
             scores += decided[1]
+        module.gate_step.remember(think, scores)  # the whole call's, not its last batch's
         return think, scores
 
 

@@ -7,6 +7,7 @@ Self-contained (standard library): shipped next to the weights for ``trust_remot
 from __future__ import annotations
 
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterator, MutableMapping
 from typing import Any
@@ -88,6 +89,25 @@ class ModelLock:
 
     def __exit__(self, *exc):
         self.lock.release()
+
+    def __reduce__(self):
+        return (type(self), ())
+
+
+class ModelRef:
+    """A weak reference to the `SentenceTransformer` that holds a module (a plain attribute would make the
+    model a submodule of its own module). ``ref()`` is the model or ``None``. A deep copy points at the
+    copy of the model made in the same ``deepcopy``, if any; a pickle starts empty (the model re-attaches
+    itself on its next call)."""
+
+    def __init__(self, model: Any = None):
+        self._ref = None if model is None else weakref.ref(model)
+
+    def __call__(self) -> Any:
+        return None if self._ref is None else self._ref()
+
+    def __deepcopy__(self, memo: dict) -> ModelRef:
+        return ModelRef(memo.get(id(self())))
 
     def __reduce__(self):
         return (type(self), ())

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from sentence_transformers.base.modules import InputModule
 
-from .gate_tte import check_mode
+from .gate_tte import AUTO, GATE_FEATURE, NO_TRACE_EMBEDDING, TEXT_EMBEDDINGS, check_mode
 from .generation_tte import decoding_settings
 from .inputs import END_OF_TURN, build_messages, embedder_system_prompt, embedder_text, render_prompt
 from .reasoner_base import ReasoningRequest
@@ -72,8 +72,10 @@ class TTEUnifiedTransformer(TTEInputsMixin, InputModule):
     The sequence is the reasoner's own: system = the task prompt, the ST prompt = the instruction.
     Besides its own arguments it takes the `st_inputs.INPUT_SETTINGS` (pixel budget, URLs, cache size).
     ``query_reasoning`` / ``document_reasoning`` may be ``"auto"``: the module's reasoning gate reads
-    the text tokens of each input's no-trace sequence (no pass of the model), and a skipped input
-    takes the ``think=False`` pass (one prefill).
+    each input's no-trace embedding (its ``think=False`` pass: one prefill, stopping at the layer the
+    head reads, then the head), which a skipped input returns as its vector; a reasoned one then
+    generates as under ``think=True``. (A gate fitted on the text feature reads the text tokens of the
+    no-trace sequence instead, no pass of the model, and a skipped input takes the ``think=False`` pass.)
     """
 
     config_file_name = "tte_unified_config.json"
@@ -132,7 +134,10 @@ class TTEUnifiedTransformer(TTEInputsMixin, InputModule):
         }
         hub["local_files_only"] = bool((model_kwargs or {}).get("local_files_only"))
         hub["subfolder"] = (model_kwargs or {}).get("subfolder") or ""
-        self.gate_step = GateStep(self.gate_input_features, self.gate_feature_dim)
+        self.gate_step = GateStep(
+            {NO_TRACE_EMBEDDING: self.no_trace_embeddings, TEXT_EMBEDDINGS: self.text_gate_features},
+            self.gate_feature_dim,
+        )
         # `gate_config.json` next to the weights, if trained
         self.gate_step.load(model_name_or_path, hub, next(self.parameters()).device)
 
@@ -185,11 +190,17 @@ class TTEUnifiedTransformer(TTEInputsMixin, InputModule):
         items = self.parse_inputs(inputs)
         self._per_thread().prompt_by_task[task] = prompt
         call: dict[str, Any] = {}  # this call's keys and generated embeddings: no module state, no mixing
-        think_rows = self.gate_step.rows(items, prompt, mode)
+        # A gate on the no-trace embedding reads the vectors of this batch's no-trace pass, and a row it
+        # skips returns its vector from that pass: no second one. (`TTESentenceTransformer` runs
+        # think="auto" itself, the same way; this serves a caller driving the module directly.)
+        no_trace = self.no_trace_embeddings(items, prompt) if mode == AUTO and self.gate_step.reads_embeddings else None
+        think_rows = self.gate_step.rows(items, prompt, mode, no_trace)
         traces = self._traces(items, prompt, think_rows, call)
         self.last_reasoning = traces
         generated = call.get("embeddings", {})
         fresh = {i: generated[key] for i, key in call["keys"].items() if key in generated}
+        if no_trace is not None:
+            fresh |= {i: no_trace[i] for i, think in enumerate(think_rows) if not think}
         rows = [i for i in range(len(items)) if i not in fresh]
         features: dict[str, Any] = {"batch_size": torch.tensor(len(items))}
         if fresh:
@@ -230,13 +241,27 @@ class TTEUnifiedTransformer(TTEInputsMixin, InputModule):
         features["forward_rows"] = torch.tensor(rows)
         return features
 
-    def gate_feature_dim(self) -> int:
-        """Width of the gate's feature: the backbone's input embeddings."""
-        return self.model.backbone.get_input_embeddings().embedding_dim
+    def gate_feature_dim(self, feature: str = GATE_FEATURE) -> int:
+        """Width of the gate's ``feature``: the head's output for the no-trace embedding, the backbone's
+        input embeddings for the text feature."""
+        if feature == TEXT_EMBEDDINGS:
+            return self.model.backbone.get_input_embeddings().embedding_dim
+        return self.get_embedding_dimension()
 
     @torch.no_grad()
-    def gate_input_features(self, items: list, instruction: str | None) -> torch.Tensor:
-        """The gate's (n, `gate_feature_dim`) features: `st_gate.mean_text_embeddings` of ``items``'
+    def no_trace_embeddings(self, items: list, instruction: str | None) -> torch.Tensor:
+        """The (n, d) vectors ``think=False`` returns for ``items`` (an input's own trace read as then): the
+        gate's default feature. The same pass as `forward`'s: prompt (+ own trace) + end token, read up to
+        the layer the head reads, then the head."""
+        rows = list(range(len(items)))
+        batch = self._forward_features(items, rows, [item.reasoning for item in items], {}, instruction)
+        batch.pop("forward_rows")
+        with self._model_lock():  # not while another thread generates with the same backbone
+            return self.model(**batch).embeddings
+
+    @torch.no_grad()
+    def text_gate_features(self, items: list, instruction: str | None) -> torch.Tensor:
+        """The gate's text feature (`gate_tte.TEXT_EMBEDDINGS`): `st_gate.mean_text_embeddings` of ``items``'
         no-trace sequences (what ``think=False`` embeds)."""
         texts = [
             embedder_text(
@@ -287,6 +312,7 @@ class TTEUnifiedTransformer(TTEInputsMixin, InputModule):
         self.gate_step.save(output_path)
 
     def on_model_ready(self, model) -> None:
+        self.attach_model(model)
         use_tte_model_class(model)
 
     @classmethod
