@@ -3,6 +3,7 @@ embeds to, forced modes, save/load (also by repo id without tte_hf), fitting, ``
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -16,7 +17,7 @@ import torch
 from hub_helpers import populate_hf_cache
 from test_sentence_transformer import _save_unified
 
-from tte_hf.models.tte.gate_tte import ReasoningGate
+from tte_hf.models.tte.gate_tte import GATE_FEATURE, TEXT_EMBEDDINGS, ReasoningGate
 from tte_hf.sentence_transformers import build_sentence_transformer, save_sentence_transformer
 
 INSTRUCTION = "Find the picture that answers the question."
@@ -32,10 +33,10 @@ QUERIES = [
 ]
 
 
-def _median_gate(model, inputs=QUERIES, seed: int = 0) -> ReasoningGate:
-    """A random probe whose threshold splits ``inputs`` in half (so both modes occur)."""
+def _median_gate(model, inputs=QUERIES, seed: int = 0, feature: str = GATE_FEATURE) -> ReasoningGate:
+    """A random probe on ``feature`` whose threshold splits ``inputs`` in half (so both modes occur)."""
     module = model[0]
-    gate = ReasoningGate(module.gate_feature_dim())
+    gate = ReasoningGate(module.gate_feature_dim(feature), feature=feature)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         gate.linear.weight.copy_(torch.randn(gate.linear.weight.shape, generator=generator) * 4)
@@ -46,6 +47,16 @@ def _median_gate(model, inputs=QUERIES, seed: int = 0) -> ReasoningGate:
     ordered = sorted(scores)
     gate.threshold.fill_((ordered[len(ordered) // 2 - 1] + ordered[len(ordered) // 2]) / 2)
     return gate
+
+
+@contextlib.contextmanager
+def text_gate(model, seed: int = 0):
+    """``model`` with a median gate on the text feature (`TEXT_EMBEDDINGS`) inside the block, its own after."""
+    previous = model[0].gate
+    try:
+        yield _median_gate(model, seed=seed, feature=TEXT_EMBEDDINGS)
+    finally:
+        model[0].set_gate(previous)
 
 
 @pytest.fixture(scope="module")
@@ -97,8 +108,13 @@ def test_decisions_are_deterministic_and_batch_invariant(gated):
     alone = [gated.gate_decisions([q]) for q in QUERIES]
     assert [d[0][0] for d in alone] == think
     np.testing.assert_allclose([s[1][0] for s in alone], scores, atol=1e-5, rtol=0)
-    features = gated.gate_features(QUERIES)  # each row averaged unpadded: the same bits in any batch
-    assert all(torch.equal(gated.gate_features([q])[0], features[i]) for i, q in enumerate(QUERIES))
+    features = gated.gate_features(QUERIES)  # the no-trace embeddings: a padded batch's float noise at most
+    for i, query in enumerate(QUERIES):
+        torch.testing.assert_close(gated.gate_features([query])[0], features[i], atol=1e-5, rtol=0)
+    text = gated.gate_features(QUERIES, feature=TEXT_EMBEDDINGS)  # each row averaged unpadded: the same bits
+    assert all(
+        torch.equal(gated.gate_features([q], feature=TEXT_EMBEDDINGS)[0], text[i]) for i, q in enumerate(QUERIES)
+    )
     order = [5, 2, 7, 0, 3, 1, 6, 4]
     shuffled = gated.gate_decisions([QUERIES[i] for i in order])
     assert shuffled[0] == [think[i] for i in order]
@@ -490,11 +506,11 @@ def test_auto_packs_the_reasoned_inputs_of_a_call_into_full_batches(tiny_vlm, em
     assert reasoner.calls == [sum(think)]
 
 
-def test_every_input_crosses_the_decoder_once_and_the_gate_reads_neither_it_nor_the_images(gated):
-    """The gate runs no processor, vision tower or decoder; then a skipped input takes its no-trace pass
-    and a reasoned one only its traced pass (the embedder's) or its generation (the unified model's,
-    whose prefill is that input's only multi-token pass). Counted at the backbone's first decoder layer
-    and its vision tower."""
+def test_every_input_crosses_the_decoder_once_and_the_text_gate_reads_neither_it_nor_the_images(gated):
+    """A gate on the text feature runs no processor, vision tower or decoder; then a skipped input takes
+    its no-trace pass and a reasoned one only its traced pass (the embedder's) or its generation (the
+    unified model's, whose prefill is that input's only multi-token pass). Counted at the backbone's
+    first decoder layer and its vision tower."""
     from PIL import Image
 
     module = gated[0]
@@ -515,10 +531,11 @@ def test_every_input_crosses_the_decoder_once_and_the_gate_reads_neither_it_nor_
         vlm.visual.register_forward_pre_hook(lambda *_: images.append(1)),
     ]
     try:
-        think, _ = gated.gate_decisions(inputs)
-        assert rows == [] and images == [], "the gate's pass ran the decoder or the vision tower"
-        module.ecr_cache.clear()  # fresh traces: the unified model embeds them while generating
-        gated.encode_query(inputs, think="auto", batch_size=4)
+        with text_gate(gated):
+            think, _ = gated.gate_decisions(inputs)
+            assert rows == [] and images == [], "the gate's pass ran the decoder or the vision tower"
+            module.ecr_cache.clear()  # fresh traces: the unified model embeds them while generating
+            gated.encode_query(inputs, think="auto", batch_size=4)
     finally:
         for handle in handles:
             handle.remove()
@@ -576,7 +593,7 @@ def test_the_gate_reads_the_mean_text_token_embedding_of_the_no_trace_sequence(g
     positions that are not image placeholders; computed here from those ids by table lookup."""
     module = gated[0]
     inputs = [{"text": "which object is red", "image": _image(0)}, "the sky at night over a long quiet road, seen from a bridge"]  # fmt: skip
-    features = gated.gate_features(inputs)
+    features = gated.gate_features(inputs, feature=TEXT_EMBEDDINGS)
     items = module.parse_inputs(inputs)
     unified = hasattr(module, "trace_token_ids")
     if unified:  # prompt + end token, left-padded
@@ -589,7 +606,7 @@ def test_the_gate_reads_the_mean_text_token_embedding_of_the_no_trace_sequence(g
     for row in range(2):
         ids = batch["input_ids"][row][batch["attention_mask"][row].bool()]
         torch.testing.assert_close(features[row], table(ids[ids != pad]).mean(0), atol=1e-6, rtol=1e-6)
-    assert features.shape == (2, module.gate_feature_dim())
+    assert features.shape == (2, module.gate_feature_dim(TEXT_EMBEDDINGS))
 
 
 @pytest.mark.parametrize("arch", ["tiny_vlm", "tiny_vlm_25", "tiny_vlm_3"])
@@ -600,7 +617,7 @@ def test_the_gate_feature_is_what_a_complete_pass_feeds_the_first_layer_at_the_t
     model = build_sentence_transformer(request.getfixturevalue(arch), prompts={"query": INSTRUCTION})
     module = model[0]
     inputs = [{"text": "which object is red", "image": _image(0)}, "the sky at night over a long quiet road"]
-    features = model.gate_features(inputs)
+    features = model.gate_features(inputs, feature=TEXT_EMBEDDINGS)
     items = module.parse_inputs(inputs)
     batch = module._features(items, module.embedder_texts(items, [None, None], INSTRUCTION))
     batch = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
@@ -610,7 +627,9 @@ def test_the_gate_feature_is_what_a_complete_pass_feeds_the_first_layer_at_the_t
     text = batch["attention_mask"].bool() & (batch["input_ids"] != vlm.config.image_token_id)
     expected = torch.stack([first[row][text[row]].mean(0) for row in range(2)])
     torch.testing.assert_close(features, expected.float(), atol=1e-6, rtol=1e-6)
-    other = model.gate_features([{"text": "which object is red", "image": _image(1)}, "which object is blue"])
+    other = model.gate_features(
+        [{"text": "which object is red", "image": _image(1)}, "which object is blue"], feature=TEXT_EMBEDDINGS
+    )
     assert torch.equal(other[0], features[0]) and not torch.allclose(other[1], features[1])
 
 
@@ -626,7 +645,9 @@ def test_a_gate_fitted_on_other_features_is_refused(embedder_model, tmp_path):
     loaded = ReasoningGate.load(str(tmp_path / "gate_config.json"), str(tmp_path / "gate.safetensors"))
     with pytest.raises(ValueError, match="no-trace embedding"):
         module.set_gate(loaded)
-    with pytest.raises(ValueError, match="input embeddings are 64-d"):
+    with pytest.raises(ValueError, match="reads 65-d features; this model's .mean input embedding.* is 64-d"):
+        module.set_gate(ReasoningGate(module.gate_feature_dim(TEXT_EMBEDDINGS) + 1, feature=TEXT_EMBEDDINGS))
+    with pytest.raises(ValueError, match="reads 65-d features; this model's .no-trace embedding.* is 64-d"):
         module.set_gate(ReasoningGate(module.gate_feature_dim() + 1))
 
 
@@ -728,13 +749,15 @@ def test_the_gate_step_is_an_object_the_module_calls_with_its_own_features(tmp_p
         calls.append((len(items), instruction))
         return torch.tensor([[1.0, 0.0], [-1.0, 0.0]])[: len(items)]
 
-    step = GateStep(features, lambda: 2)
+    step = GateStep({GATE_FEATURE: features}, lambda feature: 2)
     items = [ParsedInput(text="a"), ParsedInput(text="b")]
     assert step.rows(items, "find", True) == [True, True] and step.last_decisions is None and not calls
     with pytest.raises(ValueError, match="think='auto' needs a reasoning gate"):
         step.rows(items, "find", "auto")
-    with pytest.raises(ValueError, match="the gate reads 3-d features; this model's input embeddings are 2-d"):
+    with pytest.raises(ValueError, match="the gate reads 3-d features; this model's .* is 2-d"):
         step.set(ReasoningGate(3))
+    with pytest.raises(ValueError, match="a feature this model does not give .* retrain it with `tte-hf train-gate`"):
+        step.set(ReasoningGate(2, feature=TEXT_EMBEDDINGS))
     gate = ReasoningGate(2, threshold=0.5)
     with torch.no_grad():
         gate.linear.weight.copy_(torch.tensor([[10.0, 0.0]]))
