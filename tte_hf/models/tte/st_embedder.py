@@ -25,7 +25,7 @@ from sentence_transformers.base.modules import Transformer
 
 from .configuration_tte import portable_reference, resolve_reference
 from .ecr import parse_ecr
-from .gate_tte import GATE_FEATURE, NO_TRACE_EMBEDDING, TEXT_EMBEDDINGS, check_mode
+from .gate_tte import GATE_FEATURE, TEXT_EMBEDDINGS, check_mode
 from .inputs import build_messages, embedder_system_prompt, embedder_text, render_prompt
 from .reasoner_openai import OpenAIReasoner
 from .reasoner_transformers import TransformersReasoner
@@ -137,10 +137,7 @@ class TTETransformer(TTEInputsMixin, Transformer):
         hub = {k: v for k, v in self._hub_kwargs.items() if k != "cache_dir"}
         if "cache_dir" in self._hub_kwargs:
             hub["cache_folder"] = self._hub_kwargs["cache_dir"]
-        self.gate_step = GateStep(
-            {NO_TRACE_EMBEDDING: self.no_trace_embeddings, TEXT_EMBEDDINGS: self.text_gate_features},
-            self.gate_feature_dim,
-        )
+        self.gate_step = GateStep(self._gate_feature_functions(), self.gate_feature_dim)
         # `gate_config.json` next to the weights, if trained
         self.gate_step.load(model_name_or_path, hub, next(self.parameters()).device)
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from .ecr import parse_ecr
 from .fingerprints import ecr_cache_key
-from .gate_tte import AUTO, check_mode
+from .gate_tte import AUTO, NO_TRACE_EMBEDDING, TEXT_EMBEDDINGS, check_mode
 from .inputs import (
     DEFAULT_MAX_IMAGE_PIXELS,
     DEFAULT_MAX_URL_BYTES,
@@ -267,6 +267,10 @@ class TTEInputsMixin:
         return loaded
 
     # --- the think="auto" gate (run by ``gate_step``) --------------------------------------------
+
+    def _gate_feature_functions(self) -> dict[str, Any]:
+        """What `GateStep` computes each feature with: the module's `no_trace_embeddings` and `text_gate_features`."""
+        return {NO_TRACE_EMBEDDING: self.no_trace_embeddings, TEXT_EMBEDDINGS: self.text_gate_features}
 
     @property
     def gate(self) -> ReasoningGate | None:

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from sentence_transformers.base.modules import InputModule
 
-from .gate_tte import AUTO, GATE_FEATURE, NO_TRACE_EMBEDDING, TEXT_EMBEDDINGS, check_mode
+from .gate_tte import AUTO, GATE_FEATURE, TEXT_EMBEDDINGS, check_mode
 from .generation_tte import decoding_settings
 from .inputs import END_OF_TURN, build_messages, embedder_system_prompt, embedder_text, render_prompt
 from .reasoner_base import ReasoningRequest
@@ -134,10 +134,7 @@ class TTEUnifiedTransformer(TTEInputsMixin, InputModule):
         }
         hub["local_files_only"] = bool((model_kwargs or {}).get("local_files_only"))
         hub["subfolder"] = (model_kwargs or {}).get("subfolder") or ""
-        self.gate_step = GateStep(
-            {NO_TRACE_EMBEDDING: self.no_trace_embeddings, TEXT_EMBEDDINGS: self.text_gate_features},
-            self.gate_feature_dim,
-        )
+        self.gate_step = GateStep(self._gate_feature_functions(), self.gate_feature_dim)
         # `gate_config.json` next to the weights, if trained
         self.gate_step.load(model_name_or_path, hub, next(self.parameters()).device)
 
