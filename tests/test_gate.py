@@ -416,6 +416,7 @@ def test_export_ships_the_gate_sets_auto_and_says_how_it_was_trained(tiny_vlm, t
     card = (repo / "README.md").read_text()
     assert "Reasoning on queries: **auto (gated)**" in card
     assert "skips **60.0%** of reasoner calls" in card and "shapes: 40" in card
+    assert "probe on the query's no-trace embedding, images included" in card  # the gate's recorded feature
     model = SentenceTransformer(str(repo), trust_remote_code=True)
     torch.testing.assert_close(model[0].gate.linear.weight, gate.linear.weight, atol=0, rtol=0)
     # a repo folder that holds a gate passes it on by itself

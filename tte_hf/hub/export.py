@@ -368,7 +368,7 @@ def find_gate_files(folder: Path, required: bool = False) -> tuple[list[Path], d
     if not files[1].is_file():
         raise ExportError(f"{folder} has {GATE_CONFIG} but no {GATE_WEIGHTS}; re-run `tte-hf train-gate`.")
     config = json.loads(files[0].read_text())
-    return files, {"threshold": config.get("threshold"), **config.get("info", {})}
+    return files, {"threshold": config.get("threshold"), "feature": config.get("feature"), **config.get("info", {})}
 
 
 def hub_id(name_or_path: str | None) -> str | None:

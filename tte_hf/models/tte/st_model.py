@@ -38,7 +38,9 @@ class TTESentenceTransformer(SentenceTransformer):
 
     ``encode`` (and so ``encode_query``/``encode_document``) validates and loads every input in the
     caller's order first, so a bad input is named by its index in the call, then runs ST's own encode
-    on the loaded inputs. `get_reasoning` returns the traces the embedder reads.
+    on the loaded inputs. `get_reasoning` returns the traces the embedder reads. ``think="auto"`` is run
+    here, over a whole call (`_gated_inference`): the gate decides for every input, and the inputs it
+    sends to the reasoner are encoded together.
 
     ``embedding_cache`` memoises finished sentence embeddings: a repeated input then costs neither
     reasoning nor the embedder's forward pass. The ECR cache alone removes the reasoner; this removes
@@ -120,7 +122,7 @@ class TTESentenceTransformer(SentenceTransformer):
         if step.reads_embeddings:
             plain = {**kwargs, "think": False, "truncate_dim": None, "normalize_embeddings": False}
             no_trace = self._inference(inputs, **plain)
-            think, scores = step.decide([], None, no_trace)
+            think, scores = step.decide(inputs, kwargs.get("prompt"), no_trace)
         else:
             think, scores = self._text_gate_decisions(inputs, kwargs)
         vectors: dict[int, torch.Tensor] = {}

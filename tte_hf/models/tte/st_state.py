@@ -1,5 +1,6 @@
 """State the sentence-transformers modules keep besides their weights: a bounded thread-safe LRU mapping
-(embedding cache, trace token ids), per-thread call results, and the lock around generation.
+(embedding cache, trace token ids), per-thread call results, the lock around generation, and a module's
+weak reference to the model that holds it.
 
 Self-contained (standard library): shipped next to the weights for ``trust_remote_code``.
 """
