@@ -188,8 +188,10 @@ class TTEUnifiedTransformer(TTEInputsMixin, InputModule):
         self._per_thread().prompt_by_task[task] = prompt
         call: dict[str, Any] = {}  # this call's keys and generated embeddings: no module state, no mixing
         # A gate on the no-trace embedding reads the vectors of this batch's no-trace pass, and a row it
-        # skips returns its vector from that pass: no second one. (`TTESentenceTransformer` runs
-        # think="auto" itself, the same way; this serves a caller driving the module directly.)
+        # skips returns its vector from that pass (handed to `forward` with the generated ones): a skipped
+        # row costs one prefill, as under think=False, a reasoned one that prefill more than under
+        # think=True. (`TTESentenceTransformer` runs think="auto" itself, the same way; this serves a
+        # caller driving the module directly.)
         no_trace = self.no_trace_embeddings(items, prompt) if mode == AUTO and self.gate_step.reads_embeddings else None
         think_rows = self.gate_step.rows(items, prompt, mode, no_trace)
         traces = self._traces(items, prompt, think_rows, call)
