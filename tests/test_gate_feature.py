@@ -287,3 +287,20 @@ def test_reasoning_gate_refuses_features_of_the_wrong_width():
     assert gate.feature == NO_TRACE_EMBEDDING
     with pytest.raises(ValueError, match=r"the gate takes \(n, 4\) features, got shape \(2, 5\)"):
         gate.score(torch.zeros(2, 5))
+
+
+def test_a_copied_or_unpickled_model_still_gates_on_its_own_modules(embedder_model):
+    """The embedder's no-trace embedding runs the modules after it, found through a weak reference to the
+    model: a deep copy points at the copy, an unpickled model re-attaches on its next call."""
+    import copy
+    import pickle
+
+    _median_gate(embedder_model, MIXED, seed=8)
+    expected = embedder_model.gate_decisions(MIXED)
+    clone = copy.deepcopy(embedder_model)
+    assert clone[0].sentence_transformer() is clone
+    assert clone.gate_decisions(MIXED)[0] == expected[0]
+    unpickled = pickle.loads(pickle.dumps(embedder_model))
+    with pytest.raises(ValueError, match="not inside a SentenceTransformer"):
+        unpickled[0].gate_features(MIXED[:1])
+    assert unpickled.gate_decisions(MIXED)[0] == expected[0]
