@@ -289,12 +289,13 @@ def test_reasoning_gate_refuses_features_of_the_wrong_width():
         gate.score(torch.zeros(2, 5))
 
 
-def test_a_copied_or_unpickled_model_still_gates_on_its_own_modules(embedder_model):
+def test_a_copied_or_unpickled_model_still_gates_on_its_own_modules(tiny_vlm):
     """The embedder's no-trace embedding runs the modules after it, found through a weak reference to the
     model: a deep copy points at the copy, an unpickled model re-attaches on its next call."""
     import copy
     import pickle
 
+    embedder_model = build_sentence_transformer(tiny_vlm, prompts={"query": INSTRUCTION})
     _median_gate(embedder_model, MIXED, seed=8)
     expected = embedder_model.gate_decisions(MIXED)
     clone = copy.deepcopy(embedder_model)
