@@ -235,7 +235,15 @@ def test_a_module_saved_without_a_gate_drops_an_old_one(tiny_vlm, embedder_model
 
 
 def test_probe_learns_a_separable_signal_and_the_threshold_is_the_brute_force_one():
-    from tte_hf.training.gate_fit import choose_threshold, fit_probe, gold_margins, gold_ranks, trace_helps
+    from tte_hf.training.gate_fit import (
+        choose_threshold,
+        fit_probe,
+        gold_margins,
+        gold_ranks,
+        thin_curve,
+        trace_helps,
+        tradeoff_curve,
+    )
 
     generator = torch.Generator().manual_seed(0)
     dim, n = 16, 200
@@ -248,29 +256,32 @@ def test_probe_learns_a_separable_signal_and_the_threshold_is_the_brute_force_on
     probability = 1 / (1 + np.exp(-(unit.numpy() @ weight.numpy() + bias.item())))
     assert ((probability >= 0.5) == kind.numpy().astype(bool)).mean() == 1.0
 
-    # threshold: compare with an exhaustive search over every cut of the sorted scores
-    scores = torch.rand(n, generator=generator)
+    # the curve and the budget's choice: compare with an exhaustive search over every cut of the sorted
+    # scores, with tied scores (a cut never splits a tie)
+    scores = (torch.rand(n, generator=generator) * 50).round() / 50
     hit_with = (torch.rand(n, generator=generator) < 0.7).float()
     hit_without = torch.where(kind.bool(), torch.zeros(n), hit_with)
     hit_without[::7] = 1 - hit_without[::7]  # some rows the trace gets wrong and a skip right
     s, h1, h0 = scores.numpy(), hit_with.numpy(), hit_without.numpy()
-    found = {}
-    for rule in ("lost", "net"):
-        chosen = choose_threshold(scores, hit_with, hit_without, max_hit_drop=0.01, skip_tolerance=0.0, hit_drop=rule)
-        best = None
-        for cut in [-math.inf, *sorted(s)]:  # think for scores > cut
-            think = s > cut
-            hit, skip = np.where(think, h1, h0).mean(), 1 - think.mean()
-            lost = (~think & (h1 > 0) & (h0 == 0)).mean()  # hits only the trace gives, skipped
-            drop = h1.mean() - hit if rule == "net" else lost
-            if drop <= 0.01 + 1e-9 and (best is None or (skip, hit) > best):
-                best = (skip, hit)
-        assert (chosen.skip_rate, chosen.hit_auto) == pytest.approx(best), rule
-        assert chosen.hit_always == pytest.approx(h1.mean()) and chosen.hit_never == pytest.approx(h0.mean())
-        found[rule] = chosen.skip_rate
-    assert found["net"] > found["lost"], "hits a skip wins back offset its losses only under net"
-    with pytest.raises(ValueError, match="hit_drop must be 'net' or 'lost', got 'gross'"):
-        choose_threshold(scores, hit_with, hit_without, hit_drop="gross")
+    only = (h1 > 0) & (h0 == 0)
+    curve = tradeoff_curve(scores, hit_with, hit_without)
+    cuts = [-math.inf, *sorted(set(s.tolist()))]  # think for scores > cut
+    assert len(curve) == len(cuts)
+    for point, cut in zip(curve, cuts):
+        think = s > cut
+        assert (scores >= point.threshold).numpy().tolist() == think.tolist()
+        assert point.call_share == pytest.approx(think.mean())
+        assert point.hit_at_1 == pytest.approx(np.where(think, h1, h0).mean())
+        assert point.lost_share == pytest.approx((~think & only).sum() / only.sum())
+    assert curve[0].call_share == 1.0 and curve[-1].call_share == 0.0
+    for budget in (0.0, 0.05, 0.3, 1.0):
+        chosen = choose_threshold(curve, budget)
+        fewest = min(p.call_share for p in curve if p.lost_share <= budget + 1e-9)
+        assert chosen.call_share == pytest.approx(fewest) and chosen.lost_share <= budget + 1e-9
+    assert choose_threshold(curve, 1.0).call_share == 0.0, "a budget of every trace-only hit never reasons"
+    with pytest.raises(ValueError, match="max_lost_share must be in \\[0, 1\\], got 1.5"):
+        choose_threshold(curve, 1.5)
+    assert len(thin_curve(curve, 11)) <= 12 and thin_curve(curve, 11)[0] == curve[0]
 
     # ranks and labels against a direct count
     q, c = torch.randn(5, 4, generator=generator), torch.randn(7, 4, generator=generator)
@@ -312,8 +323,8 @@ def test_train_gate_refuses_a_margin_gain_that_labels_everything(tmp_path):
             )
     with pytest.raises(ValueError, match="fold_by must be 'row' or 'target', got 'answer'"):
         train_gate({"model_name_or_path": str(tmp_path), "output_dir": str(tmp_path / "out"), "fold_by": "answer"})
-    with pytest.raises(ValueError, match="hit_drop must be 'net' or 'lost', got 'gross'"):
-        train_gate({"model_name_or_path": str(tmp_path), "output_dir": str(tmp_path / "out"), "hit_drop": "gross"})
+    with pytest.raises(ValueError, match="max_lost_share must be in \\[0, 1\\].* got -0.1"):
+        train_gate({"model_name_or_path": str(tmp_path), "output_dir": str(tmp_path / "out"), "max_lost_share": -0.1})
     assert not (tmp_path / "out").exists(), "refused before any output is written"
 
 
@@ -364,7 +375,7 @@ def test_train_gate_command_writes_a_gate_whose_numbers_recompute(tiny_vlm, tiny
     text = recipe.read_text().replace("out/tiny-data", str(data["image_root"]))
     text = text.replace("out/tiny-tte-gated", str(tmp_path / "gated")).replace("out/tiny-tte", str(source))
     (tmp_path / "gate.yaml").write_text(text)
-    overrides = ["--max_hit_drop", "0.0", "--min_rank_gain", "100", "--min_margin_gain", "0.001", "--clear_margin", str(clear)]  # fmt: skip
+    overrides = ["--max_lost_share", "0.0", "--min_rank_gain", "100", "--min_margin_gain", "0.001", "--clear_margin", str(clear)]  # fmt: skip
     assert main(["train-gate", "--config", str(tmp_path / "gate.yaml"), *overrides]) == 0
 
     gated = tmp_path / "gated"
@@ -375,7 +386,15 @@ def test_train_gate_command_writes_a_gate_whose_numbers_recompute(tiny_vlm, tiny
     model = SentenceTransformer(str(gated), trust_remote_code=True)
     think, _ = model.gate_decisions(queries)  # the runtime path: the gate's own feature, not train-gate's
     assert info["skip_rate_all"] == pytest.approx(1 - np.mean(think))
-    assert info["held_out"]["hit_at_1_auto"] >= info["held_out"]["hit_at_1_always"] - 1e-9  # max_hit_drop 0
+    assert info["held_out"]["hit_at_1_auto"] >= info["held_out"]["hit_at_1_always"] - 1e-9  # max_lost_share 0
+    assert info["held_out"]["lost_share"] == 0.0
+    curve = info["curve"]  # out of fold, from reasoning on every query to none
+    assert curve[0]["call_share"] == 1.0 and curve[-1]["call_share"] == 0.0
+    assert curve[0]["hit_at_1"] == pytest.approx(info["held_out"]["hit_at_1_always"], abs=1e-6)
+    assert curve[-1]["hit_at_1"] == pytest.approx(info["held_out"]["hit_at_1_never"], abs=1e-6)
+    chosen = [p for p in curve if p["threshold"] == pytest.approx(json.loads((gated / "gate_config.json").read_text())["threshold"], abs=1e-6)]  # fmt: skip
+    assert chosen and 1 - chosen[0]["call_share"] == pytest.approx(info["held_out"]["skip_rate"], abs=1e-6)
+    assert (gated / "gate_tradeoff.png").stat().st_size > 1000
     assert info["held_out"]["queries"] == info["queries"] == len(rows) and info["held_out"]["folds"] == FOLDS
     vectors = model.encode_query(queries, convert_to_numpy=True)  # auto by default (thinking rows: the reasoner)
     skipped = ~np.array(think)
@@ -668,19 +687,20 @@ def test_the_probe_finds_a_signal_small_next_to_what_all_inputs_share():
     assert (((unit @ weight + bias) > 0).float() == kind).float().mean() >= 0.95
 
 
-def test_skip_tolerance_takes_the_lowest_threshold_within_the_tolerance_of_the_most_skipping():
-    from tte_hf.training.gate_fit import choose_threshold
+def test_the_budget_picks_the_fewest_calls_that_lose_at_most_its_share_of_the_trace_only_hits():
+    from tte_hf.training.gate_fit import choose_threshold, tradeoff_curve
 
-    # plain rows (trace never helps) score low; riddles high; two riddles the trace did not help score
-    # just below the helped ones, so the most-skipping threshold also skips them
+    # plain rows (the trace never helps) score low, riddles high; 4 trace-only hits among the riddles
     scores = torch.tensor([0.05, 0.1, 0.15, 0.2, 0.7, 0.72, 0.8, 0.85, 0.9, 0.95])
-    hit_with = torch.tensor([1.0, 1, 1, 1, 1, 1, 1, 1, 1, 1])
+    hit_with = torch.ones(10)
     hit_without = torch.tensor([1.0, 1, 1, 1, 1, 1, 0, 0, 0, 0])
-    most = choose_threshold(scores, hit_with, hit_without, max_hit_drop=0.0, skip_tolerance=0.0)
-    assert most.skip_rate == pytest.approx(0.6) and most.threshold == pytest.approx(0.76)
-    margin = choose_threshold(scores, hit_with, hit_without, max_hit_drop=0.0, skip_tolerance=0.2)
-    assert margin.skip_rate == pytest.approx(0.4) and margin.threshold == pytest.approx(0.45)
-    assert margin.hit_auto == pytest.approx(1.0)
+    curve = tradeoff_curve(scores, hit_with, hit_without)
+    strict = choose_threshold(curve, 0.0)
+    assert strict.call_share == pytest.approx(0.4) and strict.threshold == pytest.approx(0.76)
+    assert strict.hit_at_1 == pytest.approx(1.0)
+    one_lost = choose_threshold(curve, 0.25)  # one of the four trace-only hits may go
+    assert one_lost.call_share == pytest.approx(0.3) and one_lost.hit_at_1 == pytest.approx(0.9)
+    assert choose_threshold(curve, 0.24).call_share == pytest.approx(0.4), "a quarter is one hit, not less"
 
 
 def test_target_folds_hold_out_whole_answers_and_row_folds_deal_out_shuffled_rows():

@@ -77,7 +77,6 @@ class DemoSettings:
     no_trace_copies: float
     batch_size: int
     max_trace_tokens: int
-    gate_skip_tolerance: float
     rl: bool
     rl_steps: int
     rl_prompts: int
@@ -419,7 +418,6 @@ class Demo:
                     "batch_size": 64,
                     "device": "cpu",
                     "seed": self.settings.seed,
-                    "skip_tolerance": self.settings.gate_skip_tolerance,
                 }
                 if not _gate_is_current(folder, recipe):
                     for mode in MODES:

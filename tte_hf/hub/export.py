@@ -359,6 +359,7 @@ def _write_card(
 def find_gate_files(folder: Path, required: bool = False) -> tuple[list[Path], dict[str, Any] | None]:
     """The reasoning gate's files in ``folder`` and its training info, or ``([], None)``."""
     from ..models.tte.gate_tte import GATE_CONFIG, GATE_WEIGHTS
+    from ..training.train_gate import TRADEOFF_PLOT
 
     files = [folder / GATE_CONFIG, folder / GATE_WEIGHTS]
     if not files[0].is_file():
@@ -368,7 +369,18 @@ def find_gate_files(folder: Path, required: bool = False) -> tuple[list[Path], d
     if not files[1].is_file():
         raise ExportError(f"{folder} has {GATE_CONFIG} but no {GATE_WEIGHTS}; re-run `tte-hf train-gate`.")
     config = json.loads(files[0].read_text())
-    return files, {"threshold": config.get("threshold"), "feature": config.get("feature"), **config.get("info", {})}
+    info = {"threshold": config.get("threshold"), "feature": config.get("feature"), **config.get("info", {})}
+    info["curve_table"] = _curve_table(info.get("curve") or [])
+    plot = folder / TRADEOFF_PLOT
+    return files + ([plot] if plot.is_file() else []), info
+
+
+def _curve_table(curve: list[dict[str, Any]], rows: int = 11) -> list[dict[str, Any]]:
+    """The trade-off curve's points nearest to 0, 10, ..., 100% reasoner calls, for the card."""
+    if not curve:
+        return []
+    picked = [min(curve, key=lambda p: abs(p["call_share"] - step / (rows - 1))) for step in range(rows)]
+    return [point for i, point in enumerate(picked) if point not in picked[:i]]
 
 
 def hub_id(name_or_path: str | None) -> str | None:

@@ -1,5 +1,6 @@
-"""Fitting the reasoning gate: labels from retrieval ranks, a class-weighted logistic probe, and the
-threshold that skips the most reasoning at (nearly) always-mode Hit@1. Pure torch, no model.
+"""Fitting the reasoning gate: labels from retrieval ranks, a class-weighted logistic probe, the
+trade-off curve of its threshold (reasoner calls vs Hit@1) and the threshold one budget picks from it.
+Pure torch, no model.
 
 The constants below are the library's one default for each knob: `train_gate.GateArguments` and the
 functions here both use them, and a recipe changes them only with a reason of its own.
@@ -28,13 +29,9 @@ FOLDS = 4
 #: ``target``: a fold holds out every query of some gold targets, so a probe is scored on answers it
 #: never saw, as a gate meets a new task's queries (``row``: shuffled rows).
 FOLD_BY_DEFAULT = "target"
-#: Out-of-fold Hit@1 a skip may lose, a share of all queries (as `HIT_DROP_DEFAULT` counts it).
-MAX_HIT_DROP = 0.01
-#: ``lost``: a skip's cost is the hits only the trace gives, nothing offsetting them (see `choose_threshold`).
-HIT_DROP_DEFAULT = "lost"
-#: Skip rate given up for margin: the lowest threshold whose skip rate is within this share of the
-#: queries of the most-skipping allowed one (0: the most-skipping threshold itself).
-SKIP_TOLERANCE = 0.05
+#: The one budget: the share of the out-of-fold hits only the trace gives (right with it, wrong
+#: without it) that the gate's skips may lose. 0 keeps every one of them; 1 never reasons.
+MAX_LOST_SHARE = 0.05
 #: L2 penalty of the logistic probe, on standardised features.
 PROBE_L2 = 0.1
 #: LBFGS iterations of the probe: full-batch, so it converges in far fewer on a few thousand queries.
@@ -97,11 +94,6 @@ def trace_helps(
 
 
 FOLD_BY = ("row", "target")
-#: `choose_threshold`'s ways to count what a skip loses, and what each counts
-HIT_DROP = {
-    "net": "hits only the trace gives, less the hits a skip wins back",
-    "lost": "hits only the trace gives",
-}
 
 
 def check_choice(name: str, value: str, allowed) -> None:
@@ -169,57 +161,60 @@ def fit_probe(
 
 
 @dataclass(frozen=True)
-class Threshold:
-    """The chosen threshold and what it gives on the split it was chosen on."""
+class CurvePoint:
+    """One threshold of the trade-off curve and what it gives on the rows it was measured on."""
 
-    threshold: float
-    skip_rate: float
-    hit_auto: float
-    hit_always: float
-    hit_never: float
+    threshold: float  # think where score >= threshold
+    call_share: float  # share of the rows sent to the reasoner
+    hit_at_1: float  # Hit@1 with the reasoned rows' traces and the skipped rows' no-trace vectors
+    lost_share: float  # share of the trace-only hits that the skipped rows lose (0 when there are none)
 
 
-def choose_threshold(
-    scores: torch.Tensor,
-    hit_with: torch.Tensor,
-    hit_without: torch.Tensor,
-    max_hit_drop: float = MAX_HIT_DROP,
-    skip_tolerance: float = SKIP_TOLERANCE,
-    hit_drop: str = HIT_DROP_DEFAULT,
-) -> Threshold:
-    """The threshold (think where score >= it) that skips the most rows while losing at most
-    ``max_hit_drop`` (a share of all rows) of Hit@1; among equal skip rates the higher Hit@1. Candidates
-    lie between consecutive distinct scores, so a threshold never sits on a seen score.
-
-    ``hit_drop="lost"``: the loss is the hits only the trace gives (rows right with it and wrong without
-    it) that a skip loses, and nothing offsets them. ``"net"``: always-mode Hit@1 minus Hit@1 with the
-    threshold, so hits a skip wins back (rows the trace gets wrong and a skip right) offset them. On the
-    rows a gate is fitted on, net lets queries whose trace hurts (often queries that need none) pay for
-    skipping queries where it helps; at run time such failures need not recur.
-
-    ``skip_tolerance`` > 0 trades a little skipping for margin: the lowest allowed threshold that skips
-    at least the most minus ``skip_tolerance``. The most-skipping threshold tends to sit just below the
-    rows the trace helped, among rows it did not help by chance; inputs scored a little lower than
-    those at run time are then skipped, and they are rows like the helped ones."""
-    check_choice("hit_drop", hit_drop, HIT_DROP)
+def tradeoff_curve(scores: torch.Tensor, hit_with: torch.Tensor, hit_without: torch.Tensor) -> list[CurvePoint]:
+    """Every distinct decision the scores allow, from reasoning on every row to reasoning on none: one
+    point per cut between consecutive distinct scores (so a threshold never sits on a seen score), with
+    the reasoner calls, Hit@1 and lost trace-only hits it gives. Sorting + cumulative sums: O(n log n)."""
     scores = scores.float()
-    hit_with, hit_without = hit_with.float(), hit_without.float()
-    distinct = torch.unique(scores)
-    candidates = [float(distinct[0]) - 1.0, *((distinct[1:] + distinct[:-1]) / 2).tolist(), float(distinct[-1]) + 1.0]
-    always, never = float(hit_with.mean()), float(hit_without.mean())
-    only_with_trace = (hit_with > 0) & (hit_without <= 0)
-    allowed = []
-    for threshold in candidates:
-        think = scores >= threshold
-        hit = float(torch.where(think, hit_with, hit_without).mean())
-        skip = float((~think).float().mean())
-        drop = always - hit if hit_drop == "net" else float((~think & only_with_trace).float().mean())
-        if drop <= max_hit_drop + 1e-6:
-            allowed.append(Threshold(threshold, skip, hit, always, never))
-    # the lowest candidate thinks everywhere (loses nothing), so `allowed` is never empty
-    best = max(allowed, key=lambda t: (t.skip_rate, t.hit_auto))
-    if skip_tolerance > 0:
-        best = min(
-            (t for t in allowed if t.skip_rate >= best.skip_rate - skip_tolerance - 1e-6), key=lambda t: t.threshold
-        )
-    return best
+    order = torch.argsort(scores, stable=True)
+    ranked = scores[order]
+    with_, without = hit_with.float()[order], hit_without.float()[order]
+    only_trace = ((with_ > 0) & (without <= 0)).float()
+    zero = torch.zeros(1)
+    skipped_hits = torch.cat([zero, without.cumsum(0)])  # hits of rows [0, k) without their trace
+    skipped_with = torch.cat([zero, with_.cumsum(0)])
+    lost = torch.cat([zero, only_trace.cumsum(0)])
+    n, total_with, total_only = len(ranked), float(with_.sum()), float(only_trace.sum())
+    # cut k skips rows [0, k): valid where no score is split (k = 0, k = n, or a strict rise)
+    cuts = [0, *(torch.nonzero(ranked[1:] > ranked[:-1]).flatten() + 1).tolist(), n]
+    points = []
+    for k in cuts:
+        if k == 0:
+            threshold = float(ranked[0]) - 1.0
+        elif k == n:
+            threshold = float(ranked[-1]) + 1.0
+        else:
+            threshold = float(ranked[k - 1] + ranked[k]) / 2
+        hit = (float(skipped_hits[k]) + total_with - float(skipped_with[k])) / n
+        points.append(CurvePoint(threshold, (n - k) / n, hit, float(lost[k]) / total_only if total_only else 0.0))
+    return points
+
+
+def choose_threshold(curve: list[CurvePoint], max_lost_share: float = MAX_LOST_SHARE) -> CurvePoint:
+    """The point of ``curve`` with the fewest reasoner calls whose skips lose at most ``max_lost_share``
+    of the trace-only hits; among equal calls the higher Hit@1. Reasoning on every row loses nothing,
+    so there is always one."""
+    if not 0.0 <= max_lost_share <= 1.0:
+        raise ValueError(f"max_lost_share must be in [0, 1], got {max_lost_share}.")
+    allowed = [point for point in curve if point.lost_share <= max_lost_share + 1e-9]
+    return min(allowed, key=lambda point: (point.call_share, -point.hit_at_1))
+
+
+def thin_curve(curve: list[CurvePoint], points: int = 101) -> list[CurvePoint]:
+    """At most ``points`` points of ``curve``, the nearest to evenly spaced call shares (ends kept), for
+    ``gate_config.json`` and plots: a curve measured on many rows has a point per distinct score."""
+    if len(curve) <= points:
+        return list(curve)
+    picked = {
+        min(range(len(curve)), key=lambda i: abs(curve[i].call_share - step / (points - 1))) for step in range(points)
+    }
+    return [curve[i] for i in sorted(picked | {0, len(curve) - 1})]

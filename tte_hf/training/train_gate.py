@@ -29,16 +29,17 @@ from .gate_fit import (
     DEFAULT_FEATURE,
     FOLD_BY_DEFAULT,
     FOLDS,
-    HIT_DROP_DEFAULT,
-    MAX_HIT_DROP,
+    MAX_LOST_SHARE,
     MIN_MARGIN_GAIN,
     MIN_RANK_GAIN,
     PROBE_L2,
     PROBE_STEPS,
-    SKIP_TOLERANCE,
 )
 
 logger = logging.getLogger(__name__)
+
+#: The trade-off curve's plot, next to ``gate_config.json``.
+TRADEOFF_PLOT = "gate_tradeoff.png"
 
 
 @dataclass
@@ -55,9 +56,7 @@ class GateArguments:
     clear_margin: float | None = field(default=CLEAR_MARGIN, metadata={"help": "...unless the query already wins by this cosine margin without its trace (null: no such limit)."})  # fmt: skip
     folds: int = field(default=FOLDS, metadata={"help": "Cross-fitting folds: a query's threshold score comes from a probe fitted without it."})  # fmt: skip
     fold_by: str = field(default=FOLD_BY_DEFAULT, metadata={"help": "target: a fold holds out every query of some gold targets; row: shuffled rows."})  # fmt: skip
-    max_hit_drop: float = field(default=MAX_HIT_DROP, metadata={"help": "Out-of-fold Hit@1 a skip may lose, as hit_drop counts it (a share of the queries)."})  # fmt: skip
-    hit_drop: str = field(default=HIT_DROP_DEFAULT, metadata={"help": "lost: the hits only the trace gives that a skip loses; net: minus the hits it wins back."})  # fmt: skip
-    skip_tolerance: float = field(default=SKIP_TOLERANCE, metadata={"help": "Skip rate given up for the lowest such threshold (margin)."})  # fmt: skip
+    max_lost_share: float = field(default=MAX_LOST_SHARE, metadata={"help": "The budget: share of the out-of-fold hits only the trace gives that skipping may lose (0: none; 1: never reason)."})  # fmt: skip
     l2: float = field(default=PROBE_L2, metadata={"help": "L2 penalty of the logistic probe (on standardised features)."})  # fmt: skip
     max_steps: int = field(default=PROBE_STEPS, metadata={"help": "LBFGS iterations."})
     batch_size: int = field(default=16, metadata={"help": "Encode batch size."})
@@ -108,14 +107,16 @@ def fit_gate(args: GateArguments) -> dict:
     gate_code = _gate_code(module)
     measured = _measure(model, datasets, args, gate_code.GATE_FEATURES[args.feature])
     gate = gate_code.ReasoningGate(measured.features.shape[1], feature=gate_code.GATE_FEATURES[args.feature])
-    chosen, out_of_fold = _cross_fit(gate, measured, members, args)
-    gate.info = _gate_info(args, gate, measured, chosen, out_of_fold)
+    chosen, curve, out_of_fold = _cross_fit(gate, measured, members, args)
+    gate.info = _gate_info(args, gate, measured, chosen, curve, out_of_fold)
     module.set_gate(gate.to(next(module.parameters()).device))
     module.query_reasoning = "auto"
     folder = output / _module_path(output)
     module.save_config(str(folder))
     module.gate_step.save(str(folder))
-    logger.info("Gate: out-of-fold skip rate %.3f, Hit@1 auto %.3f / always %.3f / never %.3f", chosen.skip_rate, chosen.hit_auto, chosen.hit_always, chosen.hit_never)  # fmt: skip
+    plot_tradeoff(gate.info, folder / TRADEOFF_PLOT)
+    held = gate.info["held_out"]
+    logger.info("Gate: out-of-fold skip rate %.3f, Hit@1 auto %.3f / always %.3f / never %.3f", held["skip_rate"], held["hit_at_1_auto"], held["hit_at_1_always"], held["hit_at_1_never"])  # fmt: skip
     print(json.dumps({"output_dir": str(output), **gate.info["held_out"]}, indent=2))
     return gate.info
 
@@ -123,7 +124,7 @@ def fit_gate(args: GateArguments) -> dict:
 def _check_arguments(args: GateArguments) -> None:
     """Refuse settings no data can serve, naming the setting."""
     from ..models.tte.gate_tte import GATE_FEATURES
-    from .gate_fit import FOLD_BY, HIT_DROP, check_choice
+    from .gate_fit import FOLD_BY, check_choice
 
     check_choice("feature", args.feature, GATE_FEATURES)
     if args.folds < 2:
@@ -131,7 +132,10 @@ def _check_arguments(args: GateArguments) -> None:
             f"folds must be >= 2 (each query is scored by a probe fitted on the others), got {args.folds}."
         )
     check_choice("fold_by", args.fold_by, FOLD_BY)
-    check_choice("hit_drop", args.hit_drop, HIT_DROP)
+    if not 0.0 <= args.max_lost_share <= 1.0:
+        raise ValueError(
+            f"max_lost_share must be in [0, 1] (a share of the trace-only hits), got {args.max_lost_share}."
+        )
     if args.min_margin_gain is not None and not args.min_margin_gain > 0:
         raise ValueError(f"min_margin_gain must be > 0 (or null for ranks only), got {args.min_margin_gain}.")
     if not args.datasets:
@@ -196,11 +200,12 @@ def _measure(model, datasets: list[tuple[Any, list, list, Any]], args: GateArgum
 
 
 def _cross_fit(gate, measured: _Measured, members: list[list[int]], args: GateArguments):
-    """Choose the threshold on out-of-fold scores (each query scored by a probe fitted on the other
-    folds), then fit ``gate``'s probe on every query; returns (the chosen `Threshold`, the scores)."""
+    """The out-of-fold trade-off curve (each query scored by a probe fitted on the other folds) and the
+    point the budget picks from it; then ``gate``'s probe fitted on every query, with that point's
+    threshold. Returns (the chosen `CurvePoint`, the curve, the out-of-fold scores)."""
     import torch
 
-    from .gate_fit import choose_threshold, fit_probe
+    from .gate_fit import choose_threshold, fit_probe, tradeoff_curve
 
     x, y = measured.features, measured.labels
 
@@ -216,18 +221,17 @@ def _cross_fit(gate, measured: _Measured, members: list[list[int]], args: GateAr
         held = torch.tensor(members[fold])
         rest = torch.tensor(sorted(set(range(len(y))) - set(members[fold])))
         out_of_fold[held] = fitted(rest).score(x[held])
-    chosen = choose_threshold(
-        out_of_fold, measured.hit_with, measured.hit_without, args.max_hit_drop, args.skip_tolerance, args.hit_drop
-    )
+    curve = tradeoff_curve(out_of_fold, measured.hit_with, measured.hit_without)
+    chosen = choose_threshold(curve, args.max_lost_share)
     fitted(torch.arange(len(y)))  # the gate saved: fitted on every query
     gate.threshold.fill_(chosen.threshold)
-    return chosen, out_of_fold
+    return chosen, curve, out_of_fold
 
 
-def _gate_info(args: GateArguments, gate, measured: _Measured, chosen, out_of_fold) -> dict[str, Any]:
+def _gate_info(args: GateArguments, gate, measured: _Measured, chosen, curve, out_of_fold) -> dict[str, Any]:
     """How the gate was trained and what it gives, as ``gate_config.json`` records it."""
     from .. import __version__
-    from .gate_fit import HIT_DROP
+    from .gate_fit import thin_curve
 
     y = measured.labels
     decisions = gate.score(measured.features) >= chosen.threshold
@@ -236,7 +240,7 @@ def _gate_info(args: GateArguments, gate, measured: _Measured, chosen, out_of_fo
         "trained_with": f"tte-hf {__version__} train-gate",
         "feature": gate.feature,
         "label": _label_rule(args),
-        "threshold_rule": f"{args.folds}-fold cross-fitted scores (folds by {args.fold_by}): the lowest threshold that skips within {args.skip_tolerance} of the most while skipping at most {args.max_hit_drop} of the queries as {HIT_DROP[args.hit_drop]}",  # fmt: skip
+        "threshold_rule": f"{args.folds}-fold cross-fitted scores (folds by {args.fold_by}): the fewest reasoner calls whose skips lose at most {args.max_lost_share:.0%} of the hits only the trace gives",  # fmt: skip
         "datasets": measured.described,
         "queries": len(y),
         "trace_helps_rate": float(y.mean()),
@@ -244,15 +248,40 @@ def _gate_info(args: GateArguments, gate, measured: _Measured, chosen, out_of_fo
         "held_out": {  # out of fold: every query, scored by a probe that did not see it
             "queries": len(y),
             "folds": args.folds,
-            "skip_rate": chosen.skip_rate,
-            "hit_at_1_auto": chosen.hit_auto,
-            "hit_at_1_always": chosen.hit_always,
-            "hit_at_1_never": chosen.hit_never,
+            "skip_rate": 1.0 - chosen.call_share,
+            "lost_share": chosen.lost_share,
+            "hit_at_1_auto": chosen.hit_at_1,
+            "hit_at_1_always": curve[0].hit_at_1,
+            "hit_at_1_never": curve[-1].hit_at_1,
             "accuracy": float((oof_decisions.float() == y).float().mean()),
         },
+        # reasoner calls vs Hit@1 over thresholds (out of fold), for choosing another budget
+        "curve": [{k: round(v, 6) for k, v in asdict(point).items()} for point in thin_curve(curve)],
         "skip_rate_all": float((~decisions).float().mean()),
         "recipe": recorded_recipe(args),
     }
+
+
+def plot_tradeoff(info: dict[str, Any], path: Path) -> None:
+    """Out-of-fold Hit@1 against the share of queries reasoned on, over the gate's thresholds, with the
+    chosen one marked (``info``: what `_gate_info` returns)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    calls = [100 * point["call_share"] for point in info["curve"]]
+    hits = [100 * point["hit_at_1"] for point in info["curve"]]
+    held = info["held_out"]
+    figure, axes = plt.subplots(figsize=(5, 3.5))
+    axes.plot(calls, hits, drawstyle="steps-post", label="gate (out of fold)")
+    axes.plot([0, 100], [100 * held["hit_at_1_never"], 100 * held["hit_at_1_always"]], "--", color="grey", label="random gate")  # fmt: skip
+    axes.scatter([100 * (1 - held["skip_rate"])], [100 * held["hit_at_1_auto"]], color="C3", zorder=3, label="chosen")
+    axes.set(xlabel="reasoner calls (% of queries)", ylabel="Hit@1 (%)", title=f"{held['queries']} held-out queries")
+    axes.legend(loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
 
 
 def recorded_recipe(args: GateArguments) -> dict[str, Any]:
