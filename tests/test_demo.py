@@ -268,6 +268,9 @@ def test_settings_come_from_the_shipped_yaml_each_documented(tmp_path):
     quick = yaml.safe_load((folder / "quick.yaml").read_text())
     assert set(quick) < set(fields) and DemoSettings.quick(5, rl=True) == DemoSettings.load(**quick, seed=5, rl=True)
     assert DemoSettings.load("quick", seed=5, rl=True) == DemoSettings.quick(5, rl=True)
+    pictures = yaml.safe_load((folder / "pictures.yaml").read_text())
+    assert set(pictures) == {"num_picture_train", "num_picture_dev", "num_picture_test"}
+    assert all(pictures.values()) and not any(getattr(DemoSettings.load(), key) for key in pictures)
 
     config = configparser.ConfigParser()
     config.read(Path(pipeline.__file__).parents[2] / "setup.cfg")
@@ -281,7 +284,9 @@ def test_settings_come_from_the_shipped_yaml_each_documented(tmp_path):
     mine.write_text("num_trian: 8\n")
     with pytest.raises(ValueError, match=r"mine.yaml: unknown setting\(s\) \['num_trian'\]"):
         DemoSettings.load(mine)
-    with pytest.raises(FileNotFoundError, match=r"no demo settings 'fast': the package ships \['default', 'quick'\]"):
+    with pytest.raises(
+        FileNotFoundError, match=r"no demo settings 'fast': the package ships \['default', 'pictures', 'quick'\]"
+    ):
         DemoSettings.load("fast")
     with pytest.raises(TypeError, match=r"no setting\(s\) \['epochs'\]"):
         DemoSettings.load(epochs=3)
@@ -478,3 +483,63 @@ def test_the_unified_head_trains_with_the_settings_schedule_and_keeps_its_last_e
     assert "eval_datasets" not in recipe and not recipe.get("load_best_model_at_end")
     Demo(tmp_path / "b", DemoSettings.load(head_lr_schedule="constant")).train_unified()
     assert recipes[1]["lr_scheduler_type"] == "constant"
+
+def test_picture_task_rows_share_one_text_and_only_the_picture_says_whether_a_trace_helps(tmp_path):
+    """The picture task: every query has the same instruction and text; half are camouflaged (the shape
+    on its look-alike colour), half clear; only clear ones are trace-optional; the teacher names the
+    background and the shape's colour; the mixed set is the same file with or without the task."""
+    from PIL import Image
+
+    from tte_hf.demo.data import LOOKALIKE, PICTURE_INSTRUCTION, PICTURE_QUERY
+
+    sizes = dict(seed=4, num_train=32, num_test=8, train_plain_fraction=0.25, num_dev=16, num_test_plain=8)
+    without = write_benchmark(tmp_path / "a", **sizes)
+    paths = write_benchmark(tmp_path / "b", **sizes, num_picture_train=16, num_picture_dev=8, num_picture_test=8)
+    for split in ("test", "test_plain"):
+        assert paths[split].read_text() == without[split].read_text()
+    for split in ("train", "dev"):
+        assert paths[split].read_text().startswith(without[split].read_text())
+    scenes = {s["id"]: s for s in map(json.loads, paths["scenes"].open()) if "-picture-" in s["id"]}
+    assert len(scenes) == 32 and sum(s["kind"] == "camouflaged" for s in scenes.values()) == 16
+    for scene in scenes.values():
+        with Image.open(tmp_path / "b" / "images" / f"{scene['id']}.png") as image:
+            corner = image.convert("RGB").getpixel((0, 0))
+        camouflaged = scene["kind"] == "camouflaged"
+        assert scene["background"] == (LOOKALIKE[scene["colour"]] if camouflaged else None)
+        assert (corner == COLOURS[scene["background"]]) if camouflaged else (corner[0] == corner[1] == corner[2])
+        trace = scene_trace(scene)
+        assert f"background is {scene['background'] or 'grey'}." in trace and f"shape on it is {scene['colour']}." in trace  # fmt: skip
+    rows = [json.loads(line) for line in paths["train"].open() if "-picture-" in line]
+    assert {row["qry"] for row in rows} == {f"<|image_1|> {PICTURE_INSTRUCTION} {PICTURE_QUERY}"}
+    assert [row["trace_optional"] for row in rows] == [scenes[row["id"]]["kind"] == "clear" for row in rows]
+    dev = [json.loads(line) for line in paths["dev"].open() if "-picture-" in line]
+    assert all(row["neg_text"] == f"a {LOOKALIKE[scenes[row['id']]['colour']]} shape" for row in dev)
+    test = [json.loads(line) for line in paths["test_picture"].open()]
+    assert {(row["qry_inst"], row["qry_text"]) for row in test} == {(PICTURE_INSTRUCTION, PICTURE_QUERY)}
+    for row in test:
+        assert row["tgt_text"][0] == scenes[row["id"]]["answer"] and sorted(row["tgt_text"]) == sorted(f"a {c} shape" for c in COLOURS)  # fmt: skip
+
+
+def test_the_picture_tasks_reports_stay_out_of_the_mixed_sets_adaptive_checks():
+    from tte_hf.demo.report import PICTURE_TASK, picture_results, split_reports
+
+    def report(task, score, calls, queries=8):
+        return {"tasks": {task: {"main_score": score, "num_queries": queries}}, "reasoner_calls": calls}
+
+    def mixed(score, calls):
+        return {
+            "tasks": {
+                EVAL_TASK_NAME: {"main_score": score, "num_queries": 8},
+                PLAIN_TASK_NAME: {"main_score": score, "num_queries": 8},
+            },  # fmt: skip
+            "reasoner_calls": calls,
+        }
+
+    reports = {"baseline": report(EVAL_TASK_NAME, 50.0, 0)}
+    for mode, score, calls in (("never", 60.0, 0), ("always", 90.0, 16), ("auto", 90.0, 8)):
+        reports[f"tte-student/{mode}"] = mixed(score, calls)
+        reports[f"tte-student/{mode}/pictures"] = report(PICTURE_TASK, score - 20, calls // 2)
+    _, adaptive = split_reports(reports)
+    assert adaptive["tte-student"]["modes"]["auto"]["reasoner_calls"] == 8
+    pictures = picture_results(reports)
+    assert pictures == {"tte-student": {"never": {"hit_at_1": 40.0, "reasoner_calls": 0, "queries": 8}, "always": {"hit_at_1": 70.0, "reasoner_calls": 8, "queries": 8}, "auto": {"hit_at_1": 70.0, "reasoner_calls": 4, "queries": 8}}}  # fmt: skip

@@ -46,6 +46,24 @@ INSTRUCTION = "Find the object the query describes, in the colour of the shape i
 QUERY_TEMPLATES = ("Which {riddle} has this colour?", "Find the {riddle}, painted like this shape.")
 PLAIN_TEMPLATES = ("Find the {colour} {object}.", "Show me a {colour} {object}.")
 RIDDLE, PLAIN = "riddle", "plain"
+#: The picture task: every query has this one instruction and text, as an MMEB task does, and only the
+#: picture tells a query whose trace helps from one whose trace cannot: a **clear** picture shows the
+#: shape on the usual grey background; a **camouflaged** one paints the background in the colour
+#: nearest to the shape's (`LOOKALIKE`), so two similar colours fill the picture and the larger one is
+#: not the answer. The teacher's trace names the background and the shape's colour.
+PICTURE_INSTRUCTION = "Find the colour of the shape in the picture."
+PICTURE_QUERY = "What colour is the shape?"
+CLEAR, CAMOUFLAGED = "clear", "camouflaged"
+PICTURE_OBJECT = "shape"  # a picture query's answer is "a <colour> shape"
+
+
+def _nearest_other(colour: str) -> str:
+    rgb = COLOURS[colour]
+    return min((c for c in COLOURS if c != colour), key=lambda c: sum((a - b) ** 2 for a, b in zip(COLOURS[c], rgb)))
+
+
+#: Each colour's background on a camouflaged picture: the nearest other colour in RGB.
+LOOKALIKE = {colour: _nearest_other(colour) for colour in COLOURS}
 
 
 @dataclass(frozen=True)
@@ -59,10 +77,21 @@ class Scene:
     riddle: str | None  # None for a plain query
     query: str
     kind: str = RIDDLE
+    background: str | None = None  # a camouflaged picture's background colour (else grey)
 
     @property
     def answer(self) -> str:
         return f"a {self.colour} {self.object}"
+
+    @property
+    def instruction(self) -> str:
+        return PICTURE_INSTRUCTION if self.kind in (CLEAR, CAMOUFLAGED) else INSTRUCTION
+
+    @property
+    def trace_optional(self) -> bool:
+        """Whether the query is embedded right without a trace: its answer is in the text (a plain
+        query) or plain to see (a clear picture)."""
+        return self.kind in (PLAIN, CLEAR)
 
 
 def split_compositions() -> tuple[list[tuple[str, str]], list[tuple[str, str]], list[tuple[str, str]]]:
@@ -79,15 +108,19 @@ def split_compositions() -> tuple[list[tuple[str, str]], list[tuple[str, str]], 
     return train, dev, held_out
 
 
-def render_shape(colour: str, shape: str, rng: random.Random, size: int = 56) -> Image.Image:
-    """A coloured shape at a random place and size on a grey, noisy background."""
+def render_shape(
+    colour: str, shape: str, rng: random.Random, size: int = 56, background: str | None = None
+) -> Image.Image:
+    """A coloured shape at a random place and size on a noisy background: grey, or ``background``'s colour."""
     grey = rng.randint(110, 150)
-    image = Image.new("RGB", (size, size), (grey, grey, grey))
+    base = COLOURS[background] if background else (grey, grey, grey)
+    image = Image.new("RGB", (size, size), base)
     draw = ImageDraw.Draw(image)
     for _ in range(12):  # speckle, so the background is not a constant
         x, y = rng.randrange(size), rng.randrange(size)
         g = rng.randint(90, 170)
-        draw.point((x, y), fill=(g, g, g))
+        speckle = tuple(min(255, max(0, v + g - 130)) for v in base) if background else (g, g, g)
+        draw.point((x, y), fill=speckle)
     r = rng.randint(size // 4, size // 2 - 2)
     cx, cy = rng.randint(r, size - r), rng.randint(r, size - r)
     fill = COLOURS[colour]
@@ -147,15 +180,15 @@ def candidates_for(scene: Scene, rng: random.Random, num_candidates: int) -> lis
 def _train_row(scene: Scene, image_path: str, negative: str = "") -> dict:
     return {
         "id": scene.id,
-        "qry": f"<|image_1|> {INSTRUCTION} {scene.query}",  # MMEB-train (Phi-3-V) placeholder
+        "qry": f"<|image_1|> {scene.instruction} {scene.query}",  # MMEB-train (Phi-3-V) placeholder
         "qry_image_path": image_path,
         "pos_text": scene.answer,
         "pos_image_path": "",
         "neg_text": negative,
         "neg_image_path": "",
-        # a plain query names its answer, so it is embedded right without a trace: the rows that get
-        # no-trace copies in training (`DatasetSpec.no_trace_copies`)
-        "trace_optional": scene.kind == PLAIN,
+        # embedded right without a trace: the rows that get no-trace copies in training
+        # (`DatasetSpec.no_trace_copies`)
+        "trace_optional": scene.trace_optional,
     }
 
 
@@ -166,15 +199,36 @@ def hard_negative(scene: Scene, pairs: list[tuple[str, str]], rng: random.Random
     return f"a {colour} {obj}"
 
 
-def _eval_row(scene: Scene, image_path: str, rng: random.Random, num_candidates: int) -> dict:
+def _eval_row(scene: Scene, image_path: str, candidates: list[str]) -> dict:
     return {
         "id": scene.id,
-        "qry_inst": INSTRUCTION,
+        "qry_inst": scene.instruction,
         "qry_text": scene.query,
         "qry_img_path": image_path,
-        "tgt_text": candidates_for(scene, rng, num_candidates),
-        "tgt_img_path": [""] * num_candidates,
+        "tgt_text": candidates,
+        "tgt_img_path": [""] * len(candidates),
     }
+
+
+def make_picture_scenes(n: int, rng: random.Random, prefix: str, camouflaged_fraction: float = 0.5) -> list[Scene]:
+    """``n`` picture-task scenes, ``round(n * camouflaged_fraction)`` of them camouflaged, shuffled;
+    every colour in turn."""
+    colours = list(COLOURS)
+    hard = set(rng.sample(range(n), round(n * camouflaged_fraction)))
+    scenes = []
+    for i in range(n):
+        colour, shape = colours[i % len(colours)], rng.choice(SHAPES)
+        kind, background = (CAMOUFLAGED, LOOKALIKE[colour]) if i in hard else (CLEAR, None)
+        scenes.append(
+            Scene(f"{prefix}-picture-{i:05d}", colour, shape, PICTURE_OBJECT, None, PICTURE_QUERY, kind, background)
+        )
+    rng.shuffle(scenes)
+    return scenes
+
+
+def picture_candidates(scene: Scene) -> list[str]:
+    """The gold answer first, then the shape in every other colour (the background's among them)."""
+    return [scene.answer, *(f"a {c} {PICTURE_OBJECT}" for c in COLOURS if c != scene.colour)]
 
 
 #: file written per split: (file name, MMEB format)
@@ -183,6 +237,7 @@ SPLIT_FILES = {
     "dev": ("dev.jsonl", "train"),
     "test": ("test.jsonl", "eval"),
     "test_plain": ("test_plain.jsonl", "eval"),
+    "test_picture": ("test_picture.jsonl", "eval"),
 }
 
 
@@ -196,16 +251,21 @@ def write_benchmark(
     train_plain_fraction: float = 0.0,
     num_dev: int = 0,
     num_test_plain: int = 0,
+    num_picture_train: int = 0,
+    num_picture_dev: int = 0,
+    num_picture_test: int = 0,
 ) -> dict[str, Path]:
     """Write images, ``scenes.jsonl`` and one JSONL per split: ``train.jsonl`` and ``dev.jsonl``
-    (MMEB-train, plus ``trace_optional``: true on a plain query; ``train_plain_fraction`` of the train
-    rows and half the dev rows are plain queries),
-    ``test.jsonl`` (held-out riddles) and ``test_plain.jsonl`` (held-out plain queries), MMEB-eval.
+    (MMEB-train, plus ``trace_optional``: true on a plain query or a clear picture; ``train_plain_fraction``
+    of the train rows and half the dev rows are plain queries), ``test.jsonl`` (held-out riddles),
+    ``test_plain.jsonl`` (held-out plain queries) and ``test_picture.jsonl`` (picture task), MMEB-eval.
     Dev rows carry a hard negative (``neg_text``) from the train and dev compositions, never a held-out
-    one. A split of size 0 is not written."""
+    one; a picture row, its background's colour. The picture task's rows (``num_picture_*``, half of
+    them camouflaged) follow the mixed set's in train and dev and come from their own random stream, so
+    the mixed set is the same with or without them. A split of size 0 is not written."""
     output_dir = Path(output_dir)
     (output_dir / "images").mkdir(parents=True, exist_ok=True)
-    rng = random.Random(seed)
+    rng, picture_rng = random.Random(seed), random.Random(f"picture-{seed}")
     train_pairs, dev_pairs, held_out_pairs = split_compositions()
     splits = {
         "train": _mixed(train_pairs, num_train, train_plain_fraction, rng, "train"),
@@ -213,23 +273,36 @@ def write_benchmark(
         "test": make_scenes(held_out_pairs, num_test, rng, "test"),
         "test_plain": make_scenes(held_out_pairs, num_test_plain, rng, "test", PLAIN),
     }
+    pictures = {
+        "train": make_picture_scenes(num_picture_train, picture_rng, "train"),
+        "dev": make_picture_scenes(num_picture_dev, picture_rng, "dev"),
+        "test_picture": make_picture_scenes(num_picture_test, picture_rng, "test"),
+    }
     paths = {"scenes": output_dir / "scenes.jsonl"}
     with open(paths["scenes"], "w") as scenes_file:
-        for split, scenes in splits.items():
-            if not scenes:
-                continue
+        for split in SPLIT_FILES:
             name, fmt = SPLIT_FILES[split]
             rows = []
-            for scene in scenes:
-                image_path = f"images/{scene.id}.png"
-                render_shape(scene.colour, scene.shape, rng).save(output_dir / image_path)
-                scenes_file.write(json.dumps({**asdict(scene), "split": split, "answer": scene.answer}) + "\n")
-                if fmt == "eval":
-                    rows.append(_eval_row(scene, image_path, rng, num_candidates))
-                else:
-                    negative = hard_negative(scene, train_pairs + dev_pairs, rng) if split == "dev" else ""
-                    rows.append(_train_row(scene, image_path, negative))
-            paths[split] = output_dir / name
-            with open(paths[split], "w") as f:
-                f.writelines(json.dumps(row) + "\n" for row in rows)
+            for scenes, stream in ((splits.get(split, []), rng), (pictures.get(split, []), picture_rng)):
+                for scene in scenes:
+                    rows.append(_write_scene(scene, split, fmt, output_dir, stream, scenes_file, num_candidates))
+            if rows:
+                paths[split] = output_dir / name
+                with open(paths[split], "w") as f:
+                    f.writelines(json.dumps(row) + "\n" for row in rows)
     return paths
+
+
+def _write_scene(scene: Scene, split: str, fmt: str, output_dir: Path, rng: random.Random, scenes_file, num_candidates: int) -> dict:  # fmt: skip
+    """Render ``scene``'s picture, record it in ``scenes.jsonl`` and return its row in ``fmt``."""
+    image_path = f"images/{scene.id}.png"
+    render_shape(scene.colour, scene.shape, rng, background=scene.background).save(output_dir / image_path)
+    scenes_file.write(json.dumps({**asdict(scene), "split": split, "answer": scene.answer}) + "\n")
+    picture = scene.kind in (CLEAR, CAMOUFLAGED)
+    if fmt == "eval":
+        return _eval_row(scene, image_path, picture_candidates(scene) if picture else candidates_for(scene, rng, num_candidates))  # fmt: skip
+    if split != "dev":
+        return _train_row(scene, image_path)
+    train_pairs, dev_pairs, _ = split_compositions()
+    negative = f"a {scene.background or LOOKALIKE[scene.colour]} {PICTURE_OBJECT}" if picture else hard_negative(scene, train_pairs + dev_pairs, rng)  # fmt: skip
+    return _train_row(scene, image_path, negative)

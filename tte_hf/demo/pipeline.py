@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .data import write_benchmark
-from .report import PLAIN_TASK, RIDDLE_TASK
+from .report import PICTURE_TASK, PLAIN_TASK, RIDDLE_TASK
 from .runtime import deterministic, pin_threads, quiet_console, restore_threads, user_cpu_seconds
 from .teacher import SceneTeacher
 
@@ -36,6 +36,7 @@ TASK = "vqa"  # the ECR task prompt: reason towards an answer
 # Task names: the riddles (the paper's claims are checked there) and plain queries of the same
 # compositions (no trace needed).
 EVAL_TASK_NAME, PLAIN_TASK_NAME = RIDDLE_TASK, PLAIN_TASK
+PICTURE_TASK_NAME = PICTURE_TASK
 MODELS = ("baseline", "tte-teacher", "tte-student", "tte-unified")
 RL_MODEL = "tte-student-rl"  # with --rl: the GRPO-tuned student and an embedder on its traces
 #: the models evaluated in every ``think`` mode, on riddles + plain queries (the "mixed" set)
@@ -60,6 +61,9 @@ class DemoSettings:
     num_dev: int
     num_test: int
     num_test_plain: int
+    num_picture_train: int
+    num_picture_dev: int
+    num_picture_test: int
     num_candidates: int
     hidden_size: int
     num_layers: int
@@ -250,6 +254,9 @@ class Demo:
                     train_plain_fraction=s.train_plain_fraction,
                     num_dev=s.num_dev,
                     num_test_plain=s.num_test_plain,
+                    num_picture_train=s.num_picture_train,
+                    num_picture_dev=s.num_picture_dev,
+                    num_picture_test=s.num_picture_test,
                 )
                 write_test_queries(self.data)
             bar.update()
@@ -476,10 +483,11 @@ class Demo:
             image_root=str(self.data.resolve()),
         )
 
-    def evaluate(self, name: str, mode: str = "always") -> dict[str, Any]:
+    def evaluate(self, name: str, mode: str = "always", pictures: bool = False) -> dict[str, Any]:
         """Evaluate one model (``mode``: the ``think`` setting of the two adaptive models) on the riddles,
-        and the adaptive models on the plain queries too. The report gains ``reasoner_calls``: the
-        inputs the reasoner wrote a trace for (fresh model, so its ECR cache holds exactly those)."""
+        and the adaptive models on the plain queries too (``pictures``: an adaptive model on the picture
+        task alone). The report gains ``reasoner_calls``: the inputs the reasoner wrote a trace for
+        (fresh model, so its ECR cache holds exactly those)."""
         from sentence_transformers import SentenceTransformer
 
         from ..evaluation import evaluate
@@ -501,8 +509,11 @@ class Demo:
         else:  # the saved model with its gate: the student reasons live, the unified model in the same pass
             model = SentenceTransformer(str(self.models / name), trust_remote_code=True, device="cpu")
             model[0].query_reasoning = MODES[mode]
-            tasks.append(self._task(PLAIN_TASK_NAME, "test_plain.jsonl"))
-            name = f"{name}-{mode}"
+            if pictures:
+                tasks = [self._task(PICTURE_TASK_NAME, "test_picture.jsonl")]
+            else:
+                tasks.append(self._task(PLAIN_TASK_NAME, "test_plain.jsonl"))
+            name = f"{name}-{mode}" + ("-pictures" if pictures else "")
         output = self.out / "eval" / name
         calls_file = output / "reasoner_calls.json"
         if not calls_file.exists() and output.exists():
@@ -589,13 +600,19 @@ class Demo:
         return plain + [(name, mode) for name in ADAPTIVE_MODELS for mode in MODES]
 
     def _evaluate_all(self) -> dict[str, dict[str, Any]]:
+        """The evaluation reports: ``"<model>"`` or ``"<model>/<mode>"``, and the picture task's as
+        ``"<model>/<mode>/pictures"`` when the data has one."""
         reports = {}
         evaluations = self._evaluations()
-        with self._bar(total=len(evaluations), unit="model") as bar:
+        pictures = [(n, m) for n, m in evaluations if n in ADAPTIVE_MODELS] if self.settings.num_picture_test else []
+        with self._bar(total=len(evaluations) + len(pictures), unit="model") as bar:
             for name, mode in evaluations:
                 key = name if name not in ADAPTIVE_MODELS else f"{name}/{mode}"
                 reports[key] = self.evaluate(name, mode)
                 bar.set_postfix({key: f"{reports[key]['tasks'][EVAL_TASK_NAME]['main_score']:.1f}"})
+                bar.update()
+            for name, mode in pictures:
+                reports[f"{name}/{mode}/pictures"] = self.evaluate(name, mode, pictures=True)
                 bar.update()
         return reports
 
@@ -608,9 +625,15 @@ class Demo:
 
 
 def run_demo(
-    output: str | os.PathLike = "tte-demo", *, seed: int = 0, quick: bool = False, rl: bool = False
+    output: str | os.PathLike = "tte-demo",
+    *,
+    seed: int = 0,
+    quick: bool = False,
+    rl: bool = False,
+    settings: str | os.PathLike = DEFAULT_SETTINGS,
 ) -> dict[str, Any]:
     """Run the whole demo into ``output`` and return its summary (also in ``output/report.json``);
-    ``rl`` adds the GRPO stages and the GRPO student's row."""
-    settings = DemoSettings.quick(seed, rl=rl) if quick else DemoSettings.load(seed=seed, rl=rl)
-    return Demo(output, settings, quick=quick).run()
+    ``rl`` adds the GRPO stages and the GRPO student's row; ``settings``: a shipped settings file's
+    name or a YAML path (`DemoSettings.load`); ``quick`` uses ``quick.yaml`` instead."""
+    chosen = DemoSettings.quick(seed, rl=rl) if quick else DemoSettings.load(settings, seed=seed, rl=rl)
+    return Demo(output, chosen, quick=quick).run()

@@ -30,6 +30,8 @@ ADAPTIVE_UNITS = {ADAPTIVE_CHECKS[0]: "points", ADAPTIVE_CHECKS[1]: "% of the ca
 MODE_NAMES = ("never", "always", "auto")
 #: evaluation task names: the held-out riddles (the paper's claims) and plain queries of the same compositions
 RIDDLE_TASK, PLAIN_TASK = "held-out-compositions", "held-out-plain"
+#: the picture task (`data.PICTURE_QUERY`: one text for every query), when the settings have one
+PICTURE_TASK = "held-out-pictures"
 #: What a ``--quick`` report says first (report.md, report.json's ``note``, the console).
 SMOKE_NOTE = (
     "Smoke run (--quick): a plumbing check that every stage runs. Its tiny models train far too little for "
@@ -149,6 +151,8 @@ def split_reports(reports: dict[str, dict[str, Any]]) -> tuple[dict[str, float],
     scores, adaptive = {}, {}
     for key, report in reports.items():
         name, _, mode = key.partition("/")
+        if mode.endswith("/pictures"):
+            continue  # `picture_results`
         if mode:
             adaptive.setdefault(name, {"modes": {}})["modes"][mode] = mode_results(report)
         if mode in ("", "always"):
@@ -156,6 +160,21 @@ def split_reports(reports: dict[str, dict[str, Any]]) -> tuple[dict[str, float],
     for result in adaptive.values():
         result.update(adaptive_summary(result["modes"]))
     return {name: scores[name] for name in LABELS if name in scores}, adaptive
+
+
+def picture_results(reports: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The picture task per adaptive model and mode: Hit@1 (points), reasoner calls, queries."""
+    results: dict[str, Any] = {}
+    for key, report in reports.items():
+        name, _, mode = key.partition("/")
+        if mode.endswith("/pictures"):
+            task = report["tasks"][PICTURE_TASK]
+            results.setdefault(name, {})[mode.removesuffix("/pictures")] = {
+                "hit_at_1": task["main_score"],
+                "reasoner_calls": report["reasoner_calls"],
+                "queries": task["num_queries"],
+            }
+    return results
 
 
 def write_demo_report(
@@ -180,6 +199,7 @@ def write_demo_report(
         "hit_at_1": scores,
         **claims,
         "adaptive": adaptive,
+        **({"pictures": pictures} if (pictures := picture_results(reports)) else {}),
         "settings": settings,
         "timings_s": timings,
         "user_cpu_s": user_cpu or {},
@@ -304,6 +324,11 @@ def console_summary(summary: dict[str, Any], output: Path) -> str:
         cells = [f"{mode} {m['hit_at_1']:5.1f} ({m['reasoner_calls']})" for mode, m in result["modes"].items()]
         lines.append(f"  {LABELS[name]:<{width}}  " + "   ".join(cells))
         lines.extend(f"    {_adaptive_line(result, check, smoke)}" for check in result["checks"])
+    if summary.get("pictures"):
+        lines += ["", f"Picture task, {settings['num_picture_test']} queries with one text (Hit@1, reasoner calls):"]
+        for name, modes in summary["pictures"].items():
+            cells = [f"{mode} {m['hit_at_1']:5.1f} ({m['reasoner_calls']})" for mode, m in modes.items()]
+            lines.append(f"  {LABELS[name]:<{width}}  " + "   ".join(cells))
     lines += [
         "",
         f"Report: {output / 'report.md'} (and report.json)",

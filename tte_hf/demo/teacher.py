@@ -12,12 +12,19 @@ from pathlib import Path
 from typing import Any
 
 from ..models.tte.reasoner_base import ReasoningBackend, ReasoningRequest
+from .data import PICTURE_OBJECT
 
 
 def scene_trace(scene: dict[str, Any]) -> str:
     """The ECR for one scene: perceive the colour, resolve the riddle (a plain query names its object),
     state the answer. About 30 tokens: long enough to carry what the query needs, short enough for the
-    demo's CPU budget (long traces are `benchmarks/bench_adaptive.py`'s business)."""
+    demo's CPU budget (long traces are `benchmarks/bench_adaptive.py`'s business). A picture-task
+    scene's trace says which colour is the background and which the shape's."""
+    if scene.get("object") == PICTURE_OBJECT:
+        return (
+            f"<think> The background is {scene.get('background') or 'grey'}. "
+            f"The shape on it is {scene['colour']}. </think> {scene['answer']}"
+        )
     resolved = f"The {scene['riddle']} is a" if scene.get("riddle") else "The query names a"
     return (
         f"<think> The shape in the picture is {scene['colour']}. "
