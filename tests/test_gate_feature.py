@@ -13,7 +13,7 @@ import test_gate
 import torch
 from test_gate import INSTRUCTION, QUERIES, _median_gate
 
-from tte_hf.models.tte.gate_tte import NO_TRACE_EMBEDDING, TEXT_EMBEDDINGS, ReasoningGate
+from tte_hf.models.tte.gate_tte import JOINT_FEATURES, NO_TRACE_EMBEDDING, TEXT_EMBEDDINGS, ReasoningGate
 from tte_hf.sentence_transformers import build_sentence_transformer, save_sentence_transformer
 
 # the gate tests' tiny models (module-scoped: this file gets its own) and ``gated``, each of them in turn
@@ -243,7 +243,7 @@ def test_save_and_load_keep_the_no_trace_embedding_gate_and_its_decisions(gated,
 
 def test_train_gate_fits_the_feature_it_is_asked_for_and_reuses_the_no_trace_vectors(tiny_vlm, tmp_path, monkeypatch):
     """``feature: embedding`` (default) fits on the no-trace vectors the labelling computed, without another
-    pass (``gate_features`` is never called); ``feature: text`` on the text feature. Both are recorded; an
+    pass (``gate_features`` is never called); ``feature: text`` on the text feature, ``joint`` on both. Each is recorded; an
     unknown one is refused before anything is written; a source gate with an unknown feature is replaced."""
     from sentence_transformers import SentenceTransformer
 
@@ -257,7 +257,7 @@ def test_train_gate_fits_the_feature_it_is_asked_for_and_reuses_the_no_trace_vec
     _write_gate(source, 3, "mean hidden state of layer 3", torch.ones(3), 0.5)  # another version's gate
     dataset = {"name": "shapes", "path": str(data["data"]), "image_root": str(data["image_root"]), "task": "classification", "query_ecr": str(data["query_ecr"])}  # fmt: skip
     recipe = {"model_name_or_path": str(source), "datasets": [dataset], "batch_size": 8, "device": "cpu"}
-    with pytest.raises(ValueError, match="feature must be 'embedding' or 'text', got 'pixels'"):
+    with pytest.raises(ValueError, match="feature must be 'embedding' or 'text' or 'joint', got 'pixels'"):
         train_gate({**recipe, "output_dir": str(tmp_path / "bad"), "feature": "pixels"})
     assert not (tmp_path / "bad").exists()
 
@@ -274,7 +274,9 @@ def test_train_gate_fits_the_feature_it_is_asked_for_and_reuses_the_no_trace_vec
         patch.setattr(train_gate_module, "_measure", measure_without_gate_features)
         info = train_gate({**recipe, "output_dir": str(tmp_path / "embedding")})
     text_info = train_gate({**recipe, "output_dir": str(tmp_path / "text"), "feature": "text"})
-    for name, feature, recorded in (("embedding", NO_TRACE_EMBEDDING, info), ("text", TEXT_EMBEDDINGS, text_info)):
+    joint_info = train_gate({**recipe, "output_dir": str(tmp_path / "joint"), "feature": "joint"})
+    fitted = (("embedding", NO_TRACE_EMBEDDING, info), ("text", TEXT_EMBEDDINGS, text_info), ("joint", JOINT_FEATURES, joint_info))  # fmt: skip
+    for name, feature, recorded in fitted:
         config = json.loads((tmp_path / name / "gate_config.json").read_text())
         assert config["feature"] == recorded["feature"] == feature and recorded["recipe"]["feature"] == name
         model = SentenceTransformer(str(tmp_path / name), trust_remote_code=True)
@@ -305,3 +307,45 @@ def test_a_copied_or_unpickled_model_still_gates_on_its_own_modules(tiny_vlm):
     with pytest.raises(ValueError, match="not inside a SentenceTransformer"):
         unpickled[0].gate_features(MIXED[:1])
     assert unpickled.gate_decisions(MIXED)[0] == expected[0]
+
+
+def test_a_joint_gate_reads_the_no_trace_embedding_and_the_words_returns_skipped_rows_and_reloads(gated, tmp_path):
+    """``feature: joint``: the no-trace embedding and the text feature, each unit length, concatenated.
+    Its score is the probe on that vector (by hand), it changes with the picture and with the words, a
+    skipped input returns its ``think=False`` vector, and save -> load keeps its decisions."""
+    from sentence_transformers import SentenceTransformer
+
+    previous = gated[0].gate
+    try:
+        gate = _median_gate(gated, MIXED, seed=8, feature=JOINT_FEATURES)
+        assert gated[0].gate_step.reads_embeddings
+        embedding = gated.gate_features(MIXED, feature=NO_TRACE_EMBEDDING)
+        text = gated.gate_features(MIXED, feature=TEXT_EMBEDDINGS)
+        unit = torch.nn.functional.normalize
+        joint = torch.cat([unit(embedding, dim=-1), unit(text, dim=-1)], dim=-1)
+        by_hand = torch.sigmoid(unit(joint, dim=-1) @ gate.linear.weight.view(-1) + gate.linear.bias)
+        think, scores = gated.gate_decisions(MIXED)
+        np.testing.assert_allclose(scores, by_hand.tolist(), atol=1e-5, rtol=0)
+        assert 0 < sum(think) < len(MIXED)
+
+        auto = gated.encode_query(MIXED, think="auto", batch_size=3, convert_to_tensor=True)
+        assert gated[0].last_gate_decisions == think
+        never = gated.encode_query(MIXED, think=False, batch_size=3, convert_to_tensor=True)
+        always = gated.encode_query(MIXED, think=True, batch_size=3, convert_to_tensor=True)
+        for row, reasons in enumerate(think):
+            torch.testing.assert_close(auto[row], (always if reasons else never)[row], atol=1e-5, rtol=0)
+
+        same_text = [{"text": "which object is red", "image": _picture(20)}, {"text": "which object is red", "image": _picture(21)}]  # fmt: skip
+        same_image = [{"text": "which object is red", "image": _picture(20)}, {"text": "count the apples", "image": _picture(20)}]  # fmt: skip
+        for pair in (same_text, same_image):
+            _, pair_scores = gated.gate_decisions(pair)
+            assert abs(pair_scores[0] - pair_scores[1]) > 1e-4
+
+        save_sentence_transformer(gated, tmp_path / "saved")
+        assert json.loads((tmp_path / "saved" / "gate_config.json").read_text())["feature"] == JOINT_FEATURES
+        loaded = SentenceTransformer(str(tmp_path / "saved"), trust_remote_code=True)
+        loaded_think, loaded_scores = loaded.gate_decisions(MIXED)
+        assert loaded_think == think
+        np.testing.assert_allclose(loaded_scores, scores, atol=1e-5, rtol=0)
+    finally:
+        gated[0].set_gate(previous)

@@ -50,7 +50,7 @@ class GateArguments:
     model_name_or_path: str = field(metadata={"help": "A saved TTE sentence-transformers model folder."})
     output_dir: str = field(metadata={"help": "Where the model with its gate goes (may equal model_name_or_path)."})
     datasets: list[dict[str, Any]] = field(default_factory=list, metadata={"help": "MMEB-train rows + query_ecr (YAML), rows the model did not train on."})  # fmt: skip
-    feature: str = field(default=DEFAULT_FEATURE, metadata={"help": "What the gate reads: embedding (the query's no-trace embedding, images included) or text (the mean input embedding of its prompt's text tokens)."})  # fmt: skip
+    feature: str = field(default=DEFAULT_FEATURE, metadata={"help": "What the gate reads: embedding (the query's no-trace embedding, images included), text (the mean input embedding of its prompt's text tokens) or joint (both)."})  # fmt: skip
     min_rank_gain: int = field(default=MIN_RANK_GAIN, metadata={"help": "Label 1 when the trace moves the gold target up this much."})  # fmt: skip
     min_margin_gain: float | None = field(default=MIN_MARGIN_GAIN, metadata={"help": "...or raises its cosine margin over the best other target this much (null: ranks only)."})  # fmt: skip
     clear_margin: float | None = field(default=CLEAR_MARGIN, metadata={"help": "...unless the query already wins by this cosine margin without its trace (null: no such limit)."})  # fmt: skip
@@ -174,7 +174,7 @@ def _measure(model, datasets: list[tuple[Any, list, list, Any]], args: GateArgum
     import torch
     from sentence_transformers.util import truncate_embeddings
 
-    from ..models.tte.gate_tte import NO_TRACE_EMBEDDING
+    from ..models.tte.gate_tte import JOINT_FEATURES, NO_TRACE_EMBEDDING, TEXT_EMBEDDINGS, joint_features
     from .gate_fit import gold_margins, gold_ranks, trace_helps
 
     features, labels, hit_with, hit_without, described = [], [], [], [], []
@@ -189,7 +189,10 @@ def _measure(model, datasets: list[tuple[Any, list, list, Any]], args: GateArgum
         with_trace = model.encode_query(traced, think=True, **encode)
         rank0, rank1 = gold_ranks(without, docs, gold), gold_ranks(with_trace, docs, gold)
         margins = (gold_margins(without, docs, gold), gold_margins(with_trace, docs, gold))
-        if feature != NO_TRACE_EMBEDDING:
+        if feature == JOINT_FEATURES:
+            text = model.gate_features(queries, batch_size=args.batch_size, feature=TEXT_EMBEDDINGS)
+            no_trace = joint_features(no_trace, text)
+        elif feature != NO_TRACE_EMBEDDING:
             no_trace = model.gate_features(queries, batch_size=args.batch_size, feature=feature)
         features.append(no_trace.float().cpu())
         hit_without.append((rank0 == 0).float().cpu())

@@ -18,6 +18,9 @@ Design (why this probe, on this feature):
   text tokens of the no-trace sequence (image/video placeholders left out; `st_gate.mean_text_embeddings`).
   A tokenizer call and a table lookup, no pass of the model; gates saved with it keep loading and
   deciding as they did.
+- **Joint feature** (`JOINT_FEATURES`, ``--feature joint``): both of the above, each unit length,
+  concatenated: what the whole input shows and how it is worded, at the no-trace embedding's cost (the
+  text part is a table lookup).
 - **Probe = one ``Linear`` + sigmoid** on that unit vector (fitted on standardised features, folded
   back into the weights): a few thousand parameters, negligible next to one decode step, trainable on
   CPU from a few hundred labelled queries.
@@ -44,8 +47,9 @@ GATE_WEIGHTS = "gate.safetensors"
 #: was fitted on, and one fitted on a feature this code does not know is refused, not misread.
 NO_TRACE_EMBEDDING = "no-trace embedding: the vector think=False returns"
 TEXT_EMBEDDINGS = "mean input embedding of the no-trace sequence's text tokens"
+JOINT_FEATURES = "no-trace embedding and mean text-token input embedding, each unit length, concatenated"
 #: ``tte-hf train-gate``'s ``feature`` option: name -> the feature a gate fitted with it reads
-GATE_FEATURES = {"embedding": NO_TRACE_EMBEDDING, "text": TEXT_EMBEDDINGS}
+GATE_FEATURES = {"embedding": NO_TRACE_EMBEDDING, "text": TEXT_EMBEDDINGS, "joint": JOINT_FEATURES}
 #: the feature of newly trained gates
 GATE_FEATURE = NO_TRACE_EMBEDDING
 #: the feature of a gate saved before features were recorded: the first release's no-trace embedding,
@@ -53,6 +57,13 @@ GATE_FEATURE = NO_TRACE_EMBEDDING
 UNRECORDED_FEATURE = "no-trace embedding"
 #: values of ``query_reasoning`` / ``document_reasoning`` / ``think``: on, off, or decided by the gate
 AUTO = "auto"
+
+
+def joint_features(embeddings: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    """`JOINT_FEATURES` from the no-trace embeddings and the text features of the same rows: each part
+    unit length, so neither outweighs the other by its scale."""
+    unit = [torch.nn.functional.normalize(part.detach().float(), dim=-1) for part in (embeddings, text)]
+    return torch.cat([part.to(unit[0].device) for part in unit], dim=-1)
 
 
 class ReasoningGate(torch.nn.Module):

@@ -25,7 +25,7 @@ from sentence_transformers.base.modules import Transformer
 
 from .configuration_tte import portable_reference, resolve_reference
 from .ecr import parse_ecr
-from .gate_tte import GATE_FEATURE, TEXT_EMBEDDINGS, check_mode
+from .gate_tte import GATE_FEATURE, JOINT_FEATURES, NO_TRACE_EMBEDDING, TEXT_EMBEDDINGS, check_mode
 from .inputs import build_messages, embedder_system_prompt, embedder_text, render_prompt
 from .reasoner_openai import OpenAIReasoner
 from .reasoner_transformers import TransformersReasoner
@@ -258,7 +258,10 @@ class TTETransformer(TTEInputsMixin, Transformer):
 
     def gate_feature_dim(self, feature: str = GATE_FEATURE) -> int:
         """Width of the gate's ``feature``: this module's output (which ST's lasttoken Pooling and Normalize
-        keep) for the no-trace embedding, the backbone's input embeddings for the text feature."""
+        keep) for the no-trace embedding, the backbone's input embeddings for the text feature, both
+        together for the joint one."""
+        if feature == JOINT_FEATURES:
+            return self.gate_feature_dim(NO_TRACE_EMBEDDING) + self.gate_feature_dim(TEXT_EMBEDDINGS)
         if feature == TEXT_EMBEDDINGS:
             return self.model.get_input_embeddings().embedding_dim
         return self.get_embedding_dimension()

@@ -14,7 +14,18 @@ from typing import Any
 
 import torch
 
-from .gate_tte import AUTO, GATE_CONFIG, GATE_FEATURE, GATE_WEIGHTS, NO_TRACE_EMBEDDING, ReasoningGate, find_gate
+from .gate_tte import (
+    AUTO,
+    GATE_CONFIG,
+    GATE_FEATURE,
+    GATE_WEIGHTS,
+    JOINT_FEATURES,
+    NO_TRACE_EMBEDDING,
+    TEXT_EMBEDDINGS,
+    ReasoningGate,
+    find_gate,
+    joint_features,
+)
 from .st_input_types import ParsedInput
 from .st_state import PerThreadState
 
@@ -65,6 +76,11 @@ class GateStep(torch.nn.Module):
         super().__init__()
         self.gate: ReasoningGate | None = None
         self.features = dict(features)
+        if NO_TRACE_EMBEDDING in self.features and TEXT_EMBEDDINGS in self.features:
+            self.features[JOINT_FEATURES] = lambda items, instruction: joint_features(
+                self.features[NO_TRACE_EMBEDDING](items, instruction),
+                self.features[TEXT_EMBEDDINGS](items, instruction),
+            )
         self.feature_dim = feature_dim
         self._results = PerThreadState()  # only its ``last_gate_*`` fields: this step's per-thread results
 
@@ -72,7 +88,14 @@ class GateStep(torch.nn.Module):
     def reads_embeddings(self) -> bool:
         """Whether the gate reads the no-trace embedding (`gate_tte.NO_TRACE_EMBEDDING`): the vectors
         a skipped row returns, so the caller computes them once and hands them to `rows` / `decide`."""
-        return self.gate is not None and self.gate.feature == NO_TRACE_EMBEDDING
+        return self.gate is not None and self.gate.feature in (NO_TRACE_EMBEDDING, JOINT_FEATURES)
+
+    def with_embeddings(self, embeddings: torch.Tensor, items: list[ParsedInput], instruction: str | None):
+        """The gate's features of ``items`` from their no-trace ``embeddings`` (and, for the joint
+        feature, their text features)."""
+        if self.gate is not None and self.gate.feature == JOINT_FEATURES:
+            return joint_features(embeddings, self.features[TEXT_EMBEDDINGS](items, instruction))
+        return embeddings
 
     def input_features(self, items: list[ParsedInput], instruction: str | None, feature: str | None = None):
         """The (n, d) ``feature`` of ``items`` (default: the gate's, else `gate_tte.GATE_FEATURE`)."""
@@ -143,11 +166,14 @@ class GateStep(torch.nn.Module):
     def decide(
         self, items: list[ParsedInput], instruction: str | None, features: torch.Tensor | None = None
     ) -> tuple[list[bool], list[float]]:
-        """The gate's (think, score) per row (of ``features``, else of ``items``' features); raises when
-        there is no gate."""
+        """The gate's (think, score) per row; raises when there is no gate. ``features``: the rows'
+        no-trace vectors where the caller has them (`with_embeddings` makes them the gate's features),
+        else the gate's features are computed from ``items``."""
         if self.gate is None:
             raise ValueError(
                 "think='auto' needs a reasoning gate and this model has none: train one with "
                 "`tte-hf train-gate --config recipes/gate/<name>.yaml`, or pass think=True/False."
             )
-        return self.gate.decide(self.input_features(items, instruction) if features is None else features)
+        if features is None:
+            return self.gate.decide(self.input_features(items, instruction))
+        return self.gate.decide(self.with_embeddings(features, items, instruction))

@@ -20,7 +20,7 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.util import truncate_embeddings
 
 from .fingerprints import image_digest, weights_state_key
-from .gate_tte import AUTO
+from .gate_tte import AUTO, JOINT_FEATURES, TEXT_EMBEDDINGS, joint_features
 from .st_state import LRUCache
 
 if TYPE_CHECKING:
@@ -122,7 +122,10 @@ class TTESentenceTransformer(SentenceTransformer):
         if step.reads_embeddings:
             plain = {**kwargs, "think": False, "truncate_dim": None, "normalize_embeddings": False}
             no_trace = self._inference(inputs, **plain)
-            think, scores = step.decide(inputs, kwargs.get("prompt"), no_trace)
+            features = no_trace
+            if step.gate.feature == JOINT_FEATURES:
+                features = joint_features(no_trace, self._batched_gate_features(inputs, kwargs, TEXT_EMBEDDINGS))
+            think, scores = step.gate.decide(features)
         else:
             think, scores = self._text_gate_decisions(inputs, kwargs)
         vectors: dict[int, torch.Tensor] = {}
@@ -139,6 +142,12 @@ class TTESentenceTransformer(SentenceTransformer):
                 vectors.update(zip(rows, skipped))
         step.remember(think, scores)
         return torch.stack([vectors[i] for i in range(len(inputs))])
+
+    def _batched_gate_features(self, inputs: list, kwargs: dict[str, Any], feature: str) -> torch.Tensor:
+        """The gate ``feature`` of ``inputs``, ``batch_size`` inputs parsed at a time."""
+        size = kwargs.get("batch_size") or 32
+        chunks = [inputs[start : start + size] for start in range(0, len(inputs), size)]
+        return torch.cat([self[0].gate_features(chunk, kwargs.get("prompt"), feature) for chunk in chunks])
 
     def _text_gate_decisions(self, inputs: list, kwargs: dict[str, Any]) -> tuple[list[bool], list[float]]:
         """The text-feature gate's (think, score) per input, ``batch_size`` inputs at a time."""

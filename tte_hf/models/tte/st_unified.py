@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from sentence_transformers.base.modules import InputModule
 
-from .gate_tte import AUTO, GATE_FEATURE, TEXT_EMBEDDINGS, check_mode
+from .gate_tte import AUTO, GATE_FEATURE, JOINT_FEATURES, NO_TRACE_EMBEDDING, TEXT_EMBEDDINGS, check_mode
 from .generation_tte import decoding_settings
 from .inputs import END_OF_TURN, build_messages, embedder_system_prompt, embedder_text, render_prompt
 from .reasoner_base import ReasoningRequest
@@ -242,7 +242,9 @@ class TTEUnifiedTransformer(TTEInputsMixin, InputModule):
 
     def gate_feature_dim(self, feature: str = GATE_FEATURE) -> int:
         """Width of the gate's ``feature``: the head's output for the no-trace embedding, the backbone's
-        input embeddings for the text feature."""
+        input embeddings for the text feature, both together for the joint one."""
+        if feature == JOINT_FEATURES:
+            return self.gate_feature_dim(NO_TRACE_EMBEDDING) + self.gate_feature_dim(TEXT_EMBEDDINGS)
         if feature == TEXT_EMBEDDINGS:
             return self.model.backbone.get_input_embeddings().embedding_dim
         return self.get_embedding_dimension()
