@@ -16,8 +16,12 @@ engineering on the gate's pass (reusing its work for the skipped queries and so 
 Beside the wall-time ratio, the same ratio of this process's CPU time (every thread): time another
 process takes from the two cores stretches wall time, not this process's CPU time.
 
+``--trace-tokens N`` makes every trace exactly N tokens long (the reasoner may not stop earlier and
+must stop there), as long as a real reasoner's ECR (a few hundred tokens) rather than the demo's 30: the
+time ratio that matters to a user. The embeddings are then meaningless; the timings are not.
+
     tte-hf demo --output tte-demo
-    python benchmarks/bench_adaptive.py --demo tte-demo [--batch 64 --repeats 3 --device cuda]
+    python benchmarks/bench_adaptive.py --demo tte-demo [--batch 64 --repeats 3 --device cuda --trace-tokens 256]
 """
 
 from __future__ import annotations
@@ -82,6 +86,19 @@ def time_modes(
     return {mode: (values, calls[mode], cpu[mode]) for mode, values in times.items()}
 
 
+def force_trace_length(module, tokens: int) -> None:
+    """Every trace of ``module``'s reasoner exactly ``tokens`` long: the unified model's own generation
+    settings, or the separate reasoner backend's (loaded here)."""
+    from tte_hf.models.tte.generation_tte import decoding_settings
+
+    if hasattr(module, "generation_settings"):  # the unified module generates itself
+        module.generation_settings, module.max_new_tokens = {"min_new_tokens": tokens}, tokens
+        return
+    backend = module.reasoner
+    backend.max_new_tokens = tokens
+    backend.generation_settings = lambda: decoding_settings(min_new_tokens=tokens)
+
+
 def ratio(times: dict, mode: str, base: str, column: int = 0) -> str:
     """The median of the rounds' ratios of ``mode`` to ``base``, and their range (``column`` 2: CPU time)."""
     ratios = [a / b for a, b in zip(times[mode][column], times[base][column])]
@@ -94,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=64, help="encode batch size (the demo evaluates with 64).")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu", help="cpu (the demo's two threads) or cuda.")
+    parser.add_argument("--trace-tokens", type=int, help="Force every trace to this many tokens (e.g. 256).")
     args = parser.parse_args(argv)
     if not (args.demo / "report.json").is_file():
         parser.error(f"{args.demo} holds no finished demo (no report.json); run `tte-hf demo --output {args.demo}`.")
@@ -109,11 +127,13 @@ def main(argv: list[str] | None = None) -> int:
     queries, riddles = mixed_queries(args.demo)
     where = f"{torch.get_num_threads()} threads" if args.device == "cpu" else args.device
     print(f"{len(queries)} queries (the demo's held-out riddles + plain queries), batch {args.batch}, "
-          f"{where}, median of {args.repeats}")  # fmt: skip
+          f"{where}, median of {args.repeats}, traces {args.trace_tokens or 'as the models write them'} tokens")  # fmt: skip
     print("| model | reasoner calls always / auto / oracle | always (s) | auto (s) | never (s) | oracle (s) | gate pass (s) | auto / always | auto / always, CPU time | oracle / always | gate pass / never | reasoned only / always |")  # fmt: skip
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name in ADAPTIVE_MODELS:
         model = SentenceTransformer(str(args.demo / "models" / name), trust_remote_code=True, device=args.device)
+        if args.trace_tokens:
+            force_trace_length(model[0], args.trace_tokens)
         timing = time_modes(model, queries, riddles, args.batch, args.repeats)
         calls = " / ".join(str(timing[m][1]) for m in ("always", "auto", ORACLE))
         seconds = " | ".join(f"{statistics.median(timing[m][0]):.2f}" for m in (*MODES, ORACLE, GATE))

@@ -1,0 +1,126 @@
+"""The reasoning gate against its baselines on the demo's two kinds of task, per gate feature: the mixed
+set (riddles and plain queries, told apart by their words) and the picture task (one text for every
+query; only the picture says whether a trace helps). For each finished demo folder made with
+``tte-hf demo --settings pictures``, each adaptive model's gate is refitted with each feature on the
+demo's own recorded recipe (as `bench_gate_feature.py` does), its decisions on the held-out queries are
+combined with the demo's per-query Hit@1 without and with the trace (``eval/<model>-never*``,
+``eval/<model>-always*``: a skipped query's vector is its ``think=False`` one, a reasoned one its
+``think=True`` one), and ``auto`` is compared with ``never``, ``always``, a random gate at the same
+reasoner calls (its expected Hit@1) and the best fixed choice per task within the same calls.
+
+    python benchmarks/bench_gate_tasks.py /tmp/gates/seed-3 /tmp/gates/seed-4 [--features embedding text joint]
+
+Refits run on copies under ``--scratch``; the demo folders are only read. One thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from bench_gate_feature import MODELS, copy_demo, held_out_queries, recipe_for
+
+#: task -> the test files (name, file, the evaluation's task name) it is made of
+TASKS = {
+    "mixed": (("riddles", "test.jsonl", "held-out-compositions"), ("plain", "test_plain.jsonl", "held-out-plain")),
+    "pictures": (("pictures", "test_picture.jsonl", "held-out-pictures"),),
+}
+
+
+def per_query_hits(demo: Path, model: str, mode: str, task: str, eval_task: str) -> dict[str, float]:
+    """Hit@1 per query id of the demo's ``mode`` evaluation of ``model`` (``never``, ``always``)."""
+    folder = demo / "eval" / (f"{model}-{mode}" + ("-pictures" if task == "pictures" else ""))
+    lines = (folder / "tasks" / eval_task / "per_query.jsonl").read_text().splitlines()
+    return {row["id"].split("/", 1)[1]: row["hit@1"] for row in map(json.loads, lines)}
+
+
+def decisions(folder: Path, demo: Path, file: str) -> list[bool]:
+    """The gate of the model in ``folder`` on the queries of ``file``, in file order."""
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(folder), trust_remote_code=True, device="cpu")
+    task = json.loads((folder / "gate_config.json").read_text())["info"]["recipe"]["datasets"][0].get("task")
+    return model.gate_decisions(held_out_queries(demo, file, task), batch_size=64)[0]
+
+
+def task_rows(demo: Path, gate_folder: Path, model: str, task: str) -> list[tuple[bool, float, float]]:
+    """Per query of ``task``: (the gate reasons, Hit@1 without the trace, Hit@1 with it)."""
+    rows = []
+    for _, file, eval_task in TASKS[task]:
+        ids = [json.loads(line)["id"] for line in (demo / "data" / file).read_text().splitlines()]
+        never, always = (per_query_hits(demo, model, mode, task, eval_task) for mode in ("never", "always"))
+        rows += [(think, never[i], always[i]) for think, i in zip(decisions(gate_folder, demo, file), ids)]
+    return rows
+
+
+def compare(rows: dict[str, list[tuple[bool, float, float]]]) -> dict[str, dict[str, float]]:
+    """Per task and over both: Hit@1 (points) of never, always, auto and the random gate at auto's calls,
+    auto's calls, and the best fixed choice per task within auto's total calls."""
+    out = {}
+    for task, task_rows_ in rows.items():
+        n = len(task_rows_)
+        never = 100 * sum(r[1] for r in task_rows_) / n
+        always = 100 * sum(r[2] for r in task_rows_) / n
+        calls = sum(r[0] for r in task_rows_)
+        auto = 100 * sum(r[2] if r[0] else r[1] for r in task_rows_) / n
+        out[task] = {"queries": n, "never": never, "always": always, "auto": auto, "calls": calls,
+                     "skipped": 100 * (1 - calls / n), "random": never + calls / n * (always - never)}  # fmt: skip
+    total = sum(t["queries"] for t in out.values())
+    calls = sum(t["calls"] for t in out.values())
+    fixed = []
+    for choice in range(2 ** len(out)):  # each task always (bit set) or never
+        picks = [(t, bool(choice >> k & 1)) for k, t in enumerate(out.values())]
+        if sum(t["queries"] for t, reasons in picks if reasons) <= calls:
+            fixed.append(sum(t["queries"] * (t["always"] if reasons else t["never"]) for t, reasons in picks) / total)
+    auto = sum(t["queries"] * t["auto"] for t in out.values()) / total
+    random_ = sum(t["queries"] * t["random"] for t in out.values()) / total
+    out["both"] = {"queries": total, "auto": auto, "calls": calls, "random": random_, "best_fixed": max(fixed)}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("demos", type=Path, nargs="+", help="Finished `tte-hf demo --settings pictures` folders.")
+    parser.add_argument("--scratch", type=Path, default=Path("/tmp/bench-gate-tasks"))
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--features", nargs="+", default=["embedding", "text", "joint"])
+    parser.add_argument("--json", type=Path, help="Also write every figure here.")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from tte_hf.training.train_gate import train_gate
+
+    torch.set_num_threads(1)
+    results = []
+    for source in args.demos:
+        scratch = args.scratch / source.name
+        demo = copy_demo(source, scratch, args.models)
+        for model in args.models:
+            for feature in args.features:
+                output = scratch / "gates" / f"{model}-{feature}"
+                train_gate(recipe_for(demo, model, feature, output))
+                rows = {task: task_rows(demo, output, model, task) for task in TASKS}
+                results.append({"demo": source.name, "model": model, "feature": feature, **compare(rows)})
+    print_table(results)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+def print_table(results: list[dict]) -> None:
+    header = ("demo", "model", "feature", "pictures never/always/auto/random (calls of n)",
+              "mixed never/always/auto (calls of n)", "both auto/random/best fixed (calls)")  # fmt: skip
+    print("| " + " | ".join(header) + " |\n|" + " --- |" * len(header))
+    for r in results:
+        p, m, b = r["pictures"], r["mixed"], r["both"]
+        print(f"| {r['demo']} | {r['model']} | {r['feature']} "
+              f"| {p['never']:.1f} / {p['always']:.1f} / {p['auto']:.1f} / {p['random']:.1f} ({p['calls']} of {p['queries']}) "
+              f"| {m['never']:.1f} / {m['always']:.1f} / {m['auto']:.1f} ({m['calls']} of {m['queries']}) "
+              f"| {b['auto']:.1f} / {b['random']:.1f} / {b['best_fixed']:.1f} ({b['calls']}) |")  # fmt: skip
+
+
+if __name__ == "__main__":
+    sys.exit(main())
