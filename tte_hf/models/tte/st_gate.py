@@ -8,6 +8,7 @@ Self-contained (stdlib, torch and sibling files): shipped next to the weights fo
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -62,6 +63,11 @@ def mean_text_embeddings(
     return torch.stack(rows)
 
 
+def _joint_of(embeddings: GateFeatures, text: GateFeatures, items: list[ParsedInput], instruction: str | None):
+    """`gate_tte.joint_features` of ``items`` from the two feature functions."""
+    return joint_features(embeddings(items, instruction), text(items, instruction))
+
+
 class GateStep(torch.nn.Module):
     """The ``think="auto"`` step of a TTE module: which rows reason, from the reasoning gate's decisions.
 
@@ -77,10 +83,8 @@ class GateStep(torch.nn.Module):
         self.gate: ReasoningGate | None = None
         self.features = dict(features)
         if NO_TRACE_EMBEDDING in self.features and TEXT_EMBEDDINGS in self.features:
-            self.features[JOINT_FEATURES] = lambda items, instruction: joint_features(
-                self.features[NO_TRACE_EMBEDDING](items, instruction),
-                self.features[TEXT_EMBEDDINGS](items, instruction),
-            )
+            parts = (self.features[NO_TRACE_EMBEDDING], self.features[TEXT_EMBEDDINGS])
+            self.features[JOINT_FEATURES] = functools.partial(_joint_of, *parts)  # picklable, unlike a lambda
         self.feature_dim = feature_dim
         self._results = PerThreadState()  # only its ``last_gate_*`` fields: this step's per-thread results
 
