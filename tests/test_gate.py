@@ -426,8 +426,13 @@ def test_export_ships_the_gate_sets_auto_and_says_how_it_was_trained(tiny_vlm, t
             "hit_at_1_always": 0.8,
             "hit_at_1_never": 0.5,
         },  # fmt: skip
+        "curve": [  # out-of-fold trade-off, every call share from 100% to 0%
+            {"threshold": t / 10 - 0.05, "call_share": 1 - t / 10, "hit_at_1": 0.8 - 0.03 * t, "lost_share": t / 10}
+            for t in range(11)
+        ],
     }
     gate.save(str(tmp_path / "gated"))
+    (tmp_path / "gated" / "gate_tradeoff.png").write_bytes(b"\x89PNG plot")
     with pytest.raises(ExportError, match="has no gate_config.json"):
         export_model(checkpoint, tmp_path / "bad", processor=tiny_vlm, gate=tmp_path)
     repo = export_model(checkpoint, tmp_path / "repo", processor=tiny_vlm, gate=tmp_path / "gated")
@@ -436,6 +441,8 @@ def test_export_ships_the_gate_sets_auto_and_says_how_it_was_trained(tiny_vlm, t
     assert "Reasoning on queries: **auto (gated)**" in card
     assert "skips **60.0%** of reasoner calls" in card and "shapes: 40" in card
     assert "probe on the query's no-trace embedding, images included" in card  # the gate's recorded feature
+    assert "| 100% | 0.800 | 0% |" in card and "| 40% | 0.620 | 60% |" in card and "| 0% | 0.500 | 100% |" in card
+    assert (repo / "gate_tradeoff.png").read_bytes() == b"\x89PNG plot"  # the plot ships with the gate
     model = SentenceTransformer(str(repo), trust_remote_code=True)
     torch.testing.assert_close(model[0].gate.linear.weight, gate.linear.weight, atol=0, rtol=0)
     # a repo folder that holds a gate passes it on by itself
