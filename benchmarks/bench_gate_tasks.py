@@ -36,23 +36,36 @@ def per_query_hits(demo: Path, model: str, mode: str, task: str, eval_task: str)
     return {row["id"].split("/", 1)[1]: row["hit@1"] for row in map(json.loads, lines)}
 
 
-def decisions(folder: Path, demo: Path, file: str) -> list[bool]:
-    """The gate of the model in ``folder`` on the queries of ``file``, in file order."""
+def gate_scores(model, folder: Path, demo: Path, file: str) -> list[float]:
+    """The gate's scores of the model in ``folder`` on the queries of ``file``, in file order."""
+    task = json.loads((folder / "gate_config.json").read_text())["info"]["recipe"]["datasets"][0].get("task")
+    return model.gate_decisions(held_out_queries(demo, file, task), batch_size=64)[1]
+
+
+def scored_rows(demo: Path, gate_folder: Path, model_name: str) -> dict[str, list[tuple[float, float, float]]]:
+    """Per task, per query: (the gate's score, Hit@1 without the trace, Hit@1 with it)."""
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(str(folder), trust_remote_code=True, device="cpu")
-    task = json.loads((folder / "gate_config.json").read_text())["info"]["recipe"]["datasets"][0].get("task")
-    return model.gate_decisions(held_out_queries(demo, file, task), batch_size=64)[0]
-
-
-def task_rows(demo: Path, gate_folder: Path, model: str, task: str) -> list[tuple[bool, float, float]]:
-    """Per query of ``task``: (the gate reasons, Hit@1 without the trace, Hit@1 with it)."""
-    rows = []
-    for _, file, eval_task in TASKS[task]:
-        ids = [json.loads(line)["id"] for line in (demo / "data" / file).read_text().splitlines()]
-        never, always = (per_query_hits(demo, model, mode, task, eval_task) for mode in ("never", "always"))
-        rows += [(think, never[i], always[i]) for think, i in zip(decisions(gate_folder, demo, file), ids)]
+    model = SentenceTransformer(str(gate_folder), trust_remote_code=True, device="cpu")
+    rows: dict[str, list] = {}
+    for task, files in TASKS.items():
+        rows[task] = []
+        for _, file, eval_task in files:
+            ids = [json.loads(line)["id"] for line in (demo / "data" / file).read_text().splitlines()]
+            never, always = (per_query_hits(demo, model_name, mode, task, eval_task) for mode in ("never", "always"))
+            scores = gate_scores(model, gate_folder, demo, file)
+            rows[task] += [(score, never[i], always[i]) for score, i in zip(scores, ids)]
     return rows
+
+
+def thresholds(info: dict, saved: float, budgets: list[float]) -> dict[float, float]:
+    """Per budget (``max_lost_share``), the threshold the out-of-fold curve gives it; the recipe's own
+    budget keeps the gate's saved threshold (the curve in ``gate_config.json`` is thinned)."""
+    from tte_hf.training.gate_fit import CurvePoint, choose_threshold
+
+    curve = [CurvePoint(**point) for point in info["curve"]]
+    own = info["recipe"]["max_lost_share"]
+    return {b: saved if b == own else choose_threshold(curve, b).threshold for b in budgets}
 
 
 def compare(rows: dict[str, list[tuple[bool, float, float]]]) -> dict[str, dict[str, float]]:
@@ -86,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scratch", type=Path, default=Path("/tmp/bench-gate-tasks"))
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--features", nargs="+", default=["embedding", "text", "joint"])
+    parser.add_argument("--budgets", nargs="+", type=float, help="max_lost_share values (default: the recipe's).")
     parser.add_argument("--json", type=Path, help="Also write every figure here.")
     args = parser.parse_args(argv)
 
@@ -101,9 +115,12 @@ def main(argv: list[str] | None = None) -> int:
         for model in args.models:
             for feature in args.features:
                 output = scratch / "gates" / f"{model}-{feature}"
-                train_gate(recipe_for(demo, model, feature, output))
-                rows = {task: task_rows(demo, output, model, task) for task in TASKS}
-                results.append({"demo": source.name, "model": model, "feature": feature, **compare(rows)})
+                info = train_gate(recipe_for(demo, model, feature, output))
+                saved = json.loads((output / "gate_config.json").read_text())["threshold"]
+                scored = scored_rows(demo, output, model)
+                for budget, cut in thresholds(info, saved, args.budgets or [info["recipe"]["max_lost_share"]]).items():
+                    rows = {task: [(s >= cut, never, always) for s, never, always in r] for task, r in scored.items()}
+                    results.append({"demo": source.name, "model": model, "feature": feature, "budget": budget, **compare(rows)})  # fmt: skip
     print_table(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
@@ -111,12 +128,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def print_table(results: list[dict]) -> None:
-    header = ("demo", "model", "feature", "pictures never/always/auto/random (calls of n)",
+    header = ("demo", "model", "feature", "budget", "pictures never/always/auto/random (calls of n)",
               "mixed never/always/auto (calls of n)", "both auto/random/best fixed (calls)")  # fmt: skip
     print("| " + " | ".join(header) + " |\n|" + " --- |" * len(header))
     for r in results:
         p, m, b = r["pictures"], r["mixed"], r["both"]
-        print(f"| {r['demo']} | {r['model']} | {r['feature']} "
+        print(f"| {r['demo']} | {r['model']} | {r['feature']} | {r['budget']} "
               f"| {p['never']:.1f} / {p['always']:.1f} / {p['auto']:.1f} / {p['random']:.1f} ({p['calls']} of {p['queries']}) "
               f"| {m['never']:.1f} / {m['always']:.1f} / {m['auto']:.1f} ({m['calls']} of {m['queries']}) "
               f"| {b['auto']:.1f} / {b['random']:.1f} / {b['best_fixed']:.1f} ({b['calls']}) |")  # fmt: skip
