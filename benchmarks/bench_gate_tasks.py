@@ -58,14 +58,25 @@ def scored_rows(demo: Path, gate_folder: Path, model_name: str) -> dict[str, lis
     return rows
 
 
-def thresholds(info: dict, saved: float, budgets: list[float]) -> dict[float, float]:
-    """Per budget (``max_lost_share``), the threshold the out-of-fold curve gives it; the recipe's own
-    budget keeps the gate's saved threshold (the curve in ``gate_config.json`` is thinned)."""
+def thresholds(info: dict, saved: float, budgets: list[str]) -> dict[str, float]:
+    """Per budget, the threshold the out-of-fold curve gives it: ``lost:X`` (train-gate's
+    ``max_lost_share``: at most a share X of the trace-only hits lost) or ``drop:X`` (out-of-fold Hit@1
+    at most X below always-mode's, net of the hits skipping wins back); the fewest calls within it. The
+    recipe's own budget keeps the gate's saved threshold (the curve in ``gate_config.json`` is thinned)."""
     from tte_hf.training.gate_fit import CurvePoint, choose_threshold
 
     curve = [CurvePoint(**point) for point in info["curve"]]
-    own = info["recipe"]["max_lost_share"]
-    return {b: saved if b == own else choose_threshold(curve, b).threshold for b in budgets}
+    out = {}
+    for budget in budgets:
+        kind, value = budget.split(":")
+        if kind == "lost" and float(value) == info["recipe"]["max_lost_share"]:
+            out[budget] = saved
+        elif kind == "lost":
+            out[budget] = choose_threshold(curve, float(value)).threshold
+        else:
+            allowed = [p for p in curve if p.hit_at_1 >= curve[0].hit_at_1 - float(value) - 1e-9]
+            out[budget] = min(allowed, key=lambda p: (p.call_share, -p.hit_at_1)).threshold
+    return out
 
 
 def compare(rows: dict[str, list[tuple[bool, float, float]]]) -> dict[str, dict[str, float]]:
@@ -99,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scratch", type=Path, default=Path("/tmp/bench-gate-tasks"))
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--features", nargs="+", default=["embedding", "text", "joint"])
-    parser.add_argument("--budgets", nargs="+", type=float, help="max_lost_share values (default: the recipe's).")
+    parser.add_argument("--budgets", nargs="+", help="lost:X (max_lost_share) or drop:X (net Hit@1 drop); default: the recipe's.")  # fmt: skip
     parser.add_argument("--json", type=Path, help="Also write every figure here.")
     args = parser.parse_args(argv)
 
@@ -118,7 +129,9 @@ def main(argv: list[str] | None = None) -> int:
                 info = train_gate(recipe_for(demo, model, feature, output))
                 saved = json.loads((output / "gate_config.json").read_text())["threshold"]
                 scored = scored_rows(demo, output, model)
-                for budget, cut in thresholds(info, saved, args.budgets or [info["recipe"]["max_lost_share"]]).items():
+                for budget, cut in thresholds(
+                    info, saved, args.budgets or [f"lost:{info['recipe']['max_lost_share']}"]
+                ).items():
                     rows = {task: [(s >= cut, never, always) for s, never, always in r] for task, r in scored.items()}
                     results.append({"demo": source.name, "model": model, "feature": feature, "budget": budget, **compare(rows)})  # fmt: skip
     print_table(results)
