@@ -42,8 +42,9 @@ def gate_scores(model, folder: Path, demo: Path, file: str) -> list[float]:
     return model.gate_decisions(held_out_queries(demo, file, task), batch_size=64)[1]
 
 
-def scored_rows(demo: Path, gate_folder: Path, model_name: str) -> dict[str, list[tuple[float, float, float]]]:
-    """Per task, per query: (the gate's score, Hit@1 without the trace, Hit@1 with it)."""
+def scored_rows(demo: Path, source: Path, gate_folder: Path, model_name: str) -> dict[str, list[tuple[float, float, float]]]:  # fmt: skip
+    """Per task, per query: (the gate's score, Hit@1 without the trace, Hit@1 with it); the hits from
+    ``source``'s evaluations, the queries from ``demo`` (its copy)."""
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(str(gate_folder), trust_remote_code=True, device="cpu")
@@ -52,7 +53,7 @@ def scored_rows(demo: Path, gate_folder: Path, model_name: str) -> dict[str, lis
         rows[task] = []
         for _, file, eval_task in files:
             ids = [json.loads(line)["id"] for line in (demo / "data" / file).read_text().splitlines()]
-            never, always = (per_query_hits(demo, model_name, mode, task, eval_task) for mode in ("never", "always"))
+            never, always = (per_query_hits(source, model_name, mode, task, eval_task) for mode in ("never", "always"))
             scores = gate_scores(model, gate_folder, demo, file)
             rows[task] += [(score, never[i], always[i]) for score, i in zip(scores, ids)]
     return rows
@@ -126,9 +127,13 @@ def main(argv: list[str] | None = None) -> int:
         for model in args.models:
             for feature in args.features:
                 output = scratch / "gates" / f"{model}-{feature}"
-                info = train_gate(recipe_for(demo, model, feature, output))
-                saved = json.loads((output / "gate_config.json").read_text())["threshold"]
-                scored = scored_rows(demo, output, model)
+                recipe = recipe_for(demo, model, feature, output)
+                config = output / "gate_config.json"
+                if not (config.is_file() and json.loads(config.read_text())["info"]["recipe"]["feature"] == feature):
+                    train_gate(recipe)  # else: fitted by an earlier run of this script into the same scratch
+                info = json.loads(config.read_text())["info"]
+                saved = json.loads(config.read_text())["threshold"]
+                scored = scored_rows(demo, source, output, model)
                 for budget, cut in thresholds(
                     info, saved, args.budgets or [f"lost:{info['recipe']['max_lost_share']}"]
                 ).items():
