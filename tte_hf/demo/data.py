@@ -285,7 +285,7 @@ def write_benchmark(
             rows = []
             for scenes, stream in ((splits.get(split, []), rng), (pictures.get(split, []), picture_rng)):
                 for scene in scenes:
-                    rows.append(_write_scene(scene, split, fmt, output_dir, stream, scenes_file, num_candidates))
+                    rows.append(_write_scene(scene, split, fmt, output_dir, stream, scenes_file, num_candidates, train_pairs + dev_pairs))  # fmt: skip
             if rows:
                 paths[split] = output_dir / name
                 with open(paths[split], "w") as f:
@@ -293,7 +293,7 @@ def write_benchmark(
     return paths
 
 
-def _write_scene(scene: Scene, split: str, fmt: str, output_dir: Path, rng: random.Random, scenes_file, num_candidates: int) -> dict:  # fmt: skip
+def _write_scene(scene: Scene, split: str, fmt: str, output_dir: Path, rng: random.Random, scenes_file, num_candidates: int, negative_pairs: list) -> dict:  # fmt: skip
     """Render ``scene``'s picture, record it in ``scenes.jsonl`` and return its row in ``fmt``."""
     image_path = f"images/{scene.id}.png"
     render_shape(scene.colour, scene.shape, rng, background=scene.background).save(output_dir / image_path)
@@ -303,6 +303,5 @@ def _write_scene(scene: Scene, split: str, fmt: str, output_dir: Path, rng: rand
         return _eval_row(scene, image_path, picture_candidates(scene) if picture else candidates_for(scene, rng, num_candidates))  # fmt: skip
     if split != "dev":
         return _train_row(scene, image_path)
-    train_pairs, dev_pairs, _ = split_compositions()
-    negative = f"a {scene.background or LOOKALIKE[scene.colour]} {PICTURE_OBJECT}" if picture else hard_negative(scene, train_pairs + dev_pairs, rng)  # fmt: skip
+    negative = f"a {scene.background or LOOKALIKE[scene.colour]} {PICTURE_OBJECT}" if picture else hard_negative(scene, negative_pairs, rng)  # fmt: skip
     return _train_row(scene, image_path, negative)
