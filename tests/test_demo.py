@@ -484,6 +484,7 @@ def test_the_unified_head_trains_with_the_settings_schedule_and_keeps_its_last_e
     Demo(tmp_path / "b", DemoSettings.load(head_lr_schedule="constant")).train_unified()
     assert recipes[1]["lr_scheduler_type"] == "constant"
 
+
 def test_picture_task_rows_share_one_text_and_only_the_picture_says_whether_a_trace_helps(tmp_path):
     """The picture task: every query has the same instruction and text; half are camouflaged (the shape
     on its look-alike colour), half clear; only clear ones are trace-optional; the teacher names the
