@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("demo", type=Path, help="A finished demo folder (models/, data/, ecr/).")
     parser.add_argument("--scratch", type=Path, default=Path("/tmp/wt-gate-scratch"))
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
-    parser.add_argument("--features", nargs="+", default=["embedding", "text"], choices=["embedding", "text"])
+    parser.add_argument("--features", nargs="+", default=["embedding", "text"], choices=["embedding", "text", "joint"])
     args = parser.parse_args(argv)
 
     import torch
