@@ -1,8 +1,8 @@
 """The reasoning gate against its baselines on the demo's two kinds of task, per gate feature: the mixed
 set (riddles and plain queries, told apart by their words) and the picture task (one text for every
-query; only the picture says whether a trace helps). For each finished demo folder made with
-``tte-hf demo --settings pictures``, each adaptive model's gate is refitted with each feature on the
-demo's own recorded recipe (as `bench_gate_feature.py` does), its decisions on the held-out queries are
+query; only the picture says whether a trace helps). For each finished demo folder (made with
+``tte-hf demo --settings pictures`` for the picture task; a default demo has only the mixed set), each
+adaptive model's gate is refitted with each feature on the demo's own recorded recipe (as `bench_gate_feature.py` does), its decisions on the held-out queries are
 combined with the demo's per-query Hit@1 without and with the trace (``eval/<model>-never*``,
 ``eval/<model>-always*``: a skipped query's vector is its ``think=False`` one, a reasoned one its
 ``think=True`` one), and ``auto`` is compared with ``never``, ``always``, a random gate at the same
@@ -50,6 +50,8 @@ def scored_rows(demo: Path, source: Path, gate_folder: Path, model_name: str) ->
     model = SentenceTransformer(str(gate_folder), trust_remote_code=True, device="cpu")
     rows: dict[str, list] = {}
     for task, files in TASKS.items():
+        if not all((demo / "data" / file).is_file() for _, file, _ in files):
+            continue  # a default demo has no picture task
         rows[task] = []
         for _, file, eval_task in files:
             ids = [json.loads(line)["id"] for line in (demo / "data" / file).read_text().splitlines()]
@@ -150,9 +152,9 @@ def print_table(results: list[dict]) -> None:
               "mixed never/always/auto (calls of n)", "both auto/random/best fixed (calls)")  # fmt: skip
     print("| " + " | ".join(header) + " |\n|" + " --- |" * len(header))
     for r in results:
-        p, m, b = r["pictures"], r["mixed"], r["both"]
-        print(f"| {r['demo']} | {r['model']} | {r['feature']} | {r['budget']} "
-              f"| {p['never']:.1f} / {p['always']:.1f} / {p['auto']:.1f} / {p['random']:.1f} ({p['calls']} of {p['queries']}) "
+        p, m, b = r.get("pictures"), r["mixed"], r["both"]
+        pictures = f"{p['never']:.1f} / {p['always']:.1f} / {p['auto']:.1f} / {p['random']:.1f} ({p['calls']} of {p['queries']})" if p else "–"  # fmt: skip
+        print(f"| {r['demo']} | {r['model']} | {r['feature']} | {r['budget']} | {pictures} "
               f"| {m['never']:.1f} / {m['always']:.1f} / {m['auto']:.1f} ({m['calls']} of {m['queries']}) "
               f"| {b['auto']:.1f} / {b['random']:.1f} / {b['best_fixed']:.1f} ({b['calls']}) |")  # fmt: skip
 

@@ -17,7 +17,7 @@ import torch
 from hub_helpers import populate_hf_cache
 from test_sentence_transformer import _save_unified
 
-from tte_hf.models.tte.gate_tte import GATE_FEATURE, TEXT_EMBEDDINGS, ReasoningGate
+from tte_hf.models.tte.gate_tte import GATE_FEATURE, NO_TRACE_EMBEDDING, TEXT_EMBEDDINGS, ReasoningGate
 from tte_hf.sentence_transformers import build_sentence_transformer, save_sentence_transformer
 
 INSTRUCTION = "Find the picture that answers the question."
@@ -675,7 +675,7 @@ def test_a_gate_fitted_on_other_features_is_refused(embedder_model, tmp_path):
     with pytest.raises(ValueError, match="reads 65-d features; this model's .mean input embedding.* is 64-d"):
         module.set_gate(ReasoningGate(module.gate_feature_dim(TEXT_EMBEDDINGS) + 1, feature=TEXT_EMBEDDINGS))
     with pytest.raises(ValueError, match="reads 65-d features; this model's .no-trace embedding.* is 64-d"):
-        module.set_gate(ReasoningGate(module.gate_feature_dim() + 1))
+        module.set_gate(ReasoningGate(module.gate_feature_dim(NO_TRACE_EMBEDDING) + 1, feature=NO_TRACE_EMBEDDING))
 
 
 def test_the_probe_finds_a_signal_small_next_to_what_all_inputs_share():

@@ -3,24 +3,23 @@ reasoner's trace is worth its cost.
 
 Design (why this probe, on this feature):
 
-- **Feature = the input's no-trace embedding** (`NO_TRACE_EMBEDDING`): exactly the vector ``think=False``
-  returns for it, L2-normalised by the probe. It is computed from the whole input, the image included,
-  and from a pass the model makes anyway: under ``think="auto"`` the no-trace vectors of a call are
-  computed once, the gate scores them, a skipped input returns its vector as is, and only a reasoned
-  one goes on to reason and embed as under ``think=True``. So a skipped input costs what ``think=False``
-  costs, and a reasoned one one pass more than ``think=True`` (its no-trace pass, whose vector it then
-  does not return), whatever the input holds. The text feature below never sees the picture: on data with
-  one instruction per task and the content in the image (MMEB's image tasks) it can only switch
-  reasoning per task. The price: a contrastive embedder is trained to forget how a query is phrased (a
-  riddle and a plain query with the same answer embed alike), so where the wording alone says whether a
-  trace helps, the text feature separates better; ``tte-hf train-gate --feature text`` fits on it.
-- **Text feature** (`TEXT_EMBEDDINGS`, the default before): the mean of the input embeddings of the
-  text tokens of the no-trace sequence (image/video placeholders left out; `st_gate.mean_text_embeddings`).
-  A tokenizer call and a table lookup, no pass of the model; gates saved with it keep loading and
-  deciding as they did.
-- **Joint feature** (`JOINT_FEATURES`, ``--feature joint``): both of the above, each unit length,
-  concatenated: what the whole input shows and how it is worded, at the no-trace embedding's cost (the
-  text part is a table lookup).
+- **Feature = the joint feature** (`JOINT_FEATURES`, the default): the input's no-trace embedding and
+  the mean input embedding of its words, each unit length, concatenated.
+  - The **no-trace embedding** (`NO_TRACE_EMBEDDING`, ``--feature embedding``) is exactly the vector
+    ``think=False`` returns, so it sees the whole input, the image included, and comes from a pass the
+    model makes anyway: under ``think="auto"`` a call's no-trace vectors are computed once, the gate
+    scores them, a skipped input returns its vector as is, and only a reasoned one goes on as under
+    ``think=True``. A skipped input costs what ``think=False`` costs, a reasoned one one pass more than
+    ``think=True``. Alone it skips few inputs that need no trace: a contrastive embedder is trained to
+    embed a query by its answer, not by how it is asked (a riddle and a plain query with the same
+    answer embed alike).
+  - The **words** (`TEXT_EMBEDDINGS`, ``--feature text``, the first release's feature): the mean input
+    embedding of the no-trace sequence's text tokens (`st_gate.mean_text_embeddings`), a tokenizer
+    call and a table lookup. Alone it never sees the picture: on data with one instruction per task
+    and the content in the image (MMEB's image tasks) it can only switch reasoning per task.
+  - Together they skipped more inputs at the same loss than either part on the demo's seeds 0-2
+    (benchmarks/RESULTS.md), at the no-trace embedding's cost. Gates saved with either part alone keep
+    loading and deciding as they did.
 - **Probe = one ``Linear`` + sigmoid** on that unit vector (fitted on standardised features, folded
   back into the weights): a few thousand parameters, negligible next to one decode step, trainable on
   CPU from a few hundred labelled queries.
@@ -50,8 +49,8 @@ TEXT_EMBEDDINGS = "mean input embedding of the no-trace sequence's text tokens"
 JOINT_FEATURES = "no-trace embedding and mean text-token input embedding, each unit length, concatenated"
 #: ``tte-hf train-gate``'s ``feature`` option: name -> the feature a gate fitted with it reads
 GATE_FEATURES = {"embedding": NO_TRACE_EMBEDDING, "text": TEXT_EMBEDDINGS, "joint": JOINT_FEATURES}
-#: the feature of newly trained gates
-GATE_FEATURE = NO_TRACE_EMBEDDING
+#: the feature of newly trained gates (``tte-hf train-gate``'s default)
+GATE_FEATURE = JOINT_FEATURES
 #: the feature of a gate saved before features were recorded: the first release's no-trace embedding,
 #: fitted under other rules, so it stays unknown (refused with a retrain message)
 UNRECORDED_FEATURE = "no-trace embedding"
