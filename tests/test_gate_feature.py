@@ -13,7 +13,7 @@ import test_gate
 import torch
 from test_gate import INSTRUCTION, QUERIES, _median_gate
 
-from tte_hf.models.tte.gate_tte import JOINT_FEATURES, NO_TRACE_EMBEDDING, TEXT_EMBEDDINGS, ReasoningGate
+from tte_hf.models.tte.gate_tte import GATE_FEATURE, JOINT_FEATURES, NO_TRACE_EMBEDDING, TEXT_EMBEDDINGS, ReasoningGate
 from tte_hf.sentence_transformers import build_sentence_transformer, save_sentence_transformer
 
 # the gate tests' tiny models (module-scoped: this file gets its own) and ``gated``, each of them in turn
@@ -227,7 +227,7 @@ def test_a_text_feature_gate_still_loads_and_decides_and_an_unknown_feature_is_r
 def test_save_and_load_keep_the_no_trace_embedding_gate_and_its_decisions(gated, tmp_path):
     from sentence_transformers import SentenceTransformer
 
-    gate = _median_gate(gated, MIXED, seed=7)
+    gate = _median_gate(gated, MIXED, seed=7, feature=NO_TRACE_EMBEDDING)
     save_sentence_transformer(gated, tmp_path / "saved")
     config = json.loads((tmp_path / "saved" / "gate_config.json").read_text())
     assert config["feature"] == NO_TRACE_EMBEDDING and config["dim"] == gated[0].get_embedding_dimension()
@@ -242,9 +242,10 @@ def test_save_and_load_keep_the_no_trace_embedding_gate_and_its_decisions(gated,
 
 
 def test_train_gate_fits_the_feature_it_is_asked_for_and_reuses_the_no_trace_vectors(tiny_vlm, tmp_path, monkeypatch):
-    """``feature: embedding`` (default) fits on the no-trace vectors the labelling computed, without another
-    pass (``gate_features`` is never called); ``feature: text`` on the text feature, ``joint`` on both. Each is recorded; an
-    unknown one is refused before anything is written; a source gate with an unknown feature is replaced."""
+    """``feature: embedding`` fits on the no-trace vectors the labelling computed, without another pass
+    (``gate_features`` is never called); ``feature: text`` on the text feature, ``joint`` (the default) on
+    both. Each is recorded; an unknown one is refused before anything is written; a source gate with an
+    unknown feature is replaced."""
     from sentence_transformers import SentenceTransformer
 
     from tte_hf.training import train_gate as train_gate_module
@@ -272,9 +273,9 @@ def test_train_gate_fits_the_feature_it_is_asked_for_and_reuses_the_no_trace_vec
 
     with monkeypatch.context() as patch:
         patch.setattr(train_gate_module, "_measure", measure_without_gate_features)
-        info = train_gate({**recipe, "output_dir": str(tmp_path / "embedding")})
+        info = train_gate({**recipe, "output_dir": str(tmp_path / "embedding"), "feature": "embedding"})
     text_info = train_gate({**recipe, "output_dir": str(tmp_path / "text"), "feature": "text"})
-    joint_info = train_gate({**recipe, "output_dir": str(tmp_path / "joint"), "feature": "joint"})
+    joint_info = train_gate({**recipe, "output_dir": str(tmp_path / "joint")})  # the default
     fitted = (("embedding", NO_TRACE_EMBEDDING, info), ("text", TEXT_EMBEDDINGS, text_info), ("joint", JOINT_FEATURES, joint_info))  # fmt: skip
     for name, feature, recorded in fitted:
         config = json.loads((tmp_path / name / "gate_config.json").read_text())
@@ -286,7 +287,7 @@ def test_train_gate_fits_the_feature_it_is_asked_for_and_reuses_the_no_trace_vec
 
 def test_reasoning_gate_refuses_features_of_the_wrong_width():
     gate = ReasoningGate(4)
-    assert gate.feature == NO_TRACE_EMBEDDING
+    assert gate.feature == GATE_FEATURE == JOINT_FEATURES  # train-gate's default feature
     with pytest.raises(ValueError, match=r"the gate takes \(n, 4\) features, got shape \(2, 5\)"):
         gate.score(torch.zeros(2, 5))
 
