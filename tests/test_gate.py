@@ -440,7 +440,8 @@ def test_export_ships_the_gate_sets_auto_and_says_how_it_was_trained(tiny_vlm, t
     card = (repo / "README.md").read_text()
     assert "Reasoning on queries: **auto (gated)**" in card
     assert "skips **60.0%** of reasoner calls" in card and "shapes: 40" in card
-    assert "probe on the query's no-trace embedding, images included" in card  # the gate's recorded feature
+    # the gate's recorded feature (the default, joint)
+    assert "probe on the query's no-trace embedding, images included, beside the mean input embedding of its" in card
     assert "| 100% | 0.800 | 0% |" in card and "| 40% | 0.620 | 60% |" in card and "| 0% | 0.500 | 100% |" in card
     assert (repo / "gate_tradeoff.png").read_bytes() == b"\x89PNG plot"  # the plot ships with the gate
     model = SentenceTransformer(str(repo), trust_remote_code=True)
