@@ -13,7 +13,7 @@ a reasoned query makes on top of ``think=True``; for the text feature a table lo
 Qwen2-VL-2B-wide language model with few layers (its vision tower stays tiny, which understates every
 pass that reads the image alike).
 
-    python benchmarks/bench_gate_overhead.py [--skip 0.5 --trace-tokens 256 --queries 64 --batch 16 --feature embedding]
+    python benchmarks/bench_gate_overhead.py [--skip 0.5 --trace-tokens 256 --queries 64 --batch 16 --feature joint]
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 
-def median_gate(model, queries, skip: float, feature: str = "embedding"):
+def median_gate(model, queries, skip: float, feature: str = "joint"):
     """A random probe on ``feature`` (a `gate_tte.GATE_FEATURES` name), its threshold at the ``skip``
     quantile of the scores."""
     import torch
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hidden-size", type=int, default=128)
     parser.add_argument("--num-layers", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--feature", default="embedding", choices=["embedding", "text", "joint"])
+    parser.add_argument("--feature", default="joint", choices=["embedding", "text", "joint"])
     args = parser.parse_args(argv)
 
     import numpy as np
