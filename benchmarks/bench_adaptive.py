@@ -92,11 +92,31 @@ def force_trace_length(module, tokens: int) -> None:
     from tte_hf.models.tte.generation_tte import decoding_settings
 
     if hasattr(module, "generation_settings"):  # the unified module generates itself
-        module.generation_settings, module.max_new_tokens = {"min_new_tokens": tokens}, tokens
+        _force_unified_trace_length(module, tokens)
         return
     backend = module.reasoner
     backend.max_new_tokens = tokens
     backend.generation_settings = lambda: decoding_settings(min_new_tokens=tokens)
+
+
+def _force_unified_trace_length(module, tokens: int) -> None:
+    """`generate_and_embed` decodes with ``eos_token_id=None`` (its own stopping criterion ends a trace at
+    the end token), so ``min_new_tokens`` there would not hold the end token back: a logits processor
+    does, and the module's cap forces it after ``tokens``."""
+    from transformers import MinNewTokensLengthLogitsProcessor
+
+    model, original = module.model, module.model.generate_and_embed
+    end_id = model.backbone.generation_config.eos_token_id
+    end_id = end_id[0] if isinstance(end_id, (list, tuple)) else end_id
+
+    def forced(*args, **kwargs):
+        prompt_len = (kwargs.get("input_ids") if "input_ids" in kwargs else args[0]).shape[1]
+        hold = MinNewTokensLengthLogitsProcessor(prompt_len, tokens, end_id)
+        kwargs["logits_processor"] = [*(kwargs.get("logits_processor") or []), hold]
+        return original(*args, **kwargs)
+
+    model.generate_and_embed = forced
+    module.max_new_tokens = tokens
 
 
 def ratio(times: dict, mode: str, base: str, column: int = 0) -> str:
