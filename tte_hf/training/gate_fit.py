@@ -14,9 +14,8 @@ import torch
 
 #: What a new gate reads (a `gate_tte.GATE_FEATURES` name): the query's no-trace embedding (the vector a
 #: skipped query returns anyway, from the whole input, images included) beside the mean input embedding
-#: of its words. Chosen on demo seeds 0-2 over either part alone (benchmarks/RESULTS.md, "Reasoning
-#: gate: the frozen protocol"): the embedding alone skips few plain queries, the words alone cannot
-#: see the picture.
+#: of its words: the embedding alone skips few queries that need no trace, the words alone cannot see
+#: the picture (the comparison: benchmarks/RESULTS.md, "Reasoning gate: the frozen protocol").
 DEFAULT_FEATURE = "joint"
 #: Label 1 when the trace moves the gold target up at least this many places: any rank gain counts.
 MIN_RANK_GAIN = 1

@@ -17,7 +17,7 @@ Design (why this probe, on this feature):
     embedding of the no-trace sequence's text tokens (`st_gate.mean_text_embeddings`), a tokenizer
     call and a table lookup. Alone it never sees the picture: on data with one instruction per task
     and the content in the image (MMEB's image tasks) it can only switch reasoning per task.
-  - Together they skipped more inputs at the same loss than either part on the demo's seeds 0-2
+  - Together they skipped more inputs at the same loss than either part alone in the demo's comparison
     (benchmarks/RESULTS.md), at the no-trace embedding's cost. Gates saved with either part alone keep
     loading and deciding as they did.
 - **Probe = one ``Linear`` + sigmoid** on that unit vector (fitted on standardised features, folded
