@@ -64,7 +64,8 @@ def scored_rows(demo: Path, source: Path, gate_folder: Path, model_name: str) ->
 def thresholds(info: dict, saved: float, budgets: list[str]) -> dict[str, float]:
     """Per budget, the threshold the out-of-fold curve gives it: ``lost:X`` (train-gate's
     ``max_lost_share``: at most a share X of the trace-only hits lost) or ``drop:X`` (out-of-fold Hit@1
-    at most X below always-mode's, net of the hits skipping wins back); the fewest calls within it. The
+    at most X below always-mode's, net of the hits skipping wins back); the fewest calls within it, then
+    the recipe's ``call_margin`` (``choose_threshold``; none for ``drop:X``). The
     recipe's own budget keeps the gate's saved threshold (the curve in ``gate_config.json`` is thinned)."""
     from tte_hf.training.gate_fit import CurvePoint, choose_threshold
 
@@ -75,7 +76,7 @@ def thresholds(info: dict, saved: float, budgets: list[str]) -> dict[str, float]
         if kind == "lost" and float(value) == info["recipe"]["max_lost_share"]:
             out[budget] = saved
         elif kind == "lost":
-            out[budget] = choose_threshold(curve, float(value)).threshold
+            out[budget] = choose_threshold(curve, float(value), info["recipe"].get("call_margin", 0.0)).threshold
         else:
             allowed = [p for p in curve if p.hit_at_1 >= curve[0].hit_at_1 - float(value) - 1e-9]
             out[budget] = min(allowed, key=lambda p: (p.call_share, -p.hit_at_1)).threshold

@@ -275,12 +275,20 @@ def test_probe_learns_a_separable_signal_and_the_threshold_is_the_brute_force_on
         assert point.lost_share == pytest.approx((~think & only).sum() / only.sum())
     assert curve[0].call_share == 1.0 and curve[-1].call_share == 0.0
     for budget in (0.0, 0.05, 0.3, 1.0):
-        chosen = choose_threshold(curve, budget)
+        chosen = choose_threshold(curve, budget, call_margin=0.0)
         fewest = min(p.call_share for p in curve if p.lost_share <= budget + 1e-9)
         assert chosen.call_share == pytest.approx(fewest) and chosen.lost_share <= budget + 1e-9
-    assert choose_threshold(curve, 1.0).call_share == 0.0, "a budget of every trace-only hit never reasons"
+        for margin in (0.05, 0.2):  # brute force: the fewest losses within the margin, then the fewest calls
+            window = [p for p in curve if p.lost_share <= budget + 1e-9 and p.call_share <= fewest + margin + 1e-9]
+            least = min(p.lost_share for p in window)
+            calls = min(p.call_share for p in window if p.lost_share == least)
+            moved = choose_threshold(curve, budget, call_margin=margin)
+            assert (moved.lost_share, moved.call_share) == (pytest.approx(least), pytest.approx(calls))
+    assert choose_threshold(curve, 1.0, 0.0).call_share == 0.0, "a budget of every trace-only hit never reasons"
     with pytest.raises(ValueError, match="max_lost_share must be in \\[0, 1\\], got 1.5"):
         choose_threshold(curve, 1.5)
+    with pytest.raises(ValueError, match="call_margin must be in \\[0, 1\\].* got -0.01"):
+        choose_threshold(curve, 0.05, -0.01)
     assert len(thin_curve(curve, 11)) <= 12 and thin_curve(curve, 11)[0] == curve[0]
 
     # ranks and labels against a direct count
@@ -325,6 +333,8 @@ def test_train_gate_refuses_a_margin_gain_that_labels_everything(tmp_path):
         train_gate({"model_name_or_path": str(tmp_path), "output_dir": str(tmp_path / "out"), "fold_by": "answer"})
     with pytest.raises(ValueError, match="max_lost_share must be in \\[0, 1\\].* got -0.1"):
         train_gate({"model_name_or_path": str(tmp_path), "output_dir": str(tmp_path / "out"), "max_lost_share": -0.1})
+    with pytest.raises(ValueError, match="call_margin must be in \\[0, 1\\].* got 2"):
+        train_gate({"model_name_or_path": str(tmp_path), "output_dir": str(tmp_path / "out"), "call_margin": 2})
     assert not (tmp_path / "out").exists(), "refused before any output is written"
 
 
@@ -703,12 +713,17 @@ def test_the_budget_picks_the_fewest_calls_that_lose_at_most_its_share_of_the_tr
     hit_with = torch.ones(10)
     hit_without = torch.tensor([1.0, 1, 1, 1, 1, 1, 0, 0, 0, 0])
     curve = tradeoff_curve(scores, hit_with, hit_without)
-    strict = choose_threshold(curve, 0.0)
+    strict = choose_threshold(curve, 0.0, call_margin=0.0)
     assert strict.call_share == pytest.approx(0.4) and strict.threshold == pytest.approx(0.76)
     assert strict.hit_at_1 == pytest.approx(1.0)
-    one_lost = choose_threshold(curve, 0.25)  # one of the four trace-only hits may go
+    one_lost = choose_threshold(curve, 0.25, call_margin=0.0)  # one of the four trace-only hits may go
     assert one_lost.call_share == pytest.approx(0.3) and one_lost.hit_at_1 == pytest.approx(0.9)
-    assert choose_threshold(curve, 0.24).call_share == pytest.approx(0.4), "a quarter is one hit, not less"
+    assert choose_threshold(curve, 0.24, 0.0).call_share == pytest.approx(0.4), "a quarter is one hit, not less"
+    # the margin: one more call (10% of the rows) wins the lost hit back; a margin below that does not
+    assert choose_threshold(curve, 0.25, call_margin=0.1).call_share == pytest.approx(0.4)
+    assert choose_threshold(curve, 0.25, call_margin=0.09).call_share == pytest.approx(0.3)
+    # ...and past the last loss, more calls buy nothing: the margin stops at the fewest calls that lose none
+    assert choose_threshold(curve, 0.25, call_margin=0.5).call_share == pytest.approx(0.4)
 
 
 def test_target_folds_hold_out_whole_answers_and_row_folds_deal_out_shuffled_rows():

@@ -34,6 +34,11 @@ FOLD_BY_DEFAULT = "target"
 #: The one budget: the share of the out-of-fold hits only the trace gives (right with it, wrong
 #: without it) that the gate's skips may lose. 0 keeps every one of them; 1 never reasons.
 MAX_LOST_SHARE = 0.05
+#: How the budget is applied: its fewest-calls point sits where the out-of-fold scores of the queries
+#: that need the trace begin, and a new set's scores of such queries spread past it, so the threshold may
+#: spend up to this share of the rows in extra calls, down to the point in that window that loses the
+#: fewest trace-only hits (0: the budget's edge itself). In the budget's own units, and as large.
+CALL_MARGIN = 0.05
 #: L2 penalty of the logistic probe, on standardised features.
 PROBE_L2 = 0.1
 #: LBFGS iterations of the probe: full-batch, so it converges in far fewer on a few thousand queries.
@@ -201,14 +206,21 @@ def tradeoff_curve(scores: torch.Tensor, hit_with: torch.Tensor, hit_without: to
     return points
 
 
-def choose_threshold(curve: list[CurvePoint], max_lost_share: float = MAX_LOST_SHARE) -> CurvePoint:
+def choose_threshold(
+    curve: list[CurvePoint], max_lost_share: float = MAX_LOST_SHARE, call_margin: float = CALL_MARGIN
+) -> CurvePoint:
     """The point of ``curve`` with the fewest reasoner calls whose skips lose at most ``max_lost_share``
-    of the trace-only hits; among equal calls the higher Hit@1. Reasoning on every row loses nothing,
-    so there is always one."""
+    of the trace-only hits (among equal calls the higher Hit@1), then moved up to ``call_margin`` more
+    calls to the point of that window that loses the fewest of them (among equal losses the fewest calls).
+    Reasoning on every row loses nothing, so there is always one."""
     if not 0.0 <= max_lost_share <= 1.0:
         raise ValueError(f"max_lost_share must be in [0, 1], got {max_lost_share}.")
+    if not 0.0 <= call_margin <= 1.0:
+        raise ValueError(f"call_margin must be in [0, 1] (a share of the rows), got {call_margin}.")
     allowed = [point for point in curve if point.lost_share <= max_lost_share + 1e-9]
-    return min(allowed, key=lambda point: (point.call_share, -point.hit_at_1))
+    edge = min(allowed, key=lambda point: (point.call_share, -point.hit_at_1))
+    window = [point for point in allowed if point.call_share <= edge.call_share + call_margin + 1e-9]
+    return min(window, key=lambda point: (point.lost_share, point.call_share, -point.hit_at_1))
 
 
 def thin_curve(curve: list[CurvePoint], points: int = 101) -> list[CurvePoint]:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .gate_fit import (
+    CALL_MARGIN,
     CLEAR_MARGIN,
     DEFAULT_FEATURE,
     FOLD_BY_DEFAULT,
@@ -57,6 +58,7 @@ class GateArguments:
     folds: int = field(default=FOLDS, metadata={"help": "Cross-fitting folds: a query's threshold score comes from a probe fitted without it."})  # fmt: skip
     fold_by: str = field(default=FOLD_BY_DEFAULT, metadata={"help": "target: a fold holds out every query of some gold targets; row: shuffled rows."})  # fmt: skip
     max_lost_share: float = field(default=MAX_LOST_SHARE, metadata={"help": "The budget: share of the out-of-fold hits only the trace gives that skipping may lose (0: none; 1: never reason)."})  # fmt: skip
+    call_margin: float = field(default=CALL_MARGIN, metadata={"help": "Extra reasoner calls (a share of the rows) the threshold may spend past the budget's edge to lose fewer trace-only hits (0: the edge)."})  # fmt: skip
     l2: float = field(default=PROBE_L2, metadata={"help": "L2 penalty of the logistic probe (on standardised features)."})  # fmt: skip
     max_steps: int = field(default=PROBE_STEPS, metadata={"help": "LBFGS iterations."})
     batch_size: int = field(default=16, metadata={"help": "Encode batch size."})
@@ -136,6 +138,8 @@ def _check_arguments(args: GateArguments) -> None:
         raise ValueError(
             f"max_lost_share must be in [0, 1] (a share of the trace-only hits), got {args.max_lost_share}."
         )
+    if not 0.0 <= args.call_margin <= 1.0:
+        raise ValueError(f"call_margin must be in [0, 1] (a share of the rows), got {args.call_margin}.")
     if args.min_margin_gain is not None and not args.min_margin_gain > 0:
         raise ValueError(f"min_margin_gain must be > 0 (or null for ranks only), got {args.min_margin_gain}.")
     if not args.datasets:
@@ -225,7 +229,7 @@ def _cross_fit(gate, measured: _Measured, members: list[list[int]], args: GateAr
         rest = torch.tensor(sorted(set(range(len(y))) - set(members[fold])))
         out_of_fold[held] = fitted(rest).score(x[held])
     curve = tradeoff_curve(out_of_fold, measured.hit_with, measured.hit_without)
-    chosen = choose_threshold(curve, args.max_lost_share)
+    chosen = choose_threshold(curve, args.max_lost_share, args.call_margin)
     fitted(torch.arange(len(y)))  # the gate saved: fitted on every query
     gate.threshold.fill_(chosen.threshold)
     return chosen, curve, out_of_fold
@@ -243,7 +247,7 @@ def _gate_info(args: GateArguments, gate, measured: _Measured, chosen, curve, ou
         "trained_with": f"tte-hf {__version__} train-gate",
         "feature": gate.feature,
         "label": _label_rule(args),
-        "threshold_rule": f"{args.folds}-fold cross-fitted scores (folds by {args.fold_by}): the fewest reasoner calls whose skips lose at most {args.max_lost_share:.0%} of the hits only the trace gives",  # fmt: skip
+        "threshold_rule": f"{args.folds}-fold cross-fitted scores (folds by {args.fold_by}): the fewest reasoner calls whose skips lose at most {args.max_lost_share:.0%} of the hits only the trace gives, then up to {args.call_margin:.0%} more calls to lose fewer",  # fmt: skip
         "datasets": measured.described,
         "queries": len(y),
         "trace_helps_rate": float(y.mean()),
