@@ -87,36 +87,32 @@ def time_modes(
 
 
 def force_trace_length(module, tokens: int) -> None:
-    """Every trace of ``module``'s reasoner exactly ``tokens`` long: the unified model's own generation
-    settings, or the separate reasoner backend's (loaded here)."""
+    """Every trace of ``module``'s reasoner exactly ``tokens`` long (``min_new_tokens`` holds the end token
+    back, the cap forces it): the unified model's own generation settings, or the separate reasoner
+    backend's (loaded here)."""
     from tte_hf.models.tte.generation_tte import decoding_settings
 
     if hasattr(module, "generation_settings"):  # the unified module generates itself
-        _force_unified_trace_length(module, tokens)
+        module.generation_settings = {**(module.generation_settings or {}), "min_new_tokens": tokens}
+        module.max_new_tokens = tokens
         return
     backend = module.reasoner
     backend.max_new_tokens = tokens
     backend.generation_settings = lambda: decoding_settings(min_new_tokens=tokens)
 
 
-def _force_unified_trace_length(module, tokens: int) -> None:
-    """`generate_and_embed` decodes with ``eos_token_id=None`` (its own stopping criterion ends a trace at
-    the end token), so ``min_new_tokens`` there would not hold the end token back: a logits processor
-    does, and the module's cap forces it after ``tokens``."""
-    from transformers import MinNewTokensLengthLogitsProcessor
-
-    model, original = module.model, module.model.generate_and_embed
-    end_id = model.backbone.generation_config.eos_token_id
-    end_id = end_id[0] if isinstance(end_id, (list, tuple)) else end_id
-
-    def forced(*args, **kwargs):
-        prompt_len = (kwargs.get("input_ids") if "input_ids" in kwargs else args[0]).shape[1]
-        hold = MinNewTokensLengthLogitsProcessor(prompt_len, tokens, end_id)
-        kwargs["logits_processor"] = [*(kwargs.get("logits_processor") or []), hold]
-        return original(*args, **kwargs)
-
-    model.generate_and_embed = forced
-    module.max_new_tokens = tokens
+def check_trace_length(model, queries, tokens: int) -> None:
+    """Refuse to time traces that are not ``tokens`` long: a demo folder saved before the unified pass
+    honoured ``min_new_tokens`` ships code where the setting is inert (re-run the demo)."""
+    module = model[0]
+    model.encode_query(queries[:2], think=True, show_progress_bar=False)
+    if hasattr(module, "trace_token_ids"):
+        lengths = [len(ids) for ids in module.trace_token_ids.values()]
+    else:
+        lengths = [len(trace.token_ids) for trace in module.ecr_cache.values()]
+    if any(length != tokens for length in lengths):
+        raise SystemExit(f"--trace-tokens {tokens}: the model wrote traces of {lengths} tokens; its folder's shipped code predates forced lengths, re-run the demo.")  # fmt: skip
+    module.ecr_cache.clear()
 
 
 def ratio(times: dict, mode: str, base: str, column: int = 0) -> str:
@@ -154,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         model = SentenceTransformer(str(args.demo / "models" / name), trust_remote_code=True, device=args.device)
         if args.trace_tokens:
             force_trace_length(model[0], args.trace_tokens)
+            check_trace_length(model, queries, args.trace_tokens)
         timing = time_modes(model, queries, riddles, args.batch, args.repeats)
         calls = " / ".join(str(timing[m][1]) for m in ("always", "auto", ORACLE))
         seconds = " | ".join(f"{statistics.median(timing[m][0]):.2f}" for m in (*MODES, ORACLE, GATE))
