@@ -285,7 +285,8 @@ def test_settings_come_from_the_shipped_yaml_each_documented(tmp_path):
     with pytest.raises(ValueError, match=r"mine.yaml: unknown setting\(s\) \['num_trian'\]"):
         DemoSettings.load(mine)
     with pytest.raises(
-        FileNotFoundError, match=r"no demo settings 'fast': the package ships \['default', 'pictures', 'quick'\]"
+        FileNotFoundError,
+        match=r"no demo settings 'fast': the package ships \['default', 'pictures', 'pictures-distinct', 'quick'\]",
     ):
         DemoSettings.load("fast")
     with pytest.raises(TypeError, match=r"no setting\(s\) \['epochs'\]"):
@@ -519,6 +520,24 @@ def test_picture_task_rows_share_one_text_and_only_the_picture_says_whether_a_tr
     assert {(row["qry_inst"], row["qry_text"]) for row in test} == {(PICTURE_INSTRUCTION, PICTURE_QUERY)}
     for row in test:
         assert row["tgt_text"][0] == scenes[row["id"]]["answer"] and sorted(row["tgt_text"]) == sorted(f"a {c} shape" for c in COLOURS)  # fmt: skip
+
+
+def test_distinct_picture_backgrounds_are_the_farthest_colour_and_change_only_the_pictures(tmp_path):
+    from tte_hf.demo.data import COLOURS, DISTINCT, LOOKALIKE
+
+    distance = lambda a, b: sum((x - y) ** 2 for x, y in zip(COLOURS[a], COLOURS[b]))  # noqa: E731
+    for colour, background in DISTINCT.items():
+        assert background != colour and all(distance(colour, background) >= distance(colour, o) for o in COLOURS)
+        assert background != LOOKALIKE[colour]
+    sizes = dict(seed=4, num_train=32, num_test=8, num_dev=16, num_test_plain=8, num_picture_train=16, num_picture_dev=8, num_picture_test=8)  # fmt: skip
+    paths = write_benchmark(tmp_path, **sizes, picture_background="distinct")
+    scenes = {s["id"]: s for s in map(json.loads, paths["scenes"].open()) if "-picture-" in s["id"]}
+    for scene in scenes.values():
+        assert scene["background"] == (DISTINCT[scene["colour"]] if scene["kind"] == "camouflaged" else None)
+    dev = [json.loads(line) for line in paths["dev"].open() if "-picture-" in line]
+    assert all(row["neg_text"] == f"a {DISTINCT[scenes[row['id']]['colour']]} shape" for row in dev)
+    with pytest.raises(ValueError, match="picture_background must be one of .*'similar'"):
+        write_benchmark(tmp_path / "x", **sizes, picture_background="similar")
 
 
 def test_the_picture_tasks_reports_stay_out_of_the_mixed_sets_adaptive_checks():

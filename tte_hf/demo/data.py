@@ -62,8 +62,17 @@ def _nearest_other(colour: str) -> str:
     return min((c for c in COLOURS if c != colour), key=lambda c: sum((a - b) ** 2 for a, b in zip(COLOURS[c], rgb)))
 
 
+def _farthest_other(colour: str) -> str:
+    rgb = COLOURS[colour]
+    return max((c for c in COLOURS if c != colour), key=lambda c: sum((a - b) ** 2 for a, b in zip(COLOURS[c], rgb)))
+
+
 #: Each colour's background on a camouflaged picture: the nearest other colour in RGB.
 LOOKALIKE = {colour: _nearest_other(colour) for colour in COLOURS}
+#: ...or, with ``picture_background="distinct"``, the farthest: two colours the tiny models can tell
+#: apart, so the picture is ambiguous (which colour is the shape's?) without being hard to see.
+DISTINCT = {colour: _farthest_other(colour) for colour in COLOURS}
+PICTURE_BACKGROUNDS = {"lookalike": LOOKALIKE, "distinct": DISTINCT}
 
 
 @dataclass(frozen=True)
@@ -210,15 +219,17 @@ def _eval_row(scene: Scene, image_path: str, candidates: list[str]) -> dict:
     }
 
 
-def make_picture_scenes(n: int, rng: random.Random, prefix: str, camouflaged_fraction: float = 0.5) -> list[Scene]:
-    """``n`` picture-task scenes, ``round(n * camouflaged_fraction)`` of them camouflaged, shuffled;
-    every colour in turn."""
+def make_picture_scenes(
+    n: int, rng: random.Random, prefix: str, camouflaged_fraction: float = 0.5, backgrounds: dict = LOOKALIKE
+) -> list[Scene]:
+    """``n`` picture-task scenes, ``round(n * camouflaged_fraction)`` of them camouflaged (on their
+    colour's ``backgrounds`` colour), shuffled; every colour in turn."""
     colours = list(COLOURS)
     hard = set(rng.sample(range(n), round(n * camouflaged_fraction)))
     scenes = []
     for i in range(n):
         colour, shape = colours[i % len(colours)], rng.choice(SHAPES)
-        kind, background = (CAMOUFLAGED, LOOKALIKE[colour]) if i in hard else (CLEAR, None)
+        kind, background = (CAMOUFLAGED, backgrounds[colour]) if i in hard else (CLEAR, None)
         scenes.append(
             Scene(f"{prefix}-picture-{i:05d}", colour, shape, PICTURE_OBJECT, None, PICTURE_QUERY, kind, background)
         )
@@ -254,6 +265,7 @@ def write_benchmark(
     num_picture_train: int = 0,
     num_picture_dev: int = 0,
     num_picture_test: int = 0,
+    picture_background: str = "lookalike",
 ) -> dict[str, Path]:
     """Write images, ``scenes.jsonl`` and one JSONL per split: ``train.jsonl`` and ``dev.jsonl``
     (MMEB-train, plus ``trace_optional``: true on a plain query or a clear picture; ``train_plain_fraction``
@@ -261,8 +273,14 @@ def write_benchmark(
     ``test_plain.jsonl`` (held-out plain queries) and ``test_picture.jsonl`` (picture task), MMEB-eval.
     Dev rows carry a hard negative (``neg_text``) from the train and dev compositions, never a held-out
     one; a picture row, its background's colour. The picture task's rows (``num_picture_*``, half of
-    them camouflaged) follow the mixed set's in train and dev and come from their own random stream, so
-    the mixed set is the same with or without them. A split of size 0 is not written."""
+    them camouflaged on a `PICTURE_BACKGROUNDS` colour) follow the mixed set's in train and dev and come
+    from their own random stream, so the mixed set is the same with or without them. A split of size 0
+    is not written."""
+    if picture_background not in PICTURE_BACKGROUNDS:
+        raise ValueError(
+            f"picture_background must be one of {sorted(PICTURE_BACKGROUNDS)}, got {picture_background!r}."
+        )
+    backgrounds = PICTURE_BACKGROUNDS[picture_background]
     output_dir = Path(output_dir)
     (output_dir / "images").mkdir(parents=True, exist_ok=True)
     rng, picture_rng = random.Random(seed), random.Random(f"picture-{seed}")
@@ -274,9 +292,9 @@ def write_benchmark(
         "test_plain": make_scenes(held_out_pairs, num_test_plain, rng, "test", PLAIN),
     }
     pictures = {
-        "train": make_picture_scenes(num_picture_train, picture_rng, "train"),
-        "dev": make_picture_scenes(num_picture_dev, picture_rng, "dev"),
-        "test_picture": make_picture_scenes(num_picture_test, picture_rng, "test"),
+        "train": make_picture_scenes(num_picture_train, picture_rng, "train", backgrounds=backgrounds),
+        "dev": make_picture_scenes(num_picture_dev, picture_rng, "dev", backgrounds=backgrounds),
+        "test_picture": make_picture_scenes(num_picture_test, picture_rng, "test", backgrounds=backgrounds),
     }
     paths = {"scenes": output_dir / "scenes.jsonl"}
     with open(paths["scenes"], "w") as scenes_file:
@@ -285,7 +303,7 @@ def write_benchmark(
             rows = []
             for scenes, stream in ((splits.get(split, []), rng), (pictures.get(split, []), picture_rng)):
                 for scene in scenes:
-                    rows.append(_write_scene(scene, split, fmt, output_dir, stream, scenes_file, num_candidates, train_pairs + dev_pairs))  # fmt: skip
+                    rows.append(_write_scene(scene, split, fmt, output_dir, stream, scenes_file, num_candidates, train_pairs + dev_pairs, backgrounds))  # fmt: skip
             if rows:
                 paths[split] = output_dir / name
                 with open(paths[split], "w") as f:
@@ -293,8 +311,9 @@ def write_benchmark(
     return paths
 
 
-def _write_scene(scene: Scene, split: str, fmt: str, output_dir: Path, rng: random.Random, scenes_file, num_candidates: int, negative_pairs: list) -> dict:  # fmt: skip
-    """Render ``scene``'s picture, record it in ``scenes.jsonl`` and return its row in ``fmt``."""
+def _write_scene(scene: Scene, split: str, fmt: str, output_dir: Path, rng: random.Random, scenes_file, num_candidates: int, negative_pairs: list, backgrounds: dict = LOOKALIKE) -> dict:  # fmt: skip
+    """Render ``scene``'s picture, record it in ``scenes.jsonl`` and return its row in ``fmt`` (a dev
+    picture's hard negative: the shape in its colour's ``backgrounds`` colour)."""
     image_path = f"images/{scene.id}.png"
     render_shape(scene.colour, scene.shape, rng, background=scene.background).save(output_dir / image_path)
     scenes_file.write(json.dumps({**asdict(scene), "split": split, "answer": scene.answer}) + "\n")
@@ -303,5 +322,5 @@ def _write_scene(scene: Scene, split: str, fmt: str, output_dir: Path, rng: rand
         return _eval_row(scene, image_path, picture_candidates(scene) if picture else candidates_for(scene, rng, num_candidates))  # fmt: skip
     if split != "dev":
         return _train_row(scene, image_path)
-    negative = f"a {scene.background or LOOKALIKE[scene.colour]} {PICTURE_OBJECT}" if picture else hard_negative(scene, negative_pairs, rng)  # fmt: skip
+    negative = f"a {scene.background or backgrounds[scene.colour]} {PICTURE_OBJECT}" if picture else hard_negative(scene, negative_pairs, rng)  # fmt: skip
     return _train_row(scene, image_path, negative)

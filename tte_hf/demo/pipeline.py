@@ -64,6 +64,7 @@ class DemoSettings:
     num_picture_train: int
     num_picture_dev: int
     num_picture_test: int
+    picture_background: str
     num_candidates: int
     hidden_size: int
     num_layers: int
@@ -257,6 +258,7 @@ class Demo:
                     num_picture_train=s.num_picture_train,
                     num_picture_dev=s.num_picture_dev,
                     num_picture_test=s.num_picture_test,
+                    picture_background=s.picture_background,
                 )
                 write_test_queries(self.data)
             bar.update()
