@@ -376,11 +376,13 @@ def find_gate_files(folder: Path, required: bool = False) -> tuple[list[Path], d
 
 
 def _curve_table(curve: list[dict[str, Any]], rows: int = 11) -> list[dict[str, Any]]:
-    """The trade-off curve's points nearest to 0, 10, ..., 100% reasoner calls, for the card."""
-    if not curve:
-        return []
-    picked = [min(curve, key=lambda p: abs(p["call_share"] - step / (rows - 1))) for step in range(rows)]
-    return [point for i, point in enumerate(picked) if point not in picked[:i]]
+    """The trade-off curve's points nearest to 0, 10, ..., 100% reasoner calls (`gate_fit.thin_curve`),
+    fewest calls first, for the card."""
+    from dataclasses import asdict
+
+    from ..training.gate_fit import CurvePoint, thin_curve
+
+    return [asdict(point) for point in reversed(thin_curve([CurvePoint(**p) for p in curve], rows))]
 
 
 def hub_id(name_or_path: str | None) -> str | None:

@@ -206,6 +206,14 @@ def tradeoff_curve(scores: torch.Tensor, hit_with: torch.Tensor, hit_without: to
     return points
 
 
+def check_budget(max_lost_share: float, call_margin: float) -> None:
+    """Raise a ValueError naming the setting unless both are shares in [0, 1]."""
+    if not 0.0 <= max_lost_share <= 1.0:
+        raise ValueError(f"max_lost_share must be in [0, 1], got {max_lost_share} (a share of the trace-only hits).")
+    if not 0.0 <= call_margin <= 1.0:
+        raise ValueError(f"call_margin must be in [0, 1], got {call_margin} (a share of the rows).")
+
+
 def choose_threshold(
     curve: list[CurvePoint], max_lost_share: float = MAX_LOST_SHARE, call_margin: float = CALL_MARGIN
 ) -> CurvePoint:
@@ -213,10 +221,7 @@ def choose_threshold(
     of the trace-only hits (among equal calls the higher Hit@1), then moved up to ``call_margin`` more
     calls to the point of that window that loses the fewest of them (among equal losses the fewest calls).
     Reasoning on every row loses nothing, so there is always one."""
-    if not 0.0 <= max_lost_share <= 1.0:
-        raise ValueError(f"max_lost_share must be in [0, 1], got {max_lost_share}.")
-    if not 0.0 <= call_margin <= 1.0:
-        raise ValueError(f"call_margin must be in [0, 1] (a share of the rows), got {call_margin}.")
+    check_budget(max_lost_share, call_margin)
     allowed = [point for point in curve if point.lost_share <= max_lost_share + 1e-9]
     edge = min(allowed, key=lambda point: (point.call_share, -point.hit_at_1))
     window = [point for point in allowed if point.call_share <= edge.call_share + call_margin + 1e-9]

@@ -5,10 +5,10 @@ query with and without its trace; the gold target's rank among the dataset's tar
 hard negatives) and its cosine margin over the best other target give the label (1: the trace moves
 it up, or raises that margin by ``min_margin_gain`` where it was under ``clear_margin``). A logistic probe on the
 recipe's ``feature`` (`tte_hf.models.tte.gate_tte`: ``embedding``, the query's no-trace embedding, which the
-labelling has just computed, or ``text``) is cross-fitted: each query's score for choosing the threshold comes from
-a probe fitted on the other folds, so every query serves as held-out data once; the threshold keeps
-always-mode Hit@1 while skipping the most reasoning, and the gate saved is the probe fitted on all
-queries. Use data the model did not train on (the demo's dev split): on its own training rows a model
+labelling has just computed, ``text`` or ``joint``, both) is cross-fitted: each query's score comes from
+a probe fitted on the other folds, so every query serves as held-out data once; the threshold is read
+off that out-of-fold trade-off curve by the budget (`gate_fit.choose_threshold`), and the gate saved is
+the probe fitted on all queries. Use data the model did not train on (the demo's dev split): on its own training rows a model
 often needs no trace, and the gate would learn to skip where reasoning helps on new inputs. The output
 folder is the model with the gate added (``gate_config.json`` + ``gate.safetensors``) and
 ``query_reasoning: auto``.
@@ -126,7 +126,7 @@ def fit_gate(args: GateArguments) -> dict:
 def _check_arguments(args: GateArguments) -> None:
     """Refuse settings no data can serve, naming the setting."""
     from ..models.tte.gate_tte import GATE_FEATURES
-    from .gate_fit import FOLD_BY, check_choice
+    from .gate_fit import FOLD_BY, check_budget, check_choice
 
     check_choice("feature", args.feature, GATE_FEATURES)
     if args.folds < 2:
@@ -134,12 +134,7 @@ def _check_arguments(args: GateArguments) -> None:
             f"folds must be >= 2 (each query is scored by a probe fitted on the others), got {args.folds}."
         )
     check_choice("fold_by", args.fold_by, FOLD_BY)
-    if not 0.0 <= args.max_lost_share <= 1.0:
-        raise ValueError(
-            f"max_lost_share must be in [0, 1] (a share of the trace-only hits), got {args.max_lost_share}."
-        )
-    if not 0.0 <= args.call_margin <= 1.0:
-        raise ValueError(f"call_margin must be in [0, 1] (a share of the rows), got {args.call_margin}.")
+    check_budget(args.max_lost_share, args.call_margin)
     if args.min_margin_gain is not None and not args.min_margin_gain > 0:
         raise ValueError(f"min_margin_gain must be > 0 (or null for ranks only), got {args.min_margin_gain}.")
     if not args.datasets:

@@ -26,8 +26,9 @@ Design (why this probe, on this feature):
 - **Decision = score >= threshold**, per input, from that input's own vector: batch composition and
   order do not enter (the text feature: bit for bit; the no-trace embedding: up to the backbone's float
   noise in a padded batch).
-- The threshold is chosen on held-out queries to keep always-mode Hit@1 while skipping the most
-  (``tte-hf train-gate``: ``tte_hf.training.train_gate.fit_gate``); how it was trained is kept in ``gate_config.json``.
+- The threshold is read off the out-of-fold trade-off curve of held-out queries by one budget, the
+  share of the trace-only hits skips may lose (``tte-hf train-gate``: ``tte_hf.training.train_gate.fit_gate``);
+  how it was trained, and the curve, are kept in ``gate_config.json``.
 
 Self-contained (stdlib, torch, safetensors): shipped next to the weights for ``trust_remote_code``.
 """

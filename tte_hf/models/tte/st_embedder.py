@@ -25,7 +25,7 @@ from sentence_transformers.base.modules import Transformer
 
 from .configuration_tte import portable_reference, resolve_reference
 from .ecr import parse_ecr
-from .gate_tte import GATE_FEATURE, JOINT_FEATURES, NO_TRACE_EMBEDDING, TEXT_EMBEDDINGS, check_mode
+from .gate_tte import check_mode
 from .inputs import build_messages, embedder_system_prompt, embedder_text, render_prompt
 from .reasoner_openai import OpenAIReasoner
 from .reasoner_transformers import TransformersReasoner
@@ -256,15 +256,9 @@ class TTETransformer(TTEInputsMixin, Transformer):
         features["modality"] = "message"
         return features
 
-    def gate_feature_dim(self, feature: str = GATE_FEATURE) -> int:
-        """Width of the gate's ``feature``: this module's output (which ST's lasttoken Pooling and Normalize
-        keep) for the no-trace embedding, the backbone's input embeddings for the text feature, both
-        together for the joint one."""
-        if feature == JOINT_FEATURES:
-            return self.gate_feature_dim(NO_TRACE_EMBEDDING) + self.gate_feature_dim(TEXT_EMBEDDINGS)
-        if feature == TEXT_EMBEDDINGS:
-            return self.model.get_input_embeddings().embedding_dim
-        return self.get_embedding_dimension()
+    def input_embeddings(self) -> torch.nn.Embedding:
+        """The backbone's input embeddings (the gate's text feature averages them)."""
+        return self.model.get_input_embeddings()
 
     @torch.no_grad()
     def no_trace_embeddings(self, items: list[ParsedInput], instruction: str | None) -> torch.Tensor:
@@ -283,8 +277,9 @@ class TTETransformer(TTEInputsMixin, Transformer):
         """The gate's text feature (`gate_tte.TEXT_EMBEDDINGS`): `st_gate.mean_text_embeddings` of ``items``'
         no-trace sequences (what ``think=False`` embeds)."""
         texts = self.embedder_texts(items, [None] * len(items), instruction)
-        embeddings = self.model.get_input_embeddings()
-        return mean_text_embeddings(embeddings, self.processor.tokenizer, texts, vision_placeholder_ids(self.processor))
+        return mean_text_embeddings(
+            self.input_embeddings(), self.processor.tokenizer, texts, vision_placeholder_ids(self.processor)
+        )
 
     def save(self, output_path: str, *args, **kwargs) -> None:
         super().save(output_path, *args, **kwargs)

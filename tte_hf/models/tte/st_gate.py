@@ -158,8 +158,8 @@ class GateStep(torch.nn.Module):
         self, items: list[ParsedInput], instruction: str | None, mode: bool | str, features: torch.Tensor | None = None
     ) -> list[bool]:
         """Which rows reason: all or none, or (``mode="auto"``) the gate's decisions, which also become
-        this thread's `last_decisions` / `last_scores`. ``features``: the gate's features of ``items``
-        where the caller has them (the no-trace vectors it computed), else computed here."""
+        this thread's `last_decisions` / `last_scores`. ``features``: the rows' no-trace vectors where
+        the caller has them (`decide`)."""
         if mode != AUTO:
             self.remember(None, None)
             return [bool(mode)] * len(items)

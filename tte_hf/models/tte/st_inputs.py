@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from .ecr import parse_ecr
 from .fingerprints import ecr_cache_key
-from .gate_tte import AUTO, NO_TRACE_EMBEDDING, TEXT_EMBEDDINGS, check_mode
+from .gate_tte import AUTO, GATE_FEATURE, JOINT_FEATURES, NO_TRACE_EMBEDDING, TEXT_EMBEDDINGS, check_mode
 from .inputs import (
     DEFAULT_MAX_IMAGE_PIXELS,
     DEFAULT_MAX_URL_BYTES,
@@ -267,6 +267,15 @@ class TTEInputsMixin:
         return loaded
 
     # --- the think="auto" gate (run by ``gate_step``) --------------------------------------------
+
+    def gate_feature_dim(self, feature: str = GATE_FEATURE) -> int:
+        """Width of the gate's ``feature``: the module's output for the no-trace embedding, the backbone's
+        input embeddings (`input_embeddings`) for the text feature, both together for the joint one."""
+        if feature == JOINT_FEATURES:
+            return self.gate_feature_dim(NO_TRACE_EMBEDDING) + self.gate_feature_dim(TEXT_EMBEDDINGS)
+        if feature == TEXT_EMBEDDINGS:
+            return self.input_embeddings().embedding_dim
+        return self.get_embedding_dimension()
 
     def _gate_feature_functions(self) -> dict[str, Any]:
         """What `GateStep` computes each feature with: the module's `no_trace_embeddings` and `text_gate_features`."""

@@ -124,7 +124,8 @@ class TTESentenceTransformer(SentenceTransformer):
             no_trace = self._inference(inputs, **plain)
             features = no_trace
             if step.gate.feature == JOINT_FEATURES:
-                features = joint_features(no_trace, self._batched_gate_features(inputs, kwargs, TEXT_EMBEDDINGS))
+                text = self._batched_gate_features(inputs, kwargs.get("prompt"), kwargs.get("batch_size") or 32, TEXT_EMBEDDINGS)  # fmt: skip
+                features = joint_features(no_trace, text)
             think, scores = step.gate.decide(features)
         else:
             think, scores = self._text_gate_decisions(inputs, kwargs)
@@ -143,11 +144,10 @@ class TTESentenceTransformer(SentenceTransformer):
         step.remember(think, scores)
         return torch.stack([vectors[i] for i in range(len(inputs))])
 
-    def _batched_gate_features(self, inputs: list, kwargs: dict[str, Any], feature: str) -> torch.Tensor:
-        """The gate ``feature`` of ``inputs``, ``batch_size`` inputs parsed at a time."""
-        size = kwargs.get("batch_size") or 32
-        chunks = [inputs[start : start + size] for start in range(0, len(inputs), size)]
-        return torch.cat([self[0].gate_features(chunk, kwargs.get("prompt"), feature) for chunk in chunks])
+    def _batched_gate_features(self, inputs: list, prompt: str | None, batch_size: int, feature: str | None) -> torch.Tensor:  # fmt: skip
+        """The gate ``feature`` of ``inputs`` with ``prompt`` as given, ``batch_size`` inputs parsed at a time."""
+        chunks = [inputs[start : start + batch_size] for start in range(0, len(inputs), batch_size)]
+        return torch.cat([self[0].gate_features(chunk, prompt, feature) for chunk in chunks])
 
     def _text_gate_decisions(self, inputs: list, kwargs: dict[str, Any]) -> tuple[list[bool], list[float]]:
         """The text-feature gate's (think, score) per input, ``batch_size`` inputs at a time."""
@@ -225,9 +225,8 @@ class TTESentenceTransformer(SentenceTransformer):
         else `gate_tte.GATE_FEATURE`) for ``inputs`` with ``task``'s prompt, in input order: what the gate
         reads in ``encode_query(inputs, think="auto")``."""
         prompt = self._task_prompt(prompt_name, prompt, task)
-        module, inputs = self[0], list(inputs)
-        module.attach_model(self)
-        return torch.cat([module.gate_features(inputs[i : i + batch_size], prompt, feature) for i in range(0, len(inputs), batch_size)])  # fmt: skip
+        self[0].attach_model(self)
+        return self._batched_gate_features(list(inputs), prompt, batch_size, feature)
 
     def gate_decisions(
         self,

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from sentence_transformers.base.modules import InputModule
 
-from .gate_tte import AUTO, GATE_FEATURE, JOINT_FEATURES, NO_TRACE_EMBEDDING, TEXT_EMBEDDINGS, check_mode
+from .gate_tte import AUTO, check_mode
 from .generation_tte import decoding_settings
 from .inputs import END_OF_TURN, build_messages, embedder_system_prompt, embedder_text, render_prompt
 from .reasoner_base import ReasoningRequest
@@ -73,8 +73,8 @@ class TTEUnifiedTransformer(TTEInputsMixin, InputModule):
     Besides its own arguments it takes the `st_inputs.INPUT_SETTINGS` (pixel budget, URLs, cache size).
     ``query_reasoning`` / ``document_reasoning`` may be ``"auto"``: the module's reasoning gate reads
     each input's no-trace embedding (its ``think=False`` pass: one prefill, stopping at the layer the
-    head reads, then the head), which a skipped input returns as its vector; a reasoned one then
-    generates as under ``think=True``. (A gate fitted on the text feature reads the text tokens of the
+    head reads, then the head; with the default joint feature also its words' mean input embedding),
+    which a skipped input returns as its vector; a reasoned one then generates as under ``think=True``. (A gate fitted on the text feature reads the text tokens of the
     no-trace sequence instead, no pass of the model, and a skipped input takes the ``think=False`` pass.)
     """
 
@@ -240,14 +240,9 @@ class TTEUnifiedTransformer(TTEInputsMixin, InputModule):
         features["forward_rows"] = torch.tensor(rows)
         return features
 
-    def gate_feature_dim(self, feature: str = GATE_FEATURE) -> int:
-        """Width of the gate's ``feature``: the head's output for the no-trace embedding, the backbone's
-        input embeddings for the text feature, both together for the joint one."""
-        if feature == JOINT_FEATURES:
-            return self.gate_feature_dim(NO_TRACE_EMBEDDING) + self.gate_feature_dim(TEXT_EMBEDDINGS)
-        if feature == TEXT_EMBEDDINGS:
-            return self.model.backbone.get_input_embeddings().embedding_dim
-        return self.get_embedding_dimension()
+    def input_embeddings(self) -> torch.nn.Embedding:
+        """The backbone's input embeddings (the gate's text feature averages them)."""
+        return self.model.backbone.get_input_embeddings()
 
     @torch.no_grad()
     def no_trace_embeddings(self, items: list, instruction: str | None) -> torch.Tensor:
@@ -271,8 +266,9 @@ class TTEUnifiedTransformer(TTEInputsMixin, InputModule):
             )
             for item in items
         ]
-        embeddings = self.model.backbone.get_input_embeddings()
-        return mean_text_embeddings(embeddings, self.processor.tokenizer, texts, vision_placeholder_ids(self.processor))
+        return mean_text_embeddings(
+            self.input_embeddings(), self.processor.tokenizer, texts, vision_placeholder_ids(self.processor)
+        )
 
     def forward(self, features: dict[str, Any], think=None, **kwargs) -> dict[str, Any]:
         size = int(features["batch_size"])
