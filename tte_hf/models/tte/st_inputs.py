@@ -59,7 +59,8 @@ class TTEInputsMixin:
     and `TTEUnifiedTransformer`. A subclass provides ``reasoner``, ``ecr_cache``, the reasoning settings
     (``query_reasoning``, ``document_reasoning``, ``reasoning_task``), calls `_set_input_settings`, sets
     ``gate_step``: the `GateStep` built with its own gate features (`no_trace_embeddings`,
-    `text_gate_features`), and calls `attach_model` from its ``on_model_ready``."""
+    `text_gate_features`), provides `input_embeddings` (the backbone's, for the text feature's width),
+    and calls `attach_model` from its ``on_model_ready``."""
 
     gate_step: GateStep
 
