@@ -8,7 +8,7 @@ combined with the demo's per-query Hit@1 without and with the trace (``eval/<mod
 ``think=True`` one), and ``auto`` is compared with ``never``, ``always``, a random gate at the same
 reasoner calls (its expected Hit@1) and the best fixed choice per task within the same calls.
 
-    python benchmarks/bench_gate_tasks.py /tmp/gates/seed-3 /tmp/gates/seed-4 [--features embedding text joint]
+    python benchmarks/bench_gate_tasks.py /tmp/gates/seed-3 /tmp/gates/seed-4 [--features embedding text joint] [--set l2=0.01]
 
 Refits run on copies under ``--scratch``; the demo folders are only read. One thread.
 """
@@ -115,25 +115,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--features", nargs="+", default=["embedding", "text", "joint"])
     parser.add_argument("--budgets", nargs="+", help="lost:X (max_lost_share) or drop:X (net Hit@1 drop); default: the recipe's.")  # fmt: skip
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="Recipe settings for every refit (YAML values), e.g. l2=0.01 fold_by=row.")  # fmt: skip
     parser.add_argument("--json", type=Path, help="Also write every figure here.")
     args = parser.parse_args(argv)
 
     import torch
+    import yaml
 
     from tte_hf.training.train_gate import train_gate
 
     torch.set_num_threads(1)
+    overrides = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.set)}
+    tag = "".join(f"-{key}={value}" for key, value in sorted(overrides.items()))
     results = []
     for source in args.demos:
         scratch = args.scratch / source.name
         demo = copy_demo(source, scratch, args.models)
         for model in args.models:
             for feature in args.features:
-                output = scratch / "gates" / f"{model}-{feature}"
-                recipe = recipe_for(demo, model, feature, output)
+                output = scratch / "gates" / f"{model}-{feature}{tag}"
+                recipe = {**recipe_for(demo, model, feature, output), **overrides}
                 config = output / "gate_config.json"
-                if not (config.is_file() and json.loads(config.read_text())["info"]["recipe"]["feature"] == feature):
-                    train_gate(recipe)  # else: fitted by an earlier run of this script into the same scratch
+                recorded = json.loads(config.read_text())["info"]["recipe"] if config.is_file() else {}
+                if not recorded or any(
+                    recorded.get(key) != value for key, value in recipe.items() if key in recorded or key in overrides
+                ):
+                    train_gate(recipe)  # else: fitted with this recipe by an earlier run into the same scratch
                 info = json.loads(config.read_text())["info"]
                 saved = json.loads(config.read_text())["threshold"]
                 scored = scored_rows(demo, source, output, model)
@@ -141,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
                     info, saved, args.budgets or [f"lost:{info['recipe']['max_lost_share']}"]
                 ).items():
                     rows = {task: [(s >= cut, never, always) for s, never, always in r] for task, r in scored.items()}
-                    results.append({"demo": source.name, "model": model, "feature": feature, "budget": budget, **compare(rows)})  # fmt: skip
+                    results.append({"demo": source.name, "model": model, "feature": feature + tag, "budget": budget, **compare(rows)})  # fmt: skip
     print_table(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
