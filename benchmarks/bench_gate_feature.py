@@ -46,6 +46,15 @@ def recipe_for(demo: Path, model: str, feature: str, output: Path) -> dict:
         dataset["image_root"] = str(demo / "data")
         dataset["query_ecr"] = str(demo / "ecr" / Path(dataset["query_ecr"]).name)
         datasets.append(dataset)
+    from dataclasses import fields
+
+    from tte_hf.training.train_gate import GateArguments
+
+    known = {f.name for f in fields(GateArguments)}
+    unknown = sorted(set(recorded) - known)
+    if unknown:  # recorded by another tte-hf version
+        print(f"{demo}: {model}'s recorded gate recipe has settings this version does not know, left out: {unknown}")
+    recorded = {k: v for k, v in recorded.items() if k in known}
     recipe = {**recorded, "datasets": datasets, "feature": feature, "overwrite_output_dir": True}
     return {**recipe, "model_name_or_path": str(demo / "models" / model), "output_dir": str(output), "device": "cpu"}
 
