@@ -126,14 +126,16 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     overrides = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.set)}
-    tag = "".join(f"-{key}={value}" for key, value in sorted(overrides.items()))
+    tag = "".join(f" {key}={value}" for key, value in sorted(overrides.items()))
+    # the folder becomes a remote-code module name: letters, digits and underscores only
+    folder_tag = "".join(c if c.isalnum() else "_" for c in tag)
     results = []
     for source in args.demos:
         scratch = args.scratch / source.name
         demo = copy_demo(source, scratch, args.models)
         for model in args.models:
             for feature in args.features:
-                output = scratch / "gates" / f"{model}-{feature}{tag}"
+                output = scratch / "gates" / f"{model}-{feature}{folder_tag}"
                 recipe = {**recipe_for(demo, model, feature, output), **overrides}
                 config = output / "gate_config.json"
                 recorded = json.loads(config.read_text())["info"]["recipe"] if config.is_file() else {}
