@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     import yaml
 
-    from tte_hf.training.train_gate import train_gate
+    from tte_hf.training.train_gate import GateArguments, recorded_recipe, train_gate
 
     torch.set_num_threads(1)
     overrides = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.set)}
@@ -138,10 +138,8 @@ def main(argv: list[str] | None = None) -> int:
                 output = scratch / "gates" / f"{model}-{feature}{folder_tag}"
                 recipe = {**recipe_for(demo, model, feature, output), **overrides}
                 config = output / "gate_config.json"
-                recorded = json.loads(config.read_text())["info"]["recipe"] if config.is_file() else {}
-                if not recorded or any(
-                    recorded.get(key) != value for key, value in recipe.items() if key in recorded or key in overrides
-                ):
+                recorded = json.loads(config.read_text())["info"]["recipe"] if config.is_file() else None
+                if recorded != recorded_recipe(GateArguments(**recipe)):
                     train_gate(recipe)  # else: fitted with this recipe by an earlier run into the same scratch
                 info = json.loads(config.read_text())["info"]
                 saved = json.loads(config.read_text())["threshold"]

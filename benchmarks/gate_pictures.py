@@ -16,8 +16,8 @@ import json
 import sys
 from pathlib import Path
 
-from bench_gate_feature import MODELS, held_out_queries
-from bench_gate_tasks import per_query_hits
+from bench_gate_feature import MODELS
+from bench_gate_tasks import gate_scores, per_query_hits
 
 FILE, TASK = "test_picture.jsonl", "held-out-pictures"
 KINDS = ("clear", "camouflaged")
@@ -35,14 +35,12 @@ def picture_kinds(demo: Path) -> dict[str, str]:
     return {scene["id"]: scene["kind"] for scene in scenes if scene["kind"] in KINDS}
 
 
-def gate_scores(demo: Path, model: str) -> list[float]:
+def own_gate_scores(demo: Path, model: str) -> list[float]:
     """The model's own gate's scores on the held-out pictures, in file order."""
     from sentence_transformers import SentenceTransformer
 
     folder = demo / "models" / model
-    task = json.loads((folder / "gate_config.json").read_text())["info"]["recipe"]["datasets"][0].get("task")
-    st = SentenceTransformer(str(folder), trust_remote_code=True, device="cpu")
-    return st.gate_decisions(held_out_queries(demo, FILE, task), batch_size=64)[1]
+    return gate_scores(SentenceTransformer(str(folder), trust_remote_code=True, device="cpu"), folder, demo, FILE)
 
 
 def measure(demo: Path, model: str) -> dict[str, float]:
@@ -61,7 +59,7 @@ def measure(demo: Path, model: str) -> dict[str, float]:
     calls = sum(kind[i] == "camouflaged" for i in ids) / len(ids)
     out["oracle - always"] = oracle - always
     out["oracle - random"] = oracle - (never + calls * (always - never))
-    scores = dict(zip(ids, gate_scores(demo, model)))
+    scores = dict(zip(ids, own_gate_scores(demo, model)))
     camouflaged = [scores[i] for i in ids if kind[i] == "camouflaged"]
     out["gate AUC"] = auc(camouflaged, [scores[i] for i in ids if kind[i] == "clear"])
     return out

@@ -57,14 +57,17 @@ CLEAR, CAMOUFLAGED = "clear", "camouflaged"
 PICTURE_OBJECT = "shape"  # a picture query's answer is "a <colour> shape"
 
 
+def _rgb_distance(a: str, b: str) -> int:
+    """Squared RGB distance between two `COLOURS`."""
+    return sum((x - y) ** 2 for x, y in zip(COLOURS[a], COLOURS[b]))
+
+
 def _nearest_other(colour: str) -> str:
-    rgb = COLOURS[colour]
-    return min((c for c in COLOURS if c != colour), key=lambda c: sum((a - b) ** 2 for a, b in zip(COLOURS[c], rgb)))
+    return min((c for c in COLOURS if c != colour), key=lambda c: _rgb_distance(c, colour))
 
 
 def _farthest_other(colour: str) -> str:
-    rgb = COLOURS[colour]
-    return max((c for c in COLOURS if c != colour), key=lambda c: sum((a - b) ** 2 for a, b in zip(COLOURS[c], rgb)))
+    return max((c for c in COLOURS if c != colour), key=lambda c: _rgb_distance(c, colour))
 
 
 #: Each colour's background on a camouflaged picture: the nearest other colour in RGB.

@@ -74,8 +74,9 @@ class TTEUnifiedTransformer(TTEInputsMixin, InputModule):
     ``query_reasoning`` / ``document_reasoning`` may be ``"auto"``: the module's reasoning gate reads
     each input's no-trace embedding (its ``think=False`` pass: one prefill, stopping at the layer the
     head reads, then the head; with the default joint feature also its words' mean input embedding),
-    which a skipped input returns as its vector; a reasoned one then generates as under ``think=True``. (A gate fitted on the text feature reads the text tokens of the
-    no-trace sequence instead, no pass of the model, and a skipped input takes the ``think=False`` pass.)
+    which a skipped input returns as its vector; a reasoned one then generates as under ``think=True``.
+    (A gate fitted on the text feature reads the text tokens of the no-trace sequence instead, no pass
+    of the model, and a skipped input takes the ``think=False`` pass.)
     """
 
     config_file_name = "tte_unified_config.json"
