@@ -343,7 +343,7 @@ def test_train_gate_command_writes_a_gate_whose_numbers_recompute(tiny_vlm, tiny
     from sentence_transformers import SentenceTransformer
 
     from tte_hf.cli import main
-    from tte_hf.training.gate_fit import FOLDS
+    from tte_hf.training.gate_fit import FOLDS, L2_GRID
     from tte_hf.training.synthetic import write_synthetic_retrieval
 
     data = write_synthetic_retrieval(tmp_path / "data", num_items=16)
@@ -398,6 +398,9 @@ def test_train_gate_command_writes_a_gate_whose_numbers_recompute(tiny_vlm, tiny
     assert info["skip_rate_all"] == pytest.approx(1 - np.mean(think))
     assert info["held_out"]["hit_at_1_auto"] >= info["held_out"]["hit_at_1_always"] - 1e-9  # max_lost_share 0
     assert info["held_out"]["lost_share"] == 0.0
+    searched = {float(k): v for k, v in info["probe_l2"]["out_of_fold_loss"].items()}  # the recipe sets no l2
+    assert info["recipe"]["l2"] is None and set(searched) == set(L2_GRID)
+    assert info["probe_l2"]["l2"] == min(searched, key=searched.get)
     curve = info["curve"]  # out of fold, from reasoning on every query to none
     assert curve[0]["call_share"] == 1.0 and curve[-1]["call_share"] == 0.0
     assert curve[0]["hit_at_1"] == pytest.approx(info["held_out"]["hit_at_1_always"], abs=1e-6)
@@ -429,6 +432,7 @@ def test_export_ships_the_gate_sets_auto_and_says_how_it_was_trained(tiny_vlm, t
         "datasets": [{"name": "shapes", "queries": 40}],
         "label": "1 when the trace helps",
         "threshold_rule": "keep Hit@1",
+        "probe_l2": {"l2": 0.3, "out_of_fold_loss": {"0.1": 0.5, "0.3": 0.4, "1.0": 0.45}},
         "held_out": {
             "queries": 10,
             "skip_rate": 0.6,
@@ -453,6 +457,7 @@ def test_export_ships_the_gate_sets_auto_and_says_how_it_was_trained(tiny_vlm, t
     # the gate's recorded feature (the default, joint)
     assert "probe on the query's no-trace embedding, images included, beside the mean input embedding of its" in card
     assert "| 100% | 0.800 | 0% |" in card and "| 40% | 0.620 | 60% |" in card and "| 0% | 0.500 | 100% |" in card
+    assert "Probe: L2 penalty 0.3, the lowest out-of-fold log-loss of 3 tried." in card
     assert (repo / "gate_tradeoff.png").read_bytes() == b"\x89PNG plot"  # the plot ships with the gate
     model = SentenceTransformer(str(repo), trust_remote_code=True)
     torch.testing.assert_close(model[0].gate.linear.weight, gate.linear.weight, atol=0, rtol=0)
@@ -700,7 +705,7 @@ def test_the_probe_finds_a_signal_small_next_to_what_all_inputs_share():
     common = torch.randn(dim, generator=generator) * 10
     features = common + torch.randn(n, dim, generator=generator) * 0.01
     features[:, 3] += 0.02 * (2 * kind - 1)  # the signal: 2 % of one coordinate's spread of the common part
-    weight, bias = fit_probe(features, kind)
+    weight, bias = fit_probe(features, kind, l2=0.1)
     unit = torch.nn.functional.normalize(features, dim=-1)
     assert (((unit @ weight + bias) > 0).float() == kind).float().mean() >= 0.95
 
@@ -724,6 +729,33 @@ def test_the_budget_picks_the_fewest_calls_that_lose_at_most_its_share_of_the_tr
     assert choose_threshold(curve, 0.25, call_margin=0.09).call_share == pytest.approx(0.3)
     # ...and past the last loss, more calls buy nothing: the margin stops at the fewest calls that lose none
     assert choose_threshold(curve, 0.25, call_margin=0.5).call_share == pytest.approx(0.4)
+
+
+def test_the_probe_penalty_is_chosen_by_what_carries_to_held_out_answers():
+    """`choose_l2` picks a penalty strong enough to ignore label noise tied to answers a held-out fold
+    never shows (the weakest fits it, and its held-out scores suffer) yet weak enough to keep the signal
+    (the strongest flattens it), and a weak one where a clean signal has many rows."""
+    from tte_hf.training.gate_fit import L2_GRID, choose_l2, fold_members
+
+    generator = torch.Generator().manual_seed(3)
+    n, targets, dim = 256, 32, 96
+    group = torch.arange(n) % targets
+    kind = (torch.arange(n) // targets % 2).float()  # every answer is asked both ways
+    per_answer = torch.randn(targets, dim, generator=generator)
+    features = per_answer[group] + torch.randn(n, dim, generator=generator) * 0.3
+    features[:, 0] += 2 * kind - 1
+    noisy = group < targets // 3  # a third of the answers: known without the trace, labelled 0 either way
+    labels = torch.where(noisy, torch.zeros(n), kind)
+    members = fold_members(group.tolist(), 4, by="target")
+    l2, losses = choose_l2(features, labels, members)
+    assert set(losses) == set(L2_GRID) and l2 == min(losses, key=losses.get)
+    assert losses[l2] < losses[min(L2_GRID)] - 0.1 and losses[l2] < losses[max(L2_GRID)] - 0.05, losses
+
+    clean = torch.randn(2000, 24, generator=generator)
+    direction = torch.randn(24, generator=generator)
+    clean_labels = (clean @ direction > 0).float()
+    l2, losses = choose_l2(clean, clean_labels, fold_members(list(range(2000)), 4, by="row"))
+    assert l2 <= 0.1 and losses[l2] < losses[max(L2_GRID)] - 0.1, losses
 
 
 def test_target_folds_hold_out_whole_answers_and_row_folds_deal_out_shuffled_rows():

@@ -39,8 +39,10 @@ MAX_LOST_SHARE = 0.05
 #: spend up to this share of the rows in extra calls, down to the point in that window that loses the
 #: fewest trace-only hits (0: the budget's edge itself). In the budget's own units, and as large.
 CALL_MARGIN = 0.05
-#: L2 penalty of the logistic probe, on standardised features.
-PROBE_L2 = 0.1
+#: L2 penalties the probe chooses from, per fit, by cross-fitting (`choose_l2`): the right strength
+#: depends on the data (how many rows, how much of the label is noise to the feature), so no one value
+#: is a default. On standardised features, against a loss in which each class weighs half.
+L2_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 #: LBFGS iterations of the probe: full-batch, so it converges in far fewer on a few thousand queries.
 PROBE_STEPS = 200
 
@@ -131,8 +133,14 @@ def fold_members(groups: list, folds: int, seed: int = 0, by: str = FOLD_BY_DEFA
     return [[i for i, group in enumerate(groups) if fold_of[group] == fold] for fold in range(folds)]
 
 
+def class_weights(labels: torch.Tensor) -> torch.Tensor:
+    """Per row, the weight that makes each class half of a loss (a rare class is not ignored)."""
+    y = labels.float()
+    return torch.where(y > 0, 0.5 / y.sum().clamp(min=1), 0.5 / (1 - y).sum().clamp(min=1))
+
+
 def fit_probe(
-    features: torch.Tensor, labels: torch.Tensor, l2: float = PROBE_L2, steps: int = PROBE_STEPS, seed: int = 0
+    features: torch.Tensor, labels: torch.Tensor, l2: float, steps: int = PROBE_STEPS, seed: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Class-weighted L2 logistic regression on the normalised ``features`` (full-batch LBFGS, so the
     result does not depend on batch order): ``(weight (dim,), bias ())`` for the normalised features.
@@ -147,9 +155,7 @@ def fit_probe(
     centre, spread = unit.mean(0), unit.std(0, correction=0).clamp(min=1e-6)
     x = (unit - centre) / spread
     y = labels.float()
-    positives = y.sum().clamp(min=1)
-    negatives = (1 - y).sum().clamp(min=1)
-    sample_weight = torch.where(y > 0, 0.5 / positives, 0.5 / negatives)
+    sample_weight = class_weights(y)
     weight = torch.zeros(x.shape[1], requires_grad=True)
     bias = torch.zeros((), requires_grad=True)
     optimizer = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=steps, line_search_fn="strong_wolfe")
@@ -165,6 +171,38 @@ def fit_probe(
     optimizer.step(closure)
     weight, bias = weight.detach(), bias.detach()
     return weight / spread, bias - (weight * centre / spread).sum()
+
+
+def out_of_fold_logits(
+    features: torch.Tensor, labels: torch.Tensor, members: list[list[int]], l2: float, steps: int = PROBE_STEPS, seed: int = 0
+) -> torch.Tensor:  # fmt: skip
+    """Each row's probe logit from a probe fitted (`fit_probe`) on the rows of the other folds."""
+    logits = torch.zeros(len(labels))
+    for fold in members:
+        held = torch.tensor(fold)
+        rest = torch.tensor(sorted(set(range(len(labels))) - set(fold)))
+        weight, bias = fit_probe(features[rest], labels[rest], l2=l2, steps=steps, seed=seed)
+        logits[held] = torch.nn.functional.normalize(features[held].float(), dim=-1) @ weight + bias
+    return logits
+
+
+def choose_l2(
+    features: torch.Tensor, labels: torch.Tensor, members: list[list[int]], grid=L2_GRID, steps: int = PROBE_STEPS, seed: int = 0
+) -> tuple[float, dict[float, float]]:  # fmt: skip
+    """The L2 penalty of ``grid`` whose probes predict the held-out folds' labels best (the lowest
+    out-of-fold log-loss, each class weighing half, as in the fit; among equal losses the stronger
+    penalty), and every penalty's loss. Too weak a penalty fits what tells the fitting rows apart and
+    not new ones (which answers a model happens to know without its trace), and its scores then mix the
+    queries that need the trace with those that do not."""
+    y = labels.float()
+    weights = class_weights(y)
+    losses = {}
+    for l2 in grid:
+        logits = out_of_fold_logits(features, y, members, l2, steps, seed)
+        bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, y, reduction="none")
+        losses[float(l2)] = float((weights * bce).sum())
+    best = min(losses, key=lambda l2: (round(losses[l2], 9), -l2))
+    return best, losses
 
 
 @dataclass(frozen=True)

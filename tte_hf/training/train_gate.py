@@ -33,7 +33,6 @@ from .gate_fit import (
     MAX_LOST_SHARE,
     MIN_MARGIN_GAIN,
     MIN_RANK_GAIN,
-    PROBE_L2,
     PROBE_STEPS,
 )
 
@@ -59,7 +58,7 @@ class GateArguments:
     fold_by: str = field(default=FOLD_BY_DEFAULT, metadata={"help": "target: a fold holds out every query of some gold targets; row: shuffled rows."})  # fmt: skip
     max_lost_share: float = field(default=MAX_LOST_SHARE, metadata={"help": "The budget: share of the out-of-fold hits only the trace gives that skipping may lose (0: none; 1: never reason)."})  # fmt: skip
     call_margin: float = field(default=CALL_MARGIN, metadata={"help": "Extra reasoner calls (a share of the rows) the threshold may spend past the budget's edge to lose fewer trace-only hits (0: the edge)."})  # fmt: skip
-    l2: float = field(default=PROBE_L2, metadata={"help": "L2 penalty of the logistic probe (on standardised features)."})  # fmt: skip
+    l2: float | None = field(default=None, metadata={"help": "L2 penalty of the logistic probe (on standardised features); null: chosen per fit from gate_fit.L2_GRID by the out-of-fold log-loss."})  # fmt: skip
     max_steps: int = field(default=PROBE_STEPS, metadata={"help": "LBFGS iterations."})
     batch_size: int = field(default=16, metadata={"help": "Encode batch size."})
     device: str | None = field(default=None, metadata={"help": "cpu, cuda, ... (default: sentence-transformers' choice)."})  # fmt: skip
@@ -109,8 +108,9 @@ def fit_gate(args: GateArguments) -> dict:
     gate_code = _gate_code(module)
     measured = _measure(model, datasets, args, gate_code.GATE_FEATURES[args.feature])
     gate = gate_code.ReasoningGate(measured.features.shape[1], feature=gate_code.GATE_FEATURES[args.feature])
-    chosen, curve, out_of_fold = _cross_fit(gate, measured, members, args)
+    chosen, curve, out_of_fold, l2, l2_losses = _cross_fit(gate, measured, members, args)
     gate.info = _gate_info(args, gate, measured, chosen, curve, out_of_fold)
+    gate.info["probe_l2"] = {"l2": l2, "out_of_fold_loss": {str(k): round(v, 6) for k, v in l2_losses.items()}}
     module.set_gate(gate.to(next(module.parameters()).device))
     module.query_reasoning = "auto"
     folder = output / _module_path(output)
@@ -202,32 +202,25 @@ def _measure(model, datasets: list[tuple[Any, list, list, Any]], args: GateArgum
 
 
 def _cross_fit(gate, measured: _Measured, members: list[list[int]], args: GateArguments):
-    """The out-of-fold trade-off curve (each query scored by a probe fitted on the other folds) and the
-    point the budget picks from it; then ``gate``'s probe fitted on every query, with that point's
-    threshold. Returns (the chosen `CurvePoint`, the curve, the out-of-fold scores)."""
+    """The probe's L2 penalty (the recipe's, or `gate_fit.choose_l2`'s), the out-of-fold trade-off
+    curve (each query scored by a probe fitted on the other folds) and the point the budget picks from
+    it; then ``gate``'s probe fitted on every query, with that point's threshold. Returns (the chosen
+    `CurvePoint`, the curve, the out-of-fold scores, the penalty and what `choose_l2` measured)."""
     import torch
 
-    from .gate_fit import choose_threshold, fit_probe, tradeoff_curve
+    from .gate_fit import choose_l2, choose_threshold, fit_probe, out_of_fold_logits, tradeoff_curve
 
     x, y = measured.features, measured.labels
-
-    def fitted(rows: torch.Tensor):
-        weight, bias = fit_probe(x[rows], y[rows], l2=args.l2, steps=args.max_steps, seed=args.seed)
-        with torch.no_grad():
-            gate.linear.weight.copy_(weight.view(1, -1))
-            gate.linear.bias.copy_(bias.view(1))
-        return gate
-
-    out_of_fold = torch.zeros(len(y))
-    for fold in range(args.folds):
-        held = torch.tensor(members[fold])
-        rest = torch.tensor(sorted(set(range(len(y))) - set(members[fold])))
-        out_of_fold[held] = fitted(rest).score(x[held])
+    l2, losses = (args.l2, {}) if args.l2 is not None else choose_l2(x, y, members, steps=args.max_steps, seed=args.seed)  # fmt: skip
+    out_of_fold = torch.sigmoid(out_of_fold_logits(x, y, members, l2, args.max_steps, args.seed))
     curve = tradeoff_curve(out_of_fold, measured.hit_with, measured.hit_without)
     chosen = choose_threshold(curve, args.max_lost_share, args.call_margin)
-    fitted(torch.arange(len(y)))  # the gate saved: fitted on every query
+    weight, bias = fit_probe(x, y, l2=l2, steps=args.max_steps, seed=args.seed)  # the gate saved: every query
+    with torch.no_grad():
+        gate.linear.weight.copy_(weight.view(1, -1))
+        gate.linear.bias.copy_(bias.view(1))
     gate.threshold.fill_(chosen.threshold)
-    return chosen, curve, out_of_fold
+    return chosen, curve, out_of_fold, l2, losses
 
 
 def _gate_info(args: GateArguments, gate, measured: _Measured, chosen, curve, out_of_fold) -> dict[str, Any]:
