@@ -42,9 +42,10 @@ def gate_scores(model, folder: Path, demo: Path, file: str) -> list[float]:
     return model.gate_decisions(held_out_queries(demo, file, task), batch_size=64)[1]
 
 
-def scored_rows(demo: Path, source: Path, gate_folder: Path, model_name: str) -> dict[str, list[tuple[float, float, float]]]:  # fmt: skip
-    """Per task, per query: (the gate's score, Hit@1 without the trace, Hit@1 with it); the hits from
-    ``source``'s evaluations, the queries from ``demo`` (its copy)."""
+def scored_rows(demo: Path, source: Path, gate_folder: Path, model_name: str) -> dict[str, list[tuple[float, float, float, str]]]:  # fmt: skip
+    """Per task, per query: (the gate's score, Hit@1 without the trace, Hit@1 with it, its kind: the
+    test file's name in `TASKS`); the hits from ``source``'s evaluations, the queries from ``demo`` (its
+    copy)."""
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(str(gate_folder), trust_remote_code=True, device="cpu")
@@ -53,11 +54,11 @@ def scored_rows(demo: Path, source: Path, gate_folder: Path, model_name: str) ->
         if not all((demo / "data" / file).is_file() for _, file, _ in files):
             continue  # a default demo has no picture task
         rows[task] = []
-        for _, file, eval_task in files:
+        for kind, file, eval_task in files:
             ids = [json.loads(line)["id"] for line in (demo / "data" / file).read_text().splitlines()]
             never, always = (per_query_hits(source, model_name, mode, task, eval_task) for mode in ("never", "always"))
             scores = gate_scores(model, gate_folder, demo, file)
-            rows[task] += [(score, never[i], always[i]) for score, i in zip(scores, ids)]
+            rows[task] += [(score, never[i], always[i], kind) for score, i in zip(scores, ids)]
     return rows
 
 
@@ -83,9 +84,22 @@ def thresholds(info: dict, saved: float, budgets: list[str]) -> dict[str, float]
     return out
 
 
-def compare(rows: dict[str, list[tuple[bool, float, float]]]) -> dict[str, dict[str, float]]:
+def kind_oracle(rows: list[tuple[bool, float, float, str]]) -> dict[str, float]:
+    """Per kind of query, never or always, whichever scores more on these rows: Hit@1 and calls."""
+    hits, calls = 0.0, 0
+    for kind in {r[3] for r in rows}:
+        mine = [r for r in rows if r[3] == kind]
+        never, always = sum(r[1] for r in mine), sum(r[2] for r in mine)
+        hits += max(never, always)
+        calls += len(mine) if always > never else 0
+    return {"kind_oracle": 100 * hits / len(rows), "kind_oracle_calls": calls}
+
+
+def compare(rows: dict[str, list[tuple[bool, float, float, str]]]) -> dict[str, dict[str, float]]:
     """Per task and over both: Hit@1 (points) of never, always, auto and the random gate at auto's calls,
-    auto's calls, and the best fixed choice per task within auto's total calls."""
+    auto's calls, and the best fixed choice per task within auto's total calls. Per task also the best
+    fixed choice per kind of query (riddles, plain), read off these test rows: what a gate that knew
+    the kind could score at most, and its calls."""
     out = {}
     for task, task_rows_ in rows.items():
         n = len(task_rows_)
@@ -94,7 +108,8 @@ def compare(rows: dict[str, list[tuple[bool, float, float]]]) -> dict[str, dict[
         calls = sum(r[0] for r in task_rows_)
         auto = 100 * sum(r[2] if r[0] else r[1] for r in task_rows_) / n
         out[task] = {"queries": n, "never": never, "always": always, "auto": auto, "calls": calls,
-                     "skipped": 100 * (1 - calls / n), "random": never + calls / n * (always - never)}  # fmt: skip
+                     "skipped": 100 * (1 - calls / n), "random": never + calls / n * (always - never),
+                     **kind_oracle(task_rows_)}  # fmt: skip
     total = sum(t["queries"] for t in out.values())
     calls = sum(t["calls"] for t in out.values())
     fixed = []
@@ -147,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
                 for budget, cut in thresholds(
                     info, saved, args.budgets or [f"lost:{info['recipe']['max_lost_share']}"]
                 ).items():
-                    rows = {task: [(s >= cut, never, always) for s, never, always in r] for task, r in scored.items()}
+                    rows = {task: [(s >= cut, *hits) for s, *hits in r] for task, r in scored.items()}
                     results.append({"demo": source.name, "model": model, "feature": feature + tag, "budget": budget, **compare(rows)})  # fmt: skip
     print_table(results)
     if args.json:
@@ -157,13 +172,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def print_table(results: list[dict]) -> None:
     header = ("demo", "model", "feature", "budget", "pictures never/always/auto/random (calls of n)",
-              "mixed never/always/auto (calls of n)", "both auto/random/best fixed (calls)")  # fmt: skip
+              "mixed never/always/auto (calls of n)", "mixed kind oracle (calls)", "both auto/random/best fixed (calls)")  # fmt: skip
     print("| " + " | ".join(header) + " |\n|" + " --- |" * len(header))
     for r in results:
         p, m, b = r.get("pictures"), r["mixed"], r["both"]
         pictures = f"{p['never']:.1f} / {p['always']:.1f} / {p['auto']:.1f} / {p['random']:.1f} ({p['calls']} of {p['queries']})" if p else "–"  # fmt: skip
         print(f"| {r['demo']} | {r['model']} | {r['feature']} | {r['budget']} | {pictures} "
               f"| {m['never']:.1f} / {m['always']:.1f} / {m['auto']:.1f} ({m['calls']} of {m['queries']}) "
+              f"| {m['kind_oracle']:.1f} ({m['kind_oracle_calls']}) "
               f"| {b['auto']:.1f} / {b['random']:.1f} / {b['best_fixed']:.1f} ({b['calls']}) |")  # fmt: skip
 
 
