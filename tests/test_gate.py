@@ -384,7 +384,7 @@ def test_train_gate_command_writes_a_gate_whose_numbers_recompute(tiny_vlm, tiny
     recipe = Path(__file__).resolve().parents[1] / "recipes" / "gate" / "tiny.yaml"
     text = recipe.read_text().replace("out/tiny-data", str(data["image_root"]))
     text = text.replace("out/tiny-tte-gated", str(tmp_path / "gated")).replace("out/tiny-tte", str(source))
-    (tmp_path / "gate.yaml").write_text(text)
+    (tmp_path / "gate.yaml").write_text(text + "l2: null  # chosen by cross-fitting\n")
     overrides = ["--max_lost_share", "0.0", "--min_rank_gain", "100", "--min_margin_gain", "0.001", "--clear_margin", str(clear)]  # fmt: skip
     assert main(["train-gate", "--config", str(tmp_path / "gate.yaml"), *overrides]) == 0
 
@@ -398,7 +398,7 @@ def test_train_gate_command_writes_a_gate_whose_numbers_recompute(tiny_vlm, tiny
     assert info["skip_rate_all"] == pytest.approx(1 - np.mean(think))
     assert info["held_out"]["hit_at_1_auto"] >= info["held_out"]["hit_at_1_always"] - 1e-9  # max_lost_share 0
     assert info["held_out"]["lost_share"] == 0.0
-    searched = {float(k): v for k, v in info["probe_l2"]["out_of_fold_loss"].items()}  # the recipe sets no l2
+    searched = {float(k): v for k, v in info["probe_l2"]["out_of_fold_loss"].items()}
     assert info["recipe"]["l2"] is None and set(searched) == set(L2_GRID)
     assert info["probe_l2"]["l2"] == min(searched, key=searched.get)
     curve = info["curve"]  # out of fold, from reasoning on every query to none

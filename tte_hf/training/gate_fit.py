@@ -39,9 +39,11 @@ MAX_LOST_SHARE = 0.05
 #: spend up to this share of the rows in extra calls, down to the point in that window that loses the
 #: fewest trace-only hits (0: the budget's edge itself). In the budget's own units, and as large.
 CALL_MARGIN = 0.05
-#: L2 penalties the probe chooses from, per fit, by cross-fitting (`choose_l2`): the right strength
-#: depends on the data (how many rows, how much of the label is noise to the feature), so no one value
-#: is a default. On standardised features, against a loss in which each class weighs half.
+#: L2 penalty of the logistic probe, on standardised features, against a loss in which each class
+#: weighs half. ``l2: null`` chooses it per fit instead (`choose_l2`, from `L2_GRID`); on the demo's
+#: fresh seeds that did not do better than this value (benchmarks/RESULTS.md, "the fourth freeze").
+PROBE_L2 = 0.1
+#: The penalties `choose_l2` tries.
 L2_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 #: LBFGS iterations of the probe: full-batch, so it converges in far fewer on a few thousand queries.
 PROBE_STEPS = 200

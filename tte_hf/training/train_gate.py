@@ -33,6 +33,7 @@ from .gate_fit import (
     MAX_LOST_SHARE,
     MIN_MARGIN_GAIN,
     MIN_RANK_GAIN,
+    PROBE_L2,
     PROBE_STEPS,
 )
 
@@ -58,7 +59,7 @@ class GateArguments:
     fold_by: str = field(default=FOLD_BY_DEFAULT, metadata={"help": "target: a fold holds out every query of some gold targets; row: shuffled rows."})  # fmt: skip
     max_lost_share: float = field(default=MAX_LOST_SHARE, metadata={"help": "The budget: share of the out-of-fold hits only the trace gives that skipping may lose (0: none; 1: never reason)."})  # fmt: skip
     call_margin: float = field(default=CALL_MARGIN, metadata={"help": "Extra reasoner calls (a share of the rows) the threshold may spend past the budget's edge to lose fewer trace-only hits (0: the edge)."})  # fmt: skip
-    l2: float | None = field(default=None, metadata={"help": "L2 penalty of the logistic probe (on standardised features); null: chosen per fit from gate_fit.L2_GRID by the out-of-fold log-loss."})  # fmt: skip
+    l2: float | None = field(default=PROBE_L2, metadata={"help": "L2 penalty of the logistic probe (on standardised features); null: chosen per fit from gate_fit.L2_GRID by the out-of-fold log-loss."})  # fmt: skip
     max_steps: int = field(default=PROBE_STEPS, metadata={"help": "LBFGS iterations."})
     batch_size: int = field(default=16, metadata={"help": "Encode batch size."})
     device: str | None = field(default=None, metadata={"help": "cpu, cuda, ... (default: sentence-transformers' choice)."})  # fmt: skip
