@@ -335,6 +335,8 @@ def test_train_gate_refuses_a_margin_gain_that_labels_everything(tmp_path):
         train_gate({"model_name_or_path": str(tmp_path), "output_dir": str(tmp_path / "out"), "max_lost_share": -0.1})
     with pytest.raises(ValueError, match="call_margin must be in \\[0, 1\\].* got 2"):
         train_gate({"model_name_or_path": str(tmp_path), "output_dir": str(tmp_path / "out"), "call_margin": 2})
+    with pytest.raises(ValueError, match="l2 must be >= 0 .* got -1"):
+        train_gate({"model_name_or_path": str(tmp_path), "output_dir": str(tmp_path / "out"), "l2": -1})
     assert not (tmp_path / "out").exists(), "refused before any output is written"
 
 

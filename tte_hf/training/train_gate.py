@@ -136,6 +136,8 @@ def _check_arguments(args: GateArguments) -> None:
         )
     check_choice("fold_by", args.fold_by, FOLD_BY)
     check_budget(args.max_lost_share, args.call_margin)
+    if args.l2 is not None and not args.l2 >= 0:
+        raise ValueError(f"l2 must be >= 0 (or null to choose it by cross-fitting), got {args.l2}.")
     if args.min_margin_gain is not None and not args.min_margin_gain > 0:
         raise ValueError(f"min_margin_gain must be > 0 (or null for ranks only), got {args.min_margin_gain}.")
     if not args.datasets:
