@@ -110,8 +110,7 @@ def fit_gate(args: GateArguments) -> dict:
     measured = _measure(model, datasets, args, gate_code.GATE_FEATURES[args.feature])
     gate = gate_code.ReasoningGate(measured.features.shape[1], feature=gate_code.GATE_FEATURES[args.feature])
     chosen, curve, out_of_fold, l2, l2_losses = _cross_fit(gate, measured, members, args)
-    gate.info = _gate_info(args, gate, measured, chosen, curve, out_of_fold)
-    gate.info["probe_l2"] = {"l2": l2, "out_of_fold_loss": {str(k): round(v, 6) for k, v in l2_losses.items()}}
+    gate.info = _gate_info(args, gate, measured, chosen, curve, out_of_fold, (l2, l2_losses))
     module.set_gate(gate.to(next(module.parameters()).device))
     module.query_reasoning = "auto"
     folder = output / _module_path(output)
@@ -226,8 +225,9 @@ def _cross_fit(gate, measured: _Measured, members: list[list[int]], args: GateAr
     return chosen, curve, out_of_fold, l2, losses
 
 
-def _gate_info(args: GateArguments, gate, measured: _Measured, chosen, curve, out_of_fold) -> dict[str, Any]:
-    """How the gate was trained and what it gives, as ``gate_config.json`` records it."""
+def _gate_info(args: GateArguments, gate, measured: _Measured, chosen, curve, out_of_fold, penalty) -> dict[str, Any]:  # fmt: skip
+    """How the gate was trained and what it gives, as ``gate_config.json`` records it (``penalty``: the
+    probe's L2 and, where `choose_l2` chose it, each tried penalty's out-of-fold loss)."""
     from .. import __version__
     from .gate_fit import thin_curve
 
@@ -256,6 +256,7 @@ def _gate_info(args: GateArguments, gate, measured: _Measured, chosen, curve, ou
         # reasoner calls vs Hit@1 over thresholds (out of fold), for choosing another budget
         "curve": [{k: round(v, 6) for k, v in asdict(point).items()} for point in thin_curve(curve)],
         "skip_rate_all": float((~decisions).float().mean()),
+        "probe_l2": {"l2": penalty[0], "out_of_fold_loss": {str(k): round(v, 6) for k, v in penalty[1].items()}},
         "recipe": recorded_recipe(args),
     }
 
