@@ -1,6 +1,7 @@
 """`tte-hf demo --quick`: every stage runs through the real recipes; the report matches its embeddings."""
 
 import json
+from collections import Counter
 from dataclasses import asdict
 
 import pytest
@@ -197,12 +198,18 @@ def test_a_quick_run_says_its_numbers_mean_nothing_and_evaluates_no_claim(tmp_pa
 
 
 def test_splits_are_disjoint_compositions_and_plain_queries_name_their_answer(tmp_path):
-    train_pairs, dev_pairs, held_out = split_compositions()
-    assert (len(train_pairs), len(dev_pairs), len(held_out)) == (48, 8, 8)
-    for a, b in ((train_pairs, dev_pairs), (train_pairs, held_out), (dev_pairs, held_out)):
-        assert not set(a) & set(b)
-    for pairs in (train_pairs, dev_pairs, held_out):  # every colour and object is seen in each split
-        assert {c for c, _ in pairs} == set(COLOURS) and {o for _, o in pairs} == set(RIDDLES)
+    for num_dev in (8, 16, 24):
+        train_pairs, dev_pairs, held_out = split_compositions(num_dev)
+        assert (len(train_pairs), len(dev_pairs), len(held_out)) == (56 - num_dev, num_dev, 8)
+        for a, b in ((train_pairs, dev_pairs), (train_pairs, held_out), (dev_pairs, held_out)):
+            assert not set(a) & set(b)
+        for pairs in (dev_pairs, held_out):  # every colour and object equally often
+            assert Counter(c for c, _ in pairs) == {c: len(pairs) // 8 for c in COLOURS}
+            assert Counter(o for _, o in pairs) == {o: len(pairs) // 8 for o in RIDDLES}
+    assert split_compositions(8)[2] == split_compositions(24)[2]  # more dev compositions leave held-out as is
+    assert set(split_compositions(8)[1]) < set(split_compositions(16)[1])
+    with pytest.raises(ValueError, match="12"):
+        split_compositions(12)
     paths = write_benchmark(
         tmp_path, seed=1, num_train=64, num_test=16, train_plain_fraction=0.25, num_dev=16, num_test_plain=16
     )

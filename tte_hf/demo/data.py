@@ -106,17 +106,29 @@ class Scene:
         return self.kind in (PLAIN, CLEAR)
 
 
-def split_compositions() -> tuple[list[tuple[str, str]], list[tuple[str, str]], list[tuple[str, str]]]:
-    """Train, dev and held-out (colour, object) pairs (48 / 8 / 8 of the 8 x 8), disjoint; every colour
-    and every object occurs once in dev and once in held-out. Train keeps 48: the student's answers
-    generalise to new compositions only when training covers most of them (with 40 it wrote a training
-    composition for a fifth of the held-out riddles on some seeds, with 32 for most)."""
+#: Offsets (object index - colour index, mod 8) of the dev compositions, in the order `split_compositions`
+#: takes them: 8 compositions per offset, every colour and object once in each.
+DEV_OFFSETS = (4, 2, 6)
+
+
+def split_compositions(
+    num_dev: int = 8,
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]], list[tuple[str, str]]]:
+    """Train, dev and held-out (colour, object) pairs (by default 48 / 8 / 8 of the 8 x 8), disjoint; every
+    colour and every object occurs in dev and in held-out equally often. ``num_dev`` (8, 16 or 24) dev
+    compositions leave 56 - ``num_dev`` to train: the student's answers generalise to new compositions
+    only when training covers most of them (with 40 it wrote a training composition for a fifth of the
+    held-out riddles on some seeds, with 32 for most), while a reasoning gate fitted on dev rows learns
+    from only as many answers as dev has."""
+    if num_dev not in (8, 16, 24):
+        raise ValueError(f"num_dev compositions must be 8, 16 or 24 (8 per offset), got {num_dev!r}.")
+    dev_offsets = DEV_OFFSETS[: num_dev // 8]
     colours, objects = list(COLOURS), list(RIDDLES)
     train, dev, held_out = [], [], []
     for i, colour in enumerate(colours):
         for j, obj in enumerate(objects):
             offset = (j - i) % len(objects)
-            (held_out if offset == 0 else dev if offset == 4 else train).append((colour, obj))
+            (held_out if offset == 0 else dev if offset in dev_offsets else train).append((colour, obj))
     return train, dev, held_out
 
 
@@ -269,6 +281,7 @@ def write_benchmark(
     num_picture_dev: int = 0,
     num_picture_test: int = 0,
     picture_background: str = "lookalike",
+    dev_compositions: int = 8,
 ) -> dict[str, Path]:
     """Write images, ``scenes.jsonl`` and one JSONL per split: ``train.jsonl`` and ``dev.jsonl``
     (MMEB-train, plus ``trace_optional``: true on a plain query or a clear picture; ``train_plain_fraction``
@@ -278,7 +291,7 @@ def write_benchmark(
     one; a picture row, its background's colour. The picture task's rows (``num_picture_*``, half of
     them camouflaged on a `PICTURE_BACKGROUNDS` colour) follow the mixed set's in train and dev and come
     from their own random stream, so the mixed set is the same with or without them. A split of size 0
-    is not written."""
+    is not written. ``dev_compositions``: how many compositions the dev rows cover (`split_compositions`)."""
     if picture_background not in PICTURE_BACKGROUNDS:
         raise ValueError(
             f"picture_background must be one of {sorted(PICTURE_BACKGROUNDS)}, got {picture_background!r}."
@@ -287,7 +300,7 @@ def write_benchmark(
     output_dir = Path(output_dir)
     (output_dir / "images").mkdir(parents=True, exist_ok=True)
     rng, picture_rng = random.Random(seed), random.Random(f"picture-{seed}")
-    train_pairs, dev_pairs, held_out_pairs = split_compositions()
+    train_pairs, dev_pairs, held_out_pairs = split_compositions(dev_compositions)
     splits = {
         "train": _mixed(train_pairs, num_train, train_plain_fraction, rng, "train"),
         "dev": _mixed(dev_pairs, num_dev, 0.5, rng, "dev"),

@@ -59,6 +59,7 @@ class DemoSettings:
     num_train: int
     train_plain_fraction: float
     num_dev: int
+    dev_compositions: int
     num_test: int
     num_test_plain: int
     num_picture_train: int
@@ -254,6 +255,7 @@ class Demo:
                     num_candidates=s.num_candidates,
                     train_plain_fraction=s.train_plain_fraction,
                     num_dev=s.num_dev,
+                    dev_compositions=s.dev_compositions,
                     num_test_plain=s.num_test_plain,
                     num_picture_train=s.num_picture_train,
                     num_picture_dev=s.num_picture_dev,
