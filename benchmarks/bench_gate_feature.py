@@ -24,10 +24,36 @@ MODELS = ("tte-student", "tte-unified")
 TEST_SETS = (("riddles", "test.jsonl"), ("plain", "test_plain.jsonl"))
 
 
+def _refit_parts(models: list[str]) -> list[str]:
+    """The parts of a demo folder a refit reads."""
+    return [*(f"models/{m}" for m in models), "data", "ecr/student-dev.jsonl"]
+
+
+def scratch_key(demo: Path, models: list[str]) -> str:
+    """A digest of everything a scratch copy and its refits depend on: the demo folder's path, each file
+    a refit reads (name, size, modification time) and tte_hf's source. A scratch made from another
+    demo of the same name, a rerun demo or other code then gets another folder instead of being reused."""
+    import hashlib
+
+    import tte_hf
+
+    digest = hashlib.sha256(str(demo.resolve()).encode())
+    files = [demo / part for part in _refit_parts(models)]
+    files = sorted(f for path in files for f in ([path] if path.is_file() else path.rglob("*")) if f.is_file())
+    code = sorted(Path(tte_hf.__file__).parent.rglob("*.py"))
+    for path in files:
+        stat = path.stat()
+        digest.update(f"{path.relative_to(demo)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    for path in code:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def copy_demo(demo: Path, scratch: Path, models: list[str]) -> Path:
-    """The parts of ``demo`` a refit reads, copied under ``scratch`` (kept between runs)."""
+    """The parts of ``demo`` a refit reads, copied under ``scratch`` (kept between runs: name ``scratch``
+    by `scratch_key`)."""
     target = scratch / "demo"
-    for part in [*(f"models/{m}" for m in models), "data", "ecr/student-dev.jsonl"]:
+    for part in _refit_parts(models):
         source, copy = demo / part, target / part
         if copy.exists():
             continue
@@ -102,14 +128,15 @@ def main(argv: list[str] | None = None) -> int:
     from tte_hf.training.train_gate import train_gate
 
     torch.set_num_threads(1)
-    demo = copy_demo(args.demo, args.scratch, args.models)
+    scratch = args.scratch / f"{args.demo.name}-{scratch_key(args.demo, args.models)}"
+    demo = copy_demo(args.demo, scratch, args.models)
     rows = []
     for model_name in args.models:
         # the demo's own gate first (a control: the refit with its feature should decide alike)
         demo_gate = json.loads((demo / "models" / model_name / "gate_config.json").read_text())["info"]
         rows.append((model_name, "demo's own", demo_gate["held_out"], reasoned_on(demo / "models" / model_name, demo), 0.0))  # fmt: skip
         for feature in args.features:
-            output = args.scratch / "gates" / f"{model_name}-{feature}"
+            output = scratch / "gates" / f"{model_name}-{feature}"
             start = time.perf_counter()
             info = train_gate(recipe_for(demo, model_name, feature, output))
             rows.append((model_name, feature, info["held_out"], reasoned_on(output, demo), time.perf_counter() - start))

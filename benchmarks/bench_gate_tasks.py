@@ -20,7 +20,7 @@ import json
 import sys
 from pathlib import Path
 
-from bench_gate_feature import MODELS, copy_demo, held_out_queries, recipe_for
+from bench_gate_feature import MODELS, copy_demo, held_out_queries, recipe_for, scratch_key
 
 #: task -> the test files (name, file, the evaluation's task name) it is made of
 TASKS = {
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     folder_tag = "".join(c if c.isalnum() else "_" for c in tag)
     results = []
     for source in args.demos:
-        scratch = args.scratch / source.name
+        scratch = args.scratch / f"{source.name}-{scratch_key(source, args.models)}"  # reused only as it was made
         demo = copy_demo(source, scratch, args.models)
         for model in args.models:
             for feature in args.features:
