@@ -94,11 +94,11 @@ class GateStep(torch.nn.Module):
         a skipped row returns, so the caller computes them once and hands them to `rows` / `decide`."""
         return self.gate is not None and self.gate.feature in (NO_TRACE_EMBEDDING, JOINT_FEATURES)
 
-    def with_embeddings(self, embeddings: torch.Tensor, items: list[ParsedInput], instruction: str | None):
-        """The gate's features of ``items`` from their no-trace ``embeddings`` (and, for the joint
-        feature, their text features)."""
+    def with_embeddings(self, embeddings: torch.Tensor, text: torch.Tensor | None) -> torch.Tensor:
+        """The gate's features from the rows' no-trace ``embeddings`` and, for the joint feature, their
+        ``text`` features (`TEXT_EMBEDDINGS`)."""
         if self.gate is not None and self.gate.feature == JOINT_FEATURES:
-            return joint_features(embeddings, self.features[TEXT_EMBEDDINGS](items, instruction))
+            return joint_features(embeddings, text)
         return embeddings
 
     def input_features(self, items: list[ParsedInput], instruction: str | None, feature: str | None = None):
@@ -173,11 +173,17 @@ class GateStep(torch.nn.Module):
         """The gate's (think, score) per row; raises when there is no gate. ``features``: the rows'
         no-trace vectors where the caller has them (`with_embeddings` makes them the gate's features),
         else the gate's features are computed from ``items``."""
+        gate = self.require_gate()
+        if features is None:
+            return gate.decide(self.input_features(items, instruction))
+        text = self.features[TEXT_EMBEDDINGS](items, instruction) if gate.feature == JOINT_FEATURES else None
+        return gate.decide(self.with_embeddings(features, text))
+
+    def require_gate(self) -> ReasoningGate:
+        """The gate; raises, saying how to get one, when there is none."""
         if self.gate is None:
             raise ValueError(
                 "think='auto' needs a reasoning gate and this model has none: train one with "
                 "`tte-hf train-gate --config recipes/gate/<name>.yaml`, or pass think=True/False."
             )
-        if features is None:
-            return self.gate.decide(self.input_features(items, instruction))
-        return self.gate.decide(self.with_embeddings(features, items, instruction))
+        return self.gate

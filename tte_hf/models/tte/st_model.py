@@ -20,7 +20,7 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.util import truncate_embeddings
 
 from .fingerprints import image_digest, weights_state_key
-from .gate_tte import AUTO, JOINT_FEATURES, TEXT_EMBEDDINGS, joint_features
+from .gate_tte import AUTO, JOINT_FEATURES, TEXT_EMBEDDINGS
 from .st_state import LRUCache
 
 if TYPE_CHECKING:
@@ -118,17 +118,14 @@ class TTESentenceTransformer(SentenceTransformer):
         pass more than ``think=True``. A gate on the text feature reads no pass of the model, and its
         skipped inputs are then encoded with ``think=False``."""
         step = self[0].gate_step
-        no_trace = None
+        gate = step.require_gate()
+        no_trace = text = None
+        if gate.feature in (TEXT_EMBEDDINGS, JOINT_FEATURES):
+            text = self._batched_gate_features(inputs, kwargs.get("prompt"), kwargs.get("batch_size") or 32, TEXT_EMBEDDINGS)  # fmt: skip
         if step.reads_embeddings:
             plain = {**kwargs, "think": False, "truncate_dim": None, "normalize_embeddings": False}
             no_trace = self._inference(inputs, **plain)
-            features = no_trace
-            if step.gate.feature == JOINT_FEATURES:
-                text = self._batched_gate_features(inputs, kwargs.get("prompt"), kwargs.get("batch_size") or 32, TEXT_EMBEDDINGS)  # fmt: skip
-                features = joint_features(no_trace, text)
-            think, scores = step.gate.decide(features)
-        else:
-            think, scores = self._text_gate_decisions(inputs, kwargs)
+        think, scores = gate.decide(text if no_trace is None else step.with_embeddings(no_trace, text))
         vectors: dict[int, torch.Tensor] = {}
         for mode in (True, False):
             rows = [i for i, reasons in enumerate(think) if reasons == mode]
@@ -148,18 +145,6 @@ class TTESentenceTransformer(SentenceTransformer):
         """The gate ``feature`` of ``inputs`` with ``prompt`` as given, ``batch_size`` inputs parsed at a time."""
         chunks = [inputs[start : start + batch_size] for start in range(0, len(inputs), batch_size)]
         return torch.cat([self[0].gate_features(chunk, prompt, feature) for chunk in chunks])
-
-    def _text_gate_decisions(self, inputs: list, kwargs: dict[str, Any]) -> tuple[list[bool], list[float]]:
-        """The text-feature gate's (think, score) per input, ``batch_size`` inputs at a time."""
-        module, size = self[0], kwargs.get("batch_size") or 32
-        think: list[bool] = []
-        scores: list[float] = []
-        for start in range(0, len(inputs), size):
-            items = module.parse_inputs(inputs[start : start + size])
-            decided = module.gate_step.decide(items, kwargs.get("prompt"))
-            think += decided[0]
-            scores += decided[1]
-        return think, scores
 
     def _embedding_key_context(self, kwargs: dict[str, Any]) -> str:
         """The part of every key that does not depend on the input: model state, config, call options."""
