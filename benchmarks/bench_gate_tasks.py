@@ -85,14 +85,16 @@ def thresholds(info: dict, saved: float, budgets: list[str]) -> dict[str, float]
 
 
 def kind_oracle(rows: list[tuple[bool, float, float, str]]) -> dict[str, float]:
-    """Per kind of query, never or always, whichever scores more on these rows: Hit@1 and calls."""
-    hits, calls = 0.0, 0
-    for kind in {r[3] for r in rows}:
+    """Per kind of query, never or always, whichever scores more on these rows: Hit@1 and calls; and
+    each kind's own never / always Hit@1 and the gate's calls on it (``per_kind``)."""
+    hits, calls, per_kind = 0.0, 0, {}
+    for kind in sorted({r[3] for r in rows}):
         mine = [r for r in rows if r[3] == kind]
         never, always = sum(r[1] for r in mine), sum(r[2] for r in mine)
         hits += max(never, always)
         calls += len(mine) if always > never else 0
-    return {"kind_oracle": 100 * hits / len(rows), "kind_oracle_calls": calls}
+        per_kind[kind] = {"queries": len(mine), "never": 100 * never / len(mine), "always": 100 * always / len(mine), "calls": sum(r[0] for r in mine)}  # fmt: skip
+    return {"kind_oracle": 100 * hits / len(rows), "kind_oracle_calls": calls, "per_kind": per_kind}
 
 
 def compare(rows: dict[str, list[tuple[bool, float, float, str]]]) -> dict[str, dict[str, float]]:
@@ -172,15 +174,19 @@ def main(argv: list[str] | None = None) -> int:
 
 def print_table(results: list[dict]) -> None:
     header = ("demo", "model", "feature", "budget", "pictures never/always/auto/random (calls of n)",
-              "mixed never/always/auto (calls of n)", "mixed kind oracle (calls)", "both auto/random/best fixed (calls)")  # fmt: skip
+              "mixed never/always/auto (calls of n)", "mixed kind oracle (calls)", "mixed per kind: never → always (auto's calls)", "both auto/random/best fixed (calls)")  # fmt: skip
     print("| " + " | ".join(header) + " |\n|" + " --- |" * len(header))
     for r in results:
         p, m, b = r.get("pictures"), r["mixed"], r["both"]
         pictures = f"{p['never']:.1f} / {p['always']:.1f} / {p['auto']:.1f} / {p['random']:.1f} ({p['calls']} of {p['queries']})" if p else "–"  # fmt: skip
         print(f"| {r['demo']} | {r['model']} | {r['feature']} | {r['budget']} | {pictures} "
               f"| {m['never']:.1f} / {m['always']:.1f} / {m['auto']:.1f} ({m['calls']} of {m['queries']}) "
-              f"| {m['kind_oracle']:.1f} ({m['kind_oracle_calls']}) "
+              f"| {m['kind_oracle']:.1f} ({m['kind_oracle_calls']}) | {_per_kind(m)} "
               f"| {b['auto']:.1f} / {b['random']:.1f} / {b['best_fixed']:.1f} ({b['calls']}) |")  # fmt: skip
+
+
+def _per_kind(task: dict) -> str:
+    return "; ".join(f"{k} {v['never']:.1f} → {v['always']:.1f} ({v['calls']})" for k, v in task["per_kind"].items())
 
 
 if __name__ == "__main__":
