@@ -198,18 +198,24 @@ def test_a_quick_run_says_its_numbers_mean_nothing_and_evaluates_no_claim(tmp_pa
 
 
 def test_splits_are_disjoint_compositions_and_plain_queries_name_their_answer(tmp_path):
-    for num_dev in (8, 16, 24):
-        train_pairs, dev_pairs, held_out = split_compositions(num_dev)
-        assert (len(train_pairs), len(dev_pairs), len(held_out)) == (56 - num_dev, num_dev, 8)
-        for a, b in ((train_pairs, dev_pairs), (train_pairs, held_out), (dev_pairs, held_out)):
-            assert not set(a) & set(b)
-        for pairs in (dev_pairs, held_out):  # every colour and object equally often
-            assert Counter(c for c, _ in pairs) == {c: len(pairs) // 8 for c in COLOURS}
-            assert Counter(o for _, o in pairs) == {o: len(pairs) // 8 for o in RIDDLES}
-    assert split_compositions(8)[2] == split_compositions(24)[2]  # more dev compositions leave held-out as is
+    for num_objects in (8, 9, 10):
+        objects = list(RIDDLES)[:num_objects]
+        for num_dev in (8, 16, 24):
+            train_pairs, dev_pairs, held_out = split_compositions(num_dev, num_objects)
+            assert (len(train_pairs), len(dev_pairs), len(held_out)) == (8 * num_objects - 8 - num_dev, num_dev, 8)
+            assert set(train_pairs + dev_pairs + held_out) == {(c, o) for c in COLOURS for o in objects}
+            for a, b in ((train_pairs, dev_pairs), (train_pairs, held_out), (dev_pairs, held_out)):
+                assert not set(a) & set(b)
+            for pairs in (dev_pairs, held_out):  # every colour equally often, no object more than once per 8
+                assert Counter(c for c, _ in pairs) == {c: len(pairs) // 8 for c in COLOURS}
+                assert max(Counter(o for _, o in pairs).values()) <= len(pairs) // 8
+            if num_objects == 8:  # the default grid: every object too
+                assert {o for _, o in dev_pairs} == {o for _, o in held_out} == set(objects)
+    assert split_compositions(8)[2] == split_compositions(24, 10)[2]  # held-out stays as is
     assert set(split_compositions(8)[1]) < set(split_compositions(16)[1])
-    with pytest.raises(ValueError, match="12"):
-        split_compositions(12)
+    for bad, match in (((12,), "12"), ((8, 11), "11"), ((8, 7), "7")):
+        with pytest.raises(ValueError, match=match):
+            split_compositions(*bad)
     paths = write_benchmark(
         tmp_path, seed=1, num_train=64, num_test=16, train_plain_fraction=0.25, num_dev=16, num_test_plain=16
     )
@@ -224,11 +230,19 @@ def test_splits_are_disjoint_compositions_and_plain_queries_name_their_answer(tm
     assert all(row["tgt_text"][0].removeprefix("a ") in row["qry_text"] for row in plain)
     train = [json.loads(line) for line in paths["train"].open()]
     assert sum("-plain-" in row["id"] for row in train) == 16
-    held_out_answers = {f"a {c} {o}" for c, o in held_out}
+    held_out_answers = {f"a {c} {o}" for c, o in split_compositions()[2]}
     dev = [json.loads(line) for line in paths["dev"].open()]
     assert all(row["neg_text"] and row["neg_text"] not in held_out_answers for row in dev)
     assert all(row["neg_text"] != row["pos_text"] for row in dev)
     assert sum("-plain-" in row["id"] for row in dev) == 8
+    named = {word for row in train + plain for text in (row.get("pos_text", ""), *row.get("tgt_text", [])) for word in text.split()}  # fmt: skip
+    assert not named & set(list(RIDDLES)[8:])  # the default data names only its 8 objects
+    wide = write_benchmark(tmp_path / "wide", seed=1, num_train=112, num_test=16, num_dev=32, dev_compositions=16, num_objects=10)  # fmt: skip
+    wide_scenes = [json.loads(line) for line in wide["scenes"].open()]
+    assert {(s["colour"], s["object"]) for s in wide_scenes if s["split"] == "dev"} == set(
+        split_compositions(16, 10)[1]
+    )
+    assert {s["object"] for s in wide_scenes if s["split"] == "train"} == set(RIDDLES)
 
 
 def test_plain_training_rows_and_only_they_are_trace_optional_and_get_no_trace_copies(tmp_path):

@@ -40,7 +40,12 @@ RIDDLES = {
     "tree": ["plant with leaves and roots", "tall plant with a trunk"],
     "house": ["building where people live", "home with a roof and a door"],
     "boat": ["thing that floats on the sea", "vessel with a sail"],
+    # only with ``num_objects`` above 8 (the default demo's data has the eight above)
+    "bus": ["vehicle that carries many people", "vehicle that stops on the street"],
+    "chair": ["seat with four legs", "thing you sit on at a table"],
 }
+#: how many of `RIDDLES`' objects the demo's data uses by default
+NUM_OBJECTS = 8
 SHAPES = ("circle", "square", "triangle", "star")
 INSTRUCTION = "Find the object the query describes, in the colour of the shape in the picture."
 QUERY_TEMPLATES = ("Which {riddle} has this colour?", "Find the {riddle}, painted like this shape.")
@@ -106,28 +111,27 @@ class Scene:
         return self.kind in (PLAIN, CLEAR)
 
 
-#: Offsets (object index - colour index, mod 8) of the dev compositions, in the order `split_compositions`
-#: takes them: 8 compositions per offset, every colour and object once in each.
-DEV_OFFSETS = (4, 2, 6)
-
-
 def split_compositions(
-    num_dev: int = 8,
+    num_dev: int = 8, num_objects: int = NUM_OBJECTS
 ) -> tuple[list[tuple[str, str]], list[tuple[str, str]], list[tuple[str, str]]]:
-    """Train, dev and held-out (colour, object) pairs (by default 48 / 8 / 8 of the 8 x 8), disjoint; every
-    colour and every object occurs in dev and in held-out equally often. ``num_dev`` (8, 16 or 24) dev
-    compositions leave 56 - ``num_dev`` to train: the student's answers generalise to new compositions
-    only when training covers most of them (with 40 it wrote a training composition for a fifth of the
-    held-out riddles on some seeds, with 32 for most), while a reasoning gate fitted on dev rows learns
-    from only as many answers as dev has."""
+    """Train, dev and held-out (colour, object) pairs of the 8 colours and the first ``num_objects``
+    (8–10) objects, disjoint: 8 held-out, ``num_dev`` (8, 16 or 24) dev, the rest train (by default
+    48 / 8 / 8 of the 8 x 8). The pairs go by offset (object index - colour index, mod
+    ``num_objects``), 8 per offset, so each colour occurs once per offset in dev and held-out. The
+    student's answers generalise to new compositions only when training covers most of them (with 40
+    of 64 it wrote a training composition for a fifth of the held-out riddles on some seeds, with 32
+    for most), while a reasoning gate fitted on dev rows learns from only as many answers as dev has:
+    more objects give dev more compositions without taking them from training."""
     if num_dev not in (8, 16, 24):
         raise ValueError(f"num_dev compositions must be 8, 16 or 24 (8 per offset), got {num_dev!r}.")
-    dev_offsets = DEV_OFFSETS[: num_dev // 8]
-    colours, objects = list(COLOURS), list(RIDDLES)
+    if not NUM_OBJECTS <= num_objects <= len(RIDDLES):
+        raise ValueError(f"num_objects must be {NUM_OBJECTS} to {len(RIDDLES)}, got {num_objects!r}.")
+    middle = num_objects // 2
+    dev_offsets = (middle, middle - 2, middle + 2)[: num_dev // 8]
     train, dev, held_out = [], [], []
-    for i, colour in enumerate(colours):
-        for j, obj in enumerate(objects):
-            offset = (j - i) % len(objects)
+    for i, colour in enumerate(COLOURS):
+        for j, obj in enumerate(list(RIDDLES)[:num_objects]):
+            offset = (j - i) % num_objects
             (held_out if offset == 0 else dev if offset in dev_offsets else train).append((colour, obj))
     return train, dev, held_out
 
@@ -190,11 +194,12 @@ def _mixed(pairs, n: int, plain_fraction: float, rng: random.Random, prefix: str
     return scenes
 
 
-def candidates_for(scene: Scene, rng: random.Random, num_candidates: int) -> list[str]:
-    """The gold answer first, then distractors: same colour, same object, then any other pair."""
-    same_colour = [f"a {scene.colour} {o}" for o in RIDDLES if o != scene.object]
+def candidates_for(scene: Scene, rng: random.Random, num_candidates: int, objects: list[str]) -> list[str]:
+    """The gold answer first, then distractors of the data's ``objects``: same colour, same object,
+    then any other pair."""
+    same_colour = [f"a {scene.colour} {o}" for o in objects if o != scene.object]
     same_object = [f"a {c} {scene.object}" for c in COLOURS if c != scene.colour]
-    others = [f"a {c} {o}" for c in COLOURS for o in RIDDLES if c != scene.colour and o != scene.object]
+    others = [f"a {c} {o}" for c in COLOURS for o in objects if c != scene.colour and o != scene.object]
     rng.shuffle(same_colour), rng.shuffle(same_object), rng.shuffle(others)
     k = (num_candidates - 1) // 3
     distractors = same_colour[:k] + same_object[:k] + others[: num_candidates - 1 - 2 * k]
@@ -282,6 +287,7 @@ def write_benchmark(
     num_picture_test: int = 0,
     picture_background: str = "lookalike",
     dev_compositions: int = 8,
+    num_objects: int = NUM_OBJECTS,
 ) -> dict[str, Path]:
     """Write images, ``scenes.jsonl`` and one JSONL per split: ``train.jsonl`` and ``dev.jsonl``
     (MMEB-train, plus ``trace_optional``: true on a plain query or a clear picture; ``train_plain_fraction``
@@ -291,7 +297,8 @@ def write_benchmark(
     one; a picture row, its background's colour. The picture task's rows (``num_picture_*``, half of
     them camouflaged on a `PICTURE_BACKGROUNDS` colour) follow the mixed set's in train and dev and come
     from their own random stream, so the mixed set is the same with or without them. A split of size 0
-    is not written. ``dev_compositions``: how many compositions the dev rows cover (`split_compositions`)."""
+    is not written. ``dev_compositions``: how many compositions the dev rows cover, ``num_objects``: of how many
+    objects (`split_compositions`)."""
     if picture_background not in PICTURE_BACKGROUNDS:
         raise ValueError(
             f"picture_background must be one of {sorted(PICTURE_BACKGROUNDS)}, got {picture_background!r}."
@@ -300,7 +307,8 @@ def write_benchmark(
     output_dir = Path(output_dir)
     (output_dir / "images").mkdir(parents=True, exist_ok=True)
     rng, picture_rng = random.Random(seed), random.Random(f"picture-{seed}")
-    train_pairs, dev_pairs, held_out_pairs = split_compositions(dev_compositions)
+    train_pairs, dev_pairs, held_out_pairs = split_compositions(dev_compositions, num_objects)
+    objects = list(RIDDLES)[:num_objects]
     splits = {
         "train": _mixed(train_pairs, num_train, train_plain_fraction, rng, "train"),
         "dev": _mixed(dev_pairs, num_dev, 0.5, rng, "dev"),
@@ -319,7 +327,7 @@ def write_benchmark(
             rows = []
             for scenes, stream in ((splits.get(split, []), rng), (pictures.get(split, []), picture_rng)):
                 for scene in scenes:
-                    rows.append(_write_scene(scene, split, fmt, output_dir, stream, scenes_file, num_candidates, train_pairs + dev_pairs, backgrounds))  # fmt: skip
+                    rows.append(_write_scene(scene, split, fmt, output_dir, stream, scenes_file, num_candidates, train_pairs + dev_pairs, backgrounds, objects))  # fmt: skip
             if rows:
                 paths[split] = output_dir / name
                 with open(paths[split], "w") as f:
@@ -327,7 +335,7 @@ def write_benchmark(
     return paths
 
 
-def _write_scene(scene: Scene, split: str, fmt: str, output_dir: Path, rng: random.Random, scenes_file, num_candidates: int, negative_pairs: list, backgrounds: dict = LOOKALIKE) -> dict:  # fmt: skip
+def _write_scene(scene: Scene, split: str, fmt: str, output_dir: Path, rng: random.Random, scenes_file, num_candidates: int, negative_pairs: list, backgrounds: dict, objects: list[str]) -> dict:  # fmt: skip
     """Render ``scene``'s picture, record it in ``scenes.jsonl`` and return its row in ``fmt`` (a dev
     picture's hard negative: the shape in its colour's ``backgrounds`` colour)."""
     image_path = f"images/{scene.id}.png"
@@ -335,7 +343,7 @@ def _write_scene(scene: Scene, split: str, fmt: str, output_dir: Path, rng: rand
     scenes_file.write(json.dumps({**asdict(scene), "split": split, "answer": scene.answer}) + "\n")
     picture = scene.kind in (CLEAR, CAMOUFLAGED)
     if fmt == "eval":
-        return _eval_row(scene, image_path, picture_candidates(scene) if picture else candidates_for(scene, rng, num_candidates))  # fmt: skip
+        return _eval_row(scene, image_path, picture_candidates(scene) if picture else candidates_for(scene, rng, num_candidates, objects))  # fmt: skip
     if split != "dev":
         return _train_row(scene, image_path)
     negative = f"a {scene.background or backgrounds[scene.colour]} {PICTURE_OBJECT}" if picture else hard_negative(scene, negative_pairs, rng)  # fmt: skip

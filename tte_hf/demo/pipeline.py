@@ -60,6 +60,7 @@ class DemoSettings:
     train_plain_fraction: float
     num_dev: int
     dev_compositions: int
+    num_objects: int
     num_test: int
     num_test_plain: int
     num_picture_train: int
@@ -256,6 +257,7 @@ class Demo:
                     train_plain_fraction=s.train_plain_fraction,
                     num_dev=s.num_dev,
                     dev_compositions=s.dev_compositions,
+                    num_objects=s.num_objects,
                     num_test_plain=s.num_test_plain,
                     num_picture_train=s.num_picture_train,
                     num_picture_dev=s.num_picture_dev,
