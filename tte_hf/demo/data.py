@@ -112,22 +112,22 @@ class Scene:
 
 
 def split_compositions(
-    num_dev: int = 8, num_objects: int = NUM_OBJECTS
+    dev_compositions: int = 8, num_objects: int = NUM_OBJECTS
 ) -> tuple[list[tuple[str, str]], list[tuple[str, str]], list[tuple[str, str]]]:
     """Train, dev and held-out (colour, object) pairs of the 8 colours and the first ``num_objects``
-    (8–10) objects, disjoint: 8 held-out, ``num_dev`` (8, 16 or 24) dev, the rest train (by default
+    (8–10) objects, disjoint: 8 held-out, ``dev_compositions`` (8, 16 or 24) dev, the rest train (by default
     48 / 8 / 8 of the 8 x 8). The pairs go by offset (object index - colour index, mod
     ``num_objects``), 8 per offset, so each colour occurs once per offset in dev and held-out. The
     student's answers generalise to new compositions only when training covers most of them (with 40
     of 64 it wrote a training composition for a fifth of the held-out riddles on some seeds, with 32
     for most), while a reasoning gate fitted on dev rows learns from only as many answers as dev has:
     more objects give dev more compositions without taking them from training."""
-    if num_dev not in (8, 16, 24):
-        raise ValueError(f"num_dev compositions must be 8, 16 or 24 (8 per offset), got {num_dev!r}.")
+    if dev_compositions not in (8, 16, 24):
+        raise ValueError(f"dev_compositions must be 8, 16 or 24 (8 per offset), got {dev_compositions!r}.")
     if not NUM_OBJECTS <= num_objects <= len(RIDDLES):
         raise ValueError(f"num_objects must be {NUM_OBJECTS} to {len(RIDDLES)}, got {num_objects!r}.")
     middle = num_objects // 2
-    dev_offsets = (middle, middle - 2, middle + 2)[: num_dev // 8]
+    dev_offsets = (middle, middle - 2, middle + 2)[: dev_compositions // 8]
     train, dev, held_out = [], [], []
     for i, colour in enumerate(COLOURS):
         for j, obj in enumerate(list(RIDDLES)[:num_objects]):
