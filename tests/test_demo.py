@@ -292,9 +292,6 @@ def test_settings_come_from_the_shipped_yaml_each_documented(tmp_path):
     pictures = yaml.safe_load((folder / "pictures.yaml").read_text())
     assert set(pictures) == {"num_picture_train", "num_picture_dev", "num_picture_test"}
     assert all(pictures.values()) and not any(getattr(DemoSettings.load(), key) for key in pictures)
-    wide = DemoSettings.load("wide")
-    assert (wide.num_objects, wide.dev_compositions) == (10, 16)
-    assert dataclasses.asdict(wide) == {**dataclasses.asdict(DemoSettings.load()), "num_objects": 10, "dev_compositions": 16}  # fmt: skip
 
     config = configparser.ConfigParser()
     config.read(Path(pipeline.__file__).parents[2] / "setup.cfg")
@@ -310,7 +307,7 @@ def test_settings_come_from_the_shipped_yaml_each_documented(tmp_path):
         DemoSettings.load(mine)
     with pytest.raises(
         FileNotFoundError,
-        match=r"no demo settings 'fast': the package ships \['default', 'pictures', 'pictures-distinct', 'quick', 'wide'\]",
+        match=r"no demo settings 'fast': the package ships \['default', 'pictures', 'pictures-distinct', 'quick'\]",
     ):
         DemoSettings.load("fast")
     with pytest.raises(TypeError, match=r"no setting\(s\) \['epochs'\]"):

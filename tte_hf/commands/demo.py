@@ -12,7 +12,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--settings",
         default="default",
-        help="A shipped settings file's name (default, pictures, pictures-distinct, wide) or a .yaml path; its values replace the defaults.",
+        help="A shipped settings file's name (default, pictures, pictures-distinct) or a .yaml path; its values replace the defaults.",
     )
     parser.add_argument(
         "--rl", action="store_true", help="Also tune the student with GRPO (the embedder as reward) and score it."

@@ -115,8 +115,9 @@ def split_compositions(
     dev_compositions: int = 8, num_objects: int = NUM_OBJECTS
 ) -> tuple[list[tuple[str, str]], list[tuple[str, str]], list[tuple[str, str]]]:
     """Train, dev and held-out (colour, object) pairs of the 8 colours and the first ``num_objects``
-    (8–10) objects, disjoint: 8 held-out, ``dev_compositions`` (8, 16 or 24) dev, the rest train (by default
-    48 / 8 / 8 of the 8 x 8). The pairs go by offset (object index - colour index, mod
+    (8–10) objects, disjoint: 8 held-out, ``dev_compositions`` (8, 16 or 24) dev, the rest train (48 /
+    8 / 8 of the 8 x 8 with this function's defaults; the demo's settings take 10 objects and 16 dev:
+    56 / 16 / 8 of 80). The pairs go by offset (object index - colour index, mod
     ``num_objects``), 8 per offset, so each colour occurs once per offset in dev and held-out. The
     student's answers generalise to new compositions only when training covers most of them (with 40
     of 64 it wrote a training composition for a fifth of the held-out riddles on some seeds, with 32
