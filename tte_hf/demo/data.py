@@ -298,8 +298,7 @@ def write_benchmark(
     one; a picture row, its background's colour. The picture task's rows (``num_picture_*``, half of
     them camouflaged on a `PICTURE_BACKGROUNDS` colour) follow the mixed set's in train and dev and come
     from their own random stream, so the mixed set is the same with or without them. A split of size 0
-    is not written. ``dev_compositions``: how many compositions the dev rows cover, ``num_objects``: of how many
-    objects (`split_compositions`)."""
+    is not written. ``dev_compositions`` and ``num_objects``: the grid (`split_compositions`)."""
     if picture_background not in PICTURE_BACKGROUNDS:
         raise ValueError(
             f"picture_background must be one of {sorted(PICTURE_BACKGROUNDS)}, got {picture_background!r}."
